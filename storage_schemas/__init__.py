@@ -1,0 +1,19 @@
+"""Every table mgte writes, defined once (pyarrow schemas with a doc per field).
+
+Readers and writers validate against these; ``docs/ARCHITECTURE.md`` lists which stage writes
+which table.
+"""
+
+from storage_schemas.base import SchemaError, Table, col
+from storage_schemas.corpus import CLEAN_DOC, DROPPED, LANG_STATS, QUARANTINE, RAW_DOC
+from storage_schemas.manifest import (
+    ManifestError,
+    check_counts,
+    validate_manifest,
+    validate_task_marker,
+)
+
+__all__ = [
+    "CLEAN_DOC", "DROPPED", "LANG_STATS", "QUARANTINE", "RAW_DOC",
+    "ManifestError", "SchemaError", "Table", "check_counts", "col", "validate_manifest", "validate_task_marker",
+]

@@ -1,0 +1,64 @@
+"""A deterministic fault hook for tests (RELIABILITY.md): fail at a named point, once.
+
+``MGTE_FAULT="point=before_marker,count=2,action=exit137,once=/tmp/f"`` makes the 2nd call of
+``fault_point("before_marker")`` in this process kill it with ``os._exit(137)``; with ``once`` the
+fault fires only if that file does not exist yet (it is created first), so a rerun succeeds.
+Several faults are separated by ``;``. Actions: ``exit137``, ``enospc`` (raise OSError ENOSPC),
+``sigterm`` (send SIGTERM to this process), ``nan`` (``fault_point`` returns True: the caller
+poisons its value). Without the variable every call is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections import Counter
+from dataclasses import dataclass
+
+ENV = "MGTE_FAULT"
+_calls: Counter[str] = Counter()
+
+
+@dataclass(frozen=True)
+class Fault:
+    point: str
+    count: int = 1
+    action: str = "exit137"
+    once: str | None = None
+
+
+def parse(spec: str) -> list[Fault]:
+    faults = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        kv = dict(item.split("=", 1) for item in part.split(","))
+        faults.append(Fault(point=kv["point"], count=int(kv.get("count", 1)),
+                            action=kv.get("action", "exit137"), once=kv.get("once")))
+    return faults
+
+
+def fault_point(name: str, path: str | None = None) -> bool:
+    """Mark a point; fire a configured fault there. Returns True only for action ``nan``."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return False
+    _calls[name] += 1
+    for fault in parse(spec):
+        if fault.point != name or _calls[name] != fault.count:
+            continue
+        if fault.once:
+            if os.path.exists(fault.once):
+                continue
+            with open(fault.once, "w") as fh:
+                fh.write(name)
+        if fault.action == "exit137":
+            os._exit(137)
+        if fault.action == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or name)
+        if fault.action == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            return False
+        if fault.action == "nan":
+            return True
+        raise ValueError(f"{ENV}: unknown action {fault.action!r}")
+    return False
