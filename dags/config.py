@@ -29,6 +29,21 @@ frozen = dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 """The decorator every config class uses."""
 
 
+class FrozenDict(dict):
+    """A read-only, hashable, picklable mapping for dict-typed config fields."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted((k, v) for k, v in self.items())))
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("config mappings are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the file."""
 
@@ -129,7 +144,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{source}: key '{key}': expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
         item_tp = args[0] if args else Any
         return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin is dict or tp is dict:
@@ -137,8 +152,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: key '{key}': expected a mapping, got {value!r}")
         args = get_args(tp)
         if not args:
-            return types.MappingProxyType(dict(value))
-        return types.MappingProxyType(
+            return FrozenDict(value)
+        return FrozenDict(
             {_coerce(k, args[0], key, source): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
         )
     if tp is float:
@@ -177,6 +192,10 @@ def build(cls: type[T], data: dict, *, source: str = "<config>", prefix: str = "
         )
     kwargs = {}
     for name, value in data.items():
+        default = fields[name].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            # a partial mapping changes only the keys it names: start from the field's default
+            value = _merge(config_to_dict(default), value)
         kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name, source)
     try:
         obj = cls(**kwargs)
@@ -212,7 +231,7 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (dict, types.MappingProxyType)):
+    if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
 

@@ -5,7 +5,7 @@ which table.
 """
 
 from storage_schemas.base import SchemaError, Table, col
-from storage_schemas.corpus import CLEAN_DOC, DROPPED, LANG_STATS, QUARANTINE, RAW_DOC
+from storage_schemas.corpus import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, LANG_STATS, QUARANTINE, RAW_DOC
 from storage_schemas.manifest import (
     ManifestError,
     check_counts,
@@ -14,6 +14,6 @@ from storage_schemas.manifest import (
 )
 
 __all__ = [
-    "CLEAN_DOC", "DROPPED", "LANG_STATS", "QUARANTINE", "RAW_DOC",
+    "CANDIDATE", "CLEAN_DOC", "DEDUP_DECISION", "DROPPED", "LANG_STATS", "QUARANTINE", "RAW_DOC",
     "ManifestError", "SchemaError", "Table", "check_counts", "col", "validate_manifest", "validate_task_marker",
 ]

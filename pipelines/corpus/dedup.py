@@ -1,0 +1,147 @@
+"""Exact and near-duplicate removal: the plain functions both engines call.
+
+Exact: documents with the same hash of the normalised text form a group; the survivor is the
+earliest record in input order (path, line). Near: MinHash over word n-gram shingles (grapheme
+n-grams for scripts without spaces), LSH with ``bands x rows``; every bucket links its members to
+its earliest one, each candidate link is verified by the estimated Jaccard of the two signatures,
+and verified links are merged with union-find. Each cluster keeps its earliest document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import regex
+import xxhash
+
+_SHINGLE_TOKEN = regex.compile(
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]\p{M}*|[\p{L}\p{N}\p{M}]+")
+_MERSENNE = np.uint64((1 << 61) - 1)
+_CHUNK = 8192  # shingles per block: bounds memory at num_perm x 8192 x 8 bytes
+
+
+def text_hash(text: str) -> str:
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
+
+
+def shingle_hashes(text: str, n: int) -> np.ndarray:
+    """32-bit hashes of the distinct word n-grams of ``text`` (lower-cased, punctuation ignored)."""
+    tokens = _SHINGLE_TOKEN.findall(text.lower())
+    if not tokens:
+        return np.zeros(0, dtype=np.uint64)
+    tok = np.fromiter((xxhash.xxh32_intdigest(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+    if len(tok) < n:
+        return np.array([xxhash.xxh32_intdigest(" ".join(tokens))], dtype=np.uint64)
+    # polynomial combination of n consecutive token hashes (wrapping uint64 arithmetic)
+    acc = np.zeros(len(tok) - n + 1, dtype=np.uint64)
+    mult = np.uint64(1_000_003)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            acc = acc * mult + tok[k:len(tok) - n + 1 + k]
+        acc ^= acc >> np.uint64(29)
+        acc *= np.uint64(0xBF58476D1CE4E5B9)
+        acc ^= acc >> np.uint64(32)
+    return np.unique(acc & np.uint64(0xFFFFFFFF))
+
+
+class MinHasher:
+    """``num_perm`` universal hash functions h(x) = (a x + b) mod (2^61 - 1), seeded."""
+
+    def __init__(self, num_perm: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.a = rng.integers(1, 1 << 32, size=num_perm, dtype=np.uint64)[:, None]
+        self.b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)[:, None]
+        self.num_perm = num_perm
+
+    def signature(self, shingles: np.ndarray) -> np.ndarray:
+        sig = np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint64)
+        for start in range(0, len(shingles), _CHUNK):
+            block = shingles[None, start:start + _CHUNK]
+            with np.errstate(over="ignore"):
+                values = ((self.a * block + self.b) % _MERSENNE) & np.uint64(0xFFFFFFFF)
+            np.minimum(sig, values.min(axis=1), out=sig)
+        return sig.astype(np.uint32)
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[str]:
+    sig = np.asarray(signature, dtype=np.uint32)
+    return [f"{b}:{xxhash.xxh64_hexdigest(sig[b * rows:(b + 1) * rows].tobytes())}" for b in range(bands)]
+
+
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.asarray(a) == np.asarray(b)))
+
+
+# ---- decisions -------------------------------------------------------------------------------
+# A "key" is the record's position in the input plus its id: (path, line, id). It orders records
+# the same way on every engine and is unique, so it decides survivors and joins decisions back.
+Key = tuple[str, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    path: str
+    line: int
+    reason: str  # exact_duplicate | near_duplicate
+    duplicate_of: str  # id of the survivor
+    similarity: float
+
+    def row(self) -> dict:
+        return {"path": self.path, "line": self.line, "reason": self.reason, "duplicate_of": self.duplicate_of,
+                "similarity": self.similarity}
+
+
+def exact_group_decisions(members: Iterable[Key]) -> tuple[Key, list[Decision]]:
+    """One text-hash group of keys -> (survivor, decisions for the others)."""
+    ordered = sorted(members)
+    survivor = ordered[0]
+    return survivor, [Decision(k[0], k[1], "exact_duplicate", survivor[2], 1.0) for k in ordered[1:]]
+
+
+def bucket_links(members: Iterable[tuple[Key, np.ndarray]], threshold: float) -> list[tuple[Key, Key, float]]:
+    """One LSH bucket -> verified links (earliest member, other member, estimated Jaccard)."""
+    ordered = sorted(members, key=lambda m: m[0])
+    head_key, head_sig = ordered[0]
+    links = []
+    for key, sig in ordered[1:]:
+        sim = jaccard_estimate(head_sig, sig)
+        if sim >= threshold:
+            links.append((head_key, key, sim))
+    return links
+
+
+class UnionFind:
+    def __init__(self):
+        self.parent: dict = {}
+
+    def find(self, x):
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(x, x) != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:  # the smaller key becomes the root: the root is the cluster's earliest record
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            self.parent[hi] = lo
+
+
+def near_duplicate_decisions(links: Iterable[tuple[Key, Key, float]]) -> list[Decision]:
+    """Verified links -> one decision per non-survivor; survivor = the cluster's earliest record."""
+    uf = UnionFind()
+    best: dict[Key, float] = {}
+    for a, b, sim in links:
+        uf.union(a, b)
+        for k in (a, b):
+            best[k] = max(best.get(k, 0.0), sim)
+    out = []
+    for key in sorted(uf.parent):
+        root = uf.find(key)
+        if root != key:
+            out.append(Decision(key[0], key[1], "near_duplicate", root[2], best.get(key, 0.0)))
+    return out

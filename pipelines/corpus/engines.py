@@ -1,0 +1,257 @@
+"""Where the corpus steps run: locally, on Apache Beam, or on Ray Data. Same functions, same output.
+
+An engine does two things: ``map(fn, items)`` runs per-file tasks (each writes its own files and
+marker, so a retried bundle or task is idempotent), and ``dedup(files, cfg, out)`` turns the
+candidates into duplicate decisions with :mod:`pipelines.corpus.dedup` and writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections import defaultdict
+from typing import Callable, Iterable
+
+import numpy as np
+
+from dags.config import BeamConfig, RayConfig
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import (
+    band_keys,
+    bucket_links,
+    exact_group_decisions,
+    near_duplicate_decisions,
+)
+from pipelines.corpus.steps import read_dedup_rows, write_decisions
+from pipelines.stage import StageOutput
+
+
+def _key(row: dict) -> tuple[str, int, str]:
+    return (row["path"], int(row["line"]), row["id"])
+
+
+def exact_stage(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """One text-hash group -> (survivor rows, exact-duplicate decision rows)."""
+    rows = list(rows)
+    by_key = {_key(r): r for r in rows}
+    survivor, decisions = exact_group_decisions(by_key)
+    return [by_key[survivor]], [d.row() for d in decisions]
+
+
+def band_items(row: dict, cfg: DedupConfig) -> list[tuple[str, tuple]]:
+    sig = np.asarray(row["minhash"], dtype=np.uint32)
+    if sig.size == 0:
+        return []
+    return [(k, (_key(row), sig)) for k in band_keys(sig, cfg.bands, cfg.rows)]
+
+
+def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
+    members = list(members)
+    return bucket_links(members, threshold) if len(members) > 1 else []
+
+
+def dedup_in_memory(rows: list[dict], cfg: DedupConfig) -> list[dict]:
+    """The reference de-duplication (local engine, and what the other engines must equal)."""
+    decisions: list[dict] = []
+    survivors = rows
+    if cfg.exact:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            groups[row["text_hash"]].append(row)
+        survivors = []
+        for members in groups.values():
+            keep, dups = exact_stage(members)
+            survivors += keep
+            decisions += dups
+    if cfg.near:
+        buckets: dict[str, list] = defaultdict(list)
+        for row in survivors:
+            for key, member in band_items(row, cfg):
+                buckets[key].append(member)
+        links = [link for members in buckets.values() for link in bucket_stage(members, cfg.threshold)]
+        decisions += [d.row() for d in near_duplicate_decisions(links)]
+    return decisions
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, *_):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn: Callable, items: list[tuple]) -> None:
+        for item in items:
+            fn(*item)
+
+    def dedup(self, files: list[str], cfg: DedupConfig, out: StageOutput) -> None:
+        rows = [r for f in files for r in read_dedup_rows(f)]
+        write_decisions(out, dedup_in_memory(rows, cfg), len(rows))
+
+
+# ---- Apache Beam ---------------------------------------------------------------------------------
+def _star(fn: Callable, item: tuple):
+    return fn(*item)
+
+
+class BeamEngine:
+    """Beam pipelines (DirectRunner unless ``beam.options`` names another runner)."""
+
+    name = "beam"
+
+    def __init__(self, beam: BeamConfig, _ray: RayConfig | None = None):
+        self.options = shlex.split(beam.options)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _pipeline(self):
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        return beam.Pipeline(options=PipelineOptions(self.options))
+
+    def map(self, fn: Callable, items: list[tuple]) -> None:
+        import apache_beam as beam
+
+        with self._pipeline() as p:
+            (p | "Tasks" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
+             | "RunTask" >> beam.Map(functools.partial(_star, fn)))
+
+    def dedup(self, files: list[str], cfg: DedupConfig, out: StageOutput) -> None:
+        import apache_beam as beam
+
+        with self._pipeline() as p:
+            rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
+            n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
+            decisions = []
+            survivors = rows
+            if cfg.exact:
+                exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
+                         | "GroupExact" >> beam.GroupByKey()
+                         | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
+                survivors = exact.keep
+                decisions.append(exact.dup)
+            if cfg.near:
+                near = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
+                        | "GroupBuckets" >> beam.GroupByKey()
+                        | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold))
+                        | "AllLinks" >> beam.combiners.ToList()
+                        | "Clusters" >> beam.FlatMap(lambda links: [d.row() for d in near_duplicate_decisions(links)]))
+                decisions.append(near)
+            merged = (decisions | "Merge" >> beam.Flatten()) if decisions else (p | "NoDecisions" >> beam.Create([]))
+            (merged | "AllDecisions" >> beam.combiners.ToList()
+             | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n), beam.pvalue.AsSingleton(n_rows)))
+
+
+def _exact_tagged(kv):
+    import apache_beam as beam
+
+    keep, dups = exact_stage(kv[1])
+    for row in keep:
+        yield row
+    for d in dups:
+        yield beam.pvalue.TaggedOutput("dup", d)
+
+
+# ---- Ray Data ------------------------------------------------------------------------------------
+class RayEngine:
+    """Ray Data on a local ``ray.init()`` or on the cluster at ``ray.address``."""
+
+    name = "ray"
+
+    def __init__(self, _beam: BeamConfig | None, ray_cfg: RayConfig):
+        self.cfg = ray_cfg
+        self.started = False
+
+    def __enter__(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"address": self.cfg.address, "ignore_reinit_error": True, "include_dashboard": False,
+                      "log_to_driver": False}
+            if self.cfg.address is None and self.cfg.num_cpus:
+                kwargs["num_cpus"] = self.cfg.num_cpus
+            ray.init(**kwargs)
+            self.started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        return self
+
+    def __exit__(self, *exc):
+        import ray
+
+        if self.started:
+            ray.shutdown()
+        return False
+
+    def map(self, fn: Callable, items: list[tuple]) -> None:
+        import ray
+
+        ds = ray.data.from_items([{"item": item} for item in items], override_num_blocks=max(1, len(items)))
+        ds.map(lambda row: {"marker": str(fn(*row["item"]).get("task"))}, num_cpus=1).materialize()
+
+    def dedup(self, files: list[str], cfg: DedupConfig, out: StageOutput) -> None:
+        import ray
+
+        from pipelines.corpus.steps import DEDUP_COLUMNS
+
+        ds = ray.data.read_parquet(files, columns=DEDUP_COLUMNS)
+        n_rows = ds.count()
+        decisions: list[dict] = []
+        survivors = ds
+        if cfg.exact:
+            grouped = ds.groupby("text_hash").map_groups(_ray_exact, batch_format="pyarrow").materialize()
+            decisions += [_decision(r) for r in grouped.filter(lambda r: r["kind"] == "dup").take_all()]
+            survivors = grouped.filter(lambda r: r["kind"] == "keep")
+        if cfg.near:
+            links = (survivors.flat_map(lambda r: [{"band": k, "path": m[0][0], "line": m[0][1], "id": m[0][2],
+                                                    "minhash": m[1]} for k, m in band_items(r, cfg)])
+                     .groupby("band").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
+                                                 batch_format="pyarrow")
+                     .take_all())
+            triples = [((r["a_path"], r["a_line"], r["a_id"]), (r["b_path"], r["b_line"], r["b_id"]), r["sim"])
+                       for r in links]
+            decisions += [d.row() for d in near_duplicate_decisions(triples)]
+        write_decisions(out, decisions, n_rows)
+
+
+def _decision(row: dict) -> dict:
+    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity")}
+
+
+def _ray_exact(table):
+    import pyarrow as pa
+
+    keep, dups = exact_stage(table.to_pylist())
+    rows = [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
+    rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
+              "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"]} for d in dups]
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
+        ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
+        ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+
+
+def _ray_links(table, threshold: float):
+    import pyarrow as pa
+
+    members = [((r["path"], int(r["line"]), r["id"]), np.asarray(r["minhash"], np.uint32)) for r in table.to_pylist()]
+    links = bucket_stage(members, threshold)
+    return pa.Table.from_pylist(
+        [{"a_path": a[0], "a_line": a[1], "a_id": a[2], "b_path": b[0], "b_line": b[1], "b_id": b[2], "sim": s}
+         for a, b, s in links],
+        schema=pa.schema([("a_path", pa.string()), ("a_line", pa.int64()), ("a_id", pa.string()),
+                          ("b_path", pa.string()), ("b_line", pa.int64()), ("b_id", pa.string()),
+                          ("sim", pa.float64())]))
+
+
+ENGINES = {"local": LocalEngine, "beam": BeamEngine, "ray": RayEngine}

@@ -1,0 +1,144 @@
+"""Quality filters: datatrove's Gopher, C4 and FineWeb blocks, made safe for every script.
+
+datatrove's filters take a ``language`` whose word tokenizer they load; for many of the 75
+languages those tokenizers need packages or downloads (stanza, pythainlp, sudachi, ...). We hand
+them :class:`ScriptAwareTokenizer` instead: Unicode words for spaced scripts and one token per
+grapheme cluster for scripts without spaces, with sentence splitting on the terminal punctuation
+of every script. ``QualityFilters.score(text, lang)`` returns ``None`` (keep) or the failing
+filter's reason plus the scores behind it; the text itself is never changed here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import regex
+from datatrove.data import Document
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+from pipelines.corpus.config import GopherQuality, QualityConfig
+
+_NO_SPACE_CHAR = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
+_TOKEN = regex.compile(rf"{_NO_SPACE_CHAR}\p{{M}}*|[\p{{L}}\p{{N}}\p{{M}}]+(?:['’\-][\p{{L}}\p{{N}}\p{{M}}]+)*|[^\s\p{{L}}\p{{N}}\p{{M}}]")
+_SENT_END = regex.compile(r"(?<=[.!?。！？؟।॥။។።…])\s+|(?<=[。！？])|\n+")
+
+
+class ScriptAwareTokenizer(WordTokenizer):
+    """A datatrove WordTokenizer that needs no language model and works for any script."""
+
+    def __init__(self):
+        super().__init__("multilingual")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return _TOKEN.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [s.strip() for s in _SENT_END.split(text) if s and s.strip()]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        spans, start = [], 0
+        for m in _SENT_END.finditer(text):
+            if m.start() > start:
+                spans.append((start, m.start()))
+            start = m.end()
+        if start < len(text):
+            spans.append((start, len(text)))
+        return spans or [(0, len(text))]
+
+    def __hash__(self) -> int:  # datatrove caches split results keyed by the tokenizer
+        return hash(ScriptAwareTokenizer)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ScriptAwareTokenizer)
+
+
+TOKENIZER = ScriptAwareTokenizer()
+
+
+@functools.lru_cache(maxsize=128)
+def stop_words(lang: str) -> frozenset[str]:
+    """spaCy's stop-word list of ``lang`` (ships with spaCy, offline), empty if it has none."""
+    try:
+        import spacy.util
+
+        cls = spacy.util.get_lang_class("nb" if lang == "no" else lang)
+        return frozenset(w.lower() for w in cls.Defaults.stop_words)
+    except (ImportError, KeyError, AttributeError):
+        return frozenset()
+
+
+def _gopher_quality(cfg: GopherQuality, stops: frozenset[str]) -> GopherQualityFilter:
+    use_stops = cfg.min_stop_words if stops else None
+    return GopherQualityFilter(
+        min_doc_words=cfg.min_doc_words, max_doc_words=cfg.max_doc_words,
+        min_avg_word_length=cfg.min_avg_word_length, max_avg_word_length=cfg.max_avg_word_length,
+        max_symbol_word_ratio=cfg.max_symbol_word_ratio, max_bullet_lines_ratio=cfg.max_bullet_lines_ratio,
+        max_ellipsis_lines_ratio=cfg.max_ellipsis_lines_ratio,
+        max_non_alpha_words_ratio=cfg.max_non_alpha_words_ratio, min_stop_words=use_stops,
+        stop_words=sorted(stops) if stops else None, language=TOKENIZER)
+
+
+class QualityFilters:
+    """The configured datatrove filters, built once per language group."""
+
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+        r = cfg.gopher_repetition
+        self.repetition = GopherRepetitionFilter(
+            dup_line_frac=r.dup_line_frac, dup_para_frac=r.dup_para_frac, dup_line_char_frac=r.dup_line_char_frac,
+            dup_para_char_frac=r.dup_para_char_frac, top_n_grams=r.top_n_grams, dup_n_grams=r.dup_n_grams,
+            language=TOKENIZER) if r.enabled else None
+        c = cfg.c4
+        self.c4 = C4QualityFilter(
+            split_paragraph=c.split_paragraph, remove_citations=c.remove_citations,
+            filter_no_terminal_punct=c.filter_no_terminal_punct, min_num_sentences=c.min_num_sentences,
+            min_words_per_line=c.min_words_per_line, max_word_length=c.max_word_length,
+            filter_lorem_ipsum=c.filter_lorem_ipsum, filter_javascript=c.filter_javascript,
+            filter_curly_bracket=c.filter_curly_bracket, filter_policy=c.filter_policy,
+            language=TOKENIZER) if c.enabled else None
+        self._gopher: dict[str, GopherQualityFilter | None] = {}
+        self._fineweb: dict[bool, FineWebQualityFilter | None] = {}
+
+    def gopher_for(self, lang: str) -> GopherQualityFilter | None:
+        if lang not in self._gopher:
+            no_space = lang in self.cfg.no_space_langs
+            g = self.cfg.gopher_quality_no_space if no_space else self.cfg.gopher_quality
+            self._gopher[lang] = _gopher_quality(g, frozenset() if no_space else stop_words(lang)) if g.enabled else None
+        return self._gopher[lang]
+
+    def fineweb_for(self, lang: str) -> FineWebQualityFilter | None:
+        no_punct = lang in self.cfg.no_terminal_punct_langs
+        if no_punct not in self._fineweb:
+            f = self.cfg.fineweb
+            self._fineweb[no_punct] = FineWebQualityFilter(
+                line_punct_thr=0.0 if no_punct else f.line_punct_thr, line_punct_exclude_zero=f.line_punct_exclude_zero,
+                short_line_thr=f.short_line_thr, short_line_length=f.short_line_length,
+                char_duplicates_ratio=f.char_duplicates_ratio, new_line_ratio=f.new_line_ratio,
+                language=TOKENIZER) if f.enabled else None
+        return self._fineweb[no_punct]
+
+    def score(self, text: str, lang: str, doc_id: str = "") -> tuple[str | None, dict]:
+        """(None, scores) to keep; (reason, scores) to drop. Reasons are datatrove's, prefixed."""
+        words = TOKENIZER.word_tokenize(text)
+        scores = {"n_words": len(words), "n_lines": text.count("\n") + 1}
+        steps = (("gopher_rep", self.repetition), ("gopher", self.gopher_for(lang)), ("c4", self.c4),
+                 ("fineweb", self.fineweb_for(lang)))
+        for prefix, flt in steps:
+            if flt is None:
+                continue
+            doc = Document(text=text, id=doc_id, metadata={"language": lang})
+            verdict = flt.filter(doc)
+            if verdict is True or (isinstance(verdict, tuple) and verdict[0]):
+                continue
+            reason = verdict[1] if isinstance(verdict, tuple) and len(verdict) > 1 else "failed"
+            reason = str(reason).replace(" ", "_").replace("<", "lt")
+            if not reason.startswith(prefix):
+                reason = f"{prefix}_{reason}"
+            return reason, scores
+        return None, scores

@@ -1,0 +1,42 @@
+"""Per-language statistics and the language sampling table of mGTE eq. 1."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def sampling_probs(counts: dict[str, int], alpha: float) -> dict[str, tuple[float, float]]:
+    """{lang: n_i} -> {lang: (p_i, q_i)}, p_i = n_i / sum n, q_i = p_i^alpha / sum_j p_j^alpha."""
+    total = sum(counts.values())
+    if total == 0:
+        return {}
+    p = {k: v / total for k, v in counts.items()}
+    z = sum(v ** alpha for v in p.values())
+    return {k: (p[k], p[k] ** alpha / z) for k in counts}
+
+
+def language_stats(docs: pa.Table, alpha: float, with_tokens: bool) -> list[dict]:
+    """Rows of the LANG_STATS table from the kept documents (lang, n_chars, n_bytes, n_tokens)."""
+    if docs.num_rows == 0:
+        return []
+    aggs = [("lang", "count"), ("n_chars", "sum"), ("n_bytes", "sum")]
+    if with_tokens:
+        aggs.append(("n_tokens", "sum"))
+    grouped = docs.group_by("lang").aggregate(aggs).to_pylist()
+    probs = sampling_probs({g["lang"]: g["lang_count"] for g in grouped}, alpha)
+    rows = []
+    for g in sorted(grouped, key=lambda g: (-g["lang_count"], g["lang"])):
+        p, q = probs[g["lang"]]
+        rows.append({"lang": g["lang"], "docs": g["lang_count"], "chars": g["n_chars_sum"], "bytes": g["n_bytes_sum"],
+                     "tokens": g.get("n_tokens_sum") if with_tokens else None, "p": p, "q": q, "alpha": alpha})
+    return rows
+
+
+def reason_counts(tables: list[pa.Table]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in tables:
+        if t.num_rows:
+            for row in pc.value_counts(t["reason"]).to_pylist():
+                out[row["values"]] = out.get(row["values"], 0) + row["counts"]
+    return out

@@ -1,0 +1,211 @@
+"""The corpus stage's logic as plain functions; engines only decide where they run.
+
+Three kinds of task, each the unit of retry with its own marker:
+
+* ``read-NNNNN`` (one per input file): read -> normalise -> identify the language -> quality
+  filters -> MinHash. Writes the file's candidates (``_work/candidates/``), dropped records and
+  quarantined records.
+* ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
+  the engines compute it with the functions of :mod:`pipelines.corpus.dedup`.
+* ``write-NNNNN`` (one per input file): candidates minus duplicates -> ``data/``; duplicates ->
+  ``dropped/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.corpus.config import Config, DedupConfig, QualityConfig
+from pipelines.corpus.dedup import MinHasher, shingle_hashes, text_hash
+from pipelines.corpus.lid import load_identifier
+from pipelines.corpus.normalize import normalize_text
+from pipelines.corpus.quality import QualityFilters
+from pipelines.faults import fault_point
+from pipelines.readers import Quarantined, check_text, read_records
+from pipelines.stage import StageOutput
+from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, QUARANTINE
+
+TEXT_PREVIEW = 2000
+DEDUP_TASK = "dedup"
+DEDUP_FILE = "_work/dedup.parquet"
+
+
+def read_task(i: int) -> str:
+    return f"read-{i:05d}"
+
+
+def write_task(i: int) -> str:
+    return f"write-{i:05d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _filters(cfg: QualityConfig) -> QualityFilters:
+    return QualityFilters(cfg)
+
+
+@functools.lru_cache(maxsize=4)
+def _hasher(cfg: DedupConfig) -> MinHasher:
+    return MinHasher(cfg.bands * cfg.rows, cfg.seed)
+
+
+def _metadata(data: dict, skip: tuple[str, ...]) -> str | None:
+    rest = {k: v for k, v in data.items() if k not in skip}
+    return json.dumps(rest, ensure_ascii=False, default=str, sort_keys=True) if rest else None
+
+
+def _dropped(doc_id: str, reason: str, path: str, line: int, text: str | None, *, lang=None, lang_score=None,
+             scores: dict | None = None) -> dict:
+    return {"id": doc_id, "reason": reason, "lang": lang, "lang_score": lang_score, "duplicate_of": None,
+            "similarity": None, "scores": json.dumps(scores, sort_keys=True) if scores else None, "path": path,
+            "line": line, "text": text[:TEXT_PREVIEW] if text else None}
+
+
+def process_document(raw_text: str, cfg: Config) -> tuple[str, str | None, dict]:
+    """Normalise, identify and filter one text -> (text, drop reason or None, facts).
+
+    facts: lang, lang_score, and the quality scores.
+    """
+    text = normalize_text(raw_text, cfg.normalize.unicode_form)
+    if not text:
+        return text, "empty_text", {}
+    if len(text) > cfg.normalize.max_chars:
+        if cfg.normalize.on_too_long == "drop":
+            return text, "too_long", {"n_chars": len(text)}
+        text = text[: cfg.normalize.max_chars]
+    lang, score = load_identifier(cfg.lid.backend, cfg.lid.model_path).identify(text[: cfg.lid.max_chars])
+    facts: dict = {"lang": lang, "lang_score": score}
+    if lang not in cfg.lid.languages:
+        return text, "lang_not_in_set", facts
+    if score < cfg.lid.min_score:
+        return text, "low_lang_score", facts
+    reason, scores = _filters(cfg.quality).score(text, lang)
+    facts["scores"] = scores
+    return text, reason, facts
+
+
+def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
+    """Task ``read-i`` over one input file; returns its marker (skips a finished task)."""
+    task = read_task(i)
+    marker = out.task_marker(task)
+    if marker is not None:
+        return marker
+    r = cfg.reader
+    hasher = _hasher(cfg.dedup) if cfg.dedup.near else None
+    name = os.path.basename(path)
+    skip = (r.text_field, r.id_field)
+    candidates, dropped, quarantined = [], [], []
+    n_input = 0
+    for item in read_records(path, text_field=r.text_field, max_record_bytes=r.max_record_bytes,
+                             on_schema_error=r.on_schema_error):
+        n_input += 1
+        fault_point("after_records", path)
+        if isinstance(item, Quarantined):
+            quarantined.append(item.row())
+            continue
+        raw = check_text(item, r.text_field)
+        if isinstance(raw, Quarantined):
+            quarantined.append(raw.row())
+            continue
+        doc_id = item.data.get(r.id_field)
+        doc_id = str(doc_id) if doc_id not in (None, "") else f"{name}:{item.line}"
+        text, reason, facts = process_document(raw, cfg)
+        if reason is not None:
+            dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
+                                    lang_score=facts.get("lang_score"), scores=facts.get("scores")))
+            continue
+        source = item.data.get(r.source_field)
+        sig = hasher.signature(shingle_hashes(text, cfg.dedup.ngram)) if hasher else np.zeros(0, np.uint32)
+        candidates.append({
+            "id": doc_id, "text": text, "lang": facts["lang"], "lang_score": facts["lang_score"],
+            "source": str(source) if source not in (None, "") else name, "path": path, "line": item.line,
+            "n_chars": len(text), "n_bytes": len(text.encode("utf-8")), "n_tokens": None,
+            "text_hash": text_hash(text), "metadata": _metadata(item.data, skip), "minhash": sig.tolist(),
+        })
+    files = [
+        out.write_rows(f"_work/candidates/{task}.parquet", candidates, CANDIDATE),
+        out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED),
+        out.write_rows(f"quarantine/{task}.parquet", quarantined, QUARANTINE),
+    ]
+    counts = {"input": n_input, "kept": len(candidates), "dropped": len(dropped), "quarantined": len(quarantined)}
+    return out.mark_task(task, counts, files)
+
+
+# ---- de-duplication inputs/outputs ---------------------------------------------------------------
+DEDUP_COLUMNS = ["path", "line", "id", "text_hash", "minhash"]
+
+
+def read_dedup_rows(path: str | Path) -> list[dict]:
+    """The columns de-duplication needs from one candidates file."""
+    return pq.read_table(path, columns=DEDUP_COLUMNS).to_pylist()
+
+
+def write_decisions(out: StageOutput, decisions: list[dict], n_candidates: int) -> dict:
+    decisions = sorted(decisions, key=lambda d: (d["path"], d["line"]))
+    rel = out.write_rows(DEDUP_FILE, decisions, DEDUP_DECISION)
+    reasons = Counter(d["reason"] for d in decisions)
+    # The dedup task only decides; its records are counted by the write tasks.
+    counts = {"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}
+    marker = out.mark_task(DEDUP_TASK, counts, [rel])
+    marker["decisions"] = dict(reasons)
+    marker["candidates"] = n_candidates
+    return marker
+
+
+@functools.lru_cache(maxsize=2)
+def _decisions_by_key(path: str, mtime: float) -> dict[tuple[str, int], dict]:
+    return {(d["path"], d["line"]): d for d in pq.read_table(path).to_pylist()}
+
+
+@functools.lru_cache(maxsize=2)
+def _token_counter(name: str):
+    from model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(name)
+    return lambda texts: [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def run_write_task(i: int, cfg: Config, out: StageOutput) -> dict:
+    """Task ``write-i``: the file's candidates minus duplicates -> data/, duplicates -> dropped/."""
+    task = write_task(i)
+    marker = out.task_marker(task)
+    if marker is not None:
+        return marker
+    dec_path = out.root / DEDUP_FILE
+    decisions = _decisions_by_key(str(dec_path), dec_path.stat().st_mtime)
+    cand = pq.read_table(out.root / f"_work/candidates/{read_task(i)}.parquet")
+    keep_mask, dropped = [], []
+    for path, line, doc_id, text in zip(cand["path"].to_pylist(), cand["line"].to_pylist(),
+                                        cand["id"].to_pylist(), cand["text"].to_pylist()):
+        d = decisions.get((path, line))
+        keep_mask.append(d is None)
+        if d is not None:
+            row = _dropped(doc_id, d["reason"], path, line, text)
+            row.update(duplicate_of=d["duplicate_of"], similarity=d["similarity"])
+            dropped.append(row)
+    kept = cand.filter(pa.array(keep_mask, type=pa.bool_())).drop_columns(["minhash"])
+    if cfg.stats.tokenizer and kept.num_rows:
+        counts_tok = _token_counter(cfg.stats.tokenizer)(kept["text"].to_pylist())
+        kept = kept.set_column(kept.schema.get_field_index("n_tokens"), "n_tokens", pa.array(counts_tok, pa.int64()))
+    # dropped rows carry the identifier's verdict too (looked up from the candidate)
+    if dropped:
+        by_line = {(p, ln): (lg, sc) for p, ln, lg, sc in zip(cand["path"].to_pylist(), cand["line"].to_pylist(),
+                                                              cand["lang"].to_pylist(), cand["lang_score"].to_pylist())}
+        for row in dropped:
+            row["lang"], row["lang_score"] = by_line[(row["path"], row["line"])]
+    files = [out.write_table(f"data/part-{i:05d}.parquet", kept, CLEAN_DOC),
+             out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED)]
+    counts = {"input": cand.num_rows, "kept": kept.num_rows, "dropped": len(dropped), "quarantined": 0}
+    return out.mark_task(task, counts, files)
+
+
+def lang_filter(table: pa.Table, lang: str) -> pa.Table:
+    return table.filter(pc.equal(table["lang"], lang))
