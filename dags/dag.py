@@ -1,0 +1,33 @@
+"""DAG = named steps; each step runs one stage on the outputs of earlier steps.
+
+A DAG file (``dags/<name>.py``) says only which stage reads which artifact (wiring); its config
+(``dags/configs/<name>/*.yaml``) says which stage config each step uses. Steps write to
+``OUTPUT/<step>/`` and are restartable, so rerunning a DAG redoes only unfinished steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    stage: str  # a key of dags.cli.STAGES, e.g. "corpus", "train mlm"
+    inputs: tuple[str, ...] = ()  # "<step>" or "<step>/<subpath>" of earlier steps; empty = the config's input
+    init: str | None = None  # "<step>/<subpath>": the model this step starts from (sets `init`)
+    model: str | None = None  # "<step>/<subpath>": the model this step uses (sets `model`)
+
+
+@dataclass(frozen=True)
+class Dag:
+    name: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for step in self.steps:
+            for ref in (*step.inputs, step.init, step.model):
+                if ref and ref.split("/")[0] not in seen:
+                    raise ValueError(f"DAG {self.name}: step {step.name} reads {ref!r} before it is built")
+            seen.add(step.name)
