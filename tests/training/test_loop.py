@@ -1,0 +1,122 @@
+"""The generic loop on a toy task: resume after kill, NaN skipping, SIGTERM, world-size changes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import faults
+from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from training.loop import LoopConfig, NonFiniteLoss, Preempted, World, train_loop
+from training.metrics import read_metrics
+from training.optim import OptimConfig
+
+from tests.training.toy import ToyTask
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = LoopConfig(max_steps=12, log_every=1, ckpt_every=4, progress=False, tensorboard=False,
+                 optim=OptimConfig(lr=0.05, warmup_ratio=0.1))
+
+
+def _run(tmp: Path, cfg=CFG, **kw):
+    task = ToyTask()
+    result = train_loop(task, cfg, ckpt_dir=tmp / "checkpoints", output_dir=tmp, config={"toy": 1}, **kw)
+    return task, result
+
+
+def _losses(tmp: Path) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in read_metrics(tmp / "metrics.jsonl")}  # last row per step wins
+
+
+def _params(tmp: Path):
+    return torch.load(tmp / "model" / "model.pt")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fault_counter(monkeypatch):
+    monkeypatch.delenv(faults.ENV, raising=False)
+    faults._calls.clear()
+    yield
+    faults._calls.clear()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    task, result = _run(tmp)
+    return tmp, task, result
+
+
+def test_reference_learns(reference):
+    tmp, task, result = reference
+    losses = _losses(tmp)
+    assert result.step == 12 and task.data.seen == list(range(12))
+    assert losses[12] < 0.5 * losses[1]
+    assert [s for s in sorted(losses)] == list(range(1, 13))
+    assert latest_checkpoint(tmp / "checkpoints").name == "step-12"
+    row = read_metrics(tmp / "metrics.jsonl")[-1]
+    assert {"loss", "abs_err", "lr", "tokens_per_s", "grad_norm"} <= set(row)
+
+
+def test_kill_and_resume_reproduces_reference(reference, tmp_path):
+    ref_dir, _, _ = reference
+    code = ("from pathlib import Path; from tests.training.test_loop import _run; "
+            f"_run(Path({str(tmp_path)!r}))")
+    env = {**os.environ, faults.ENV: "point=train_step,count=7,action=exit137"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env)
+    assert proc.returncode == 137
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-4"
+    task, result = _run(tmp_path)
+    assert result.resumed_from == 4 and task.data.seen == list(range(4, 12))
+    assert _losses(tmp_path) == _losses(ref_dir)
+    for name, value in _params(ref_dir).items():
+        assert torch.equal(value, _params(tmp_path)[name]), name
+
+
+def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=nan")
+    _, result = _run(tmp_path)
+    assert result.step == 12 and result.nonfinite_steps == 1
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[2]["loss"] == "nan" and rows[2]["nonfinite_skipped"] == 1
+    state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    assert state["loop"]["nonfinite_total"] == 1
+
+
+def test_k_nan_in_a_row_abort(tmp_path, monkeypatch):
+    monkeypatch.setenv(faults.ENV, ";".join(f"point=train_step,count={c},action=nan" for c in (6, 7, 8)))
+    with pytest.raises(NonFiniteLoss, match="3 non-finite"):
+        _run(tmp_path, LoopConfig(**{**_fields(CFG), "max_nonfinite_in_row": 3}))
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-4"
+
+
+def test_sigterm_checkpoints_then_resume_matches(reference, tmp_path, monkeypatch):
+    ref_dir, _, _ = reference
+    monkeypatch.setenv(faults.ENV, "point=train_step,count=6,action=sigterm")
+    with pytest.raises(Preempted, match="preempted"):
+        _run(tmp_path)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-6"
+    monkeypatch.delenv(faults.ENV)
+    _, result = _run(tmp_path)
+    assert result.resumed_from == 6
+    assert _losses(tmp_path) == _losses(ref_dir)
+
+
+def test_world_size_change_refused_unless_reshardable(tmp_path):
+    cfg = LoopConfig(**{**_fields(CFG), "max_steps": 4})
+    train_loop(ToyTask(reshardable=False), cfg, ckpt_dir=tmp_path / "c", output_dir=tmp_path)
+    more = LoopConfig(**{**_fields(CFG), "max_steps": 6})
+    with pytest.raises(CheckpointError, match="written by 1 workers but this run has 2"):
+        train_loop(ToyTask(reshardable=False), more, ckpt_dir=tmp_path / "c", world=World(0, 2))
+    task = ToyTask(reshardable=True)
+    result = train_loop(task, more, ckpt_dir=tmp_path / "c", world=World(0, 2))
+    assert result.resumed_from == 4 and task.data.seen == [4, 5]
+
+
+def _fields(cfg):
+    import dataclasses
+
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}

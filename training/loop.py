@@ -1,0 +1,608 @@
+"""The generic training loop every model stage runs (MLM, CPT, TRM, reranker).
+
+``train_loop(task, cfg, ckpt_dir=..., output_dir=...)`` is plain single-process PyTorch: under
+Ray Train each worker runs it (``training.ray_entry``), in tests it runs as is. A *task* supplies
+the model, the data and the loss; the loop owns everything else:
+
+- resume first: the newest verified checkpoint (``ray.train.get_checkpoint()`` under Ray, or
+  ``ckpt_dir``, whichever is newer) restores model, optimizer, scheduler, scaler, step, sampler
+  position and RNG, so the batch sequence and losses continue exactly (RELIABILITY rule 5);
+- precision: BF16 autocast on GPU, fp32 on CPU (``precision: auto``), FP16 + GradScaler on request;
+- gradient averaging across ranks (DDP) or DeepSpeed ZeRO (``deepspeed.enabled``, GPU workers);
+- a non-finite loss or gradient skips the update and is counted; K in a row abort (rule 6);
+- metrics every ``log_every`` steps, a checkpoint every ``ckpt_every`` steps, SIGTERM -> checkpoint
+  and :class:`Preempted`; at the end the final model goes to ``output_dir/model``.
+
+The task protocol (duck-typed)::
+
+    build_model() -> nn.Module                       # called after seeding; same on every rank
+    build_data(rank, world_size) -> source           # next(source) -> list of micro-batches (this
+                                                     # rank's share of one global batch);
+                                                     # source.state_dict() / load_state_dict(state);
+                                                     # optional source.reshardable (bool)
+    step(model, micro_batch) -> (loss_sum, metric_sums)   # forward only; the loop does backward
+    units(micro_batch) -> int     # optional, default 1: what loss_sum is a sum over (masked tokens)
+    tokens(micro_batch) -> int    # optional, default 0: for tokens/s
+    save_model(model, out_dir)    # optional, default model.hf.save_pretrained(model, out_dir)
+    train_step(ctx, model, micro_batches) -> (loss_sum, units, metric_sums, tokens)  # optional:
+                                  # replaces the default forward/backward over micro-batches
+                                  # (CPT's cached-gradient step); use ctx.backward/ctx.no_sync
+
+The default step divides every micro-batch's ``loss_sum`` by the units of the whole global batch
+(summed over micro-batches and ranks), so the gradient is that of the global mean whatever the
+number of workers or micro-batches: 2 workers give the same update as 1 at the same global batch.
+``metric_sums`` are summed the same way and logged divided by the global units (e.g. correct
+predictions / masked tokens = accuracy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+
+from dags.config import frozen
+from pipelines.faults import fault_point
+from pipelines.stage import MgteError
+from training import checkpoint as ckpt
+from training.metrics import MetricsWriter, Progress, Throughput
+from training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(MgteError):
+    """SIGTERM: the trainer saved a checkpoint and stopped; rerun the same command to resume."""
+
+
+class NonFiniteLoss(MgteError):
+    """Too many non-finite losses in a row (RELIABILITY rule 6)."""
+
+
+@frozen
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO on the workers instead of DDP (GPU; ZeRO 0-2 also run on CPU with gloo)."""
+
+    enabled: bool = False
+    zero_stage: int = 1
+
+    def validate(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"deepspeed.zero_stage must be 0-3, got {self.zero_stage}")
+
+
+@frozen
+class LoopConfig:
+    """What every training stage shares: steps, precision, logging, checkpoints, optimizer."""
+
+    max_steps: int = 100
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 10
+    ckpt_every: int = 100  # 0: only at the end and on SIGTERM
+    keep_checkpoints: int = 3
+    max_nonfinite_in_row: int = 5  # K non-finite losses in a row abort the run
+    find_unused_parameters: bool = False  # DDP option
+    tensorboard: bool = True  # when the tensorboard package is installed
+    progress: bool = True  # a bar on a TTY
+    optim: OptimConfig = OptimConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"loop.max_steps must be >= 1, got {self.max_steps}")
+        if self.log_every < 1:
+            raise ValueError("loop.log_every must be >= 1")
+        if self.ckpt_every < 0 or self.keep_checkpoints < 1 or self.max_nonfinite_in_row < 1:
+            raise ValueError("loop.ckpt_every must be >= 0, keep_checkpoints and max_nonfinite_in_row >= 1")
+
+
+# -- cross-rank helpers: every one is a no-op without a process group --------------------------
+
+
+def dist_ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist_ready() else 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place and returned; unchanged without a process group."""
+    if dist_ready() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` without a process group."""
+    if not (dist_ready() and dist.get_world_size() > 1):
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not (dist_ready() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def resolve_device(cfg: LoopConfig, world: World) -> torch.device:
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise MgteError("loop.device=cuda but no CUDA GPU is visible")
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+        return torch.device("cuda", world.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def resolve_precision(cfg: LoopConfig, device: torch.device) -> str:
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
+# -- steppers: plain torch (DDP) or DeepSpeed ------------------------------------------------------
+
+
+class TorchStepper:
+    """AdamW + schedule + optional GradScaler over a (DDP-wrapped when distributed) model."""
+
+    def __init__(self, module: torch.nn.Module, cfg: LoopConfig, device: torch.device, precision: str):
+        self.module = module
+        self.cfg = cfg
+        self.optimizer = build_optimizer(module, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.model = module
+        self.device = device
+
+    def wrap(self) -> None:
+        if dist_ready() and dist.get_world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.module, device_ids=ids,
+                                                 find_unused_parameters=self.cfg.find_unused_parameters)
+
+    def no_sync(self, sync: bool):
+        if sync or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> tuple[bool, float]:
+        """Clip (when configured), check, update. Returns (applied, grad_norm)."""
+        self.scaler.unscale_(self.optimizer)
+        norm = clip_gradients(self.module.parameters(), self.cfg.optim.max_grad_norm)
+        if not math.isfinite(norm) and not self.scaler.is_enabled():
+            self.skip()
+            return False, norm
+        self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips inf/nan gradients
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True, norm
+
+    def skip(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()  # the schedule follows the step count, skipped or not
+        if self.scaler.is_enabled():
+            self.scaler.update()
+
+    @property
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def state_dict(self) -> dict:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    write_extra = None  # torch state goes entirely into state_dict()
+
+    def load_extra(self, path: Path) -> None:
+        return None
+
+
+class DeepSpeedStepper:
+    """DeepSpeed ZeRO engine; its partitioned optimizer state is saved by the engine itself.
+
+    Gradient accumulation is left to us (``managed_gradient_accumulation: false``): every
+    ``backward`` accumulates, ``step`` is the boundary, whatever the number of micro-batches.
+    Checkpoints need a file system every rank can write (the engine writes one shard per rank).
+    """
+
+    def __init__(self, module: torch.nn.Module, cfg: LoopConfig, device: torch.device, precision: str):
+        try:
+            import deepspeed
+        except ImportError as exc:
+            raise MgteError("loop.deepspeed.enabled needs the `deepspeed` package (pip install mgte[gpu])") from exc
+        optimizer = build_optimizer(module, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+            "gradient_clipping": cfg.optim.max_grad_norm,
+            "bf16": {"enabled": precision == "bf16"},
+            "fp16": {"enabled": precision == "fp16"},
+            "steps_per_print": 1 << 30,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+            dist_init_required=not dist_ready())
+        self.module = self.engine.module
+        self.model = self.engine
+        self.cfg = cfg
+
+    def wrap(self) -> None:
+        return None
+
+    def no_sync(self, sync: bool):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> tuple[bool, float]:
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return True, float(norm) if norm is not None else 0.0
+
+    def skip(self) -> None:
+        self.engine.zero_grad()
+        self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def state_dict(self) -> dict:
+        # weights are kept here too (rank 0's full copy under ZeRO <= 2) so model/ can be rebuilt
+        # from any checkpoint; the optimizer state lives in the engine's own files
+        return {"model": self.module.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def write_extra(self, path: Path) -> None:
+        self.engine.save_checkpoint(str(path / "deepspeed"), tag="engine", save_latest=False)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_extra(self, path: Path) -> None:
+        self.engine.load_checkpoint(str(path / "deepspeed"), tag="engine", load_module_strict=True,
+                                    load_optimizer_states=True, load_lr_scheduler_states=False)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepContext:
+    """What a custom ``task.train_step`` gets: backward (scaler-aware), no_sync, autocast, world."""
+
+    stepper: Any
+    device: torch.device
+    precision: str
+    world: World
+    global_units: float = 0.0
+    _autocast: Any = None
+
+    def autocast(self):
+        if self.precision in ("bf16", "fp16") and not isinstance(self.stepper, DeepSpeedStepper):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.stepper.backward(loss)
+
+    def no_sync(self, sync: bool):
+        """Skip the DDP gradient all-reduce unless ``sync`` (use sync=True on the last backward)."""
+        return self.stepper.no_sync(sync)
+
+
+class _Signals:
+    """SIGTERM -> a flag checked after every step (only installable in the main thread)."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_to_device(v, device) for v in obj)
+    if hasattr(obj, "to") and callable(obj.to) and not isinstance(obj, torch.nn.Module):
+        return obj.to(device)
+    return obj
+
+
+@dataclass
+class LoopResult:
+    step: int
+    loss: float | None
+    metrics: dict = field(default_factory=dict)
+    tokens: int = 0
+    nonfinite_steps: int = 0
+    resumed_from: int | None = None
+    seconds: float = 0.0
+
+
+def _default_train_step(task, ctx: StepContext, model, micro_batches: list) -> tuple[float, float, dict, int]:
+    """Forward/backward every micro-batch; gradient of the global mean over units."""
+    units = [float(task.units(mb)) if hasattr(task, "units") else 1.0 for mb in micro_batches]
+    total = all_reduce_sum(torch.tensor([sum(units)], dtype=torch.float64, device=ctx.device))
+    ctx.global_units = float(total.item())
+    scale = ctx.world.world_size / max(ctx.global_units, 1.0)  # DDP averages over ranks
+    loss_sum, sums, tokens = 0.0, {}, 0
+    poison = fault_point("train_step")
+    for i, mb in enumerate(micro_batches):
+        with ctx.no_sync(i == len(micro_batches) - 1):
+            with ctx.autocast():
+                loss, metrics = task.step(model, mb)
+            loss = loss.float()
+            if poison:
+                loss = loss * float("nan")
+            ctx.backward(loss * scale)
+        loss_sum += float(loss.detach())
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        tokens += int(task.tokens(mb)) if hasattr(task, "tokens") else 0
+    return loss_sum, sum(units), sums, tokens
+
+
+def _resume_source(ckpt_dir: Path | None) -> tuple[str, Path | None, int]:
+    """Rank 0's choice: the newer of Ray's checkpoint and the newest verified one in ckpt_dir."""
+    best: tuple[str, Path | None, int] = ("none", None, -1)
+    ray_ckpt = _ray_checkpoint()
+    if ray_ckpt is not None:
+        best = ("ray", None, ray_ckpt[1])
+    if ckpt_dir is not None:
+        local = ckpt.latest_checkpoint(ckpt_dir)
+        if local is not None and ckpt.checkpoint_step(local) >= best[2]:
+            best = ("local", local, ckpt.checkpoint_step(local))
+    return best
+
+
+def _ray_checkpoint():
+    """(ray.train.Checkpoint, step) when running under Ray Train with a checkpoint, else None."""
+    try:
+        import ray.train
+    except ImportError:
+        return None
+    try:
+        checkpoint = ray.train.get_checkpoint()
+    except (RuntimeError, AttributeError, ValueError):  # not inside a Ray Train worker
+        return None
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return checkpoint, ckpt.checkpoint_step(path)
+
+
+def _load_state(source: str, path: Path | None) -> tuple[dict, Path | None]:
+    if source == "local":
+        return ckpt.load_checkpoint(path), path
+    checkpoint, _ = _ray_checkpoint()
+    with checkpoint.as_directory() as tmp:
+        state = ckpt.load_checkpoint(tmp)
+    return state, Path(checkpoint.path) if checkpoint.path else None
+
+
+def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir: str | Path | None = None,
+               world: World | None = None, config: dict | None = None, report=None) -> LoopResult:
+    """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the newest checkpoint.
+
+    ``config`` (the resolved stage config) is stored in every checkpoint. ``report(metrics,
+    ckpt_path)`` is called on EVERY rank after each checkpoint and at the end (rank 0 passes
+    the checkpoint path, the others None): the hook ``training.ray_entry`` uses for
+    ``ray.train.report``.
+    """
+    world = world or World()
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
+    output_dir = Path(output_dir) if output_dir is not None else None
+    is_main = world.rank == 0
+    device = resolve_device(cfg, world)
+    precision = resolve_precision(cfg, device)
+    if precision == "bf16" and device.type == "cpu":
+        log.info("bf16 autocast on CPU was asked for explicitly")
+
+    ckpt.seed_everything(cfg.seed)
+    module = task.build_model().to(device)
+    stepper = (DeepSpeedStepper if cfg.deepspeed.enabled else TorchStepper)(module, cfg, device, precision)
+    data = task.build_data(world.rank, world.world_size)
+
+    # -- resume ------------------------------------------------------------------------------
+    step, resumed_from, nonfinite_total, tokens_total = 0, None, 0, 0
+    source, path, found_step = broadcast_object(_resume_source(ckpt_dir) if is_main else None)
+    if source != "none":
+        try:
+            state, where = _load_state(source, path)
+        except FileNotFoundError as exc:
+            raise ckpt.CheckpointError(f"rank {world.rank}: cannot read checkpoint {path}: {exc} "
+                                       "(put the output on storage every worker can read)") from exc
+        stepper.load_state_dict(state)
+        if cfg.deepspeed.enabled:
+            stepper.load_extra(where)
+        step = int(state["step"])
+        loop_state = state.get("loop", {})
+        nonfinite_total = int(loop_state.get("nonfinite_total", 0))
+        tokens_total = int(loop_state.get("tokens_total", 0))
+        saved_world = int(loop_state.get("world_size", 1))
+        samplers, rngs = state["sampler"], state["rng"]
+        if saved_world == world.world_size:
+            data.load_state_dict(samplers[world.rank])
+            ckpt.set_rng_state(rngs[world.rank])
+        elif getattr(data, "reshardable", False):
+            log.warning("checkpoint written by %d workers, resuming on %d: the data source re-shards the "
+                        "same global batches; per-rank RNG (dropout) is reseeded", saved_world, world.world_size)
+            data.load_state_dict(samplers[0])
+            ckpt.seed_everything(cfg.seed + 1_000_003 * step + world.rank)
+        else:
+            raise ckpt.CheckpointError(
+                f"checkpoint at step {step} was written by {saved_world} workers but this run has "
+                f"{world.world_size}, and this data source cannot re-shard: rerun with {saved_world} workers")
+        resumed_from = step
+        if is_main:
+            log.info("resumed from step %d (%s)", step, where)
+    stepper.wrap()
+
+    writer = MetricsWriter(output_dir / "metrics.jsonl" if output_dir else None,
+                           tensorboard_dir=(output_dir / "tensorboard") if (output_dir and cfg.tensorboard) else None,
+                           enabled=is_main)
+    progress = Progress(cfg.max_steps, step, enabled=is_main and cfg.progress)
+    ctx = StepContext(stepper, device, precision, world)
+    throughput = Throughput()
+    in_a_row, last_loss, last_metrics, last_saved = 0, None, {}, step if resumed_from is not None else -1
+    started = time.perf_counter()
+
+    def save(step: int) -> Path | None:
+        """Every rank gathers its sampler + RNG state; rank 0 writes the checkpoint."""
+        samplers = all_gather_objects(data.state_dict())
+        rngs = all_gather_objects(ckpt.rng_state())
+        state = stepper.state_dict()
+        if cfg.deepspeed.enabled:  # collective: every rank writes its engine shard
+            extra_dir = ckpt_dir / f"step-{step}.engine"
+            stepper.write_extra(extra_dir)
+        if not is_main or ckpt_dir is None:
+            if dist_ready():
+                dist.barrier()
+            return None
+        state.update(step=step, sampler=samplers, rng=rngs,
+                     loop={"nonfinite_total": nonfinite_total, "tokens_total": tokens_total,
+                           "world_size": world.world_size})
+
+        def move_engine(tmp: Path) -> None:
+            if cfg.deepspeed.enabled:
+                os.replace(ckpt_dir / f"step-{step}.engine" / "deepspeed", tmp / "deepspeed")
+                (ckpt_dir / f"step-{step}.engine").rmdir()
+
+        saved = ckpt.save_checkpoint(ckpt_dir, step, state, config=config or {}, keep_last=cfg.keep_checkpoints,
+                                     write_extra=move_engine if cfg.deepspeed.enabled else None)
+        if dist_ready():
+            dist.barrier()
+        return saved
+
+    def call_report(metrics: dict, saved: Path | None) -> None:
+        if report is not None:
+            report(dict(metrics, step=step), saved if is_main else None)
+
+    try:
+        with _Signals() as signals:
+            while step < cfg.max_steps:
+                micro_batches = _to_device(next(data), device)
+                stepper.model.train()
+                train_step = getattr(task, "train_step", None)
+                if train_step is not None:
+                    loss_sum, units, sums, tokens = train_step(ctx, stepper.model, micro_batches)
+                else:
+                    loss_sum, units, sums, tokens = _default_train_step(task, ctx, stepper.model, micro_batches)
+                keys = sorted(sums)
+                packed = torch.tensor([loss_sum, units, tokens, float(signals.flag)] + [sums[k] for k in keys],
+                                      dtype=torch.float64, device=device)
+                packed = all_reduce_sum(packed).tolist()
+                g_loss_sum, g_units, g_tokens, g_stop = packed[:4]
+                g_loss = g_loss_sum / max(g_units, 1.0)
+                if math.isfinite(g_loss):
+                    applied, grad_norm = stepper.step()
+                else:
+                    stepper.skip()
+                    applied, grad_norm = False, float("nan")
+                step += 1
+                tokens_total += int(g_tokens)
+                throughput.add(int(g_tokens))
+                if applied:
+                    in_a_row = 0
+                    last_loss = g_loss
+                    last_metrics = {k: v / max(g_units, 1.0) for k, v in zip(keys, packed[4:])}
+                else:
+                    in_a_row += 1
+                    nonfinite_total += 1
+                    log.warning("step %d: non-finite loss/gradient (%s), update skipped (%d in a row)",
+                                step, g_loss, in_a_row)
+                    if in_a_row >= cfg.max_nonfinite_in_row:
+                        raise NonFiniteLoss(f"{in_a_row} non-finite losses in a row at step {step}; "
+                                            f"last checkpoint is kept in {ckpt_dir}")
+                progress.update(1, loss=g_loss)
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    writer.log(step, {"loss": g_loss, **last_metrics, "lr": stepper.lr,
+                                      "grad_norm": grad_norm, "tokens_per_s": throughput.rate(),
+                                      "tokens": tokens_total, "units": g_units, "nonfinite_skipped": nonfinite_total})
+                stop = g_stop > 0
+                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop:
+                    saved = save(step)
+                    last_saved = step
+                    call_report({"loss": g_loss, **last_metrics}, saved)
+                if stop:
+                    raise Preempted(f"preempted (SIGTERM) at step {step}; checkpoint saved in {ckpt_dir}")
+        saved = save(step) if last_saved != step else None  # the last one was reported already
+        if is_main and output_dir is not None:
+            save_model = getattr(task, "save_model", None)
+            if save_model is not None:
+                save_model(stepper.module, output_dir / "model")
+            else:
+                from model.hf import save_pretrained
+
+                save_pretrained(stepper.module, output_dir / "model")
+        call_report({"loss": last_loss if last_loss is not None else float("nan"), **last_metrics, "final": 1}, saved)
+    finally:
+        progress.close()
+        writer.close()
+    return LoopResult(step=step, loss=last_loss, metrics=last_metrics, tokens=tokens_total,
+                      nonfinite_steps=nonfinite_total, resumed_from=resumed_from,
+                      seconds=time.perf_counter() - started)

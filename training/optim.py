@@ -1,0 +1,99 @@
+"""Decoupled AdamW, the linear warm-up/decay schedule and optional gradient clipping.
+
+Shared by every training stage; the numbers differ per stage (mGTE Table 8 and B.3):
+
+=====================  ==========  ============  =====  ============  ==========
+stage                  peak lr     betas         eps    weight decay  clip norm
+=====================  ==========  ============  =====  ============  ==========
+MLM-2048 / MLM-8192    5e-4/5e-5   (0.9, 0.98)   1e-6   1e-5          none (0)
+CPT                    2e-4        (0.9, 0.999)  1e-7   (AdamW)       1.0
+=====================  ==========  ============  =====  ============  ==========
+
+Weight decay is decoupled (``torch.optim.AdamW``: ``p -= lr * wd * p``, separate from the Adam
+update) and is NOT applied to biases and normalisation weights: every parameter with fewer than
+two dimensions (LayerNorm/RMSNorm scales and shifts, biases) goes to a group with
+``weight_decay=0``. Matrices and embedding tables are decayed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dags.config import frozen
+
+
+@frozen
+class OptimConfig:
+    """AdamW + schedule. Defaults are the MLM numbers of mGTE Table 8."""
+
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_ratio: float = 0.06  # fraction of max_steps spent warming up linearly from 0
+    schedule: str = "linear"  # linear decay to 0 after warm-up; "constant" keeps the peak
+    min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of the peak
+    max_grad_norm: float = 0.0  # 0 = no clipping (the MLM setting)
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
+        if self.schedule not in ("linear", "constant"):
+            raise ValueError(f"optim.schedule must be linear or constant, got {self.schedule!r}")
+        if self.max_grad_norm < 0:
+            raise ValueError("optim.max_grad_norm must be >= 0 (0 = no clipping)")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed (>= 2-D weights) and not decayed (biases, norm weights: < 2-D)."""
+    decay, no_decay = [], []
+    for _name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    params = list(model.parameters())
+    fused = bool(params) and params[0].is_cuda
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                             eps=cfg.eps, fused=fused or None)
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based)."""
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    remaining = max(total_steps - warmup, 1)
+    frac = min(max(step - warmup, 0) / remaining, 1.0)
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * (1.0 - frac)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio * total_steps`` steps, then linear decay to ``min_lr_ratio``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg))
+
+
+def clip_gradients(parameters, max_norm: float) -> float:
+    """Clip to ``max_norm`` when > 0; returns the total gradient norm before clipping either way."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norms = torch.stack([p.grad.detach().float().norm(2) for p in params])
+    return float(norms.norm(2))
