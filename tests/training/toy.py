@@ -65,3 +65,18 @@ class ToyTask:
     def save_model(self, model, out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), out_dir / "model.pt")
+
+
+def toy_train_func(config: dict) -> None:
+    """Ray Train worker entry for the toy task (what a stage's train_func looks like)."""
+    from pathlib import Path
+
+    from training.loop import LoopConfig, train_loop
+    from training.optim import OptimConfig
+    from training.ray_entry import ray_reporter, worker_world
+
+    cfg = LoopConfig(max_steps=config["max_steps"], log_every=1, ckpt_every=config["ckpt_every"], progress=False,
+                     tensorboard=False, optim=OptimConfig(lr=0.05, warmup_ratio=0.1))
+    out = Path(config["out"])
+    train_loop(ToyTask(), cfg, ckpt_dir=out / "checkpoints", output_dir=out, world=worker_world(),
+               config=config, report=None if config.get("_local") else ray_reporter)
