@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "ray", "matplotlib", "urllib3", "filelock", "datatrove"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from dags.config import ConfigError
     from pipelines.stage import MgteError
     from storage_schemas import ManifestError, SchemaError

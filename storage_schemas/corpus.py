@@ -63,10 +63,13 @@ LANG_STATS = Table("lang_stats", "Per-language statistics of the kept documents 
 
 CANDIDATE = Table(
     "corpus_candidate",
-    "Work table of `mgte corpus` (under `_work/`): a document that passed the per-document steps and "
-    "waits for de-duplication. Clean-doc fields plus its MinHash signature.",
+    "Work table of `mgte corpus` (under `_work/`): a language-identified document waiting for "
+    "de-duplication (quality-rejected ones too, so that a near copy of a rejected text goes with it). "
+    "Clean-doc fields plus its MinHash signature and the quality verdict.",
     pa.schema(list(CLEAN_DOC.schema) + [
         col("minhash", pa.list_(pa.uint32()), "MinHash signature (bands x rows values); empty when near-dedup is off"),
+        col("quality_reason", pa.string(), "the failing quality filter, null when the document passed", nullable=True),
+        col("scores", pa.string(), "quality scores, JSON", nullable=True),
     ]),
 )
 

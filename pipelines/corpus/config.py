@@ -61,6 +61,9 @@ class GopherQuality:
 
 @frozen
 class GopherRepetition:
+    """datatrove's GopherRepetitionFilter. ``top_n_grams`` is applied by us to n-grams that occur
+    at least twice (datatrove also counts a single occurrence, which rejects every short text)."""
+
     enabled: bool = True
     dup_line_frac: float | None = 0.3
     dup_para_frac: float | None = 0.3
@@ -105,11 +108,14 @@ class QualityConfig:
 
     Scripts without spaces (``no_space_langs``) are tokenised into grapheme clusters, so word
     counts there are character counts: they use ``gopher_quality_no_space`` (no average word
-    length, no stop words). ``no_terminal_punct_langs`` write no sentence-final punctuation
+    length, no stop words) and ``gopher_repetition_no_space`` (longer n-grams). ``no_terminal_punct_langs`` write no sentence-final punctuation
     (Thai, Lao), so FineWeb's line-punctuation rule is off for them.
     """
 
     gopher_repetition: GopherRepetition = GopherRepetition()
+    gopher_repetition_no_space: GopherRepetition = GopherRepetition(  # n-grams of graphemes, ~2 per word
+        top_n_grams=((4, 0.2), (6, 0.18), (8, 0.16)),
+        dup_n_grams=((10, 0.15), (12, 0.14), (14, 0.13), (16, 0.12), (18, 0.11), (20, 0.10)))
     gopher_quality: GopherQuality = GopherQuality()
     gopher_quality_no_space: GopherQuality = GopherQuality(
         min_doc_words=100, max_doc_words=300_000, min_avg_word_length=None, max_avg_word_length=None,
@@ -125,9 +131,9 @@ class DedupConfig:
     exact: bool = True
     near: bool = True
     ngram: int = 5  # word n-gram shingles (grapheme n-grams for scripts without spaces)
-    bands: int = 16
-    rows: int = 8  # bands x rows MinHash permutations; LSH threshold ~ (1/bands)^(1/rows)
-    threshold: float = 0.7  # a candidate pair is a near duplicate when estimated Jaccard >= threshold
+    bands: int = 25
+    rows: int = 5  # bands x rows MinHash permutations; LSH threshold ~ (1/bands)^(1/rows) = 0.53
+    threshold: float = 0.6  # a candidate pair is a near duplicate when its estimated Jaccard >= threshold
     seed: int = 1
 
     def validate(self) -> None:

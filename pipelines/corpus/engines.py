@@ -204,7 +204,10 @@ class RayEngine:
 
         from pipelines.corpus.steps import DEDUP_COLUMNS
 
-        ds = ray.data.read_parquet(files, columns=DEDUP_COLUMNS)
+        import pyarrow.fs as pafs
+
+        local = all("://" not in f for f in files)
+        ds = ray.data.read_parquet(files, columns=DEDUP_COLUMNS, filesystem=pafs.LocalFileSystem() if local else None)
         n_rows = ds.count()
         decisions: list[dict] = []
         survivors = ds

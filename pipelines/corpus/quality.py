@@ -11,6 +11,7 @@ filter's reason plus the scores behind it; the text itself is never changed here
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 import regex
 from datatrove.data import Document
@@ -22,10 +23,11 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from pipelines.corpus.config import GopherQuality, QualityConfig
+from pipelines.corpus.config import GopherQuality, GopherRepetition, QualityConfig
 
 _NO_SPACE_CHAR = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
-_TOKEN = regex.compile(rf"{_NO_SPACE_CHAR}\p{{M}}*|[\p{{L}}\p{{N}}\p{{M}}]+(?:['’\-][\p{{L}}\p{{N}}\p{{M}}]+)*|[^\s\p{{L}}\p{{N}}\p{{M}}]")
+# word characters include marks and format characters (ZWJ/ZWNJ inside Indic and Persian words)
+_TOKEN = regex.compile(rf"{_NO_SPACE_CHAR}[\p{{M}}\p{{Cf}}]*|[\p{{L}}\p{{N}}\p{{M}}\p{{Cf}}]+(?:['’\-][\p{{L}}\p{{N}}\p{{M}}\p{{Cf}}]+)*|[^\s\p{{L}}\p{{N}}\p{{M}}\p{{Cf}}]")
 _SENT_END = regex.compile(r"(?<=[.!?。！？؟।॥။។።…])\s+|(?<=[。！？])|\n+")
 
 
@@ -84,16 +86,25 @@ def _gopher_quality(cfg: GopherQuality, stops: frozenset[str]) -> GopherQualityF
         stop_words=sorted(stops) if stops else None, language=TOKENIZER)
 
 
+def top_ngram_reason(words: list[str], text_len: int, top_n_grams, joiner: str) -> str | None:
+    """Gopher's "top n-gram character fraction", over n-grams that occur at least twice."""
+    for n, frac in top_n_grams:
+        if len(words) < n + 1:
+            continue
+        counts = Counter(joiner.join(words[i:i + n]) for i in range(len(words) - n + 1))
+        gram, count = counts.most_common(1)[0]
+        if count >= 2 and len(gram) * count / text_len > frac:
+            return f"gopher_rep_top_{n}_gram"
+    return None
+
+
 class QualityFilters:
     """The configured datatrove filters, built once per language group."""
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
-        r = cfg.gopher_repetition
-        self.repetition = GopherRepetitionFilter(
-            dup_line_frac=r.dup_line_frac, dup_para_frac=r.dup_para_frac, dup_line_char_frac=r.dup_line_char_frac,
-            dup_para_char_frac=r.dup_para_char_frac, top_n_grams=r.top_n_grams, dup_n_grams=r.dup_n_grams,
-            language=TOKENIZER) if r.enabled else None
+        self._repetition = {False: self._build_repetition(cfg.gopher_repetition),
+                            True: self._build_repetition(cfg.gopher_repetition_no_space)}
         c = cfg.c4
         self.c4 = C4QualityFilter(
             split_paragraph=c.split_paragraph, remove_citations=c.remove_citations,
@@ -104,6 +115,14 @@ class QualityFilters:
             language=TOKENIZER) if c.enabled else None
         self._gopher: dict[str, GopherQualityFilter | None] = {}
         self._fineweb: dict[bool, FineWebQualityFilter | None] = {}
+
+    @staticmethod
+    def _build_repetition(r: GopherRepetition) -> GopherRepetitionFilter | None:
+        if not r.enabled:
+            return None
+        return GopherRepetitionFilter(
+            dup_line_frac=r.dup_line_frac, dup_para_frac=r.dup_para_frac, dup_line_char_frac=r.dup_line_char_frac,
+            dup_para_char_frac=r.dup_para_char_frac, top_n_grams=(), dup_n_grams=r.dup_n_grams, language=TOKENIZER)
 
     def gopher_for(self, lang: str) -> GopherQualityFilter | None:
         if lang not in self._gopher:
@@ -125,9 +144,15 @@ class QualityFilters:
 
     def score(self, text: str, lang: str, doc_id: str = "") -> tuple[str | None, dict]:
         """(None, scores) to keep; (reason, scores) to drop. Reasons are datatrove's, prefixed."""
+        no_space = lang in self.cfg.no_space_langs
         words = TOKENIZER.word_tokenize(text)
         scores = {"n_words": len(words), "n_lines": text.count("\n") + 1}
-        steps = (("gopher_rep", self.repetition), ("gopher", self.gopher_for(lang)), ("c4", self.c4),
+        rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
+        if rep_cfg.enabled:
+            reason = top_ngram_reason(words, len(text), rep_cfg.top_n_grams, "" if no_space else " ")
+            if reason:
+                return reason, scores
+        steps = (("gopher_rep", self._repetition[no_space]), ("gopher", self.gopher_for(lang)), ("c4", self.c4),
                  ("fineweb", self.fineweb_for(lang)))
         for prefix, flt in steps:
             if flt is None:

@@ -3,12 +3,15 @@
 Three kinds of task, each the unit of retry with its own marker:
 
 * ``read-NNNNN`` (one per input file): read -> normalise -> identify the language -> quality
-  filters -> MinHash. Writes the file's candidates (``_work/candidates/``), dropped records and
-  quarantined records.
+  filters (verdict recorded) -> MinHash. Writes the file's candidates (``_work/candidates/``), the
+  records dropped before de-duplication, and quarantined records.
 * ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
   the engines compute it with the functions of :mod:`pipelines.corpus.dedup`.
-* ``write-NNNNN`` (one per input file): candidates minus duplicates -> ``data/``; duplicates ->
-  ``dropped/``.
+* ``write-NNNNN`` (one per input file): candidates that are neither duplicates nor
+  quality-rejected -> ``data/``; the others -> ``dropped/`` (a duplicate's reason wins).
+
+Quality-rejected documents take part in de-duplication, so a near copy of a rejected text that
+happens to pass a threshold is still removed as its duplicate.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.corpus.config import Config, DedupConfig, QualityConfig
@@ -118,9 +120,9 @@ def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
         doc_id = item.data.get(r.id_field)
         doc_id = str(doc_id) if doc_id not in (None, "") else f"{name}:{item.line}"
         text, reason, facts = process_document(raw, cfg)
-        if reason is not None:
+        if reason is not None and "scores" not in facts:  # failed before the quality filters
             dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
-                                    lang_score=facts.get("lang_score"), scores=facts.get("scores")))
+                                    lang_score=facts.get("lang_score")))
             continue
         source = item.data.get(r.source_field)
         sig = hasher.signature(shingle_hashes(text, cfg.dedup.ngram)) if hasher else np.zeros(0, np.uint32)
@@ -129,6 +131,7 @@ def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
             "source": str(source) if source not in (None, "") else name, "path": path, "line": item.line,
             "n_chars": len(text), "n_bytes": len(text.encode("utf-8")), "n_tokens": None,
             "text_hash": text_hash(text), "metadata": _metadata(item.data, skip), "minhash": sig.tolist(),
+            "quality_reason": reason, "scores": json.dumps(facts["scores"], sort_keys=True),
         })
     files = [
         out.write_rows(f"_work/candidates/{task}.parquet", candidates, CANDIDATE),
@@ -183,29 +186,26 @@ def run_write_task(i: int, cfg: Config, out: StageOutput) -> dict:
     decisions = _decisions_by_key(str(dec_path), dec_path.stat().st_mtime)
     cand = pq.read_table(out.root / f"_work/candidates/{read_task(i)}.parquet")
     keep_mask, dropped = [], []
-    for path, line, doc_id, text in zip(cand["path"].to_pylist(), cand["line"].to_pylist(),
-                                        cand["id"].to_pylist(), cand["text"].to_pylist()):
-        d = decisions.get((path, line))
-        keep_mask.append(d is None)
-        if d is not None:
-            row = _dropped(doc_id, d["reason"], path, line, text)
-            row.update(duplicate_of=d["duplicate_of"], similarity=d["similarity"])
-            dropped.append(row)
-    kept = cand.filter(pa.array(keep_mask, type=pa.bool_())).drop_columns(["minhash"])
+    for row in cand.select(["id", "path", "line", "text", "lang", "lang_score", "quality_reason", "scores"]).to_pylist():
+        d = decisions.get((row["path"], row["line"]))
+        keep_mask.append(d is None and row["quality_reason"] is None)
+        if d is not None:  # a duplicate, whatever its quality
+            drop = _dropped(row["id"], d["reason"], row["path"], row["line"], row["text"], lang=row["lang"],
+                            lang_score=row["lang_score"])
+            drop.update(duplicate_of=d["duplicate_of"], similarity=d["similarity"])
+            dropped.append(drop)
+        elif row["quality_reason"] is not None:
+            drop = _dropped(row["id"], row["quality_reason"], row["path"], row["line"], row["text"], lang=row["lang"],
+                            lang_score=row["lang_score"])
+            drop["scores"] = row["scores"]
+            dropped.append(drop)
+    kept = cand.filter(pa.array(keep_mask, type=pa.bool_())).drop_columns(["minhash", "quality_reason", "scores"])
     if cfg.stats.tokenizer and kept.num_rows:
         counts_tok = _token_counter(cfg.stats.tokenizer)(kept["text"].to_pylist())
         kept = kept.set_column(kept.schema.get_field_index("n_tokens"), "n_tokens", pa.array(counts_tok, pa.int64()))
-    # dropped rows carry the identifier's verdict too (looked up from the candidate)
-    if dropped:
-        by_line = {(p, ln): (lg, sc) for p, ln, lg, sc in zip(cand["path"].to_pylist(), cand["line"].to_pylist(),
-                                                              cand["lang"].to_pylist(), cand["lang_score"].to_pylist())}
-        for row in dropped:
-            row["lang"], row["lang_score"] = by_line[(row["path"], row["line"])]
     files = [out.write_table(f"data/part-{i:05d}.parquet", kept, CLEAN_DOC),
              out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED)]
     counts = {"input": cand.num_rows, "kept": kept.num_rows, "dropped": len(dropped), "quarantined": 0}
     return out.mark_task(task, counts, files)
 
 
-def lang_filter(table: pa.Table, lang: str) -> pa.Table:
-    return table.filter(pc.equal(table["lang"], lang))
