@@ -1,0 +1,399 @@
+"""``mgte train cpt``: contrastive pre-training of the encoder into an embedder (mGTE 2.2, B.3).
+
+The [CLS] hidden state is the embedding, the score is cosine similarity, the loss is InfoNCE
+with in-batch negatives only (t = 0.01), gathered across workers, duplicates masked by text
+hash. Every global batch comes from one pair source, sources drawn by eq. 1 (alpha 0.5).
+Queries are truncated to 512 tokens, documents to 1024, and RoPE runs with its base divided
+by 8 (reversed NTK: 160,000 -> 20,000); the saved model keeps the original base. The
+contrastive batch is independent of memory: a cached-gradient step (:mod:`training.gradcache`)
+embeds it in chunks.
+
+Input: a finished ``mgte pairs`` output directory, or raw pair files (JSONL/parquet with
+``query`` and ``positive``/``document``; cleaned on the fly by the same functions as ``mgte
+pairs``: empty and identical pairs dropped, exact duplicates removed). Output::
+
+    OUTPUT/model/         HF layout (model.hf.save_pretrained) + sentence-transformers files (CLS pooling)
+    OUTPUT/checkpoints/   step-N/ verified checkpoints (training.checkpoint); a rerun resumes
+    OUTPUT/metrics.jsonl  loss, in-batch accuracy, lr, grad norm, pairs/s
+    OUTPUT/manifest.json  config, data counts (input = kept + dropped + quarantined), result
+
+Runs on Ray Train (``engine: ray``; CPU workers with gloo + DDP, GPU workers with nccl and
+optionally DeepSpeed ZeRO) or in-process (``engine: local``), through the shared loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import torch
+
+from dags.config import RayConfig, build, config_to_dict, frozen
+from pipelines.faults import fault_point
+from pipelines.stage import MgteError, StageOutput, read_manifest
+from training.contrastive import gather_no_grad, in_batch_loss
+from training.gradcache import cached_step
+from training.loop import LoopConfig, StepContext, all_reduce_sum, train_loop
+from training.optim import OptimConfig
+from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
+from training.ray_entry import ScalingConfig, ray_reporter, run_training, worker_world
+
+log = logging.getLogger(__name__)
+
+STAGE = "train-cpt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+@frozen
+class EncoderConfig:
+    """The encoder built when ``init`` is null (random weights); ignored otherwise."""
+
+    preset: Literal["tiny", "base"] = "base"
+    rope_theta: float = 160_000.0  # the MLM-8192 base
+    attn_backend: str = "auto"
+
+
+@frozen
+class DataConfig:
+    batch_size: int = 16384  # global pairs per step, all from one source (split over the workers)
+    chunk_size: int = 128  # texts per cached-gradient chunk: memory is one chunk's activations
+    query_max_tokens: int = 512
+    doc_max_tokens: int = 1024
+    alpha: float = 0.5  # eq. 1 over the pair counts of the sources
+    seed: int = 0
+    mask_duplicates: bool = True  # in-batch texts with the same hash are not negatives
+
+    def validate(self) -> None:
+        if self.batch_size < 2 or self.chunk_size < 1:
+            raise ValueError("data.batch_size must be >= 2 and data.chunk_size >= 1")
+        if self.query_max_tokens < 2 or self.doc_max_tokens < 2:
+            raise ValueError("data.query_max_tokens and data.doc_max_tokens must be >= 2")
+
+
+@frozen
+class Config:
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    init: str | None = None  # model directory or HF name to start from (the MLM-8192 encoder); null = random
+    tokenizer: str = "FacebookAI/xlm-roberta-base"  # used when `init` has no tokenizer files
+    encoder: EncoderConfig = EncoderConfig()
+    temperature: float = 0.01
+    reversed_ntk: float = 8.0  # train with RoPE base / this (160,000 -> 20,000); 1 = off
+    data: DataConfig = DataConfig()
+    loop: LoopConfig = LoopConfig(
+        max_steps=240_000, precision="fp16", ckpt_every=1000, log_every=50,
+        optim=OptimConfig(lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
+                          max_grad_norm=1.0))
+    engine: Literal["ray", "local"] = "ray"
+    ray: RayConfig = RayConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        if self.reversed_ntk <= 0:
+            raise ValueError("reversed_ntk must be > 0 (1 = keep the RoPE base)")
+        if self.data.batch_size % self.scaling.num_workers:
+            raise ValueError(f"data.batch_size {self.data.batch_size} must be a multiple of scaling.num_workers "
+                             f"{self.scaling.num_workers}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pairs
+
+
+def is_pairs_output(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file() and (path / "_SUCCESS").is_file()
+
+
+def _table_sources(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    return {s: t for s, t in tables.items() if t.num_rows}
+
+
+def load_raw_pairs(inputs: list[str]) -> tuple[dict[str, pa.Table], dict]:
+    """Raw pair files -> ({source: PAIR table}, counts): the `mgte pairs` record functions, in process.
+
+    Unreadable records are counted as quarantined, empty and identical pairs and exact
+    duplicates as dropped (no tokenizer or language filters here: run `mgte pairs` for those).
+    """
+    from dags.config import load_config
+    from pipelines import pairs as P
+    from pipelines.readers import Quarantined, Record, expand_inputs, read_records
+    from storage_schemas.pairs import PAIR
+
+    cfg = load_config(P.Config, None, ["tokenizer=null", "lang.identify=false"], data={})
+    check = P.PairChecker(cfg)
+    counts: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
+    reasons: Counter = Counter()
+    groups: dict[str, list[dict]] = {}
+    for path in expand_inputs(inputs):
+        for item in read_records(path, text_field=cfg.reader.query_fields[0], on_schema_error="fail"):
+            counts["input"] += 1
+            if isinstance(item, Record):
+                item = P.parse_pair(item, cfg.reader)
+            if isinstance(item, Quarantined):
+                counts["quarantined"] += 1
+                continue
+            kept, dropped = check(item)
+            if dropped is not None:
+                counts["dropped"] += 1
+                reasons[dropped["reason"]] += 1
+            else:
+                groups.setdefault(kept["pair_hash"], []).append(kept)
+    by_source: dict[str, list[dict]] = {}
+    for rows in groups.values():
+        first, dups = P.pick_survivor(rows)
+        by_source.setdefault(first["source"], []).append(first)
+        counts["dropped"] += len(dups)
+        reasons["exact_duplicate"] += len(dups)
+    tables = {s: PAIR.from_rows(sorted(rows, key=P.survivor_key)) for s, rows in sorted(by_source.items())}
+    counts["kept"] = sum(t.num_rows for t in tables.values())
+    return tables, {"counts": dict(counts), "dropped_by_reason": dict(reasons)}
+
+
+def load_pairs(inputs: tuple[str, ...]) -> tuple[dict[str, pa.Table], dict]:
+    """``--input``: one or more `mgte pairs` outputs, or raw pair files/directories (not mixed)."""
+    from pipelines.pairs import read_pairs
+
+    if not inputs:
+        raise MgteError("train cpt: no input (give --input: a `mgte pairs` output or pair files)")
+    outputs = [Path(p) for p in inputs if is_pairs_output(Path(p))]
+    if outputs and len(outputs) != len(inputs):
+        raise MgteError("train cpt: --input mixes `mgte pairs` outputs and raw files; give one kind")
+    if not outputs:
+        return load_raw_pairs(list(inputs))
+    merged: dict[str, list[pa.Table]] = {}
+    total: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
+    reasons: Counter = Counter()
+    for out in outputs:
+        manifest = read_manifest(out)
+        if manifest["stage"] != "pairs":
+            raise MgteError(f"train cpt: {out} is a '{manifest['stage']}' output, not a `mgte pairs` one")
+        total.update(manifest["counts"])
+        reasons.update(manifest["dropped_by_reason"])
+        for source, table in read_pairs(out).items():
+            merged.setdefault(source, []).append(table)
+    tables = {s: pa.concat_tables(ts) for s, ts in sorted(merged.items())}
+    return tables, {"counts": dict(total), "dropped_by_reason": dict(reasons)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def tokenize_chunks(tokenizer, texts: list[str], max_tokens: int, chunk_size: int) -> tuple[list[dict], int]:
+    """Texts -> packed chunks {input_ids (total,), cu_seqlens (n + 1,), max_seqlen} and the token count."""
+    from model.unpad import pack_sequences
+
+    ids = tokenizer(texts, truncation=True, max_length=max_tokens, add_special_tokens=True)["input_ids"]
+    chunks = []
+    for start in range(0, len(ids), chunk_size):
+        packed, cu, longest = pack_sequences(ids[start:start + chunk_size])
+        chunks.append({"input_ids": packed, "cu_seqlens": cu, "max_seqlen": longest})
+    return chunks, sum(len(x) for x in ids)
+
+
+class PairBatches:
+    """The loop's data source: next() -> [this rank's share of one global single-source batch]."""
+
+    reshardable = True  # the sampler re-splits the same global batches over another world size
+
+    def __init__(self, tables: dict[str, pa.Table], tokenizer, data: DataConfig, rank: int, world_size: int):
+        self.tables, self.tokenizer, self.cfg = tables, tokenizer, data
+        self.sampler = SourceBatchSampler({s: t.num_rows for s, t in tables.items()}, data.batch_size,
+                                          seed=data.seed, alpha=data.alpha, rank=rank, world_size=world_size)
+
+    def batch(self, pairs: PairBatch) -> dict:
+        queries, q_tokens = tokenize_chunks(self.tokenizer, pairs.queries, self.cfg.query_max_tokens,
+                                            self.cfg.chunk_size)
+        docs, d_tokens = tokenize_chunks(self.tokenizer, pairs.documents, self.cfg.doc_max_tokens, self.cfg.chunk_size)
+        return {"queries": queries, "documents": docs, "query_hash": pairs.query_hash, "doc_hash": pairs.doc_hash,
+                "tokens": q_tokens + d_tokens, "source": pairs.source}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[dict]:
+        return [self.batch(take_batch(self.tables, next(self.sampler)))]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# The task the shared loop runs
+
+
+def load_encoder(cfg: Config):
+    """``init`` (an MLM/encoder directory or HF name) as the bare encoder, or a random one."""
+    from model import MGTEConfig, MGTEModel, load_pretrained
+
+    if cfg.init:
+        return load_pretrained(cfg.init, cls=MGTEModel)
+    preset = MGTEConfig.tiny if cfg.encoder.preset == "tiny" else MGTEConfig.base
+    return MGTEModel(preset(rope_theta=cfg.encoder.rope_theta, attn_backend=cfg.encoder.attn_backend))
+
+
+def training_theta(config) -> float:
+    """The RoPE base CPT trains with: the model's effective base divided by ``reversed_ntk``."""
+    scaling = config.rope_scaling or {}
+    return config.rope_theta * float(scaling.get("factor", 1.0))
+
+
+def write_sentence_transformers_files(directory: Path, max_seq_length: int) -> None:
+    """modules.json + 1_Pooling (CLS) so `SentenceTransformer(dir, trust_remote_code=True)` loads it."""
+    directory = Path(directory)
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False,
+                                      "model_args": {"trust_remote_code": True},
+                                      "config_args": {"trust_remote_code": True}},
+        "1_Pooling/config.json": {"word_embedding_dimension": config["hidden_size"], "pooling_mode_cls_token": True,
+                                  "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                                  "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True},
+        "config_sentence_transformers.json": {"similarity_fn_name": "cosine", "prompts": {},
+                                              "default_prompt_name": None},
+    }
+    for name, obj in files.items():
+        (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+class CPTTask:
+    """Model, data and the cached-gradient contrastive step for :func:`training.loop.train_loop`."""
+
+    def __init__(self, cfg: Config, tables: dict[str, pa.Table] | None = None):
+        self.cfg = cfg
+        self._tables = tables
+        self._tokenizer = None
+        self._model_tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from model.tokenizer import load_tokenizer
+
+            self._tokenizer = self._model_tokenizer or load_tokenizer(self.cfg.tokenizer)
+        return self._tokenizer
+
+    def build_model(self):
+        model = load_encoder(self.cfg)
+        self._model_tokenizer = getattr(model, "tokenizer", None)
+        theta = training_theta(model.config) / self.cfg.reversed_ntk
+        if self.cfg.reversed_ntk != 1.0:
+            model.set_rope_theta(theta)  # the config (and so the saved model) keeps the original base
+        log.info("cpt: RoPE base %.0f during training (saved config: %.0f)", theta, model.config.rope_theta)
+        return model
+
+    def build_data(self, rank: int, world_size: int) -> PairBatches:
+        tables = self._tables if self._tables is not None else load_pairs(self.cfg.input)[0]
+        return PairBatches(tables, self.tokenizer, self.cfg.data, rank, world_size)
+
+    def train_step(self, ctx: StepContext, model, micro_batches: list[dict]):
+        (mb,) = micro_batches
+        t = self.cfg.temperature
+        hashes = ({"query_hash": mb["query_hash"], "doc_hash": mb["doc_hash"]}
+                  if self.cfg.data.mask_duplicates else {})
+        poison = fault_point("train_step")
+        stats: dict = {}
+
+        def encode(chunk: dict) -> torch.Tensor:
+            with ctx.autocast():
+                hidden = model(chunk["input_ids"], cu_seqlens=chunk["cu_seqlens"], max_seqlen=chunk["max_seqlen"])
+            return hidden.index_select(0, chunk["cu_seqlens"][:-1].long())  # (n, H): the [CLS] states
+
+        def loss_fn(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            loss = in_batch_loss(q, d, t, **hashes)
+            with torch.no_grad():  # in-batch top-1 accuracy against every rank's documents
+                sims = torch.nn.functional.normalize(q.float(), dim=-1) @ \
+                    torch.nn.functional.normalize(gather_no_grad(d.detach()).float(), dim=-1).T
+                labels = torch.arange(q.shape[0], device=q.device) + ctx.world.rank * q.shape[0]
+                stats["correct"] = float((sims.argmax(dim=1) == labels).sum())
+            return loss * float("nan") if poison else loss
+
+        def skip(loss: torch.Tensor) -> bool:  # every rank decides the same
+            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=ctx.device)
+            return bool(all_reduce_sum(bad).item() > 0)
+
+        loss = cached_step(encode, mb["queries"], mb["documents"], loss_fn, device=ctx.device,
+                           backward=ctx.backward, no_sync=lambda: ctx.no_sync(False), skip_backward=skip)
+        n = int(mb["query_hash"].shape[0])
+        return float(loss) * n, n, {"accuracy": stats.get("correct", 0.0)}, int(mb["tokens"])
+
+    def save_model(self, model, out_dir: Path) -> None:
+        from model.hf import save_pretrained
+
+        model.set_rope_theta(None)  # inference runs with the original base (revNTK recovers 8k)
+        save_pretrained(model, out_dir, tokenizer=self.tokenizer)
+        write_sentence_transformers_files(out_dir, self.cfg.data.doc_max_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train_func(config: dict) -> None:
+    """What every Ray Train worker (or this process, ``engine: local``) runs."""
+    local = bool(config.pop("_local", False))
+    cfg = build(Config, config, source="train cpt worker config")
+    out = Path(cfg.output)
+    result = train_loop(CPTTask(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out,
+                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter)
+    if local:
+        return result
+    return None
+
+
+def run(cfg: Config) -> dict:
+    out = StageOutput(cfg.output, STAGE, cfg, exclude=("output", "engine", "ray", "scaling", "progress"))
+    if out.begin():
+        return read_manifest(cfg.output)
+    tables, data = load_pairs(cfg.input)  # fail fast on bad input, before any worker starts
+    sizes = {s: t.num_rows for s, t in tables.items()}
+    log.info("cpt: %d pairs in %d sources %s", sum(sizes.values()), len(sizes), sizes)
+    if not tables:
+        raise MgteError(f"train cpt: no usable pairs in {list(cfg.input)}")
+    result = run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
+                          storage_path=Path(cfg.output) / "ray", name="cpt",
+                          keep_checkpoints=cfg.loop.keep_checkpoints)
+    metrics = _final_metrics(Path(cfg.output), result)
+    counts = data["counts"]
+    inputs = [{"path": p, "size": _size(p)} for p in cfg.input]
+    return out.finish(counts=counts, dropped_by_reason=data["dropped_by_reason"], inputs=inputs,
+                      outputs={"model": ["model"], "checkpoints": ["checkpoints"], "metrics": ["metrics.jsonl"]},
+                      extra={"engine": cfg.engine, "sources": sizes, "final": metrics,
+                             "rope_theta_training": "model base / %g" % cfg.reversed_ntk})
+
+
+def _final_metrics(out: Path, result) -> dict:
+    from training.metrics import read_metrics
+
+    rows = read_metrics(out / "metrics.jsonl")
+    last = rows[-1] if rows else {}
+    if hasattr(result, "step"):  # a LoopResult (engine: local)
+        return {"step": result.step, "loss": result.loss, "nonfinite_steps": result.nonfinite_steps,
+                "resumed_from": result.resumed_from, **{k: last.get(k) for k in ("accuracy", "lr")}}
+    return {k: last.get(k) for k in ("step", "loss", "accuracy", "lr", "nonfinite_skipped")}
+
+
+def _size(path: str) -> int | None:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None
