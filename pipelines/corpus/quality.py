@@ -148,14 +148,15 @@ class QualityFilters:
         words = TOKENIZER.word_tokenize(text)
         scores = {"n_words": len(words), "n_lines": text.count("\n") + 1}
         rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
-        if rep_cfg.enabled:
-            reason = top_ngram_reason(words, len(text), rep_cfg.top_n_grams, "" if no_space else " ")
-            if reason:
-                return reason, scores
-        steps = (("gopher_rep", self._repetition[no_space]), ("gopher", self.gopher_for(lang)), ("c4", self.c4),
-                 ("fineweb", self.fineweb_for(lang)))
+        steps = (("gopher_rep", self._repetition[no_space]), ("top_ngrams", rep_cfg.enabled),
+                 ("gopher", self.gopher_for(lang)), ("c4", self.c4), ("fineweb", self.fineweb_for(lang)))
         for prefix, flt in steps:
-            if flt is None:
+            if not flt:
+                continue
+            if prefix == "top_ngrams":
+                reason = top_ngram_reason(words, len(text), rep_cfg.top_n_grams, "" if no_space else " ")
+                if reason:
+                    return reason, scores
                 continue
             doc = Document(text=text, id=doc_id, metadata={"language": lang})
             verdict = flt.filter(doc)

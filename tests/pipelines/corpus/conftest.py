@@ -1,0 +1,56 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dags.config import load_config
+from pipelines.corpus import Config, run
+
+ROOT = Path(__file__).resolve().parents[3]
+RAW = ROOT / "data" / "corpus" / "raw"
+TRUTH = ROOT / "data" / "corpus" / "truth.jsonl"
+TINY = ROOT / "dags" / "configs" / "corpus" / "tiny.yaml"
+
+
+def corpus_config(output, *sets, inputs=(str(RAW),)):
+    overrides = [f"output={output}", "input=[" + ", ".join(f"'{p}'" for p in inputs) + "]", *sets]
+    return load_config(Config, TINY, overrides)
+
+
+def outcome(out_dir) -> dict:
+    """(file name, line) -> (fate, lang, reason, duplicate_of) for every record read."""
+    out_dir = Path(out_dir)
+    got = {}
+    for r in pq.read_table(out_dir / "data").select(["path", "line", "lang", "id"]).to_pylist():
+        got[(Path(r["path"]).name, r["line"])] = ("kept", r["lang"], None, None)
+    for r in pq.read_table(out_dir / "dropped").select(["path", "line", "lang", "reason", "duplicate_of"]).to_pylist():
+        got[(Path(r["path"]).name, r["line"])] = ("dropped", r["lang"], r["reason"], r["duplicate_of"])
+    for r in pq.read_table(out_dir / "quarantine").select(["path", "line", "error"]).to_pylist():
+        got[(Path(r["path"]).name, r["line"])] = ("quarantined", None, r["error"], None)
+    return got
+
+
+def cli(*args, env=None, check=True):
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "dags.cli", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mgte {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def truth() -> list[dict]:
+    return [json.loads(line) for line in TRUTH.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory):
+    """The reference: the tiny config on the whole bundled corpus, local engine."""
+    out = tmp_path_factory.mktemp("corpus-local")
+    manifest = run(corpus_config(out, "engine=local"))
+    return out, manifest
