@@ -12,7 +12,9 @@ import importlib.resources
 import json
 import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,21 @@ def _tokenizer_from_dir(path: Path):
 
 
 def _offline() -> bool:
+    """HF_HUB_OFFLINE is set, or the hub cannot be reached within a few seconds.
+
+    The probe turns a minute of retries inside huggingface_hub into a 3-second check.
+    """
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+    if bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return True
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        logger.info("Hugging Face hub %s unreachable: using local files only", host)
+        return True
+    return False
 
 
 def load_tokenizer(name_or_path: str | os.PathLike = XLMR_TOKENIZER, *, local_files_only: bool | None = None):
