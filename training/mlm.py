@@ -1,0 +1,251 @@
+"""``mgte train mlm``: masked-language-model pre-training of the encoder (MLM-2048, MLM-8192).
+
+The stage reads a finished ``mgte mlm-shards`` output, samples languages by eq. 1, packs
+token-budget batches without padding, masks 30 % of the tokens and trains
+``model.MGTEForMaskedLM`` with the generic :func:`training.loop.train_loop`, on Ray Train
+(``engine: ray``) or in this process (``engine: local``). The curriculum is two runs of this
+stage: MLM-8192 starts from MLM-2048's ``model/`` directory (``init``) with RoPE base 160,000
+(mGTE Table 8; ``dags/configs/mlm/*-8192.yaml``).
+
+The loss is computed at the masked positions only, and with the real 250k vocabulary the
+(masked tokens x vocab) logits are the memory hot spot: :func:`mlm_loss_sum` evaluates the head
+in chunks of ``data.loss_chunk`` masked positions under activation checkpointing, so only one
+chunk of logits is alive at a time, forward or backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from pipelines.stage import RUN_ONLY_KEYS, BadInputError, StageOutput, read_manifest, read_output_table
+from training.loop import LoopConfig, LoopResult, train_loop
+from training.masking import IGNORE_INDEX, MaskingSpec
+from training.metrics import read_metrics
+from training.optim import OptimConfig
+from training.ray_entry import ScalingConfig, ray_reporter, run_training, worker_world
+from training.samplers import PackedBatch, PackedMLMBatches, shard_files
+
+log = logging.getLogger(__name__)
+
+STAGE = "train-mlm"
+
+
+@frozen
+class ModelConfig:
+    """The encoder built when ``init`` is null, and what is forced on an ``init`` model."""
+
+    preset: Literal["tiny", "base"] = "tiny"
+    rope_theta: float = 10_000.0  # 10,000 for MLM-2048, 160,000 for MLM-8192 (Table 8); applied to init too
+    attn_backend: str = "auto"
+    hidden_dropout_prob: float | None = None  # null = the preset's / init model's value
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other MGTEConfig field, e.g. {num_hidden_layers: 4}
+
+
+@frozen
+class DataConfig:
+    max_sequences: int = 8192  # sequences per global batch (Table 8: 8192 for MLM-2048, 2048 for MLM-8192)
+    max_tokens: int = 0  # tokens per global batch; 0 = max_sequences * the shards' max_len
+    micro_tokens: int = 16384  # tokens per forward/backward on a worker (gradient accumulation); 0 = all
+    mlm_probability: float = 0.30
+    loss_chunk: int = 2048  # masked positions per chunk of the 250k-vocab MLM head; 0 = one chunk
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.max_sequences < 1 or self.max_tokens < 0 or self.micro_tokens < 0 or self.loss_chunk < 0:
+            raise ValueError("data.max_sequences must be >= 1; max_tokens, micro_tokens, loss_chunk >= 0")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"data.mlm_probability must be in (0, 1), got {self.mlm_probability}")
+
+
+@frozen
+class Config:
+    input: tuple[str, ...] = ()  # one finished `mgte mlm-shards` output directory
+    output: str | None = None
+    init: str | None = None  # start model: a model dir or HF name; null = random init from `model`
+    tokenizer: str = "FacebookAI/xlm-roberta-base"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loop: LoopConfig = LoopConfig(optim=OptimConfig(lr=5e-4, weight_decay=1e-5, betas=(0.9, 0.98), eps=1e-6,
+                                                    warmup_ratio=0.06, max_grad_norm=0.0))
+    engine: Literal["ray", "local"] = "ray"
+    ray: RayConfig = RayConfig()
+    scaling: ScalingConfig = ScalingConfig()
+
+    def validate(self) -> None:
+        if len(self.input) > 1:
+            raise ValueError(f"input: one mlm-shards directory expected, got {len(self.input)}")
+
+
+# -- loss -------------------------------------------------------------------------------------------
+
+
+def _chunk_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, embeddings: torch.Tensor):
+    logits = head(hidden, embeddings).float()  # (n, vocab), fp32 whatever the autocast dtype
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.detach().argmax(-1) == labels).sum()
+    return loss, correct
+
+
+def mlm_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, embeddings: torch.Tensor,
+                 chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed fp32 cross-entropy and correct predictions over the given (masked) positions.
+
+    hidden (n, H) and labels (n,) are the masked positions only. With ``chunk > 0`` the head runs
+    on at most ``chunk`` rows at a time and its logits are recomputed in backward (activation
+    checkpointing): peak memory ~ chunk x vocab instead of n x vocab; the result is the same.
+    """
+    if chunk <= 0 or hidden.shape[0] <= chunk:
+        return _chunk_loss(hidden, labels, head, embeddings)
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk):
+        part_loss, part_correct = checkpoint(_chunk_loss, hidden[start:start + chunk], labels[start:start + chunk],
+                                             head, embeddings, use_reentrant=False)
+        loss = loss + part_loss
+        correct = correct + part_correct
+    return loss, correct
+
+
+class MLMTrainModule(torch.nn.Module):
+    """``MGTEForMaskedLM`` + the chunked masked-only loss; what DDP/DeepSpeed wrap."""
+
+    def __init__(self, mlm: torch.nn.Module, loss_chunk: int):
+        super().__init__()
+        self.mlm = mlm
+        self.loss_chunk = loss_chunk
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor,
+                max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.mlm.new.forward_packed(input_ids, cu_seqlens, max_seqlen)  # (total, H)
+        masked = torch.nonzero(labels != IGNORE_INDEX).flatten()  # (n_masked,)
+        return mlm_loss_sum(hidden.index_select(0, masked), labels.index_select(0, masked), self.mlm.lm_head,
+                            self.mlm.new.embeddings.word_embeddings.weight, self.loss_chunk)
+
+
+# -- the task -------------------------------------------------------------------------------------
+
+
+def shards_input(cfg: Config) -> tuple[Path, dict]:
+    if not cfg.input:
+        raise BadInputError("train mlm: no input (give --input <mlm-shards output dir>)")
+    root = Path(cfg.input[0])
+    manifest = read_manifest(root)
+    if manifest["stage"] != "mlm-shards":
+        raise BadInputError(f"{root}: a '{manifest['stage']}' output, expected an mlm-shards output")
+    return root, manifest
+
+
+def set_rope_theta(mlm: torch.nn.Module, theta: float) -> None:
+    """Make ``theta`` the model's RoPE base for training AND in its saved config."""
+    mlm.config.rope_theta = float(theta)
+    mlm.new.config.rope_theta = float(theta)
+    mlm.new.rotary.theta = float(theta)
+
+
+class MLMTask:
+    """The MLM stage for :func:`training.loop.train_loop`."""
+
+    def __init__(self, cfg: Config):
+        from model.tokenizer import load_tokenizer
+
+        self.cfg = cfg
+        self.root, self.manifest = shards_input(cfg)
+        self.max_len = int(self.manifest["extra"].get("max_len", 0)) or int(self.manifest["config"]["max_len"])
+        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        self.masking = MaskingSpec.from_tokenizer(self.tokenizer, cfg.data.mlm_probability)
+
+    def build_model(self) -> MLMTrainModule:
+        from model import MGTEConfig, MGTEForMaskedLM, load_pretrained
+
+        m = self.cfg.model
+        if self.cfg.init:
+            mlm = load_pretrained(self.cfg.init, cls=MGTEForMaskedLM, attn_backend=m.attn_backend, with_tokenizer=False)
+            if m.hidden_dropout_prob is not None:
+                for module in mlm.modules():
+                    if isinstance(module, torch.nn.Dropout):
+                        module.p = m.hidden_dropout_prob
+                mlm.config.hidden_dropout_prob = m.hidden_dropout_prob
+            log.info("mlm: starting from %s", self.cfg.init)
+        else:
+            fields = dict(rope_theta=m.rope_theta, attn_backend=m.attn_backend, **dict(m.overrides))
+            if m.hidden_dropout_prob is not None:
+                fields["hidden_dropout_prob"] = m.hidden_dropout_prob
+            mlm = MGTEForMaskedLM(getattr(MGTEConfig, m.preset)(**fields))
+        set_rope_theta(mlm, m.rope_theta)
+        if mlm.config.vocab_size < self.masking.vocab_size:
+            raise BadInputError(f"model vocab_size {mlm.config.vocab_size} < tokenizer size {self.masking.vocab_size}")
+        return MLMTrainModule(mlm, self.cfg.data.loss_chunk)
+
+    def build_data(self, rank: int, world_size: int) -> PackedMLMBatches:
+        d = self.cfg.data
+        stats = read_output_table(self.root, "shard_stats")
+        q = dict(zip(stats.column("lang").to_pylist(), stats.column("q").to_pylist()))
+        max_tokens = d.max_tokens or d.max_sequences * self.max_len
+        if max_tokens < world_size * self.max_len or d.max_sequences < world_size:
+            raise BadInputError(f"data.max_tokens={max_tokens} / max_sequences={d.max_sequences} cannot give each of "
+                                f"{world_size} workers a sequence of up to {self.max_len} tokens")
+        if d.micro_tokens and d.micro_tokens < self.max_len:
+            raise BadInputError(f"data.micro_tokens={d.micro_tokens} < the shards' max_len {self.max_len}")
+        files = shard_files([self.root / f for f in self.manifest["outputs"]["data"]])
+        return PackedMLMBatches(files, q, seed=d.seed, max_sequences=d.max_sequences, max_tokens=max_tokens,
+                                micro_tokens=d.micro_tokens, masking=self.masking, rank=rank, world_size=world_size)
+
+    def units(self, mb: PackedBatch) -> int:
+        return mb.n_masked
+
+    def tokens(self, mb: PackedBatch) -> int:
+        return mb.n_tokens
+
+    def step(self, model, mb: PackedBatch):
+        loss, correct = model(mb.input_ids, mb.labels, mb.cu_seqlens, mb.max_seqlen)
+        return loss, {"mlm_accuracy": correct}
+
+    def save_model(self, module: MLMTrainModule, out_dir: Path) -> None:
+        from model.hf import save_pretrained
+
+        save_pretrained(module.mlm, out_dir, tokenizer=self.tokenizer)
+
+
+# -- entry points ------------------------------------------------------------------------------------
+
+
+def train_func(config: dict) -> LoopResult:
+    """Runs on every Ray Train worker (and in-process for ``engine: local``)."""
+    config = dict(config)
+    local = bool(config.pop("_local", False))
+    cfg = build(Config, config, source="train mlm")
+    out = Path(cfg.output)
+    return train_loop(MLMTask(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out, world=worker_world(),
+                      config=config_to_dict(cfg), report=None if local else ray_reporter)
+
+
+def run(cfg: Config) -> dict:
+    cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()))
+    root, shards_manifest = shards_input(cfg)
+    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
+    if out.begin():
+        return read_manifest(cfg.output)
+    storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
+    run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
+                 storage_path=storage, name=f"mlm-{out.config_hash}", keep_checkpoints=cfg.loop.keep_checkpoints)
+    rows = read_metrics(Path(cfg.output) / "metrics.jsonl")
+    last = rows[-1] if rows else {}
+    chunks = int(shards_manifest["extra"].get("chunks", shards_manifest["counts"]["kept"]))
+    return out.finish(
+        counts={"input": chunks, "kept": chunks, "dropped": 0, "quarantined": 0}, dropped_by_reason={},
+        inputs=[{"path": str(root), "size": sum(f.stat().st_size for f in root.rglob("*.parquet"))}],
+        outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
+        extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init,
+               "rope_theta": cfg.model.rope_theta, "steps": last.get("step"), "final_loss": last.get("loss"),
+               "final_mlm_accuracy": last.get("mlm_accuracy"), "tokens": last.get("tokens"),
+               "first_loss": rows[0].get("loss") if rows else None,
+               "nonfinite_skipped": last.get("nonfinite_skipped")},
+    )
