@@ -28,8 +28,8 @@ from training.loop import World
 
 log = logging.getLogger(__name__)
 
-# Environment variables the workers need from the driver (the fault hook for the fault tests).
-PROPAGATE_ENV = ("MGTE_FAULT", "OMP_NUM_THREADS")
+# Environment variables the workers need from the driver (fault hook, offline hub, thread count).
+PROPAGATE_ENV = ("MGTE_FAULT", "OMP_NUM_THREADS", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE")
 
 
 @frozen
