@@ -137,12 +137,19 @@ class Varlen:
 
 # Every backend: q, k, v (total, heads, head_dim) packed -> (total, heads, head_dim); each
 # token attends to exactly the tokens of its own document.
+def _per_document(q, k, v, varlen: Varlen):
+    """Per-document views. `split` (not slicing) so backward joins the gradients in one cat
+    instead of zero-filling a full (total, heads, head_dim) tensor per document."""
+    seqlens = varlen.seqlens
+    return zip(q.split(seqlens), k.split(seqlens), v.split(seqlens))
+
+
 def eager_attention(q, k, v, varlen: Varlen):
     """The reference: softmax(q k^T / sqrt(d)) v, document by document, softmax in fp32."""
     scale = q.shape[-1] ** -0.5
     outs = []
-    for start, end in varlen.bounds:
-        qd, kd, vd = (x[start:end].transpose(0, 1) for x in (q, k, v))  # (heads, len, head_dim)
+    for qd, kd, vd in _per_document(q, k, v, varlen):
+        qd, kd, vd = (x.transpose(0, 1) for x in (qd, kd, vd))  # (heads, len, head_dim)
         probs = (torch.matmul(qd, kd.transpose(1, 2)) * scale).float().softmax(dim=-1)  # (heads, len, len)
         outs.append(torch.matmul(probs.to(vd.dtype), vd).transpose(0, 1))  # (len, heads, head_dim)
     return torch.cat(outs)
@@ -155,8 +162,8 @@ def sdpa_attention(q, k, v, varlen: Varlen):
     this is the fastest CPU path measured (benchmarks/RESULTS.md).
     """
     outs = []
-    for start, end in varlen.bounds:
-        qd, kd, vd = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, heads, len, head_dim)
+    for qd, kd, vd in _per_document(q, k, v, varlen):
+        qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (qd, kd, vd))  # (1, heads, len, head_dim)
         outs.append(F.scaled_dot_product_attention(qd, kd, vd)[0].transpose(0, 1))  # (len, heads, head_dim)
     return torch.cat(outs)
 
@@ -260,8 +267,10 @@ class MGTEAttention(nn.Module):
 
     def forward(self, hidden, cos, sin, varlen: Varlen, attn_fn) -> torch.Tensor:
         qkv = self.qkv_proj(hidden).view(-1, 3, self.num_heads, self.head_dim)  # (total, 3, heads, head_dim)
-        qk = apply_rope(qkv[:, :2], cos, sin)  # (total, 2, heads, head_dim)
-        out = attn_fn(qk[:, 0], qk[:, 1], qkv[:, 2], varlen)  # (total, heads, head_dim)
+        # split/unbind rather than indexing: their backward is one cat/stack, not zero-fill + copy
+        qk, v = qkv.split([2, 1], dim=1)  # (total, 2, heads, head_dim), (total, 1, heads, head_dim)
+        q, k = apply_rope(qk, cos, sin).unbind(1)  # (total, heads, head_dim) each
+        out = attn_fn(q, k, v.squeeze(1), varlen)  # (total, heads, head_dim)
         return self.o_proj(out.reshape(-1, self.num_heads * self.head_dim))  # (total, hidden)
 
 
