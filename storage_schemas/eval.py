@@ -14,7 +14,7 @@ EVAL_RUN = Table("eval_run", "One retrieved document of one query, for one retri
     col("query_id", pa.string(), "BEIR query `_id`"),
     col("doc_id", pa.string(), "BEIR corpus `_id`"),
     col("rank", pa.int32(), "1-based rank in trec_eval order (score descending, then doc id descending)"),
-    col("score", pa.float64(), "the score written to the TREC run (exactly as formatted there)"),
+    col("score", pa.float64(), "the score written to the TREC run: a float32 value (trec_eval compares C floats)"),
 ]))
 
 EVAL_QUERY_METRICS = Table("eval_query_metrics", "Per-query metrics of one method (trec_eval semantics).", pa.schema([

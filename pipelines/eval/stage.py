@@ -1,0 +1,430 @@
+"""``mgte eval``: dense, sparse, hybrid, reranked and BM25 retrieval on a BEIR set, with metrics.
+
+One model per output directory (the full DAG runs it once per model into subdirectories; BM25 is
+in every report). The steps are plain functions; ``run`` wires them:
+
+    read_beir -> format texts -> encode corpus (cached) + queries -> dense / sparse / hybrid /
+    rerank / bm25 runs -> runs/<method>.trec + metrics (trec_eval semantics) -> run.trec (the final
+    method), metrics.json, data/*.parquet, report.html, manifest.json, _SUCCESS
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from dags.config import frozen
+from pipelines.eval import metrics as M
+from pipelines.eval.beir import BeirSet, read_beir
+from pipelines.eval.retrieval import (
+    Hits,
+    InvertedIndex,
+    dense_search,
+    doc_order_keys,
+    fill_with_zeros,
+    hybrid,
+    rerank,
+    truncate_dim,
+)
+from pipelines.stage import RUN_ONLY_KEYS, BadInputError, MgteError, StageOutput, _atomic_write_bytes, atomic_write_json
+from storage_schemas.corpus import QUARANTINE
+from storage_schemas.eval import EVAL_DROPPED, EVAL_QUERY_METRICS, EVAL_RUN
+
+log = logging.getLogger(__name__)
+
+STAGE = "eval"
+METHODS = ("bm25", "dense", "sparse", "hybrid", "rerank")
+FINAL_PREFERENCE = ("rerank", "hybrid", "dense", "sparse", "bm25")
+HYBRID_WEIGHT_RANGE = (0.001, 0.01)
+
+
+@frozen
+class FormatConfig:
+    """How documents and queries become model input (part of the embedding cache key)."""
+
+    doc_template: str = "{title}\n{text}"  # a document without a title is its text alone
+    query_instruction: str = ""  # prepended to every query for the embedding model
+    doc_max_length: int = 8192  # tokens; longer documents are truncated (and counted)
+    query_max_length: int = 512
+
+    def validate(self) -> None:
+        if "{text}" not in self.doc_template:
+            raise ValueError(f"format.doc_template {self.doc_template!r} must contain {{text}}")
+        try:
+            self.doc_template.format(title="", text="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"format.doc_template {self.doc_template!r}: only {{title}} and {{text}} "
+                             f"may appear ({exc})") from None
+        if self.doc_max_length < 8 or self.query_max_length < 8:
+            raise ValueError("format.doc_max_length and format.query_max_length must be >= 8 tokens")
+
+
+@frozen
+class EncodeConfig:
+    device: str = "auto"  # auto = cuda when available, else cpu
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    pooling: Literal["auto", "cls", "mean"] = "auto"  # auto: mgte/HF -> [CLS], sentence-transformers -> its own
+    max_tokens: int = 16384  # padded tokens per encoder batch
+    max_batch: int = 64
+
+
+@frozen
+class DenseConfig:
+    enabled: bool = True
+    dim: int | None = None  # Matryoshka: keep the first `dim` dimensions, renormalise (null = all)
+    index: str = "Flat"  # FAISS index_factory string; Flat = exact inner product
+
+
+@frozen
+class SparseConfig:
+    enabled: bool = True  # used when the model has a sparse head
+
+
+@frozen
+class HybridConfig:
+    enabled: bool = True
+    weight: float = 0.003  # score = dense + weight * sparse; the paper's range is [0.001, 0.01]
+    depth: int = 1000  # candidates taken from each side before fusion
+
+    def validate(self) -> None:
+        lo, hi = HYBRID_WEIGHT_RANGE
+        if not lo <= self.weight <= hi:
+            raise ValueError(f"hybrid.weight {self.weight} is outside the paper's range [{lo}, {hi}]")
+        if self.depth < 1:
+            raise ValueError("hybrid.depth must be >= 1")
+
+
+@frozen
+class RerankConfig:
+    top_k: int = 100  # candidates of the final first-stage run rescored by the cross-encoder
+    max_length: int = 8192
+    max_tokens: int = 16384
+    max_batch: int = 32
+
+    def validate(self) -> None:
+        if self.top_k < 1 or self.max_length < 8:
+            raise ValueError("rerank.top_k must be >= 1 and rerank.max_length >= 8")
+
+
+@frozen
+class BM25Config:
+    enabled: bool = True
+    k1: float = 0.9  # Anserini's BEIR/MIRACL baseline values
+    b: float = 0.4
+    tokenizer: Literal["unicode", "xlmr"] = "unicode"
+
+
+@frozen
+class Config:
+    """``mgte eval`` (docs/eval.md)."""
+
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    model: str | None = "all-MiniLM-L6-v2"  # embedding model; null = BM25 only
+    reranker: str | None = None  # cross-encoder; null = no reranking
+    name: str | None = None  # label in reports (default: the model name)
+    split: str = "test"
+    top_k: int = 100  # depth of every run written
+    format: FormatConfig = FormatConfig()
+    encode: EncodeConfig = EncodeConfig()
+    dense: DenseConfig = DenseConfig()
+    sparse: SparseConfig = SparseConfig()
+    hybrid: HybridConfig = HybridConfig()
+    rerank: RerankConfig = RerankConfig()
+    bm25: BM25Config = BM25Config()
+    cache: bool = True
+    cache_dir: str | None = None  # null = $MGTE_CACHE/embeddings, else ~/.cache/mgte/embeddings
+    report: bool = True
+    max_record_bytes: int = 64_000_000  # a longer JSONL line is quarantined as oversized
+
+    def validate(self) -> None:
+        if self.top_k < 100:
+            raise ValueError(f"top_k {self.top_k}: recall@100 needs runs at least 100 deep")
+        if self.rerank.top_k > self.top_k:
+            raise ValueError(f"rerank.top_k {self.rerank.top_k} > top_k {self.top_k}: the reranker reads the run")
+        if self.dense.dim is not None and self.dense.dim < 1:
+            raise ValueError("dense.dim must be >= 1 (or null)")
+        if self.model is None and not self.bm25.enabled:
+            raise ValueError("nothing to evaluate: model is null and bm25.enabled is false")
+
+
+# -------------------------------------------------------------------------------------------------
+# Formatting.
+
+
+def format_docs(titles: Sequence[str], texts: Sequence[str], template: str) -> list[str]:
+    return [template.format(title=t.strip(), text=x) if t.strip() else x for t, x in zip(titles, texts)]
+
+
+def format_queries(texts: Sequence[str], instruction: str) -> list[str]:
+    return [instruction + t for t in texts]
+
+
+# -------------------------------------------------------------------------------------------------
+# Encoding.
+
+
+def encode_corpus(embedder, doc_ids: Sequence[str], doc_texts: Sequence[str], cfg: Config):
+    """Corpus embeddings from the cache, or encoded and stored there."""
+    from pipelines.eval.cache import EmbeddingCache, cache_key, corpus_hash
+
+    protocol = {"doc_template": cfg.format.doc_template, "doc_max_length": cfg.format.doc_max_length,
+                "dtype": cfg.encode.dtype, "pooling": cfg.encode.pooling}
+    key = cache_key(embedder.model_id, corpus_hash(doc_ids, doc_texts), protocol)
+    cache = EmbeddingCache(cfg.cache_dir) if cfg.cache else None
+    if cache is not None and (hit := cache.load(key)) is not None and hit.dense.shape[0] == len(doc_ids):
+        return hit, key, True
+    encoded = embedder.encode(doc_texts, max_length=cfg.format.doc_max_length, max_tokens=cfg.encode.max_tokens,
+                              max_batch=cfg.encode.max_batch, sparse=embedder.has_sparse)
+    _check_finite(encoded.dense, doc_ids, "document")
+    if cache is not None:
+        cache.save(key, encoded, {"model_id": embedder.model_id, "model": embedder.name,
+                                  "protocol": protocol, "corpus_docs": len(doc_ids)})
+    return encoded, key, False
+
+
+def _check_finite(vectors: np.ndarray, ids: Sequence[str], what: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        raise MgteError(f"the model produced non-finite embeddings for {bad.size} {what}(s), first {ids[bad[0]]!r}")
+
+
+# -------------------------------------------------------------------------------------------------
+# Runs: TREC text and evaluation.
+
+
+def run_rows(hits: Sequence[Hits], query_ids: Sequence[str], doc_ids: Sequence[str]):
+    """Flat (query ids, doc ids, ranks, scores) of a run; queries without results have no rows."""
+    q, d, r, s = [], [], [], []
+    for qid, h in zip(query_ids, hits):
+        q += [qid] * len(h)
+        d += [doc_ids[i] for i in h.docs.tolist()]
+        r += list(range(1, len(h) + 1))
+        s += h.scores.tolist()
+    return q, d, r, s
+
+
+def trec_text(q, d, r, s, tag: str) -> str:
+    """TREC run lines; ``repr`` writes each score so that it reads back as the same double."""
+    return "".join(f"{qi} Q0 {di} {ri} {si!r} {tag}\n" for qi, di, ri, si in zip(q, d, r, s))
+
+
+def evaluate_run(q, d, s, beir: BeirSet) -> tuple[dict, dict[str, dict]]:
+    """(summary, per-query metrics) of one run, as pytrec_eval would compute them from its TREC file."""
+    per_query = M.evaluate_arrays(q, d, s, beir.qrels, M.MEASURES)
+    lang_of = dict(zip(beir.queries.ids, beir.query_langs))
+    summary = M.mean(per_query, M.MEASURES)
+    by_lang: dict[str, list[str]] = {}
+    for qid in per_query:
+        by_lang.setdefault(lang_of.get(qid, "und"), []).append(qid)
+    summary["per_language"] = {lang: M.mean(per_query, M.MEASURES, qids) for lang, qids in sorted(by_lang.items())}
+    summary["queries_without_results"] = len(beir.queries) - len({*q})
+    return summary, per_query
+
+
+# -------------------------------------------------------------------------------------------------
+# The stage.
+
+
+def _all_runs(cfg: Config, beir: BeirSet, doc_texts: list[str], timings: dict, facts: dict) -> dict[str, list[Hits]]:
+    """Every configured method's run over the judged queries."""
+    runs: dict[str, list[Hits]] = {}
+    keys = doc_order_keys(beir.corpus.ids)
+    depth = cfg.top_k
+    query_texts = beir.queries.texts
+    if cfg.bm25.enabled:
+        from pipelines.eval.bm25 import BM25Index
+
+        t0 = time.perf_counter()
+        index = BM25Index(doc_texts, k1=cfg.bm25.k1, b=cfg.bm25.b, tokenizer=cfg.bm25.tokenizer)
+        timings["bm25_index_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        runs["bm25"] = [fill_with_zeros(h, depth, keys) for h in index.search(query_texts, depth, keys)]
+        timings["bm25_search_s"] = time.perf_counter() - t0
+    if cfg.model is None:
+        return runs
+
+    from pipelines.embedder import load_embedder
+
+    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype, pooling=cfg.encode.pooling)
+    facts.update(model_kind=embedder.kind, model_id=embedder.model_id, has_sparse_head=embedder.has_sparse)
+    t0 = time.perf_counter()
+    docs, key, hit = encode_corpus(embedder, beir.corpus.ids, doc_texts, cfg)
+    timings["corpus_encode_s"] = time.perf_counter() - t0
+    facts.update(cache_key=key, cache_hit=hit, truncated_docs=docs.n_truncated, doc_max_length_used=docs.max_length)
+    t0 = time.perf_counter()
+    queries = embedder.encode(format_queries(query_texts, cfg.format.query_instruction),
+                              max_length=cfg.format.query_max_length, max_tokens=cfg.encode.max_tokens,
+                              max_batch=cfg.encode.max_batch, sparse=embedder.has_sparse)
+    _check_finite(queries.dense, beir.queries.ids, "query")
+    timings["query_encode_s"] = time.perf_counter() - t0
+    facts.update(truncated_queries=queries.n_truncated, dense_dim_full=int(docs.dense.shape[1]))
+
+    want_dense = cfg.dense.enabled or cfg.hybrid.enabled
+    want_sparse = embedder.has_sparse and (cfg.sparse.enabled or cfg.hybrid.enabled)
+    fused_depth = max(depth, cfg.hybrid.depth) if (want_sparse and cfg.hybrid.enabled) else depth
+    dense_hits = sparse_hits = None
+    if want_dense:
+        dim = cfg.dense.dim
+        facts["dense_dim"] = min(dim, docs.dense.shape[1]) if dim else int(docs.dense.shape[1])
+        t0 = time.perf_counter()
+        dense_hits = dense_search(truncate_dim(docs.dense, dim), truncate_dim(queries.dense, dim), fused_depth, keys,
+                                  index_factory=cfg.dense.index)
+        timings["dense_search_s"] = time.perf_counter() - t0
+        if cfg.dense.enabled:
+            runs["dense"] = [_cut(h, depth) for h in dense_hits]
+    if want_sparse:
+        t0 = time.perf_counter()
+        sparse_hits = InvertedIndex(docs.sparse).search(queries.sparse, fused_depth, keys)
+        timings["sparse_search_s"] = time.perf_counter() - t0
+        if cfg.sparse.enabled:
+            runs["sparse"] = [fill_with_zeros(_cut(h, depth), depth, keys) for h in sparse_hits]
+    if dense_hits is not None and sparse_hits is not None and cfg.hybrid.enabled:
+        t0 = time.perf_counter()
+        runs["hybrid"] = hybrid(dense_hits, sparse_hits, cfg.hybrid.weight, depth, keys)
+        timings["hybrid_fuse_s"] = time.perf_counter() - t0
+    return runs
+
+
+def _cut(hits: Hits, k: int) -> Hits:
+    return Hits(hits.docs[:k], hits.scores[:k])
+
+
+def _rerank_run(cfg: Config, beir: BeirSet, doc_texts: list[str], first: list[Hits], timings: dict,
+                facts: dict) -> list[Hits]:
+    from pipelines.embedder import load_reranker
+
+    model = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype)
+    facts["reranker_id"] = model.model_id
+    truncated = 0
+
+    def score(q_rows: list[int], d_rows: list[int]) -> np.ndarray:
+        nonlocal truncated
+        values, truncated = model.score([beir.queries.texts[i] for i in q_rows], [doc_texts[i] for i in d_rows],
+                                        max_length=cfg.rerank.max_length, max_tokens=cfg.rerank.max_tokens,
+                                        max_batch=cfg.rerank.max_batch)
+        return values
+
+    t0 = time.perf_counter()
+    out = rerank(first, cfg.rerank.top_k, score, doc_order_keys(beir.corpus.ids))
+    timings["rerank_s"] = time.perf_counter() - t0
+    facts["truncated_rerank_pairs"] = truncated
+    return out
+
+
+def _queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[str, float]:
+    """Query throughput of each method: query encoding plus its own search/fusion/rerank time."""
+    enc = timings.get("query_encode_s", 0.0)
+    cost = {
+        "bm25": timings.get("bm25_search_s"),
+        "dense": enc + timings["dense_search_s"] if "dense_search_s" in timings else None,
+        "sparse": enc + timings["sparse_search_s"] if "sparse_search_s" in timings else None,
+    }
+    if "hybrid_fuse_s" in timings:
+        cost["hybrid"] = enc + timings["dense_search_s"] + timings["sparse_search_s"] + timings["hybrid_fuse_s"]
+    if "rerank_s" in timings:
+        first = {"hybrid": cost.get("hybrid"), "dense": cost.get("dense"), "sparse": cost.get("sparse"),
+                 "bm25": cost.get("bm25")}.get(timings.get("rerank_first_stage", ""), 0.0) or 0.0
+        cost["rerank"] = first + timings["rerank_s"]
+    return {m: round(n / cost[m], 3) for m in methods if cost.get(m)}
+
+
+def run(cfg: Config) -> dict:
+    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("cache", "cache_dir", "report"))
+    if out.begin():
+        return json.loads((Path(cfg.output) / "manifest.json").read_text())
+    beir = read_beir(cfg.input, cfg.split, max_record_bytes=cfg.max_record_bytes)
+    if not len(beir.corpus):
+        raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
+    doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
+    timings: dict = {}
+    facts: dict = {}
+    runs = _all_runs(cfg, beir, doc_texts, timings, facts)
+    skipped = {}
+    if cfg.model is None:
+        skipped.update(dense="model is null", sparse="model is null", hybrid="model is null")
+    elif not facts.get("has_sparse_head"):
+        skipped.update(sparse="the model has no sparse head", hybrid="the model has no sparse head")
+    if cfg.reranker:
+        first = next(m for m in FINAL_PREFERENCE[1:] if m in runs)
+        timings["rerank_first_stage"] = first
+        runs["rerank"] = _rerank_run(cfg, beir, doc_texts, runs[first], timings, facts)
+    else:
+        skipped["rerank"] = "reranker is null"
+    final = next(m for m in FINAL_PREFERENCE if m in runs)
+
+    root = Path(cfg.output)
+    run_tables, per_query_rows, methods, files = [], [], {}, []
+    lang_of = dict(zip(beir.queries.ids, beir.query_langs))
+    for method in METHODS:
+        if method not in runs:
+            continue
+        q, d, r, s = run_rows(runs[method], beir.queries.ids, beir.corpus.ids)
+        text = trec_text(q, d, r, s, f"mgte-{method}")
+        rel = f"runs/{method}.trec"
+        _atomic_write_bytes(root / rel, text.encode())
+        files.append(rel)
+        if method == final:
+            _atomic_write_bytes(root / "run.trec", text.encode())
+        summary, per_query = evaluate_run(q, d, s, beir)
+        methods[method] = {**summary, "run": rel}
+        run_tables.append(EVAL_RUN.from_rows([{"method": method, "query_id": a, "doc_id": b, "rank": c, "score": e}
+                                              for a, b, c, e in zip(q, d, r, s)]))
+        per_query_rows += [{"method": method, "query_id": qid, "lang": lang_of.get(qid, "und"),
+                            **{m: v[m] for m in M.MEASURES}, "num_rel": v["num_rel"], "num_ret": v["num_ret"]}
+                           for qid, v in per_query.items()]
+    files.append("run.trec")
+    import pyarrow as pa
+
+    files.append(out.write_table("data/run.parquet", pa.concat_tables(run_tables) if run_tables
+                                 else EVAL_RUN.from_rows([]), EVAL_RUN))
+    files.append(out.write_rows("data/per_query.parquet", per_query_rows, EVAL_QUERY_METRICS))
+    files.append(out.write_rows("dropped/dropped.parquet", beir.dropped, EVAL_DROPPED))
+    files.append(out.write_rows("quarantine/quarantine.parquet", beir.quarantine, QUARANTINE))
+
+    qps = _queries_per_second(len(beir.queries), timings, list(runs))
+    metrics = {
+        **{m: methods[final][m] for m in M.MEASURES},
+        "per_language": methods[final]["per_language"],
+        "n_queries": methods[final]["n_queries"],
+        "final_method": final,
+        "run": "run.trec",
+        "model": cfg.model,
+        "reranker": cfg.reranker,
+        "name": cfg.name or cfg.model or "bm25",
+        "methods": methods,
+        "skipped": skipped,
+        "queries_per_s": qps,
+        "truncated": {k: facts[k] for k in ("truncated_docs", "truncated_queries", "truncated_rerank_pairs")
+                      if k in facts},
+        "data": {**{k: v.as_dict() for k, v in beir.accounts.items()}, **beir.stats},
+        "semantics": "trec_eval/pytrec_eval: queries in both run and qrels; ties by doc id descending; "
+                     "relevant = grade >= 1; mrr@10 = recip_rank on the 10 best documents",
+    }
+    atomic_write_json(root / "metrics.json", metrics)
+    files.append("metrics.json")
+    if cfg.report:
+        from pipelines.eval.report import write_report
+
+        files += write_report(root, metrics)
+
+    acc = beir.accounts["queries"]
+    counts = {"input": acc.input, "kept": acc.kept, "dropped": sum(acc.dropped.values()),
+              "quarantined": acc.quarantined}
+    out.mark_task("eval", counts, files)
+    return out.finish(
+        counts=counts, dropped_by_reason=dict(acc.dropped), inputs=beir.files,
+        outputs={"data": ["data/run.parquet"], "per_query": ["data/per_query.parquet"],
+                 "dropped": ["dropped/dropped.parquet"], "quarantine": ["quarantine/quarantine.parquet"],
+                 "runs": sorted(f for f in files if f.endswith(".trec")), "metrics": ["metrics.json"],
+                 "report": [f for f in files if f.endswith((".html", ".png"))]},
+        extra={"final_method": final, "timings_s": {k: (round(v, 4) if isinstance(v, float) else v)
+                                                    for k, v in timings.items()},
+               "queries_per_s": qps, **facts, **{f"{k}_accounts": v.as_dict() for k, v in beir.accounts.items()},
+               **beir.stats},
+    )
