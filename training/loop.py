@@ -77,8 +77,9 @@ class DeepSpeedConfig:
     zero_stage: int = 1
 
     def validate(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"deepspeed.zero_stage must be 0-3, got {self.zero_stage}")
+        if self.zero_stage not in (0, 1, 2):
+            raise ValueError(f"deepspeed.zero_stage must be 0, 1 or 2 (ZeRO-3 partitions the weights, which "
+                             f"this loop's checkpoints keep whole), got {self.zero_stage}")
 
 
 @frozen
@@ -323,7 +324,7 @@ class StepContext:
     precision: str
     world: World
     global_units: float = 0.0
-    _autocast: Any = None
+    poison: bool = False  # set by the `train_step` fault hook (action nan): this step's loss becomes NaN
 
     def autocast(self):
         if self.precision in ("bf16", "fp16") and not isinstance(self.stepper, DeepSpeedStepper):
@@ -390,13 +391,12 @@ def _default_train_step(task, ctx: StepContext, model, micro_batches: list) -> t
     ctx.global_units = float(total.item())
     scale = ctx.world.world_size / max(ctx.global_units, 1.0)  # DDP averages over ranks
     loss_sum, sums, tokens = 0.0, {}, 0
-    poison = fault_point("train_step")
     for i, mb in enumerate(micro_batches):
         with ctx.no_sync(i == len(micro_batches) - 1):
             with ctx.autocast():
                 loss, metrics = task.step(model, mb)
             loss = loss.float()
-            if poison:
+            if ctx.poison:
                 loss = loss * float("nan")
             ctx.backward(loss * scale)
         loss_sum += float(loss.detach())
@@ -547,11 +547,14 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
             while step < cfg.max_steps:
                 micro_batches = _to_device(next(data), device)
                 stepper.model.train()
+                ctx.poison = fault_point("train_step")  # exit137 / sigterm / nan for the fault tests
                 train_step = getattr(task, "train_step", None)
                 if train_step is not None:
                     loss_sum, units, sums, tokens = train_step(ctx, stepper.model, micro_batches)
                 else:
                     loss_sum, units, sums, tokens = _default_train_step(task, ctx, stepper.model, micro_batches)
+                if ctx.poison:
+                    loss_sum = float("nan")
                 keys = sorted(sums)
                 packed = torch.tensor([loss_sum, units, tokens, float(signals.flag)] + [sums[k] for k in keys],
                                       dtype=torch.float64, device=device)

@@ -227,10 +227,20 @@ def train_func(config: dict) -> LoopResult:
                       config=config_to_dict(cfg), report=None if local else ray_reporter)
 
 
+def clear_stale_dirs(root: Path) -> None:
+    """Directories a killed run left half-written (a checkpoint or model save): never used, removed."""
+    import shutil
+
+    for stale in [*root.glob("checkpoints/*.tmp"), root / "model.tmp"]:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+
+
 def run(cfg: Config) -> dict:
     cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()))
     root, shards_manifest = shards_input(cfg)
     out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
+    clear_stale_dirs(Path(cfg.output))
     if out.begin():
         return read_manifest(cfg.output)
     storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")

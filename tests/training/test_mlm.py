@@ -112,7 +112,10 @@ def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", faults.ENV: "point=train_step,count=5,action=exit137"}
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 137
     assert not (out / "_SUCCESS").exists()
+    (out / "checkpoints" / "step-5.tmp").mkdir()  # as if the kill had hit a checkpoint save
+    (out / "checkpoints" / "step-5.tmp" / "model.pt").write_bytes(b"partial")
     manifest = run(mlm_cfg(shards, out))
+    assert not (out / "checkpoints" / "step-5.tmp").exists()
     assert manifest["extra"]["steps"] == 6
     assert losses(out) == losses(ref_out)  # exact on CPU
     a, b = load_file(out / "model" / "model.safetensors"), load_file(ref_out / "model" / "model.safetensors")
