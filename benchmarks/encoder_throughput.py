@@ -2,9 +2,12 @@
 encoder on padded input vs Hugging Face `XLMRobertaModel` (eager, sdpa) of the same size.
 
 One length-skewed batch (lognormal document lengths, capped at --max-len) is run forward,
-and a smaller one forward + backward (training activations of a 16k-token batch do not fit
-next to other jobs in 24 GiB), at base size (12 x 768, 12 heads, 3072) and a small size.
-Every variant runs in its own subprocess, so peak RSS (ru_maxrss) is its own.
+and a smaller one forward + backward, at base size (12 x 768, 12 heads, 3072) and a small size.
+Every variant runs in its own subprocess, so peak RSS (ru_maxrss) is its own. A variant whose
+activations would exceed --mem-limit-gb runs the batch as consecutive micro-batches of
+documents (padded variants keep the whole batch's padded length, so the work is unchanged);
+training activations of a 16k-token batch, or eager attention over a padded batch, do not
+fit next to other jobs in 24 GiB.
 
 Reported per variant: real tokens/s; speedup over hf-sdpa; MFU = model FLOPs on real tokens
 / time / measured fp32 matmul peak, with model FLOPs = 2 * matmul params * tokens
@@ -71,21 +74,37 @@ def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def activation_gb(variant: str, size: dict, lengths: list[int], backward: bool) -> float:
-    """Rough peak of the largest transient tensors, to skip variants that cannot fit."""
+PADDED = ("ours-padded", "hf-sdpa", "hf-eager")
+
+
+def activation_gb(variant: str, size: dict, lengths: list[int], backward: bool, pad_to: int) -> float:
+    """Rough peak of the activations of one (micro-)batch, padded rows to `pad_to` tokens."""
     h, i, layers, heads = size["hidden"], size["inner"], size["layers"], size["heads"]
-    padded = variant in ("ours-padded", "hf-sdpa", "hf-eager")
-    tokens = len(lengths) * max(lengths) if padded else sum(lengths)
-    per_token_layer = (10 * h + 6 * i) * 4  # saved activations in training, bytes
+    tokens = len(lengths) * pad_to if variant in PADDED else sum(lengths)
     if variant == "hf-eager":
-        scores = len(lengths) * heads * max(lengths) ** 2 * 4  # one (batch, heads, L, L) fp32 tensor
+        scores = len(lengths) * heads * pad_to**2 * 4  # one (batch, heads, L, L) fp32 tensor
     elif variant == "ours-eager":
         scores = heads * max(lengths) ** 2 * 4 if not backward else sum(heads * n * n * 4 for n in lengths)
     else:
         scores = 0
-    if backward:
-        return (tokens * per_token_layer * layers + 2 * scores * layers) / 2**30
+    if backward:  # saved activations per token and layer ~ (10 h + 6 i) floats, plus saved probabilities
+        return (tokens * (10 * h + 6 * i) * 4 * layers + 2 * scores * layers) / 2**30
     return (tokens * (4 * h + 2 * i) * 4 + 3 * scores) / 2**30
+
+
+def plan_chunks(variant: str, size: dict, lengths: list[int], backward: bool, limit_gb: float) -> list[list[int]] | None:
+    """Consecutive groups of documents whose activations fit in `limit_gb` (padded rows keep the
+    whole batch's length, so the work equals the unchunked batch). None if one document does not fit."""
+    chunks: list[list[int]] = [[]]
+    for row in range(len(lengths)):
+        candidate = chunks[-1] + [row]
+        if activation_gb(variant, size, [lengths[r] for r in candidate], backward, max(lengths)) <= limit_gb:
+            chunks[-1] = candidate
+        elif not chunks[-1]:
+            return None
+        else:
+            chunks.append([row])
+    return chunks
 
 
 # ----------------------------------------------------------------------------- one variant (subprocess)
@@ -149,26 +168,28 @@ def run_variant(spec: dict) -> dict:
     torch.manual_seed(0)
     lengths, backward = spec["lengths"], spec["mode"] == "fwdbwd"
     model, call = _build(spec["variant"], spec["size"], spec["max_len"])
-    ids, mask = _padded_batch(lengths, seed=1)
+    ids, mask = _padded_batch(lengths, seed=1)  # (batch, longest): padded rows, unpadded by "ours"
     warm_ids, warm_mask = _padded_batch([min(n, 64) for n in lengths[:4]], seed=2)
+    gflops = matmul_gflops(2048)  # this process's share of the machine right now (others may be busy)
     rss_before = _rss_gb()
     model.train(backward)
     times = []
     for step in range(spec["repeats"] + 1):  # step 0: warm-up on a small batch
-        x, m = (warm_ids, warm_mask) if step == 0 else (ids, mask)
+        chunks = [(warm_ids, warm_mask)] if step == 0 else [(ids[rows], mask[rows]) for rows in spec["chunks"]]
         t0 = time.perf_counter()
+        for x, m in chunks:  # micro-batches; gradients accumulate as in training
+            if backward:
+                (call(x, m) * m[..., None]).sum().backward()
+            else:
+                with torch.inference_mode():
+                    call(x, m)
         if backward:
-            out = call(x, m)
-            (out * m[..., None]).sum().backward()
             model.zero_grad(set_to_none=True)
-        else:
-            with torch.inference_mode():
-                call(x, m)
         if step:
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(
-        seconds=min(times), seconds_all=times, peak_rss_gb=round(peak, 2),
+        seconds=min(times), seconds_all=times, peak_rss_gb=round(peak, 2), matmul_gflops=round(gflops, 1),
         peak_above_start_gb=round(peak - rss_before, 2), backend=getattr(model, "attn_backend_used", None),
     )
 
@@ -177,14 +198,15 @@ def run_variant(spec: dict) -> dict:
 def measure(variant: str, size_name: str, mode: str, lengths: list[int], args, peak_gflops: float) -> dict:
     size, backward = SIZES[size_name], mode == "fwdbwd"
     row = dict(size=size_name, mode=mode, variant=variant, docs=len(lengths), tokens=sum(lengths), max_len=max(lengths))
-    row["computed_tokens"] = len(lengths) * max(lengths) if variant in ("ours-padded", "hf-sdpa", "hf-eager") else sum(lengths)
+    row["computed_tokens"] = len(lengths) * max(lengths) if variant in PADDED else sum(lengths)
     if variant == "ours-flex" and backward:
         return {**row, "skipped": "flex_attention has no CPU backward"}
-    need = activation_gb(variant, size, lengths, backward)
-    if need > args.mem_limit_gb:
-        return {**row, "skipped": f"needs ~{need:.0f} GiB of activations > --mem-limit-gb {args.mem_limit_gb}"}
+    chunks = plan_chunks(variant, size, lengths, backward, args.mem_limit_gb)
+    if chunks is None:
+        return {**row, "skipped": f"one document needs more than --mem-limit-gb {args.mem_limit_gb} GiB"}
+    row["micro_batches"] = len(chunks)
     spec = dict(variant=variant, size=size, mode=mode, lengths=lengths, repeats=args.repeats,
-                threads=args.threads, max_len=args.max_len)
+                threads=args.threads, max_len=args.max_len, chunks=chunks)
     done = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)],
         capture_output=True, text=True, timeout=args.timeout, cwd=Path(__file__).resolve().parents[1],
@@ -198,21 +220,24 @@ def measure(variant: str, size_name: str, mode: str, lengths: list[int], args, p
         **row, **result,
         "tokens_per_s": round(sum(lengths) / result["seconds"], 1),
         "model_tflop": round(flops / 1e12, 3),
-        "mfu": round(flops / result["seconds"] / (peak_gflops * 1e9), 4),
+        "mfu": round(flops / result["seconds"] / (max(peak_gflops, result["matmul_gflops"]) * 1e9), 4),
     }
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'size':6} {'mode':7} {'variant':12} {'tokens/s':>9} {'x hf-sdpa':>9} {'s':>8} {'MFU':>6} {'peakGB':>7} {'+GB':>6}  note"
+    header = (f"{'size':6} {'mode':7} {'variant':12} {'tokens/s':>9} {'x hf-sdpa':>9} {'s':>8} {'MFU':>6} "
+              f"{'mmGF/s':>7} {'peakGB':>7} {'+GB':>6}  note")
     print(header + "\n" + "-" * len(header))
     for r in rows:
         if "skipped" in r:
-            print(f"{r['size']:6} {r['mode']:7} {r['variant']:12} {'-':>9} {'-':>9} {'-':>8} {'-':>6} {'-':>7} {'-':>6}  {r['skipped']}")
+            print(f"{r['size']:6} {r['mode']:7} {r['variant']:12} {'-':>9} {'-':>9} {'-':>8} {'-':>6} {'-':>7} "
+                  f"{'-':>7} {'-':>6}  {r['skipped']}")
             continue
         speedup = f"{r['speedup_vs_hf_sdpa']:.2f}" if r.get("speedup_vs_hf_sdpa") else "-"
         print(f"{r['size']:6} {r['mode']:7} {r['variant']:12} {r['tokens_per_s']:9.0f} {speedup:>9} {r['seconds']:8.2f} "
-              f"{100 * r['mfu']:5.1f}% {r['peak_rss_gb']:7.2f} {r['peak_above_start_gb']:6.2f}  "
-              f"{r['docs']} docs, {r['tokens']} tokens, computed {r['computed_tokens']}")
+              f"{100 * r['mfu']:5.1f}% {r['matmul_gflops']:7.0f} {r['peak_rss_gb']:7.2f} {r['peak_above_start_gb']:6.2f}  "
+              f"{r['docs']} docs, {r['tokens']} tokens, computed {r['computed_tokens']}"
+              + (f", {r['micro_batches']} micro-batches (memory)" if r["micro_batches"] > 1 else ""))
 
 
 def main(argv=None) -> int:
@@ -254,8 +279,8 @@ def main(argv=None) -> int:
                 print(json.dumps(r), file=sys.stderr, flush=True)
             rows.extend(group)
     peak_after = matmul_gflops()
-    print(f"\nfp32 matmul peak (4096^3, {args.threads} threads): {peak_before:.0f} GFLOP/s before, {peak_after:.0f} after; "
-          f"MFU uses the 'before' value. torch {torch.__version__}")
+    print(f"\nfp32 matmul peak ({args.threads} threads): {peak_before:.0f} GFLOP/s before, {peak_after:.0f} after "
+          f"(4096^3); MFU divides by the larger of 'before' and the variant's own 2048^3 measurement. torch {torch.__version__}")
     for mode, lengths in batches.items():
         print(f"{mode} batch: {len(lengths)} docs, {sum(lengths)} tokens, max {max(lengths)}, "
               f"padded to {len(lengths) * max(lengths)}")

@@ -187,7 +187,7 @@ def flex_attention(q, k, v, varlen: Varlen):
         same_doc = lambda b, h, q_idx, kv_idx: doc[q_idx] == doc[kv_idx]  # noqa: E731
         varlen.cache["flex"] = create_block_mask(same_doc, None, None, varlen.total, varlen.total, device=q.device)
     if _compiled_flex_attention is None:
-        _compiled_flex_attention = torch.compile(flex, dynamic=False)
+        _compiled_flex_attention = torch.compile(flex, dynamic=True)  # one compile for all lengths
     qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, heads, total, head_dim)
     return _compiled_flex_attention(qd, kd, vd, block_mask=varlen.cache["flex"])[0].transpose(0, 1)
 
@@ -386,22 +386,37 @@ class MGTEModel(MGTEPreTrainedModel):
         """
         if cu_seqlens is not None:
             return self.forward_packed(input_ids, cu_seqlens, max_seqlen, position_ids, token_type_ids)
-        if input_ids.dim() != 2:
-            raise ValueError(f"padded input_ids must be (batch, seqlen), got {tuple(input_ids.shape)}; pass cu_seqlens for packed input")
-        batch, seqlen = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        ids, indices, cu, longest = unpad_input(input_ids, attention_mask)  # ids (total,)
-        if token_type_ids is not None:
-            token_type_ids = token_type_ids.flatten()[indices]
-        if position_ids is not None:
-            position_ids = position_ids.flatten()[indices]
-        hidden = self.forward_packed(ids, cu, longest, position_ids, token_type_ids)  # (total, hidden)
-        last = pad_input(hidden, indices, batch, seqlen)  # (batch, seqlen, hidden)
+        hidden, _, _, unpad = self.packed_hidden_states(
+            input_ids, attention_mask, token_type_ids, position_ids=position_ids
+        )
+        last = pad_input(hidden, *unpad)  # (batch, seqlen, hidden)
         pooled = self.pooler(last[:, 0]) if self.pooler is not None else None
         if return_dict is False:
             return (last,) if pooled is None else (last, pooled)
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)
+
+    def packed_hidden_states(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, cu_seqlens=None, max_seqlen=None, position_ids=None
+    ):
+        """Packed or padded input -> (hidden (total, H), packed ids (total,), cu_seqlens, unpad).
+
+        `unpad` is (indices, batch, seqlen) for `pad_input` when the input was padded, else None.
+        """
+        if cu_seqlens is not None:
+            hidden = self.forward_packed(input_ids, cu_seqlens, max_seqlen, position_ids, token_type_ids)
+            return hidden, input_ids, cu_seqlens, None
+        if input_ids.dim() != 2:
+            raise ValueError(
+                f"padded input_ids must be (batch, seqlen), got {tuple(input_ids.shape)}; pass cu_seqlens for packed input"
+            )
+        batch, seqlen = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)  # ids (total,)
+        token_type_ids = None if token_type_ids is None else token_type_ids.flatten()[indices]
+        position_ids = None if position_ids is None else position_ids.flatten()[indices]
+        hidden = self.forward_packed(ids, cu_seqlens, max_seqlen, position_ids, token_type_ids)  # (total, hidden)
+        return hidden, ids, cu_seqlens, (indices, batch, seqlen)
 
     def forward_packed(
         self,

@@ -18,26 +18,7 @@ from transformers.utils import ModelOutput
 from .config import MGTEConfig
 from .encoder import MGTEModel, MGTEPreTrainedModel
 from .heads import MLMHead, RerankerHead, SparseHead, cls_pool, sparse_term_weights
-from .unpad import pack_sequences, pad_input, unpad_input
-
-
-def _encode_packed(encoder: MGTEModel, input_ids, attention_mask, token_type_ids, cu_seqlens, max_seqlen, position_ids):
-    """Run the encoder on packed tokens, unpadding first when the input is padded.
-
-    Returns hidden (total, H), packed input_ids (total,), cu_seqlens, and (indices, batch,
-    seqlen) to pad back with, or None when the input was already packed.
-    """
-    unpad = None
-    if cu_seqlens is None:
-        batch, seqlen = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        input_ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)
-        token_type_ids = None if token_type_ids is None else token_type_ids.flatten()[indices]
-        position_ids = None if position_ids is None else position_ids.flatten()[indices]
-        unpad = (indices, batch, seqlen)
-    hidden = encoder.forward_packed(input_ids, cu_seqlens, max_seqlen, position_ids, token_type_ids)
-    return hidden, input_ids, cu_seqlens, unpad
+from .unpad import pack_sequences, pad_input
 
 
 class MGTEForMaskedLM(MGTEPreTrainedModel):
@@ -66,8 +47,8 @@ class MGTEForMaskedLM(MGTEPreTrainedModel):
         Without labels: logits for every real token, packed (total, vocab) or padded
         (batch, seqlen, vocab).
         """
-        hidden, _, _, unpad = _encode_packed(
-            self.new, input_ids, attention_mask, token_type_ids, cu_seqlens, max_seqlen, position_ids
+        hidden, _, _, unpad = self.new.packed_hidden_states(
+            input_ids, attention_mask, token_type_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_ids=position_ids
         )
         embeddings = self.new.embeddings.word_embeddings.weight
         if labels is None:
@@ -105,8 +86,8 @@ class MGTEForSequenceClassification(MGTEPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput:
-        hidden, _, cu_seqlens, _ = _encode_packed(
-            self.new, input_ids, attention_mask, token_type_ids, cu_seqlens, max_seqlen, position_ids
+        hidden, _, cu_seqlens, _ = self.new.packed_hidden_states(
+            input_ids, attention_mask, token_type_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_ids=position_ids
         )
         cls = cls_pool(hidden, cu_seqlens)  # (batch, H)
         if self.new.pooler is not None:
@@ -143,8 +124,8 @@ class MGTEForEmbedding(MGTEPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> EmbeddingOutput:
-        hidden, ids, cu_seqlens, _ = _encode_packed(
-            self.new, input_ids, attention_mask, token_type_ids, cu_seqlens, max_seqlen, position_ids
+        hidden, ids, cu_seqlens, _ = self.new.packed_hidden_states(
+            input_ids, attention_mask, token_type_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_ids=position_ids
         )
         return EmbeddingOutput(
             dense=cls_pool(hidden, cu_seqlens), token_weights=self.classifier(hidden), input_ids=ids, cu_seqlens=cu_seqlens
