@@ -72,6 +72,8 @@ class MGTEConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         # The released reranker puts BERT's pooler (dense + tanh) before its classifier.
         self.classifier_pooler = classifier_pooler
+        if "id2label" not in kwargs:
+            kwargs.setdefault("num_labels", 1)  # the reranker's single score (transformers defaults to 2)
         super().__init__(
             pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
         )

@@ -36,7 +36,7 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling.MGTEForSequenceClassification",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model")
-_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
 def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=None) -> Path:
@@ -179,7 +179,10 @@ def _local_dir(name_or_path: str | os.PathLike, local_files_only: bool | None) -
     from .tokenizer import _offline
 
     local_only = _offline() if local_files_only is None else local_files_only
-    return Path(snapshot_download(str(name_or_path), allow_patterns=_WEIGHT_PATTERNS, local_files_only=local_only))
+    path = Path(snapshot_download(str(name_or_path), allow_patterns=_WEIGHT_PATTERNS, local_files_only=local_only))
+    if not (path / "model.safetensors").exists():  # older repositories: PyTorch pickles only
+        path = Path(snapshot_download(str(name_or_path), allow_patterns=["*.bin"], local_files_only=local_only))
+    return path
 
 
 MODEL_CLASSES = {
