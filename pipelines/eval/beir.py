@@ -100,7 +100,8 @@ def _string_field(rec: Record, name: str, *, required: bool) -> str | Quarantine
         if required:
             return Quarantined(rec.path, rec.line, name, f"missing_field: no '{name}'", None)
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    allowed = (str, int) if name == "_id" else (str,)  # integer ids are common in BEIR sets
+    if isinstance(value, bool) or not isinstance(value, allowed):
         return Quarantined(rec.path, rec.line, name, f"not_a_string: {type(value).__name__}", None)
     value = str(value)
     try:
@@ -264,7 +265,7 @@ def read_beir(inputs: tuple[str, ...] | list[str], split: str = "test", *, max_r
     doc_set, query_set = set(corpus.ids), set(queries.ids)
     stats = {
         "qrels_queries": len(qrels),
-        "qrels_query_not_in_queries": sum(q not in query_set for q in qrels),
+        "qrels_queries_not_evaluated": sum(q not in query_set for q in qrels),  # no usable query record
         "qrels_doc_not_in_corpus": sum(d not in doc_set for docs in qrels.values() for d in docs),
         "queries_without_relevant_docs": sum(not any(g >= 1 for g in qrels[q].values()) for q in judged.ids),
     }

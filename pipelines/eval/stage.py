@@ -317,6 +317,19 @@ def _rerank_run(cfg: Config, beir: BeirSet, doc_texts: list[str], first: list[Hi
     return out
 
 
+def _why_not(method: str, cfg: Config, facts: dict) -> str:
+    """Why a method has no run (for metrics.json and the report)."""
+    if method == "rerank":
+        return "reranker is null"
+    if method == "bm25":
+        return "bm25.enabled is false"
+    if cfg.model is None:
+        return "model is null"
+    if method in ("sparse", "hybrid") and not facts.get("has_sparse_head"):
+        return "the model has no sparse head"
+    return f"{method}.enabled is false"
+
+
 def _queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[str, float]:
     """Query throughput of each method: query encoding plus its own search/fusion/rerank time."""
     enc = timings.get("query_encode_s", 0.0)
@@ -334,43 +347,22 @@ def _queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[s
     return {m: round(n / cost[m], 3) for m in methods if cost.get(m)}
 
 
-def run(cfg: Config) -> dict:
-    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("cache", "cache_dir", "report"))
-    if out.begin():
-        return json.loads((Path(cfg.output) / "manifest.json").read_text())
-    beir = read_beir(cfg.input, cfg.split, max_record_bytes=cfg.max_record_bytes)
-    if not len(beir.corpus):
-        raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
-    doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
-    timings: dict = {}
-    facts: dict = {}
-    runs = _all_runs(cfg, beir, doc_texts, timings, facts)
-    skipped = {}
-    if cfg.model is None:
-        skipped.update(dense="model is null", sparse="model is null", hybrid="model is null")
-    elif not facts.get("has_sparse_head"):
-        skipped.update(sparse="the model has no sparse head", hybrid="the model has no sparse head")
-    if cfg.reranker:
-        first = next(m for m in FINAL_PREFERENCE[1:] if m in runs)
-        timings["rerank_first_stage"] = first
-        runs["rerank"] = _rerank_run(cfg, beir, doc_texts, runs[first], timings, facts)
-    else:
-        skipped["rerank"] = "reranker is null"
-    final = next(m for m in FINAL_PREFERENCE if m in runs)
+def write_runs(out: StageOutput, runs: dict[str, list[Hits]], beir: BeirSet, final: str) -> tuple[dict, list[str]]:
+    """runs/<method>.trec, run.trec (= the final method), data/*.parquet; returns (per-method metrics, files)."""
+    import pyarrow as pa
 
-    root = Path(cfg.output)
+    root = out.root
     run_tables, per_query_rows, methods, files = [], [], {}, []
     lang_of = dict(zip(beir.queries.ids, beir.query_langs))
-    for method in METHODS:
-        if method not in runs:
-            continue
+    for method in (m for m in METHODS if m in runs):
         q, d, r, s = run_rows(runs[method], beir.queries.ids, beir.corpus.ids)
-        text = trec_text(q, d, r, s, f"mgte-{method}")
+        text = trec_text(q, d, r, s, f"mgte-{method}").encode()
         rel = f"runs/{method}.trec"
-        _atomic_write_bytes(root / rel, text.encode())
+        _atomic_write_bytes(root / rel, text)
         files.append(rel)
         if method == final:
-            _atomic_write_bytes(root / "run.trec", text.encode())
+            _atomic_write_bytes(root / "run.trec", text)
+            files.append("run.trec")
         summary, per_query = evaluate_run(q, d, s, beir)
         methods[method] = {**summary, "run": rel}
         run_tables.append(EVAL_RUN.from_rows([{"method": method, "query_id": a, "doc_id": b, "rank": c, "score": e}
@@ -378,17 +370,17 @@ def run(cfg: Config) -> dict:
         per_query_rows += [{"method": method, "query_id": qid, "lang": lang_of.get(qid, "und"),
                             **{m: v[m] for m in M.MEASURES}, "num_rel": v["num_rel"], "num_ret": v["num_ret"]}
                            for qid, v in per_query.items()]
-    files.append("run.trec")
-    import pyarrow as pa
-
-    files.append(out.write_table("data/run.parquet", pa.concat_tables(run_tables) if run_tables
-                                 else EVAL_RUN.from_rows([]), EVAL_RUN))
+    files.append(out.write_table("data/run.parquet", pa.concat_tables(run_tables), EVAL_RUN))
     files.append(out.write_rows("data/per_query.parquet", per_query_rows, EVAL_QUERY_METRICS))
     files.append(out.write_rows("dropped/dropped.parquet", beir.dropped, EVAL_DROPPED))
     files.append(out.write_rows("quarantine/quarantine.parquet", beir.quarantine, QUARANTINE))
+    return methods, files
 
-    qps = _queries_per_second(len(beir.queries), timings, list(runs))
-    metrics = {
+
+def metrics_document(cfg: Config, beir: BeirSet, methods: dict, final: str, skipped: dict, qps: dict,
+                     facts: dict) -> dict:
+    """metrics.json: the final method's numbers at the top (CONTRACT.md), every method under `methods`."""
+    return {
         **{m: methods[final][m] for m in M.MEASURES},
         "per_language": methods[final]["per_language"],
         "n_queries": methods[final]["n_queries"],
@@ -403,15 +395,40 @@ def run(cfg: Config) -> dict:
         "truncated": {k: facts[k] for k in ("truncated_docs", "truncated_queries", "truncated_rerank_pairs")
                       if k in facts},
         "data": {**{k: v.as_dict() for k, v in beir.accounts.items()}, **beir.stats},
-        "semantics": "trec_eval/pytrec_eval: queries in both run and qrels; ties by doc id descending; "
-                     "relevant = grade >= 1; mrr@10 = recip_rank on the 10 best documents",
+        "semantics": "trec_eval/pytrec_eval: queries in both run and qrels; ties (in float32) by doc id "
+                     "descending; relevant = grade >= 1; mrr@10 = recip_rank on the 10 best documents",
     }
-    atomic_write_json(root / "metrics.json", metrics)
+
+
+def run(cfg: Config) -> dict:
+    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("cache", "cache_dir", "report"))
+    if out.begin():
+        return json.loads((out.root / "manifest.json").read_text())
+    beir = read_beir(cfg.input, cfg.split, max_record_bytes=cfg.max_record_bytes)
+    if not len(beir.corpus):
+        raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
+    doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
+    timings: dict = {}
+    facts: dict = {}
+    runs = _all_runs(cfg, beir, doc_texts, timings, facts)
+    if not runs:
+        raise MgteError(f"no retrieval method ran: {[_why_not(m, cfg, facts) for m in METHODS]}")
+    if cfg.reranker:
+        first = next(m for m in FINAL_PREFERENCE[1:] if m in runs)
+        timings["rerank_first_stage"] = first
+        runs["rerank"] = _rerank_run(cfg, beir, doc_texts, runs[first], timings, facts)
+    final = next(m for m in FINAL_PREFERENCE if m in runs)
+
+    methods, files = write_runs(out, runs, beir, final)
+    qps = _queries_per_second(len(beir.queries), timings, list(runs))
+    skipped = {m: _why_not(m, cfg, facts) for m in METHODS if m not in runs}
+    metrics = metrics_document(cfg, beir, methods, final, skipped, qps, facts)
+    atomic_write_json(out.root / "metrics.json", metrics)
     files.append("metrics.json")
     if cfg.report:
         from pipelines.eval.report import write_report
 
-        files += write_report(root, metrics)
+        files += write_report(out.root, metrics)
 
     acc = beir.accounts["queries"]
     counts = {"input": acc.input, "kept": acc.kept, "dropped": sum(acc.dropped.values()),

@@ -85,6 +85,26 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT encoder and cross-encoder using all-MiniLM-L6-v2's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    from pipelines.embedder import resolve_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_dir("all-MiniLM-L6-v2")))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    root = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(root / "enc")
+    tok.save_pretrained(root / "enc")
+    BertForSequenceClassification(BertConfig(**{**cfg.to_dict(), "num_labels": 1})).save_pretrained(root / "ce")
+    tok.save_pretrained(root / "ce")
+    return root
+
+
 def pytrec_from_files(run_path: Path, qrels_path: Path, queries: dict[str, str] | None = None) -> dict:
     """metrics.json's numbers recomputed with pytrec_eval from a TREC run file and a BEIR qrels file.
 
@@ -96,13 +116,17 @@ def pytrec_from_files(run_path: Path, qrels_path: Path, queries: dict[str, str] 
 
     qrels: dict[str, dict[str, int]] = {}
     for i, line in enumerate(Path(qrels_path).read_text(encoding="utf-8").splitlines()):
-        parts = line.split("\t")
+        parts = line.split()
+        if len(parts) == 4:  # TREC qrels: qid iter docid rel
+            parts = [parts[0], parts[2], parts[3]]
         if i == 0 or len(parts) != 3:
             continue
         try:
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            grade = float(parts[2])
         except ValueError:
             continue
+        if grade.is_integer():
+            qrels.setdefault(parts[0], {})[parts[1]] = int(grade)
     run: dict[str, dict[str, float]] = {}
     for line in Path(run_path).read_text(encoding="utf-8").splitlines():
         q, _, d, _, s, _ = line.split()

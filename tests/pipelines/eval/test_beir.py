@@ -1,0 +1,99 @@
+"""Reading BEIR directories: every record accounted for, bad lines quarantined with path and line,
+drops with their exact reason, judgements of missing documents kept (trec_eval counts them)."""
+
+import gzip
+import json
+
+import pytest
+
+from pipelines.eval.beir import query_languages, read_beir
+from pipelines.stage import BadInputError
+
+
+def _messy(root):
+    (root / "qrels").mkdir(parents=True)
+    corpus = [
+        json.dumps({"_id": "d1", "title": "T", "text": "one"}),
+        json.dumps({"_id": 2, "text": "int id, no title", "lang": "de"}),  # int id -> "2", missing title -> ""
+        '{"_id": "d3", "text": ',  # bad json
+        json.dumps({"_id": "d4", "title": None, "text": 5}),  # text not a string
+        json.dumps({"_id": "d 5", "text": "whitespace id"}),  # cannot live in a TREC run
+        json.dumps({"_id": "d1", "title": "", "text": "duplicate"}),
+        json.dumps({"_id": "d6", "title": " ", "text": "  "}),  # empty
+        json.dumps({"title": "no id", "text": "x"}),
+        json.dumps({"_id": "d7", "title": "", "text": "ok", "lang": "fr"}),
+    ]
+    body = ("\n".join(corpus) + "\n").encode() + b'{"_id": "d8", "text": "bad \xff utf8"}\n'
+    (root / "corpus.jsonl").write_bytes(body)
+    queries = [
+        json.dumps({"_id": "q1", "text": "first", "lang": "en"}),
+        json.dumps({"_id": "q2", "text": "no judgements"}),
+        json.dumps({"_id": "q3", "text": ""}),
+        json.dumps({"_id": "q1", "text": "dup"}),
+        "[1, 2]",
+        json.dumps({"_id": "q4", "text": "lang from docs"}),
+    ]
+    with gzip.open(root / "queries.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(queries) + "\n")
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        "q1\td1\t1\n"
+        "q1\td7\t2\n"
+        "q1\td1\t0\n"          # duplicate pair: the last one wins
+        "q1\tghost\t1\n"       # document not in the corpus: kept
+        "q3\td1\t1\n"          # query dropped as empty
+        "q9\td1\t1\n"          # query not in queries.jsonl
+        "q4 0 2 1\n"           # TREC 4-column qrels
+        "q4\td7\tx\n"          # bad score
+        "q4\td7\n"             # bad columns
+        "q4\td7\t1.0\n"
+        "\n")
+    return root
+
+
+def test_messy_directory_accounting(tmp_path):
+    beir = read_beir([str(_messy(tmp_path / "b"))])
+    acc = {k: v.as_dict() for k, v in beir.accounts.items()}
+    assert beir.corpus.ids == ["d1", "2", "d7"]
+    assert beir.corpus.titles == ["T", "", ""]
+    assert acc["corpus"] == {**acc["corpus"], "input": 10, "kept": 3, "quarantined": 5, "dropped": 2,
+                             "dropped_by_reason": {"duplicate_id": 1, "empty_text": 1}}
+    by_line = {(r["path"].rsplit("/", 1)[-1], r["line"]): r for r in beir.quarantine}
+    assert by_line[("corpus.jsonl", 3)]["error"].startswith("bad_json")
+    assert by_line[("corpus.jsonl", 4)]["field"] == "text"
+    assert by_line[("corpus.jsonl", 5)]["error"].startswith("bad_id")
+    assert by_line[("corpus.jsonl", 8)]["field"] == "_id"
+    assert by_line[("corpus.jsonl", 10)]["error"].startswith("invalid_utf8")
+    assert by_line[("queries.jsonl.gz", 5)]["error"].startswith("not_an_object")
+    assert by_line[("test.tsv", 9)]["error"].startswith("bad_score")
+    assert by_line[("test.tsv", 10)]["error"].startswith("bad_columns")
+
+    assert beir.queries.ids == ["q1", "q4"]
+    assert acc["queries"]["dropped_by_reason"] == {"duplicate_id": 1, "empty_text": 1, "no_qrels": 1}
+    assert acc["queries"]["input"] == 6 and acc["queries"]["quarantined"] == 1 and acc["queries"]["kept"] == 2
+    assert beir.qrels["q1"] == {"d1": 0, "d7": 2, "ghost": 1}
+    assert beir.qrels["q4"] == {"2": 1, "d7": 1}
+    assert acc["qrels"] == {**acc["qrels"], "input": 10, "kept": 7, "dropped": 1, "quarantined": 2}
+    assert beir.stats == {"qrels_queries": 4, "qrels_queries_not_evaluated": 2, "qrels_doc_not_in_corpus": 1,
+                          "queries_without_relevant_docs": 0}
+    for a in acc.values():
+        assert a["input"] == a["kept"] + a["dropped"] + a["quarantined"]
+    reasons = {(r["kind"], r["id"]): r["reason"] for r in beir.dropped}
+    assert reasons[("query", "q2")] == "no_qrels" and reasons[("qrel", "q1/d1")] == "duplicate_qrel"
+    assert beir.query_langs == ["en", "de"]  # q4: majority language of its relevant documents
+
+
+def test_query_language_fallback_is_deterministic(tmp_path):
+    from pipelines.eval.beir import Texts
+
+    corpus = Texts(ids=["a", "b"], titles=["", ""], texts=["x", "y"], langs=["fr", "de"])
+    queries = Texts(ids=["q", "r"], titles=["", ""], texts=["", ""], langs=[None, None])
+    assert query_languages(queries, corpus, {"q": {"a": 1, "b": 1}, "r": {"a": 0}}) == ["de", "und"]
+
+
+def test_missing_files_and_several_inputs_fail_clearly(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(BadInputError, match="no corpus.jsonl"):
+        read_beir([str(tmp_path / "x")])
+    with pytest.raises(BadInputError, match="one BEIR directory"):
+        read_beir([str(tmp_path / "x"), str(tmp_path)])

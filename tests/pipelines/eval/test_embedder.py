@@ -1,0 +1,119 @@
+"""Loading and encoding with every kind of model `mgte eval` / `mgte mine` accept: our TRM and MLM
+directories, a sentence-transformers directory (all-MiniLM-L6-v2, offline), a plain Hugging Face
+encoder, and cross-encoders (our reranker head, HF sequence classification)."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.embedder import (
+    SparseVectors,
+    load_embedder,
+    load_reranker,
+    model_kind,
+    resolve_model_dir,
+    token_budget_batches,
+    tokenize_counted,
+)
+
+TEXTS = ["a short text", "Katzen sind kleine Haustiere, die schnurren. " * 30, "东京是日本的首都"]
+
+
+def test_minilm_alias_resolves_to_the_bundled_sentence_transformers_dir():
+    path = resolve_model_dir("all-MiniLM-L6-v2")
+    assert (path / "modules.json").is_file() and model_kind(path) == "sentence-transformers"
+    assert resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2") == path
+
+
+def test_unknown_model_name_fails_naming_it(monkeypatch):
+    from pipelines.embedder import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="no-such-org/no-such-model"):
+        resolve_model_dir("no-such-org/no-such-model")
+
+
+def test_token_budget_batches_cover_every_index_once():
+    lengths = [5, 100, 7, 50, 50, 3]
+    batches = list(token_budget_batches(lengths, max_tokens=120, max_batch=3))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120)
+
+
+def test_tokenize_counted_cuts_and_counts(tiny_models):
+    from model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_models["trm"])
+    ids, n_cut = tokenize_counted(tok, TEXTS, 16)
+    assert n_cut == 1 and len(ids[1]) == 16 and ids[1][0] == tok.cls_token_id and ids[1][-1] == tok.sep_token_id
+    assert ids[0] == tok(TEXTS[0])["input_ids"]
+
+
+def test_mgte_trm_dense_and_sparse(tiny_models):
+    import model
+
+    emb = load_embedder(str(tiny_models["trm"]), device="cpu")
+    assert emb.kind == "mgte" and emb.has_sparse
+    out = emb.encode(TEXTS, max_length=64, max_tokens=128, sparse=True)
+    assert out.dense.shape == (3, 64) and out.n_truncated == 1 and out.max_length == 64
+    np.testing.assert_allclose(np.linalg.norm(out.dense, axis=1), 1.0, rtol=1e-5)
+    # reference: the padded forward of the same model, [CLS] of each text
+    ref_model = model.load_pretrained(tiny_models["trm"], cls=model.MGTEForEmbedding, with_tokenizer=False).eval()
+    enc = emb.tokenizer(TEXTS, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        cls = ref_model(enc["input_ids"], enc["attention_mask"]).dense.numpy()
+    cls /= np.linalg.norm(cls, axis=1, keepdims=True)
+    np.testing.assert_allclose(out.dense, cls, atol=1e-5)
+    assert isinstance(out.sparse, SparseVectors) and len(out.sparse) == 3
+    terms, weights = out.sparse.row(0)
+    assert set(terms.tolist()) <= set(enc["input_ids"][0].tolist()) - {0, 1, 2, 3} and (weights > 0).all()
+
+
+def test_mgte_mlm_encoder_has_no_sparse_head(tiny_models):
+    emb = load_embedder(str(tiny_models["mlm"]), device="cpu")
+    assert not emb.has_sparse
+    assert emb.encode(TEXTS[:1], max_length=32, sparse=True).sparse is None
+
+
+def test_sentence_transformers_minilm():
+    emb = load_embedder("all-MiniLM-L6-v2", device="cpu")
+    assert emb.kind == "sentence-transformers" and emb.context_length == 256
+    out = emb.encode(TEXTS, max_length=8192)
+    assert out.max_length == 256 and out.n_truncated == 1 and out.dense.shape == (3, 384)  # capped at 256
+    direct = emb.model.encode(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(out.dense, direct, atol=1e-5)
+    assert emb.encode(TEXTS, max_length=8).n_truncated == 2
+
+
+def test_hf_encoder_cls_and_mean_pooling(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+
+    cls = load_embedder(str(tiny_bert / "enc"), device="cpu")
+    mean = load_embedder(str(tiny_bert / "enc"), device="cpu", pooling="mean")
+    assert cls.kind == "hf" and cls.context_length == 128
+    a, b = cls.encode(TEXTS, max_length=512), mean.encode(TEXTS, max_length=512)
+    assert a.max_length == 128 and a.n_truncated == 1
+    tok, ref = AutoTokenizer.from_pretrained(tiny_bert / "enc"), AutoModel.from_pretrained(tiny_bert / "enc").eval()
+    enc = tok(TEXTS, truncation=True, max_length=128, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    for got, want in ((a.dense, hidden[:, 0]), (b.dense, (hidden * mask).sum(1) / mask.sum(1))):
+        want = torch.nn.functional.normalize(want, dim=-1).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["mgte", "hf"])
+def test_rerankers_score_pairs_like_a_direct_call(which, tiny_models, tiny_bert):
+    path = tiny_models["reranker"] if which == "mgte" else tiny_bert / "ce"
+    rr = load_reranker(str(path), device="cpu")
+    queries, docs = ["cats", "capital", "cats"], [TEXTS[1], TEXTS[2], TEXTS[0]]
+    scores, n_cut = rr.score(queries, docs, max_length=32, max_tokens=64, max_batch=2)
+    assert n_cut == 1 and scores.shape == (3,)
+    enc = rr.tokenizer(queries, docs, truncation="longest_first", max_length=32, padding=True, return_tensors="pt")
+    if "token_type_ids" not in rr.forward_args:
+        enc.pop("token_type_ids", None)
+    with torch.no_grad():
+        direct = rr.model(**enc).logits[:, 0].numpy()
+    np.testing.assert_allclose(scores, direct, atol=1e-4)
