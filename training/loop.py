@@ -509,6 +509,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
     ctx = StepContext(stepper, device, precision, world)
     throughput = Throughput()
     in_a_row, last_loss, last_metrics, last_saved = 0, None, {}, step if resumed_from is not None else -1
+    window: list[float] = []  # losses of the applied steps since the last log line
     started = time.perf_counter()
 
     def save(step: int) -> Path | None:
@@ -572,6 +573,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
                 if applied:
                     in_a_row = 0
                     last_loss = g_loss
+                    window.append(g_loss)
                     last_metrics = {k: v / max(g_units, 1.0) for k, v in zip(keys, packed[4:])}
                 else:
                     in_a_row += 1
@@ -583,7 +585,9 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
                                             f"last checkpoint is kept in {ckpt_dir}")
                 progress.update(1, loss=g_loss)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    writer.log(step, {"loss": g_loss, **last_metrics, "lr": stepper.lr,
+                    loss_avg = sum(window) / len(window) if window else float("nan")
+                    window.clear()
+                    writer.log(step, {"loss": g_loss, "loss_avg": loss_avg, **last_metrics, "lr": stepper.lr,
                                       "grad_norm": grad_norm, "tokens_per_s": throughput.rate(),
                                       "tokens": tokens_total, "units": g_units, "nonfinite_skipped": nonfinite_total})
                 stop = g_stop > 0

@@ -255,6 +255,7 @@ def run(cfg: Config) -> dict:
         outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init,
                "rope_theta": cfg.model.rope_theta, "steps": last.get("step"), "final_loss": last.get("loss"),
+               "final_loss_avg": last.get("loss_avg"),
                "final_mlm_accuracy": last.get("mlm_accuracy"), "tokens": last.get("tokens"),
                "first_loss": rows[0].get("loss") if rows else None,
                "nonfinite_skipped": last.get("nonfinite_skipped")},
