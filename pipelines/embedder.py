@@ -197,17 +197,28 @@ def _context_length(config, tokenizer, fallback: int) -> int:
 
 
 class Embedder:
-    """Common interface: ``encode(texts, max_length=..)`` -> :class:`Encoded`."""
+    """Common interface: ``encode(texts, max_length=..)`` -> :class:`Encoded`; subclasses implement
+    ``_encode`` for a non-empty list and set ``dim``."""
 
     kind: str = ""
     name: str
     model_id: str
+    dim: int
     has_sparse: bool = False
     context_length: int = 8192
     tokenizer = None
 
     def encode(self, texts: Sequence[str], *, max_length: int, max_tokens: int = 16384, max_batch: int = 64,
                sparse: bool = False) -> Encoded:
+        max_length = min(max_length, self.context_length)
+        if not texts:
+            empty = SparseVectors.from_dicts([]) if sparse and self.has_sparse else None
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), empty, 0, max_length)
+        return self._encode(list(texts), max_length=max_length, max_tokens=max_tokens, max_batch=max_batch,
+                            sparse=sparse and self.has_sparse)
+
+    def _encode(self, texts: list[str], *, max_length: int, max_tokens: int, max_batch: int,
+                sparse: bool) -> Encoded:
         raise NotImplementedError
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
@@ -233,17 +244,14 @@ class MGTEEmbedder(Embedder):
         self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
         self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
+        self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, texts, *, max_length, max_tokens=16384, max_batch=64, sparse=False):
-        max_length = min(max_length, self.context_length)
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
-        if not ids:
-            return Encoded(np.zeros((0, self.model.config.hidden_size), np.float32), None, 0, max_length)
-        out = self.model.encode(ids, max_length=max_length, max_tokens=max_tokens,
-                                normalize=True, return_sparse=sparse and self.has_sparse)
+        out = self.model.encode(ids, max_length=max_length, max_tokens=max_tokens, normalize=True,
+                                return_sparse=sparse)
         vectors = _normalise(out["dense"].float().numpy())
-        weights = SparseVectors.from_dicts(out["sparse"]) if sparse and self.has_sparse else None
-        return Encoded(vectors, weights, n_cut, max_length)
+        return Encoded(vectors, SparseVectors.from_dicts(out["sparse"]) if sparse else None, n_cut, max_length)
 
 
 def _has_sparse_head(model_dir: Path, config: dict) -> bool:
@@ -277,9 +285,10 @@ class SentenceTransformerEmbedder(Embedder):
         declared = self.model.max_seq_length or 512
         self.context_length = min(declared, _context_length(config, self.tokenizer, declared))
         self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
 
-    def encode(self, texts, *, max_length, max_tokens=16384, max_batch=64, sparse=False):
-        max_length = min(max_length, self.context_length)
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         self.model.max_seq_length = max_length
         n_cut = sum(n > max_length for n in self.token_lengths(texts))
         vectors = self.model.encode(list(texts), batch_size=max(1, min(max_batch, max_tokens // max_length)),
@@ -302,13 +311,13 @@ class HFEmbedder(Embedder):
         self.device, self.pooling = device, ("cls" if pooling == "auto" else pooling)
         self.context_length = _context_length(self.model.config, self.tokenizer, 512)
         self.name, self.model_id = name, f"{self.kind}-{self.pooling}:{model_fingerprint(model_dir)}"
+        self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, texts, *, max_length, max_tokens=16384, max_batch=64, sparse=False):
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         import torch
 
-        max_length = min(max_length, self.context_length)
         ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
-        out = np.zeros((len(ids), self.model.config.hidden_size), dtype=np.float32)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for batch in token_budget_batches([len(r) for r in ids], max_tokens, max_batch):
                 enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)

@@ -62,21 +62,9 @@ def parse_measure(name: str) -> Measure:
     return Measure(name, kind, int(k) if k is not None else None)
 
 
-def trec_order(query_codes: np.ndarray, doc_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Row order that sorts a run the way trec_eval does: by query, float32 score desc, doc id desc."""
-    _, doc_codes = np.unique(np.asarray(doc_ids, dtype=str), return_inverse=True)
-    return np.lexsort((-doc_codes, -as_trec_score(scores), np.asarray(query_codes)))
-
-
 def as_trec_score(scores) -> np.ndarray:
     """Scores as trec_eval compares them (C float), returned as float64."""
     return np.asarray(scores, dtype=np.float64).astype(np.float32).astype(np.float64)
-
-
-def sort_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: Sequence[float]) -> np.ndarray:
-    """Row order of a flat run in trec_eval order (queries grouped in id order)."""
-    _, q_codes = np.unique(np.asarray(query_ids, dtype=str), return_inverse=True)
-    return trec_order(q_codes, np.asarray(doc_ids, dtype=str), np.asarray(scores, dtype=np.float64))
 
 
 def _ideal_dcg(grades: Iterable[int], k: int | None) -> float:
@@ -104,24 +92,38 @@ def evaluate_arrays(query_ids: Sequence[str], doc_ids: Sequence[str], scores: Se
         raise ValueError("query_ids, doc_ids and scores must have the same length")
     if np.isnan(s_all).any():
         raise ValueError("run has NaN scores")
-    judged = np.fromiter((q in qrels for q in q_all), dtype=bool, count=q_all.size)
-    q_arr, d_arr, s_arr = q_all[judged], d_all[judged], s_all[judged]
-    names = sorted(set(q_arr.tolist()) | {q for q in empty_queries if q in qrels})
+    run_queries, q_inverse = np.unique(q_all, return_inverse=True)
+    names = sorted({q for q in run_queries.tolist() if q in qrels} | {q for q in empty_queries if q in qrels})
     if not names:
         return {}
-    index = {q: i for i, q in enumerate(names)}
     n_q = len(names)
-    q_codes = np.fromiter((index[q] for q in q_arr), dtype=np.int64, count=q_arr.size)
+    index = {q: i for i, q in enumerate(names)}
+    code_of_run_query = np.array([index.get(q, -1) for q in run_queries.tolist()], dtype=np.int64)
+    q_codes = code_of_run_query[q_inverse]
+    judged = q_codes >= 0
+    q_codes, d_arr, s_arr = q_codes[judged], d_all[judged], s_all[judged]
 
-    order = trec_order(q_codes, d_arr, s_arr)
-    q_codes, d_arr = q_codes[order], d_arr[order]
+    # documents of the run and of the judgements share one code space: (query, doc) keys match by value
+    j_q = np.repeat(np.arange(n_q), [len(qrels[q]) for q in names])
+    j_d = np.array([d for q in names for d in qrels[q]], dtype=str)
+    j_g = np.array([g for q in names for g in qrels[q].values()], dtype=np.float64)
+    docs, d_codes = np.unique(np.concatenate([d_arr, j_d]), return_inverse=True)  # sorted = strcmp order
+    run_d, judged_d = d_codes[: d_arr.size], d_codes[d_arr.size:]
+
+    order = np.lexsort((-run_d, -as_trec_score(s_arr), q_codes))  # trec_eval order
+    q_codes, run_d = q_codes[order], run_d[order]
     n = q_codes.size
     counts = np.bincount(q_codes, minlength=n_q)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     rank = np.arange(n) - np.repeat(starts, counts)  # 0-based rank within the query
 
-    grades = np.fromiter((qrels[names[q]].get(d, 0) for q, d in zip(q_codes.tolist(), d_arr.tolist())),
-                         dtype=np.float64, count=n)
+    judged_keys = j_q * docs.size + judged_d
+    key_order = np.argsort(judged_keys)
+    sorted_keys = judged_keys[key_order]
+    run_keys = q_codes * docs.size + run_d
+    pos = np.minimum(np.searchsorted(sorted_keys, run_keys), max(sorted_keys.size - 1, 0))
+    hit = sorted_keys[pos] == run_keys if sorted_keys.size else np.zeros(n, dtype=bool)
+    grades = np.where(hit, j_g[key_order][pos] if sorted_keys.size else 0.0, 0.0)
     rel = grades >= relevance_level
     gain = np.maximum(grades, 0.0)
     discount = 1.0 / np.log2(rank + 2.0)

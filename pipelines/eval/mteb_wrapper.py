@@ -41,8 +41,7 @@ class MTEBEncoder(AbsEncoder):
         self.query_instruction = query_instruction
         self.max_length = max_length
         self.dense_dim = dense_dim
-        probe = self.embedder.encode(["dimension probe"], max_length=16).dense
-        dim = dense_dim or probe.shape[1]
+        dim = min(dense_dim, self.embedder.dim) if dense_dim else self.embedder.dim
         self.mteb_model_meta = ModelMeta(
             loader=None, name=_meta_name(model_name), revision=revision or self.embedder.model_id.split(":")[-1],
             release_date=None, languages=None, n_parameters=None, memory_usage_mb=None,

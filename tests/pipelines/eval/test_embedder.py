@@ -41,19 +41,22 @@ def test_token_budget_batches_cover_every_index_once():
         assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120)
 
 
-def test_tokenize_counted_cuts_and_counts(tiny_models):
-    from model.tokenizer import load_tokenizer
+@pytest.fixture(scope="module")
+def trm(tiny_models):
+    return load_embedder(str(tiny_models["trm"]), device="cpu")
 
-    tok = load_tokenizer(tiny_models["trm"])
+
+def test_tokenize_counted_cuts_and_counts(trm):
+    tok = trm.tokenizer
     ids, n_cut = tokenize_counted(tok, TEXTS, 16)
     assert n_cut == 1 and len(ids[1]) == 16 and ids[1][0] == tok.cls_token_id and ids[1][-1] == tok.sep_token_id
     assert ids[0] == tok(TEXTS[0])["input_ids"]
 
 
-def test_mgte_trm_dense_and_sparse(tiny_models):
+def test_mgte_trm_dense_and_sparse(trm, tiny_models):
     import model
 
-    emb = load_embedder(str(tiny_models["trm"]), device="cpu")
+    emb = trm
     assert emb.kind == "mgte" and emb.has_sparse
     out = emb.encode(TEXTS, max_length=64, max_tokens=128, sparse=True)
     assert out.dense.shape == (3, 64) and out.n_truncated == 1 and out.max_length == 64
