@@ -173,10 +173,10 @@ def run_variant(spec: dict) -> dict:
     gflops = matmul_gflops(2048)  # this process's share of the machine right now (others may be busy)
     rss_before = _rss_gb()
     model.train(backward)
-    times = []
+    times, cpu_times = [], []
     for step in range(spec["repeats"] + 1):  # step 0: warm-up on a small batch
         chunks = [(warm_ids, warm_mask)] if step == 0 else [(ids[rows], mask[rows]) for rows in spec["chunks"]]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for x, m in chunks:  # micro-batches; gradients accumulate as in training
             if backward:
                 (call(x, m) * m[..., None]).sum().backward()
@@ -187,9 +187,10 @@ def run_variant(spec: dict) -> dict:
             model.zero_grad(set_to_none=True)
         if step:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(
-        seconds=min(times), seconds_all=times, peak_rss_gb=round(peak, 2), matmul_gflops=round(gflops, 1),
+        seconds=min(times), seconds_all=times, cpu_seconds=min(cpu_times), peak_rss_gb=round(peak, 2), matmul_gflops=round(gflops, 1),
         peak_above_start_gb=round(peak - rss_before, 2), backend=getattr(model, "attn_backend_used", None),
     )
 
