@@ -122,22 +122,30 @@ def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ray_two_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path):
-    """Row 7 + the data-parallel check: 2 gloo workers, one killed at step 3, max_failures=1."""
+def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path, monkeypatch):
+    """Rows 22, 23, 7 and data parallelism in one run: 1 local worker preempted (SIGTERM) at step 3;
+    the same stage resumed on 2 Ray Train workers (gloo, re-sharded), one killed at step 5
+    (max_failures=1) and restarted from the step-4 checkpoint; every loss equals the 1-worker run."""
     ray = pytest.importorskip("ray")
+    from training.loop import Preempted
+
     ref_out, _ = reference
-    out = tmp_path / "ray"
+    out = tmp_path / "run"
+    monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")
+    with pytest.raises(Preempted, match="preempted"):
+        run(mlm_cfg(shards, out))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
     once = tmp_path / "fired"
-    os.environ[faults.ENV] = f"point=train_step,count=3,action=exit137,once={once}"
+    monkeypatch.setenv(faults.ENV, f"point=train_step,count=2,action=exit137,once={once}")  # the worker's 2nd step: 5
+    faults._calls.clear()
     try:
-        run(mlm_cfg(shards, out, "engine=ray", "scaling.num_workers=2", "scaling.max_failures=1", "ray.num_cpus=2"))
+        manifest = run(mlm_cfg(shards, out, "engine=ray", "scaling.num_workers=2", "scaling.max_failures=1",
+                               "ray.num_cpus=2"))
     finally:
-        os.environ.pop(faults.ENV, None)
         ray.shutdown()
-    assert once.exists()  # the fault fired
+    assert once.exists() and manifest["extra"]["num_workers"] == 2
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
-    assert steps.count(1) == 1 and steps.count(2) == 1  # resumed from step-2, not from step 0
-    assert steps[-1] == 6 and steps.count(3) >= 1
+    assert steps == [1, 2, 3, 4, 5, 6]  # never restarted from 0, nor from step-3 after the kill
     got, want = losses(out), losses(ref_out)
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-4, abs=1e-4), step
