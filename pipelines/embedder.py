@@ -2,7 +2,8 @@
 
 ``load_embedder(name)`` accepts:
 
-- an mgte model directory (``model.hf.save_pretrained`` layout, ``model_type: mgte``) or a released
+- an mgte model directory (``model.hf.save_pretrained`` layout, ``model_type: mgte``; a ``mgte train``
+  output directory means its ``model/``) or a released
   gte-multilingual checkpoint (``model_type: new``): [CLS] pooling, plus sparse term weights when
   the checkpoint has the TRM's sparse head;
 - a sentence-transformers directory or hub name (``modules.json``): its own pooling and
@@ -23,20 +24,24 @@ import inspect
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from pipelines.stage import MgteError
+
 log = logging.getLogger(__name__)
 
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MGTE_MODEL_TYPES = ("mgte", "new")
+ENCODE_CHUNK = 256  # texts per call of MGTEForEmbedding.encode (one progress step)
 _FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".py")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MgteError):
     """A model name or directory that cannot be used; the message names it."""
 
 
@@ -53,6 +58,8 @@ def resolve_model_dir(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            if (path / "model" / "config.json").is_file():  # a `mgte train` output: its final model
+                return (path / "model").resolve()
             raise ModelLoadError(f"{path}: not a model directory (no config.json or modules.json)")
         return path.resolve()
     if str(name_or_path) in MINILM_ALIASES:
@@ -177,6 +184,19 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
         yield batch
 
 
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def progress(items: list, desc: str):
+    """A progress bar over ``items`` on a terminal, the items alone otherwise."""
+    if not _tty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="batch")
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -248,10 +268,17 @@ class MGTEEmbedder(Embedder):
 
     def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
-        out = self.model.encode(ids, max_length=max_length, max_tokens=max_tokens, normalize=True,
-                                return_sparse=sparse)
-        vectors = _normalise(out["dense"].float().numpy())
-        return Encoded(vectors, SparseVectors.from_dicts(out["sparse"]) if sparse else None, n_cut, max_length)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # chunks of similar lengths
+        dense = np.zeros((len(ids), self.dim), dtype=np.float32)
+        weights: list[dict] = [{} for _ in ids]
+        chunks = [order[i:i + ENCODE_CHUNK] for i in range(0, len(order), ENCODE_CHUNK)]
+        for chunk in progress(chunks, "encode"):
+            out = self.model.encode([ids[i] for i in chunk], max_length=max_length, max_tokens=max_tokens,
+                                    normalize=True, return_sparse=sparse)
+            dense[chunk] = out["dense"].float().numpy()
+            for i, row in zip(chunk, out.get("sparse") or []):
+                weights[i] = row
+        return Encoded(_normalise(dense), SparseVectors.from_dicts(weights) if sparse else None, n_cut, max_length)
 
 
 def _has_sparse_head(model_dir: Path, config: dict) -> bool:
@@ -292,7 +319,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.model.max_seq_length = max_length
         n_cut = sum(n > max_length for n in self.token_lengths(texts))
         vectors = self.model.encode(list(texts), batch_size=max(1, min(max_batch, max_tokens // max_length)),
-                                    convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=True)
+                                    convert_to_numpy=True, show_progress_bar=_tty(), normalize_embeddings=True)
         return Encoded(_normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)), None, n_cut,
                        max_length)
 
@@ -319,7 +346,7 @@ class HFEmbedder(Embedder):
         ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for batch in token_budget_batches([len(r) for r in ids], max_tokens, max_batch):
+            for batch in progress(list(token_budget_batches([len(r) for r in ids], max_tokens, max_batch)), "encode"):
                 enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
                 hidden = self.model(**enc).last_hidden_state.float()  # (batch, seq, H)
                 if self.pooling == "mean":
@@ -395,7 +422,8 @@ class Reranker:
         n_cut = sum(t > max_length for t in totals)
         scores = np.zeros(len(totals), dtype=np.float64)
         with torch.inference_mode():
-            for batch in token_budget_batches([min(t, max_length) for t in totals], max_tokens, max_batch):
+            batches = list(token_budget_batches([min(t, max_length) for t in totals], max_tokens, max_batch))
+            for batch in progress(batches, "rerank"):
                 inputs = self.tokenizer([queries[i] for i in batch], [d_cut[docs[i]] for i in batch], padding=True,
                                         truncation="longest_first", max_length=max_length, return_tensors="pt",
                                         verbose=False).to(self.device)

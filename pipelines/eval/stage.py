@@ -231,45 +231,41 @@ def evaluate_run(q, d, s, beir: BeirSet) -> tuple[dict, dict[str, dict]]:
 # The stage.
 
 
-def _all_runs(cfg: Config, beir: BeirSet, doc_texts: list[str], timings: dict, facts: dict) -> dict[str, list[Hits]]:
-    """Every configured method's run over the judged queries."""
-    runs: dict[str, list[Hits]] = {}
-    keys = doc_order_keys(beir.corpus.ids)
-    depth = cfg.top_k
-    query_texts = beir.queries.texts
-    if cfg.bm25.enabled:
-        from pipelines.eval.bm25 import BM25Index
+def bm25_run(cfg: Config, beir: BeirSet, doc_texts: list[str], keys: np.ndarray, timings: dict) -> list[Hits]:
+    from pipelines.eval.bm25 import BM25Index
 
-        t0 = time.perf_counter()
-        index = BM25Index(doc_texts, k1=cfg.bm25.k1, b=cfg.bm25.b, tokenizer=cfg.bm25.tokenizer)
-        timings["bm25_index_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        runs["bm25"] = [fill_with_zeros(h, depth, keys) for h in index.search(query_texts, depth, keys)]
-        timings["bm25_search_s"] = time.perf_counter() - t0
-    if cfg.model is None:
-        return runs
+    t0 = time.perf_counter()
+    index = BM25Index(doc_texts, k1=cfg.bm25.k1, b=cfg.bm25.b, tokenizer=cfg.bm25.tokenizer)
+    timings["bm25_index_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hits = [fill_with_zeros(h, cfg.top_k, keys) for h in index.search(beir.queries.texts, cfg.top_k, keys)]
+    timings["bm25_search_s"] = time.perf_counter() - t0
+    return hits
 
-    from pipelines.embedder import load_embedder
 
-    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype, pooling=cfg.encode.pooling)
+def model_runs(embedder, cfg: Config, beir: BeirSet, doc_texts: list[str], keys: np.ndarray, timings: dict,
+               facts: dict) -> dict[str, list[Hits]]:
+    """Dense, sparse and hybrid runs of one embedding model over the judged queries."""
     facts.update(model_kind=embedder.kind, model_id=embedder.model_id, has_sparse_head=embedder.has_sparse)
     t0 = time.perf_counter()
     docs, key, hit = encode_corpus(embedder, beir.corpus.ids, doc_texts, cfg)
     timings["corpus_encode_s"] = time.perf_counter() - t0
     facts.update(cache_key=key, cache_hit=hit, truncated_docs=docs.n_truncated, doc_max_length_used=docs.max_length)
     t0 = time.perf_counter()
-    queries = embedder.encode(format_queries(query_texts, cfg.format.query_instruction),
+    queries = embedder.encode(format_queries(beir.queries.texts, cfg.format.query_instruction),
                               max_length=cfg.format.query_max_length, max_tokens=cfg.encode.max_tokens,
                               max_batch=cfg.encode.max_batch, sparse=embedder.has_sparse)
     _check_finite(queries.dense, beir.queries.ids, "query")
     timings["query_encode_s"] = time.perf_counter() - t0
     facts.update(truncated_queries=queries.n_truncated, dense_dim_full=int(docs.dense.shape[1]))
 
-    want_dense = cfg.dense.enabled or cfg.hybrid.enabled
-    want_sparse = embedder.has_sparse and (cfg.sparse.enabled or cfg.hybrid.enabled)
-    fused_depth = max(depth, cfg.hybrid.depth) if (want_sparse and cfg.hybrid.enabled) else depth
+    runs: dict[str, list[Hits]] = {}
+    depth = cfg.top_k
+    use_sparse = embedder.has_sparse and (cfg.sparse.enabled or cfg.hybrid.enabled)
+    use_dense = cfg.dense.enabled or (cfg.hybrid.enabled and use_sparse)
+    fused_depth = max(depth, cfg.hybrid.depth) if (use_sparse and use_dense and cfg.hybrid.enabled) else depth
     dense_hits = sparse_hits = None
-    if want_dense:
+    if use_dense:
         dim = cfg.dense.dim
         facts["dense_dim"] = min(dim, docs.dense.shape[1]) if dim else int(docs.dense.shape[1])
         t0 = time.perf_counter()
@@ -278,7 +274,7 @@ def _all_runs(cfg: Config, beir: BeirSet, doc_texts: list[str], timings: dict, f
         timings["dense_search_s"] = time.perf_counter() - t0
         if cfg.dense.enabled:
             runs["dense"] = [_cut(h, depth) for h in dense_hits]
-    if want_sparse:
+    if use_sparse:
         t0 = time.perf_counter()
         sparse_hits = InvertedIndex(docs.sparse).search(queries.sparse, fused_depth, keys)
         timings["sparse_search_s"] = time.perf_counter() - t0
@@ -295,11 +291,8 @@ def _cut(hits: Hits, k: int) -> Hits:
     return Hits(hits.docs[:k], hits.scores[:k])
 
 
-def _rerank_run(cfg: Config, beir: BeirSet, doc_texts: list[str], first: list[Hits], timings: dict,
-                facts: dict) -> list[Hits]:
-    from pipelines.embedder import load_reranker
-
-    model = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype)
+def rerank_run(model, cfg: Config, beir: BeirSet, doc_texts: list[str], first: list[Hits], keys: np.ndarray,
+               timings: dict, facts: dict) -> list[Hits]:
     facts["reranker_id"] = model.model_id
     truncated = 0
 
@@ -311,7 +304,7 @@ def _rerank_run(cfg: Config, beir: BeirSet, doc_texts: list[str], first: list[Hi
         return values
 
     t0 = time.perf_counter()
-    out = rerank(first, cfg.rerank.top_k, score, doc_order_keys(beir.corpus.ids))
+    out = rerank(first, cfg.rerank.top_k, score, keys)
     timings["rerank_s"] = time.perf_counter() - t0
     facts["truncated_rerank_pairs"] = truncated
     return out
@@ -408,15 +401,24 @@ def run(cfg: Config) -> dict:
     if not len(beir.corpus):
         raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
     doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
+    from pipelines.embedder import load_embedder, load_reranker
+
+    # models load first: a wrong name fails before any work
+    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype,
+                             pooling=cfg.encode.pooling) if cfg.model else None
+    reranker = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype) if cfg.reranker else None
+    keys = doc_order_keys(beir.corpus.ids)
     timings: dict = {}
     facts: dict = {}
-    runs = _all_runs(cfg, beir, doc_texts, timings, facts)
+    runs = {"bm25": bm25_run(cfg, beir, doc_texts, keys, timings)} if cfg.bm25.enabled else {}
+    if embedder is not None:
+        runs.update(model_runs(embedder, cfg, beir, doc_texts, keys, timings, facts))
     if not runs:
         raise MgteError(f"no retrieval method ran: {[_why_not(m, cfg, facts) for m in METHODS]}")
-    if cfg.reranker:
+    if reranker is not None:
         first = next(m for m in FINAL_PREFERENCE[1:] if m in runs)
         timings["rerank_first_stage"] = first
-        runs["rerank"] = _rerank_run(cfg, beir, doc_texts, runs[first], timings, facts)
+        runs["rerank"] = rerank_run(reranker, cfg, beir, doc_texts, runs[first], keys, timings, facts)
     final = next(m for m in FINAL_PREFERENCE if m in runs)
 
     methods, files = write_runs(out, runs, beir, final)

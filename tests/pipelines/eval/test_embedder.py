@@ -120,3 +120,15 @@ def test_rerankers_score_pairs_like_a_direct_call(which, tiny_models, tiny_bert)
     with torch.no_grad():
         direct = rr.model(**enc).logits[:, 0].numpy()
     np.testing.assert_allclose(scores, direct, atol=1e-4)
+
+
+def test_a_training_output_directory_means_its_model(tiny_models, tmp_path):
+    import shutil
+
+    from pipelines.embedder import ModelLoadError
+
+    shutil.copytree(tiny_models["mlm"], tmp_path / "train-out" / "model")
+    assert resolve_model_dir(str(tmp_path / "train-out")) == (tmp_path / "train-out" / "model").resolve()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a model directory"):
+        resolve_model_dir(str(tmp_path / "empty"))
