@@ -257,10 +257,8 @@ class MGTEEmbedder(Embedder):
 
         config = json.loads((model_dir / "config.json").read_text())
         self.has_sparse = _has_sparse_head(model_dir, config)
-        self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForEmbedding)
-        if self.model.tokenizer is None:
-            self.model.tokenizer = mgte.load_tokenizer()
-        self.tokenizer = self.model.tokenizer
+        self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForEmbedding, with_tokenizer=False)
+        self.model.tokenizer = self.tokenizer = mgte_tokenizer(model_dir)
         self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
         self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
@@ -279,6 +277,25 @@ class MGTEEmbedder(Embedder):
             for i, row in zip(chunk, out.get("sparse") or []):
                 weights[i] = row
         return Encoded(_normalise(dense), SparseVectors.from_dicts(weights) if sparse else None, n_cut, max_length)
+
+
+def mgte_tokenizer(model_dir: Path):
+    """The tokenizer of an mgte model directory (the XLM-R one when it has none), loaded once per process."""
+    from model.hf import TOKENIZER_FILES
+
+    digest = hashlib.sha256()
+    files = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    for path in files:
+        digest.update(path.name.encode() + b"\x00" + path.read_bytes())
+    key = digest.hexdigest() if files else ""
+    if key not in _TOKENIZERS:  # identical tokenizer files (every mgte model's XLM-R copy) load once
+        from model.tokenizer import load_tokenizer
+
+        _TOKENIZERS[key] = load_tokenizer(model_dir) if files else load_tokenizer()
+    return _TOKENIZERS[key]
+
+
+_TOKENIZERS: dict[str, object] = {}
 
 
 def _has_sparse_head(model_dir: Path, config: dict) -> bool:
@@ -389,8 +406,8 @@ class Reranker:
         if model_kind(model_dir) == "mgte":
             import model as mgte
 
-            self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForSequenceClassification)
-            self.tokenizer = self.model.tokenizer or mgte.load_tokenizer()
+            self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForSequenceClassification, with_tokenizer=False)
+            self.tokenizer = mgte_tokenizer(model_dir)
             self.context_length = int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
         else:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer

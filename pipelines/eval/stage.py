@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
