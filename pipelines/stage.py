@@ -64,7 +64,7 @@ def code_version() -> str:
     return f"{ver}+g{sha}" if sha else ver
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
 def atomic_write_parquet(path: Path, table: pa.Table) -> None:
@@ -180,7 +180,7 @@ class StageOutput:
         validate_manifest(manifest)
         atomic_write_json(self.root / "manifest.json", manifest)
         fault_point("before_success", str(self.root))
-        _atomic_write_bytes(self.root / "_SUCCESS", self.config_hash.encode())
+        atomic_write_bytes(self.root / "_SUCCESS", self.config_hash.encode())
         return manifest
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pipelines.eval.metrics import MEASURES
-from pipelines.stage import _atomic_write_bytes
+from pipelines.stage import atomic_write_bytes
 
 METHOD_ORDER = ("dense", "sparse", "hybrid", "rerank", "bm25")
 COLORS = {"dense": "#1f77b4", "sparse": "#ff7f0e", "hybrid": "#2ca02c", "rerank": "#d62728", "bm25": "#7f7f7f"}
@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def grouped_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str,
@@ -102,7 +102,7 @@ def write_report(root: Path, metrics: dict) -> list[str]:
             f"<h2>Data</h2><pre>{html.escape(json.dumps(metrics['data'], indent=1))}</pre>"
             f"<h2>Truncation</h2><pre>{html.escape(json.dumps(metrics['truncated'], indent=1))}</pre>"
             f"<p><small>{html.escape(metrics['semantics'])}</small></p></body></html>")
-    _atomic_write_bytes(root / "report.html", page.encode())
+    atomic_write_bytes(root / "report.html", page.encode())
     return ["report.html", "plots/ndcg_per_language.png", "plots/overall.png"]
 
 
@@ -135,5 +135,5 @@ def write_comparison(evals: Mapping[str, str | Path], out: str | Path) -> Path:
             f"<img src='plots/compare_ndcg.png' alt='nDCG@10 per language'>"
             f"<ul>{''.join(f'<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>' for k, v in evals.items())}"
             f"</ul></body></html>")
-    _atomic_write_bytes(out / "comparison.html", page.encode())
+    atomic_write_bytes(out / "comparison.html", page.encode())
     return out / "comparison.html"

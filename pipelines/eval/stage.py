@@ -30,7 +30,7 @@ from pipelines.eval.retrieval import (
     rerank,
     truncate_dim,
 )
-from pipelines.stage import RUN_ONLY_KEYS, BadInputError, MgteError, StageOutput, _atomic_write_bytes, atomic_write_json
+from pipelines.stage import RUN_ONLY_KEYS, BadInputError, MgteError, StageOutput, atomic_write_bytes, atomic_write_json
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.eval import EVAL_DROPPED, EVAL_QUERY_METRICS, EVAL_RUN
 
@@ -350,10 +350,10 @@ def write_runs(out: StageOutput, runs: dict[str, list[Hits]], beir: BeirSet, fin
         q, d, r, s = run_rows(runs[method], beir.queries.ids, beir.corpus.ids)
         text = trec_text(q, d, r, s, f"mgte-{method}").encode()
         rel = f"runs/{method}.trec"
-        _atomic_write_bytes(root / rel, text)
+        atomic_write_bytes(root / rel, text)
         files.append(rel)
         if method == final:
-            _atomic_write_bytes(root / "run.trec", text)
+            atomic_write_bytes(root / "run.trec", text)
             files.append("run.trec")
         summary, per_query = evaluate_run(q, d, s, beir)
         methods[method] = {**summary, "run": rel}
