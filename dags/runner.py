@@ -87,6 +87,14 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
                                       "seconds": round(time.time() - t0, 1), "counts": manifest.get("counts"),
                                       "config_hash": manifest.get("config_hash")}
         atomic_write_json(root / "dag.json", report)
+    evals = {name: info["output"] for name, info in report["steps"].items()
+             if info.get("stage") == "eval" and info.get("status") == "done"}
+    if evals:  # the build ends with one page comparing every evaluated model
+        from pipelines.eval.report import write_comparison
+
+        report["comparison"] = str(write_comparison(evals, root / "report"))
+        atomic_write_json(root / "dag.json", report)
+        log.info("dag %s: evaluation report %s", name, report["comparison"])
     print(json.dumps({k: v.get("counts") for k, v in report["steps"].items()}, indent=1))
     return report
 
