@@ -242,8 +242,11 @@ def outcomes_ray(table: pa.Table, cfg_dict: dict, cfg: Config) -> pa.Table:
     import ray
 
     ds = ray.data.from_arrow(_slices(table, cfg.batch_size))
+    # bounded retries (Ray's actor pools restart forever by default): a killed actor is replaced and
+    # its batch rerun (tokenising is idempotent); a deterministic crash fails the task fast
     ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"cfg_dict": cfg_dict}, batch_format="pyarrow",
-                        batch_size=cfg.batch_size, concurrency=cfg.ray.parallelism or 2)
+                        batch_size=cfg.batch_size, concurrency=cfg.ray.parallelism or 2,
+                        max_restarts=2, max_task_retries=2)
     parts = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
              for b in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
     return pa.concat_tables(parts).cast(OUTCOME) if parts else OUTCOME.empty_table()
