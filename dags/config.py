@@ -157,6 +157,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             {_coerce(k, args[0], key, source): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
         )
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-2` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key '{key}': expected a number, got {value!r}")
         return float(value)

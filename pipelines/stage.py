@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -126,8 +127,11 @@ class StageOutput:
         else:
             atomic_write_json(pinned, {"stage": self.stage, "config_hash": self.config_hash,
                                        "config": self.config})
-        for stale in self.root.rglob("*.tmp"):  # files of a task killed before its rename
-            stale.unlink()
+        for stale in sorted(self.root.rglob("*.tmp"), reverse=True):  # left by a task killed before its rename
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
         return False
 
     # -- tasks -------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ def test_wrong_type_names_key():
         load_config(Outer, None, ["inner.x=abc"])
 
 
+def test_scientific_notation_without_a_dot_is_a_float():
+    assert load_config(Outer, None, ["rate=1e-2"]).rate == 0.01
+
+
 def test_cross_field_check_runs_at_load():
     with pytest.raises(ConfigError, match="rate must be >= 0"):
         load_config(Outer, None, ["rate=-1"])

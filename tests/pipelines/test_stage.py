@@ -52,6 +52,8 @@ def test_stale_tmp_files_are_removed_on_begin(tmp_path):
     StageOutput(tmp_path, "demo", Cfg()).begin()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "part.parquet.tmp").write_bytes(b"half")
+    (tmp_path / "checkpoints" / "step-3.tmp").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-3.tmp" / "model.safetensors.tmp").write_bytes(b"half")
     StageOutput(tmp_path, "demo", Cfg()).begin()
     assert not list(tmp_path.rglob("*.tmp"))
     assert json.loads((tmp_path / "_config.json").read_text())["stage"] == "demo"
