@@ -51,7 +51,7 @@ class ConfigError(ValueError):
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):  # {} replaces
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

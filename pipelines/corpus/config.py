@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
-from dags.config import BeamConfig, RayConfig, frozen
+from dags.config import BeamConfig, FrozenDict, RayConfig, build, config_to_dict, frozen
 from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
 
 
@@ -108,7 +109,8 @@ class QualityConfig:
 
     Scripts without spaces (``no_space_langs``) are tokenised into grapheme clusters, so word
     counts there are character counts: they use ``gopher_quality_no_space`` (no average word
-    length, no stop words) and ``gopher_repetition_no_space`` (longer n-grams). ``no_terminal_punct_langs`` write no sentence-final punctuation
+    length, no stop words) and ``gopher_repetition_no_space`` (longer n-grams). A language in
+    ``gopher_quality_per_lang`` uses that entry instead of ``gopher_quality``. ``no_terminal_punct_langs`` write no sentence-final punctuation
     (Thai, Lao), so FineWeb's line-punctuation rule is off for them.
     """
 
@@ -120,10 +122,37 @@ class QualityConfig:
     gopher_quality_no_space: GopherQuality = GopherQuality(
         min_doc_words=100, max_doc_words=300_000, min_avg_word_length=None, max_avg_word_length=None,
         min_stop_words=None)
+    # Gopher's word-length and stop-word rules were tuned on English: Korean words are short
+    # syllable blocks, Dravidian words long agglutinations, and spaCy's Korean/Telugu/Sinhala/Marathi
+    # stop lists hold particles that are not separate words. Per language, these keys change
+    # `gopher_quality` (or `gopher_quality_no_space`).
+    gopher_quality_per_lang: dict[str, dict] = FrozenDict({
+        "ko": FrozenDict(min_avg_word_length=1, min_stop_words=None),
+        "ml": FrozenDict(max_avg_word_length=20),
+        "ta": FrozenDict(max_avg_word_length=20),
+        "te": FrozenDict(max_avg_word_length=20, min_stop_words=None),
+        "kn": FrozenDict(max_avg_word_length=20),
+        "si": FrozenDict(min_stop_words=None),
+        "mr": FrozenDict(min_stop_words=None),
+    })
     c4: C4Quality = C4Quality()
     fineweb: FineWebQuality = FineWebQuality()
     no_space_langs: tuple[str, ...] = NO_SPACE_LANGS
     no_terminal_punct_langs: tuple[str, ...] = ("th", "lo")
+
+    def gopher_quality_for(self, lang: str) -> GopherQuality:
+        base = self.gopher_quality_no_space if lang in self.no_space_langs else self.gopher_quality
+        changes = self.gopher_quality_per_lang.get(lang)
+        return dataclasses.replace(base, **changes) if changes else base
+
+    def validate(self) -> None:
+        fields = {f.name for f in dataclasses.fields(GopherQuality)}
+        for lang, changes in self.gopher_quality_per_lang.items():
+            unknown = sorted(set(changes) - fields)
+            if unknown:
+                raise ValueError(f"gopher_quality_per_lang.{lang}: unknown key '{unknown[0]}' (known: {sorted(fields)})")
+            build(GopherQuality, {**config_to_dict(self.gopher_quality), **changes},
+                  prefix=f"quality.gopher_quality_per_lang.{lang}")
 
 
 @frozen

@@ -131,7 +131,7 @@ class QualityFilters:
     def gopher_for(self, lang: str) -> GopherQualityFilter | None:
         if lang not in self._gopher:
             no_space = lang in self.cfg.no_space_langs
-            g = self.cfg.gopher_quality_no_space if no_space else self.cfg.gopher_quality
+            g = self.cfg.gopher_quality_for(lang)
             self._gopher[lang] = _gopher_quality(g, frozenset() if no_space else stop_words(lang)) if g.enabled else None
         return self._gopher[lang]
 
