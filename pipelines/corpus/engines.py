@@ -207,7 +207,7 @@ class RayEngine:
         import pyarrow.fs as pafs
 
         local = all("://" not in f for f in files)
-        ds = ray.data.read_parquet(files, columns=DEDUP_COLUMNS, filesystem=pafs.LocalFileSystem() if local else None)
+        ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem() if local else None).select_columns(DEDUP_COLUMNS)
         n_rows = ds.count()
         decisions: list[dict] = []
         survivors = ds
