@@ -23,18 +23,18 @@ optionally DeepSpeed ZeRO) or in-process (``engine: local``), through the shared
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import torch
 
-from dags.config import RayConfig, build, config_to_dict, frozen
-from pipelines.faults import fault_point
-from pipelines.stage import MgteError, StageOutput, read_manifest
+from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from pipelines.stage import RUN_ONLY_KEYS, MgteError, StageOutput, read_manifest
 from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
 from training.loop import LoopConfig, StepContext, all_reduce_sum, train_loop
@@ -52,12 +52,18 @@ STAGE = "train-cpt"
 
 
 @frozen
-class EncoderConfig:
-    """The encoder built when ``init`` is null (random weights); ignored otherwise."""
+class ModelConfig:
+    """The encoder built when ``init`` is null, and what training changes on any model (not saved)."""
 
-    preset: Literal["tiny", "base"] = "base"
-    rope_theta: float = 160_000.0  # the MLM-8192 base
+    preset: Literal["tiny", "base"] = "base"  # random init only
+    rope_theta: float = 160_000.0  # random init only: the MLM-8192 base
     attn_backend: str = "auto"
+    hidden_dropout_prob: float | None = None  # while training; null = the model's own (0.1); the saved config keeps it
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # random init only: other MGTEConfig fields
+
+    def validate(self) -> None:
+        if self.hidden_dropout_prob is not None and not 0.0 <= self.hidden_dropout_prob < 1.0:
+            raise ValueError("model.hidden_dropout_prob must be in [0, 1) or null")
 
 
 @frozen
@@ -83,18 +89,17 @@ class Config:
     output: str | None = None
     init: str | None = None  # model directory or HF name to start from (the MLM-8192 encoder); null = random
     tokenizer: str = "FacebookAI/xlm-roberta-base"  # used when `init` has no tokenizer files
-    encoder: EncoderConfig = EncoderConfig()
+    model: ModelConfig = ModelConfig()
     temperature: float = 0.01
-    reversed_ntk: float = 8.0  # train with RoPE base / this (160,000 -> 20,000); 1 = off
+    reversed_ntk: float = 8.0  # train with RoPE base / this (160,000 -> 20,000); 1 = off; the saved config keeps it
     data: DataConfig = DataConfig()
     loop: LoopConfig = LoopConfig(
-        max_steps=240_000, precision="fp16", ckpt_every=1000, log_every=50,
+        max_steps=240_000, ckpt_every=1000, log_every=50,  # paper.yaml adds fp16 + DeepSpeed ZeRO-1 on GPUs
         optim=OptimConfig(lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
                           max_grad_norm=1.0))
     engine: Literal["ray", "local"] = "ray"
     ray: RayConfig = RayConfig()
     scaling: ScalingConfig = ScalingConfig()
-    progress: bool = True
 
     def validate(self) -> None:
         if self.temperature <= 0:
@@ -239,10 +244,12 @@ def load_encoder(cfg: Config):
     """``init`` (an MLM/encoder directory or HF name) as the bare encoder, or a random one."""
     from model import MGTEConfig, MGTEModel, load_pretrained
 
+    m = cfg.model
     if cfg.init:
-        return load_pretrained(cfg.init, cls=MGTEModel)
-    preset = MGTEConfig.tiny if cfg.encoder.preset == "tiny" else MGTEConfig.base
-    return MGTEModel(preset(rope_theta=cfg.encoder.rope_theta, attn_backend=cfg.encoder.attn_backend))
+        log.info("cpt: starting from %s", cfg.init)
+        return load_pretrained(cfg.init, cls=MGTEModel, attn_backend=m.attn_backend)
+    fields = dict(rope_theta=m.rope_theta, attn_backend=m.attn_backend, **dict(m.overrides))
+    return MGTEModel(getattr(MGTEConfig, m.preset)(**fields))
 
 
 def training_theta(config) -> float:
@@ -297,6 +304,10 @@ class CPTTask:
         if self.cfg.reversed_ntk != 1.0:
             model.set_rope_theta(theta)  # the config (and so the saved model) keeps the original base
         log.info("cpt: RoPE base %.0f during training (saved config: %.0f)", theta, model.config.rope_theta)
+        if self.cfg.model.hidden_dropout_prob is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = self.cfg.model.hidden_dropout_prob
         return model
 
     def build_data(self, rank: int, world_size: int) -> PairBatches:
@@ -308,7 +319,7 @@ class CPTTask:
         t = self.cfg.temperature
         hashes = ({"query_hash": mb["query_hash"], "doc_hash": mb["doc_hash"]}
                   if self.cfg.data.mask_duplicates else {})
-        poison = fault_point("train_step")
+        poison = ctx.poison  # the loop's `train_step` fault hook (action nan): a NaN batch
         stats: dict = {}
 
         def encode(chunk: dict) -> torch.Tensor:
@@ -359,7 +370,12 @@ def train_func(config: dict) -> None:
 
 
 def run(cfg: Config) -> dict:
-    out = StageOutput(cfg.output, STAGE, cfg, exclude=("output", "engine", "ray", "scaling", "progress"))
+    from training.mlm import clear_stale_dirs
+
+    cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
+                  output=str(Path(cfg.output).resolve()), init=_resolved(cfg.init))
+    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
+    clear_stale_dirs(Path(cfg.output))
     if out.begin():
         return read_manifest(cfg.output)
     tables, data = load_pairs(cfg.input)  # fail fast on bad input, before any worker starts
@@ -367,16 +383,24 @@ def run(cfg: Config) -> dict:
     log.info("cpt: %d pairs in %d sources %s", sum(sizes.values()), len(sizes), sizes)
     if not tables:
         raise MgteError(f"train cpt: no usable pairs in {list(cfg.input)}")
+    storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
     result = run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
-                          storage_path=Path(cfg.output) / "ray", name="cpt",
+                          storage_path=storage, name=f"cpt-{out.config_hash}",
                           keep_checkpoints=cfg.loop.keep_checkpoints)
-    metrics = _final_metrics(Path(cfg.output), result)
-    counts = data["counts"]
-    inputs = [{"path": p, "size": _size(p)} for p in cfg.input]
-    return out.finish(counts=counts, dropped_by_reason=data["dropped_by_reason"], inputs=inputs,
-                      outputs={"model": ["model"], "checkpoints": ["checkpoints"], "metrics": ["metrics.jsonl"]},
-                      extra={"engine": cfg.engine, "sources": sizes, "final": metrics,
-                             "rope_theta_training": "model base / %g" % cfg.reversed_ntk})
+    return out.finish(
+        counts=data["counts"], dropped_by_reason=data["dropped_by_reason"],
+        inputs=[{"path": p, "size": _size(p)} for p in cfg.input],
+        outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
+        extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, "sources": sizes,
+               "final": _final_metrics(Path(cfg.output), result),
+               "rope_theta_training": f"model base / {cfg.reversed_ntk:g}"})
+
+
+def _resolved(init: str | None) -> str | None:
+    """A local model directory as an absolute path (Ray workers run elsewhere); hub names as they are."""
+    if init and Path(init).exists():
+        return str(Path(init).resolve())
+    return init
 
 
 def _final_metrics(out: Path, result) -> dict:
