@@ -19,6 +19,8 @@ reranker head (``MGTEForSequenceClassification``) or any ``AutoModelForSequenceC
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import inspect
 import json
@@ -216,7 +218,7 @@ def _context_length(config, tokenizer, fallback: int) -> int:
 # Embedders.
 
 
-class Embedder:
+class Embedder(abc.ABC):
     """Common interface: ``encode(texts, max_length=..)`` -> :class:`Encoded`; subclasses implement
     ``_encode`` for a non-empty list and set ``dim``."""
 
@@ -237,9 +239,10 @@ class Embedder:
         return self._encode(list(texts), max_length=max_length, max_tokens=max_tokens, max_batch=max_batch,
                             sparse=sparse and self.has_sparse)
 
+    @abc.abstractmethod
     def _encode(self, texts: list[str], *, max_length: int, max_tokens: int, max_batch: int,
                 sparse: bool) -> Encoded:
-        raise NotImplementedError
+        """Encode a non-empty list of texts (each model family does it its own way)."""
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         return [len(r) for r in self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
