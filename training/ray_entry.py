@@ -17,6 +17,7 @@ worker runs the stage's ``train_func(config)``, which builds its task and calls
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -79,11 +80,14 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
     from ray.train.torch import TorchConfig, TorchTrainer
 
     init_ray(ray_cfg)
+    # Ray may already be running (started by an earlier stage in this process or by a cluster)
+    # with another environment: each worker takes the driver's values as its run starts.
+    driver_env = {k: os.environ.get(k) for k in PROPAGATE_ENV}
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
     trainer = TorchTrainer(
-        train_func,
+        functools.partial(_with_driver_env, train_func, driver_env),
         train_loop_config=train_loop_config,
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
@@ -102,6 +106,15 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
     if getattr(result, "error", None) is not None:
         raise TrainingFailed(f"Ray Train run '{name}' failed: {_root_message(result.error)}")
     return result
+
+
+def _with_driver_env(train_func: Callable[[dict], None], env: dict[str, str | None], config: dict) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    train_func(config)
 
 
 def _root_message(exc: BaseException) -> str:
