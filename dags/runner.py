@@ -64,7 +64,7 @@ def load_dag_config(dag: Dag, path: str, overrides: list[str]) -> DagConfig:
 def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
     dag = load_dag(name)
     cfg = load_dag_config(dag, config, overrides)
-    root, cfg_dir = Path(output), Path(config).resolve().parent
+    root, cfg_dir = Path(output).resolve(), Path(config).resolve().parent
     report: dict = {"dag": name, "config": str(config), "steps": {}}
     for step in dag.steps:
         sc = cfg.steps[step.name]

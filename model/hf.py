@@ -39,6 +39,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
+def absolute_if_local(name_or_path: str | None) -> str | None:
+    """A local model directory as an absolute path (Ray workers run in another directory);
+    hub names and URLs as they are."""
+    if name_or_path and "://" not in name_or_path and Path(name_or_path).exists():
+        return str(Path(name_or_path).resolve())
+    return name_or_path
+
+
 def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=None) -> Path:
     """Write `model` (any mgte class) to `directory`, atomically: `<dir>.tmp` renamed at the end."""
     directory = Path(directory)

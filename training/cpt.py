@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ import pyarrow as pa
 import torch
 
 from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from model.hf import absolute_if_local
 from pipelines.stage import RUN_ONLY_KEYS, MgteError, StageOutput, read_manifest
 from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
@@ -115,79 +115,11 @@ class Config:
 # Input pairs
 
 
-def is_pairs_output(path: Path) -> bool:
-    return path.is_dir() and (path / "manifest.json").is_file() and (path / "_SUCCESS").is_file()
-
-
-def _table_sources(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    return {s: t for s, t in tables.items() if t.num_rows}
-
-
-def load_raw_pairs(inputs: list[str]) -> tuple[dict[str, pa.Table], dict]:
-    """Raw pair files -> ({source: PAIR table}, counts): the `mgte pairs` record functions, in process.
-
-    Unreadable records are counted as quarantined, empty and identical pairs and exact
-    duplicates as dropped (no tokenizer or language filters here: run `mgte pairs` for those).
-    """
-    from dags.config import load_config
-    from pipelines import pairs as P
-    from pipelines.readers import Quarantined, Record, expand_inputs, read_records
-    from storage_schemas.pairs import PAIR
-
-    cfg = load_config(P.Config, None, ["tokenizer=null", "lang.identify=false"], data={})
-    check = P.PairChecker(cfg)
-    counts: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
-    reasons: Counter = Counter()
-    groups: dict[str, list[dict]] = {}
-    for path in expand_inputs(inputs):
-        for item in read_records(path, text_field=cfg.reader.query_fields[0], on_schema_error="fail"):
-            counts["input"] += 1
-            if isinstance(item, Record):
-                item = P.parse_pair(item, cfg.reader)
-            if isinstance(item, Quarantined):
-                counts["quarantined"] += 1
-                continue
-            kept, dropped = check(item)
-            if dropped is not None:
-                counts["dropped"] += 1
-                reasons[dropped["reason"]] += 1
-            else:
-                groups.setdefault(kept["pair_hash"], []).append(kept)
-    by_source: dict[str, list[dict]] = {}
-    for rows in groups.values():
-        first, dups = P.pick_survivor(rows)
-        by_source.setdefault(first["source"], []).append(first)
-        counts["dropped"] += len(dups)
-        reasons["exact_duplicate"] += len(dups)
-    tables = {s: PAIR.from_rows(sorted(rows, key=P.survivor_key)) for s, rows in sorted(by_source.items())}
-    counts["kept"] = sum(t.num_rows for t in tables.values())
-    return tables, {"counts": dict(counts), "dropped_by_reason": dict(reasons)}
-
-
 def load_pairs(inputs: tuple[str, ...]) -> tuple[dict[str, pa.Table], dict]:
     """``--input``: one or more `mgte pairs` outputs, or raw pair files/directories (not mixed)."""
-    from pipelines.pairs import read_pairs
+    from pipelines.pairs import load_pair_inputs
 
-    if not inputs:
-        raise MgteError("train cpt: no input (give --input: a `mgte pairs` output or pair files)")
-    outputs = [Path(p) for p in inputs if is_pairs_output(Path(p))]
-    if outputs and len(outputs) != len(inputs):
-        raise MgteError("train cpt: --input mixes `mgte pairs` outputs and raw files; give one kind")
-    if not outputs:
-        return load_raw_pairs(list(inputs))
-    merged: dict[str, list[pa.Table]] = {}
-    total: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
-    reasons: Counter = Counter()
-    for out in outputs:
-        manifest = read_manifest(out)
-        if manifest["stage"] != "pairs":
-            raise MgteError(f"train cpt: {out} is a '{manifest['stage']}' output, not a `mgte pairs` one")
-        total.update(manifest["counts"])
-        reasons.update(manifest["dropped_by_reason"])
-        for source, table in read_pairs(out).items():
-            merged.setdefault(source, []).append(table)
-    tables = {s: pa.concat_tables(ts) for s, ts in sorted(merged.items())}
-    return tables, {"counts": dict(total), "dropped_by_reason": dict(reasons)}
+    return load_pair_inputs(inputs, who="train cpt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +305,7 @@ def run(cfg: Config) -> dict:
     from training.mlm import clear_stale_dirs
 
     cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
-                  output=str(Path(cfg.output).resolve()), init=_resolved(cfg.init))
+                  output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
     out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():
@@ -394,13 +326,6 @@ def run(cfg: Config) -> dict:
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, "sources": sizes,
                "final": _final_metrics(Path(cfg.output), result),
                "rope_theta_training": f"model base / {cfg.reversed_ntk:g}"})
-
-
-def _resolved(init: str | None) -> str | None:
-    """A local model directory as an absolute path (Ray workers run elsewhere); hub names as they are."""
-    if init and Path(init).exists():
-        return str(Path(init).resolve())
-    return init
 
 
 def _final_metrics(out: Path, result) -> dict:

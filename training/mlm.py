@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from model.hf import absolute_if_local
 from pipelines.stage import RUN_ONLY_KEYS, BadInputError, StageOutput, read_manifest, read_output_table
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
@@ -237,7 +238,8 @@ def clear_stale_dirs(root: Path) -> None:
 
 
 def run(cfg: Config) -> dict:
-    cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()))
+    cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()),
+                  init=absolute_if_local(cfg.init))
     root, shards_manifest = shards_input(cfg)
     out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
