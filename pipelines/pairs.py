@@ -646,3 +646,72 @@ def read_pairs(root: str | Path) -> dict[str, pa.Table]:
         if table.num_rows:
             by_source.setdefault(table.column("source")[0].as_py(), []).append(table)
     return {s: pa.concat_tables(ts) for s, ts in sorted(by_source.items())}
+
+
+def is_pairs_output(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file() and (path / "_SUCCESS").is_file()
+
+
+def read_raw_pairs(inputs: list[str]) -> tuple[dict[str, pa.Table], dict]:
+    """Raw pair files -> ({source: PAIR table}, counts): the `mgte pairs` record functions, in process.
+
+    Unreadable records are counted as quarantined, empty and identical pairs and exact
+    duplicates as dropped (no tokenizer or language filters here: run `mgte pairs` for those).
+    """
+    from dags.config import load_config
+
+    cfg = load_config(Config, None, ["tokenizer=null", "lang.identify=false"], data={})
+    check = PairChecker(cfg)
+    counts: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
+    reasons: Counter = Counter()
+    groups: dict[str, list[dict]] = {}
+    for path in expand_inputs(inputs):
+        for item in read_records(path, text_field=cfg.reader.query_fields[0], on_schema_error="fail"):
+            counts["input"] += 1
+            if isinstance(item, Record):
+                item = parse_pair(item, cfg.reader)
+            if isinstance(item, Quarantined):
+                counts["quarantined"] += 1
+                continue
+            kept, dropped = check(item)
+            if dropped is not None:
+                counts["dropped"] += 1
+                reasons[dropped["reason"]] += 1
+            else:
+                groups.setdefault(kept["pair_hash"], []).append(kept)
+    by_source: dict[str, list[dict]] = {}
+    for rows in groups.values():
+        first, dups = pick_survivor(rows)
+        by_source.setdefault(first["source"], []).append(first)
+        counts["dropped"] += len(dups)
+        reasons["exact_duplicate"] += len(dups)
+    tables = {s: PAIR.from_rows(sorted(rows, key=survivor_key)) for s, rows in sorted(by_source.items())}
+    counts["kept"] = sum(t.num_rows for t in tables.values())
+    return tables, {"counts": dict(counts), "dropped_by_reason": dict(reasons)}
+
+
+def load_pair_inputs(inputs: tuple[str, ...] | list[str], who: str) -> tuple[dict[str, pa.Table], dict]:
+    """One or more `mgte pairs` outputs, or raw pair files/directories (not mixed) -> (tables, counts)."""
+    from pipelines.stage import read_manifest
+
+    inputs = tuple(inputs)
+    if not inputs:
+        raise MgteError(f"{who}: no input (give --input: a `mgte pairs` output or pair files)")
+    outputs = [Path(p) for p in inputs if is_pairs_output(Path(p))]
+    if outputs and len(outputs) != len(inputs):
+        raise MgteError(f"{who}: --input mixes `mgte pairs` outputs and raw files; give one kind")
+    if not outputs:
+        return read_raw_pairs(list(inputs))
+    merged: dict[str, list[pa.Table]] = {}
+    total: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
+    reasons: Counter = Counter()
+    for out in outputs:
+        manifest = read_manifest(out)
+        if manifest["stage"] != "pairs":
+            raise MgteError(f"{who}: {out} is a '{manifest['stage']}' output, not a `mgte pairs` one")
+        total.update(manifest["counts"])
+        reasons.update(manifest["dropped_by_reason"])
+        for source, table in read_pairs(out).items():
+            merged.setdefault(source, []).append(table)
+    tables = {s: pa.concat_tables(ts) for s, ts in sorted(merged.items())}
+    return tables, {"counts": dict(total), "dropped_by_reason": dict(reasons)}

@@ -272,3 +272,37 @@ def read_beir(inputs: tuple[str, ...] | list[str], split: str = "test", *, max_r
     files = [{"path": str(p), "size": os.path.getsize(p)} for p in (corpus_path, queries_path, qrels_path)]
     return BeirSet(str(corpus_path.parent), corpus, judged, query_languages(judged, corpus, qrels), qrels,
                    {"corpus": corpus_acc, "queries": query_acc, "qrels": qrels_acc}, quarantine, dropped, stats, files)
+
+
+def write_beir_from_pairs(table, root: str | Path, split: str = "test") -> dict:
+    """Pair rows (``storage_schemas.pairs.PAIR``) -> a BEIR directory at ``root``; returns its counts.
+
+    Each distinct query text becomes one query, each distinct positive text one document, and a
+    document is judged relevant (1) to every query it was paired with, so a held-out split of the
+    pairs CPT trains on (title-body, question-answer, translation) becomes a retrieval set of the
+    same kind. Ids come from the text hashes (stable across runs); ``lang`` is the pair's
+    query-side and positive-side language (``xx-yy`` pairs are split).
+    """
+    import json
+
+    from pipelines.pairs import parse_lang
+
+    root = Path(root)
+    queries: dict[str, dict] = {}
+    docs: dict[str, dict] = {}
+    qrels: dict[str, set[str]] = {}
+    for row in table.select(["query", "positive", "query_hash", "positive_hash", "lang"]).to_pylist():
+        q_lang, d_lang = parse_lang(None if row["lang"] in (None, UNDEFINED_LANG) else row["lang"])
+        qid, did = f"q-{row['query_hash'][:20]}", f"d-{row['positive_hash'][:20]}"
+        queries.setdefault(qid, {"_id": qid, "text": row["query"], "lang": q_lang or UNDEFINED_LANG})
+        docs.setdefault(did, {"_id": did, "title": "", "text": row["positive"], "lang": d_lang or UNDEFINED_LANG})
+        qrels.setdefault(qid, set()).add(did)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    for name, records in (("corpus.jsonl", docs), ("queries.jsonl", queries)):
+        with open(root / name, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
+    with open(root / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines(f"{q}\t{d}\t1\n" for q, ds in qrels.items() for d in sorted(ds))
+    return {"pairs": table.num_rows, "queries": len(queries), "documents": len(docs),
+            "judgements": sum(len(ds) for ds in qrels.values())}

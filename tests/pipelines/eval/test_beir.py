@@ -97,3 +97,28 @@ def test_missing_files_and_several_inputs_fail_clearly(tmp_path):
         read_beir([str(tmp_path / "x")])
     with pytest.raises(BadInputError, match="one BEIR directory"):
         read_beir([str(tmp_path / "x"), str(tmp_path)])
+
+
+def test_pairs_become_a_beir_set_with_merged_queries_and_documents(tmp_path):
+    from pipelines.pairs import read_raw_pairs
+    from pipelines.eval.beir import write_beir_from_pairs
+
+    rows = [
+        {"id": "a", "query": "Article 19", "positive": "Jeder hat das Recht", "lang": "en-de", "source": "tr"},
+        {"id": "b", "query": "Article 19", "positive": "Chacun a le droit", "lang": "en-fr", "source": "tr"},
+        {"id": "c", "query": "Artikel 19", "positive": "Jeder hat das Recht", "lang": "nl-de", "source": "tr"},
+        {"id": "d", "query": "Why?", "positive": "Because.", "lang": "en", "source": "tr"},
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tables, counts = read_raw_pairs([str(tmp_path / "p.jsonl")])
+    assert counts["counts"] == {"input": 4, "kept": 4, "dropped": 0, "quarantined": 0}
+    assert write_beir_from_pairs(tables["tr"], tmp_path / "beir") == {
+        "pairs": 4, "queries": 3, "documents": 3, "judgements": 4}
+    beir = read_beir([str(tmp_path / "beir")])
+    text_of = dict(zip(beir.corpus.ids, beir.corpus.texts))
+    judged = {q: sorted(text_of[d] for d in docs) for q, docs in beir.qrels.items()}
+    by_text = {t: judged[q] for q, t in zip(beir.queries.ids, beir.queries.texts)}
+    assert by_text == {"Article 19": ["Chacun a le droit", "Jeder hat das Recht"],
+                       "Artikel 19": ["Jeder hat das Recht"], "Why?": ["Because."]}
+    assert dict(zip(beir.queries.texts, beir.query_langs)) == {"Article 19": "en", "Artikel 19": "nl", "Why?": "en"}
+    assert sorted(beir.corpus.langs) == ["de", "en", "fr"]
