@@ -22,6 +22,7 @@ EVAL_QUERY_METRICS = Table("eval_query_metrics", "Per-query metrics of one metho
     col("query_id", pa.string(), "query evaluated (present in both the run and the qrels)"),
     col("lang", pa.string(), "query language (`lang` field, else the language of its judged documents, else `und`)"),
     col("ndcg@10", pa.float64(), "trec_eval ndcg_cut_10"),
+    col("recall@10", pa.float64(), "trec_eval recall_10"),
     col("recall@20", pa.float64(), "trec_eval recall_20"),
     col("recall@100", pa.float64(), "trec_eval recall_100"),
     col("mrr@10", pa.float64(), "trec_eval recip_rank over the 10 best documents"),

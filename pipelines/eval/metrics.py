@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-MEASURES = ("ndcg@10", "recall@20", "recall@100", "mrr@10", "map")
+MEASURES = ("ndcg@10", "recall@10", "recall@20", "recall@100", "mrr@10", "map")
 _NAME = re.compile(r"^(ndcg|recall|precision|mrr|map)(?:@(\d+))?$")
 
 

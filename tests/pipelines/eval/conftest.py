@@ -134,10 +134,10 @@ def pytrec_from_files(run_path: Path, qrels_path: Path, queries: dict[str, str] 
     # trec_eval order: score descending, ties by doc id descending (two stable sorts)
     top10 = {q: dict(sorted(sorted(docs.items(), reverse=True), key=lambda kv: -kv[1])[:10])
              for q, docs in run.items()}
-    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.20", "recall.100", "map"})
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.20", "recall.100", "map"})
     per_q = ev.evaluate(run)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    names = {"ndcg@10": "ndcg_cut_10", "recall@20": "recall_20", "recall@100": "recall_100", "map": "map"}
+    names = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@20": "recall_20", "recall@100": "recall_100", "map": "map"}
 
     def mean(qids):
         out = {k: float(np.mean([per_q[q][v] for q in qids])) for k, v in names.items()}
@@ -155,7 +155,7 @@ def pytrec_from_files(run_path: Path, qrels_path: Path, queries: dict[str, str] 
 
 
 def assert_metrics_match(ours: dict, ref: dict, tol: float = 1e-6) -> None:
-    for key in ("ndcg@10", "recall@20", "recall@100", "mrr@10", "map"):
+    for key in ("ndcg@10", "recall@10", "recall@20", "recall@100", "mrr@10", "map"):
         assert abs(ours[key] - ref[key]) < tol, (key, ours[key], ref[key])
     assert ours["n_queries"] == ref["n_queries"]
     for lang, values in ref.get("per_language", {}).items():
