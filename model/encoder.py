@@ -288,7 +288,9 @@ class GatedMLP(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up, gate = self.up_gate_proj(hidden).split(self.intermediate_size, dim=-1)  # (total, inner) each
-        return self.down_proj(self.dropout(self.act(gate) * up))
+        if torch.is_grad_enabled() and up.requires_grad:
+            return self.down_proj(self.dropout(self.act(gate) * up))
+        return self.down_proj(self.dropout(self.act(gate).mul_(up)))  # inference: no extra (total, inner) buffer
 
 
 class MGTELayer(nn.Module):

@@ -55,6 +55,18 @@ class TrainingFailed(MgteError):
     """The Ray Train run failed; the message carries the worker's error."""
 
 
+# Ray Train's placement-group cleaner asks the state API (served by the dashboard) about the
+# controller every second and warns each time it cannot; a local Ray without the dashboard
+# packages (`ray[default]`) has no state API, so every run printed that warning once a second.
+QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_worker_logs() -> None:
+    """Ray worker setup hook: silence the known-noisy Ray loggers (errors still show)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def init_ray(cfg: RayConfig) -> None:
     """``ray.init()`` locally (``num_cpus`` caps it) or join ``cfg.address``; idempotent."""
     import ray
@@ -62,7 +74,10 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in PROPAGATE_ENV if k in os.environ}
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": quiet_worker_logs}
+    if env:
+        runtime_env["env_vars"] = env
+    kwargs: dict[str, Any] = {"runtime_env": runtime_env}
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
     else:
