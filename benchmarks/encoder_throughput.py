@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
+
 SIZES = {
     "base": dict(hidden=768, layers=12, heads=12, inner=3072),
     "small": dict(hidden=384, layers=6, heads=6, inner=1536),
