@@ -75,6 +75,8 @@ def run_mgte(inp: Path, out: Path, engine: str, workers: int) -> float:
         sets.append(f"beam.options=--runner=DirectRunner --direct_num_workers={workers} --direct_running_mode={mode}")
     if engine == "ray":
         sets.append(f"ray.num_cpus={workers}")
+    if engine == "local":
+        sets.append(f"local.workers={workers}")
     cmd = [sys.executable, "-m", "dags.cli", "corpus", "--config", "dags/configs/corpus/tiny.yaml", "--input",
            str(inp), "--output", str(out)]
     for s in sets:
@@ -194,7 +196,7 @@ def main() -> None:
         inp = tmp / "input"
         n_docs = make_input(inp, args.copies)
         results: dict = {"docs": n_docs, "files": len(list(inp.iterdir())), "cpus": os.cpu_count(), "runs": {}}
-        plan = [("local", 1), ("beam", 1), ("beam", 2), ("ray", 1), ("ray", 2), ("datatrove", 1), ("datatrove", 2)]
+        plan = [("local", 1), ("local", 2), ("beam", 1), ("beam", 2), ("ray", 1), ("ray", 2), ("datatrove", 1), ("datatrove", 2)]
         for engine, workers in plan:
             name = f"{engine}-{workers}"
             if name in args.skip:
@@ -211,7 +213,7 @@ def main() -> None:
                        default=None)
             if best and f"datatrove-{w}" in r:
                 ratios[f"mgte_best_vs_datatrove_{w}w"] = round(best / r[f"datatrove-{w}"]["docs_per_s"], 2)
-        for eng in ("beam", "ray", "datatrove"):
+        for eng in ("local", "beam", "ray", "datatrove"):
             if f"{eng}-1" in r and f"{eng}-2" in r:
                 ratios[f"{eng}_2w_vs_1w"] = round(r[f"{eng}-2"]["docs_per_s"] / r[f"{eng}-1"]["docs_per_s"], 2)
         if "beam-2" in r and "ray-2" in r:

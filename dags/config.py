@@ -269,6 +269,17 @@ class RayConfig:
 
 
 @frozen
+class LocalConfig:
+    """The local engine: per-file tasks in this process (1) or in a pool of worker processes."""
+
+    workers: int = 1
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"local.workers must be >= 1, got {self.workers}")
+
+
+@frozen
 class BeamConfig:
     """Beam pipeline options, e.g. ``--runner=DirectRunner --direct_num_workers=2``."""
 

@@ -27,7 +27,7 @@ from pipelines.faults import fault_point
 from storage_schemas import Table, check_counts, validate_manifest, validate_task_marker
 
 # Keys of a stage config that do not change its result (where it runs, where it writes).
-RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "progress")
+RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress")
 
 
 class MgteError(RuntimeError):

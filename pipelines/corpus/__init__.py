@@ -51,7 +51,7 @@ def run(cfg: Config) -> dict:
         return read_manifest(cfg.output)
     files = expand_inputs(cfg.input)
     inputs = [{"path": f, "size": os.path.getsize(f) if os.path.exists(f) else None} for f in files]
-    engine = ENGINES[cfg.engine](cfg.beam, cfg.ray)
+    engine = ENGINES[cfg.engine](cfg)
     with engine:
         todo = [(i, f, cfg, out) for i, f in enumerate(files) if out.task_marker(read_task(i)) is None]
         log.info("corpus: %d input files, %d to read (engine %s)", len(files), len(todo), engine.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from dags.config import BeamConfig, FrozenDict, RayConfig, build, config_to_dict, frozen
+from dags.config import BeamConfig, FrozenDict, LocalConfig, RayConfig, build, config_to_dict, frozen
 from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
 
 
@@ -185,6 +185,7 @@ class Config:
     engine: Literal["beam", "ray", "local"] = "beam"
     ray: RayConfig = RayConfig()
     beam: BeamConfig = BeamConfig()
+    local: LocalConfig = LocalConfig()
     progress: bool = True
     reader: ReaderConfig = ReaderConfig()
     normalize: NormalizeConfig = NormalizeConfig()

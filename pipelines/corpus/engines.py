@@ -14,8 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dags.config import BeamConfig, RayConfig
-from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.config import Config, DedupConfig
 from pipelines.corpus.dedup import (
     band_keys,
     bucket_links,
@@ -24,6 +23,10 @@ from pipelines.corpus.dedup import (
 )
 from pipelines.corpus.steps import read_dedup_rows, write_decisions
 from pipelines.stage import StageOutput
+
+
+def _star(fn: Callable, item: tuple):
+    return fn(*item)
 
 
 def _key(row: dict) -> tuple[str, int, str]:
@@ -74,20 +77,36 @@ def dedup_in_memory(rows: list[dict], cfg: DedupConfig) -> list[dict]:
 
 
 class LocalEngine:
+    """This process, or ``local.workers`` spawned processes for the per-file tasks (dedup and the
+    final accounting stay in this process)."""
+
     name = "local"
 
-    def __init__(self, *_):
-        pass
+    def __init__(self, cfg: Config):
+        self.workers = cfg.local.workers
+        self.pool = None
 
     def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a fresh interpreter per worker, safe whatever threads this process runs
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self
 
     def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
         return False
 
     def map(self, fn: Callable, items: list[tuple]) -> None:
-        for item in items:
-            fn(*item)
+        if self.pool is None or len(items) < 2:
+            for item in items:
+                fn(*item)
+            return
+        for _ in self.pool.map(functools.partial(_star, fn), items):  # raises the first task's error
+            pass
 
     def dedup(self, files: list[str], cfg: DedupConfig, out: StageOutput) -> None:
         rows = [r for f in files for r in read_dedup_rows(f)]
@@ -95,17 +114,13 @@ class LocalEngine:
 
 
 # ---- Apache Beam ---------------------------------------------------------------------------------
-def _star(fn: Callable, item: tuple):
-    return fn(*item)
-
-
 class BeamEngine:
     """Beam pipelines (DirectRunner unless ``beam.options`` names another runner)."""
 
     name = "beam"
 
-    def __init__(self, beam: BeamConfig, _ray: RayConfig | None = None):
-        self.options = shlex.split(beam.options)
+    def __init__(self, cfg: Config):
+        self.options = shlex.split(cfg.beam.options)
 
     def __enter__(self):
         return self
@@ -168,8 +183,8 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, _beam: BeamConfig | None, ray_cfg: RayConfig):
-        self.cfg = ray_cfg
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.ray
         self.started = False
 
     def __enter__(self):

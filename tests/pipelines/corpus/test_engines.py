@@ -1,4 +1,5 @@
-"""Two engines, one logic: Beam and Ray give the local engine's output on the bundled corpus."""
+"""Two engines, one logic: Beam, Ray and a 2-process local run give the in-process local
+engine's output on the bundled corpus."""
 
 import pytest
 
@@ -10,6 +11,7 @@ from .conftest import corpus_config, outcome
 @pytest.mark.parametrize("engine,sets", [
     ("beam", ["beam.options=--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"]),
     ("ray", ["ray.num_cpus=2"]),
+    ("local", ["local.workers=2"]),
 ])
 def test_engine_equals_local(engine, sets, local_run, tmp_path):
     ref_dir, ref_manifest = local_run
