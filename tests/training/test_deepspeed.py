@@ -49,3 +49,38 @@ def test_zero2_kill_and_resume(tmp_path):
     ref = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")}
     got = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")}
     assert got == ref
+
+
+CPT_CODE = """
+import json, sys
+import torch
+import torch.distributed as dist
+from tests.training.test_cpt import tiny_cfg, write_pairs
+from training import cpt
+from model import MGTEConfig, MGTEModel, save_pretrained
+tmp, deepspeed = __import__("pathlib").Path(sys.argv[1]), sys.argv[2] == "1"
+if deepspeed:
+    dist.init_process_group("gloo", rank=0, world_size=1)
+torch.manual_seed(0)
+save_pretrained(MGTEModel(MGTEConfig.tiny(rope_theta=160_000.0)), tmp / "init")
+sets = ["loop.deepspeed.enabled=true", "loop.deepspeed.zero_stage=1"] if deepspeed else []
+cpt.run(tiny_cfg(tmp, [write_pairs(tmp / "pairs")], *sets, init=tmp / "init"))
+"""
+
+
+def test_cpt_cached_step_under_zero1_gives_the_losses_of_the_plain_run(tmp_path):
+    """The cached-gradient step (several engine.backward calls per engine.step) under DeepSpeed
+    ZeRO-1 on CPU: every step's loss equals the run without DeepSpeed."""
+    losses = {}
+    for name, ds in (("plain", "0"), ("zero1", "1")):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29621", "RANK": "0", "WORLD_SIZE": "1",
+               "LOCAL_RANK": "0", "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1"}
+        env.pop("MGTE_FAULT", None)
+        done = subprocess.run([sys.executable, "-c", CPT_CODE, str(tmp_path / name), ds], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        losses[name] = {r["step"]: r["loss"] for r in read_metrics(tmp_path / name / "out" / "metrics.jsonl")}
+    assert sorted(losses["zero1"]) == [1, 2, 3, 4]
+    for step, loss in losses["plain"].items():
+        assert losses["zero1"][step] == pytest.approx(loss, rel=1e-5, abs=1e-6), step
+    assert (tmp_path / "zero1" / "out" / "checkpoints" / "step-4" / "deepspeed").is_dir()
