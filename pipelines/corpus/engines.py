@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+import zlib
 from collections import defaultdict
 from typing import Callable, Iterable
 
@@ -215,25 +216,30 @@ class RayEngine:
         ds.map(lambda row: {"marker": str(fn(*row["item"]).get("task"))}, num_cpus=1).materialize()
 
     def dedup(self, files: list[str], cfg: DedupConfig, out: StageOutput) -> None:
+        """Exact groups and LSH buckets are hash-partitioned into a few groups per CPU: Ray Data's
+        ``map_groups`` costs about a task per group, so one group per text hash or band bucket
+        (hundreds of thousands) would cost more than the de-duplication itself."""
+        import pyarrow.fs as pafs
         import ray
 
         from pipelines.corpus.steps import DEDUP_COLUMNS
 
-        import pyarrow.fs as pafs
-
+        parts = self.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         local = all("://" not in f for f in files)
         ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem() if local else None).select_columns(DEDUP_COLUMNS)
         n_rows = ds.count()
         decisions: list[dict] = []
         survivors = ds
         if cfg.exact:
-            grouped = ds.groupby("text_hash").map_groups(_ray_exact, batch_format="pyarrow").materialize()
+            grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
+                       .groupby("part").map_groups(_ray_exact, batch_format="pyarrow").materialize())
             decisions += [_decision(r) for r in grouped.filter(lambda r: r["kind"] == "dup").take_all()]
-            survivors = grouped.filter(lambda r: r["kind"] == "keep")
+            survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
+                                                                                     "similarity"])
         if cfg.near:
-            links = (survivors.flat_map(lambda r: [{"band": k, "path": m[0][0], "line": m[0][1], "id": m[0][2],
-                                                    "minhash": m[1]} for k, m in band_items(r, cfg)])
-                     .groupby("band").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
+            links = (survivors.flat_map(lambda r: [{"band": k, "part": _part(k, parts), "path": m[0][0], "line": m[0][1],
+                                                    "id": m[0][2], "minhash": m[1]} for k, m in band_items(r, cfg)])
+                     .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
                                                  batch_format="pyarrow")
                      .take_all())
             triples = [((r["a_path"], r["a_line"], r["a_id"]), (r["b_path"], r["b_line"], r["b_id"]), r["sim"])
@@ -242,17 +248,34 @@ class RayEngine:
         write_decisions(out, decisions, n_rows)
 
 
+def _part(key: str, parts: int) -> int:
+    return zlib.crc32(key.encode()) % parts  # stable across processes (unlike hash())
+
+
+def _with_part(table, column: str, parts: int):
+    import pyarrow as pa
+
+    return table.append_column("part", pa.array([_part(k, parts) for k in table.column(column).to_pylist()],
+                                                pa.int64()))
+
+
 def _decision(row: dict) -> dict:
     return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity")}
 
 
 def _ray_exact(table):
+    """One partition of text hashes -> its rows tagged keep / dup (one survivor per hash)."""
     import pyarrow as pa
 
-    keep, dups = exact_stage(table.to_pylist())
-    rows = [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
-    rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
-              "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"]} for d in dups]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in table.drop_columns(["part"]).to_pylist():
+        groups[row["text_hash"]].append(row)
+    rows = []
+    for members in groups.values():
+        keep, dups = exact_stage(members)
+        rows += [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
+        rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
+                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"]} for d in dups]
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
         ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
@@ -260,10 +283,13 @@ def _ray_exact(table):
 
 
 def _ray_links(table, threshold: float):
+    """One partition of LSH buckets -> the verified links inside each bucket."""
     import pyarrow as pa
 
-    members = [((r["path"], int(r["line"]), r["id"]), np.asarray(r["minhash"], np.uint32)) for r in table.to_pylist()]
-    links = bucket_stage(members, threshold)
+    buckets: dict[str, list] = defaultdict(list)
+    for r in table.to_pylist():
+        buckets[r["band"]].append(((r["path"], int(r["line"]), r["id"]), np.asarray(r["minhash"], np.uint32)))
+    links = [link for members in buckets.values() for link in bucket_stage(members, threshold)]
     return pa.Table.from_pylist(
         [{"a_path": a[0], "a_line": a[1], "a_id": a[2], "b_path": b[0], "b_line": b[1], "b_id": b[2], "sim": s}
          for a, b, s in links],
