@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+import time
 
 import pyarrow.parquet as pq
 
@@ -54,17 +54,25 @@ def run(cfg: Config) -> dict:
     engine = ENGINES[cfg.engine](cfg)
     with engine:
         todo = [(i, f, cfg, out) for i, f in enumerate(files) if out.task_marker(read_task(i)) is None]
+        sizes = {row["path"]: row["size"] or 0 for row in inputs}
+        todo.sort(key=lambda task: -sizes.get(task[1], 0))  # largest first: workers finish together
         log.info("corpus: %d input files, %d to read (engine %s)", len(files), len(todo), engine.name)
+        t0 = time.perf_counter()
         engine.map(run_read_task, todo)
+        log.info("corpus: read tasks done in %.1f s", time.perf_counter() - t0)
         read_markers = [out.task_marker(read_task(i)) for i in range(len(files))]
         missing = [read_task(i) for i, m in enumerate(read_markers) if m is None]
         if missing:
             raise RuntimeError(f"corpus: tasks {missing[:5]} did not finish")
         _check_error_budget(read_markers, out, cfg.reader.error_budget)
         if out.task_marker(DEDUP_TASK) is None:
+            t0 = time.perf_counter()
             engine.dedup([str(p) for p in out.task_files("_work/candidates")], cfg.dedup, out)
+            log.info("corpus: dedup done in %.1f s", time.perf_counter() - t0)
+        t0 = time.perf_counter()
         engine.map(run_write_task, [(i, cfg, out) for i in range(len(files))
                                     if out.task_marker(write_task(i)) is None])
+        log.info("corpus: write tasks done in %.1f s", time.perf_counter() - t0)
     write_markers = [out.task_marker(write_task(i)) for i in range(len(files))]
     data_files = [out.root / m["files"][0] for m in write_markers]
     docs = pq.read_table(data_files, columns=["lang", "n_chars", "n_bytes", "n_tokens"]) if data_files else None
