@@ -39,7 +39,7 @@ def build_sets(pairs: list[str], out: Path) -> dict[str, dict]:
 
 
 def evaluate(model: str, beir_dir: Path, out: Path, config: Path, sets: list[str]) -> dict:
-    from dags.config import load_config
+    from foundation.config import load_config
     from pipelines.eval import stage
 
     cfg = load_config(stage.Config, config, [f"input=[{beir_dir}]", f"output={out}", f"model={model}",

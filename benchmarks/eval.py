@@ -101,7 +101,7 @@ def tiny_models(root: Path) -> tuple[str, str]:
 
 
 def bench_retrieval(model_dir: str, reranker: str | None, work: Path, sets: list[str]) -> dict:
-    from dags.config import load_config
+    from foundation.config import load_config
     from pipelines.eval import Config, run
 
     out = work / f"eval-{len(list(work.iterdir()))}"

@@ -4,67 +4,22 @@ Every stage has the same shape (CONTRACT.md)::
 
     mgte <stage> --config CONFIG.yaml [--input PATH ...] [--output DIR] [--set key.path=value ...]
 
-A stage is a module exposing ``Config`` (a frozen config dataclass with ``input`` and ``output``
-fields) and ``run(cfg) -> dict`` (the manifest). Modules are imported only when their stage runs,
-so ``mgte corpus`` never imports torch.
+Every failure that reaches here is one line on stderr (a traceback only with ``--debug``): exit 2
+for usage and config errors, 1 for data and infrastructure failures.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+import traceback
 from pathlib import Path
 
-# stage name -> module implementing it
-STAGES: dict[str, str] = {
-    "corpus": "pipelines.corpus",
-    "mlm-shards": "pipelines.mlm_shards",
-    "pairs": "pipelines.pairs",
-    "mine": "pipelines.mine",
-    "eval": "pipelines.eval",
-    "train mlm": "training.mlm",
-    "train cpt": "training.cpt",
-    "train trm": "training.trm",
-    "train reranker": "training.reranker",
-}
-TRAIN_KINDS = ("mlm", "cpt", "trm", "reranker")
+from dags.registry import HELP, TRAIN_KINDS, build_stage_config
+from foundation.errors import MgteError
 
 log = logging.getLogger("mgte")
-
-
-class UsageError(Exception):
-    pass
-
-
-def stage_module(name: str):
-    try:
-        return importlib.import_module(STAGES[name])
-    except ModuleNotFoundError as exc:
-        if exc.name == STAGES[name]:
-            raise UsageError(f"stage '{name}' is not part of this version of mgte") from None
-        raise
-
-
-def build_stage_config(name: str, config: str | None, inputs: list[str] | None, output: str | None,
-                       overrides: list[str]):
-    from dags.config import load_config
-
-    module = stage_module(name)
-    sets = list(overrides)
-    if inputs:
-        sets.append("input=[" + ", ".join(_yaml_quote(p) for p in inputs) + "]")
-    if output:
-        sets.append(f"output={_yaml_quote(output)}")
-    cfg = load_config(module.Config, config, sets, data=None if config else {})
-    if not getattr(cfg, "output", None):
-        raise UsageError(f"stage '{name}': no output directory (give --output or set `output` in the config)")
-    return module, cfg
-
-
-def _yaml_quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _stage_parser(sub, name: str, help_: str) -> argparse.ArgumentParser:
@@ -77,27 +32,20 @@ def _stage_parser(sub, name: str, help_: str) -> argparse.ArgumentParser:
     return p
 
 
-HELP = {
-    "corpus": "raw text -> clean, language-identified, de-duplicated documents",
-    "mlm-shards": "clean documents -> tokenised MLM chunks, sharded by language",
-    "pairs": "pair sources -> contrastive pair shards (one source per shard)",
-    "mine": "hard-negative mining with an embedding model (FAISS)",
-    "eval": "hybrid dense + sparse retrieval, reranking and metrics on a BEIR-format set",
-}
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgte", description="Build long-context multilingual retrievers (mGTE).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_ in HELP.items():
-        _stage_parser(sub, name, help_)
-    train = sub.add_parser("train", help="train a model (mlm, cpt, trm, reranker) on Ray Train")
+        if not name.startswith("train "):
+            _stage_parser(sub, name, help_)
+    train = sub.add_parser("train", help=f"train a model ({', '.join(TRAIN_KINDS)}) on Ray Train")
     train_sub = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind in TRAIN_KINDS:
-        _stage_parser(train_sub, kind, f"train the {kind} stage")
-    audit = sub.add_parser("audit", help="HTML audit report (plots, samples) of a corpus output directory")
-    audit.add_argument("dir", help="a finished `mgte corpus` output directory")
+        _stage_parser(train_sub, kind, HELP[f"train {kind}"])
+    audit = sub.add_parser("audit", help="HTML audit report (plots, samples) of any stage output directory")
+    audit.add_argument("dir", help="a finished stage output directory (corpus, mlm-shards, pairs, train, eval)")
     audit.add_argument("--output", help="report directory (default: DIR/audit)")
     dag = sub.add_parser("dag", help="run a whole DAG of stages")
     dag_sub = dag.add_subparsers(dest="dag_command", required=True, metavar="ACTION")
@@ -105,7 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="DAG name, e.g. full")
     run.add_argument("--config", required=True, help="DAG config YAML (dags/configs/NAME/tiny.yaml)")
     run.add_argument("--output", required=True, help="root output directory; each stage writes a subdirectory")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.KEY=VALUE",
                      help="override a DAG or stage key, e.g. corpus.lid.min_score=0.6")
     return parser
 
@@ -114,8 +62,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         from pipelines.audit import write_audit
 
-        page = write_audit(Path(args.dir), Path(args.output) if args.output else None)
-        print(page)
+        print(write_audit(Path(args.dir), Path(args.output) if args.output else None))
         return 0
     if args.command == "dag":
         from dags.runner import run_dag
@@ -130,24 +77,45 @@ def dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(exc: BaseException) -> tuple[str, int]:
+    """A failure as (one line naming what to act on, exit code)."""
+    from storage_schemas import ManifestError, SchemaError
+
+    if isinstance(exc, MgteError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, (SchemaError, ManifestError)):
+        return str(exc), 1
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc.filename or exc}: not found" if exc.filename else str(exc), 1
+    if isinstance(exc, OSError):
+        where = exc.filename or "a file"
+        return f"{where}: {exc.strerror or exc} (check the path, its permissions and free space)", 1
+    if isinstance(exc, ImportError):
+        return (f"a module is missing: {exc.name or exc} ({exc}); install the extra that provides it "
+                f"(e.g. pip install -e '.[gpu]')"), 1
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower the batch or chunk sizes in the config", 1
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "ray", "matplotlib", "urllib3", "filelock", "datatrove"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from dags.config import ConfigError
-    from pipelines.stage import MgteError
-    from storage_schemas import ManifestError, SchemaError
-
     try:
         return dispatch(args)
-    except (ConfigError, UsageError, MgteError, SchemaError, ManifestError, FileNotFoundError) as exc:
-        print(f"mgte: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mgte: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # every failure reaching the user is one line; --debug shows the traceback
+        if args.debug:
+            traceback.print_exc()
+        message, code = one_line(exc)
+        print(f"mgte: error: {' '.join(message.split())}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

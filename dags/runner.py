@@ -8,10 +8,11 @@ import logging
 import time
 from pathlib import Path
 
-from dags.cli import UsageError, build_stage_config
-from dags.config import apply_overrides, build, frozen, read_yaml
+from dags.registry import build_stage_config
+from foundation.config import apply_overrides, build, frozen, read_yaml
 from dags.dag import Dag
-from pipelines.stage import atomic_write_json
+from foundation.errors import UsageError
+from foundation.ledger import atomic_write_json
 
 log = logging.getLogger("mgte.dag")
 

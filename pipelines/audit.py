@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.stage import read_manifest
+from foundation.ledger import read_manifest
 
 SAMPLES_PER_REASON = 3
 

@@ -33,7 +33,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipelines.stage import MgteError
+from foundation.errors import MgteError
+from foundation.progress import on_tty, progress
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +187,6 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
         yield batch
 
 
-def _tty() -> bool:
-    return sys.stderr.isatty()
-
-
-def progress(items: list, desc: str):
-    """A progress bar over ``items`` on a terminal, the items alone otherwise."""
-    if not _tty():
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="batch")
-
-
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -339,7 +327,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.model.max_seq_length = max_length
         n_cut = sum(n > max_length for n in self.token_lengths(texts))
         vectors = self.model.encode(list(texts), batch_size=max(1, min(max_batch, max_tokens // max_length)),
-                                    convert_to_numpy=True, show_progress_bar=_tty(), normalize_embeddings=True)
+                                    convert_to_numpy=True, show_progress_bar=on_tty(), normalize_embeddings=True)
         return Encoded(_normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)), None, n_cut,
                        max_length)
 

@@ -37,8 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from dags.config import RayConfig, frozen
-from pipelines.stage import BadInputError, StageOutput, read_manifest, sum_counts
+from foundation.config import RayConfig, frozen
+from foundation.ledger import StageOutput, read_manifest, sum_counts
+from foundation.errors import BadInputError
 from storage_schemas import QUARANTINE
 from storage_schemas.mlm import MLM_CHUNK, MLM_DROPPED, MLM_SHARD_STATS
 
@@ -109,7 +110,7 @@ class Tokenize:
     """Callable over a batch of clean docs (pyarrow) -> OUTCOME rows; loads the tokenizer once."""
 
     def __init__(self, cfg_dict: dict):
-        from dags.config import build
+        from foundation.config import build
         from model.tokenizer import load_tokenizer
 
         self.cfg = build(Config, cfg_dict)
@@ -286,7 +287,7 @@ def shard_stats(out_root: Path, data_files: list[str], lang_stats: Path | None, 
         if not sum(q.values()):
             raise BadInputError(f"{lang_stats}: no sampling weight for any language of the shards {sorted(chunks)}")
     else:
-        from training.samplers import eq1_weights
+        from foundation.sampling import eq1_weights
 
         q = eq1_weights({lang: docs[lang] for lang in chunks}, alpha)
     norm = sum(q.values()) or 1.0
@@ -300,15 +301,15 @@ def run(cfg: Config) -> dict:
     out = StageOutput(cfg.output, STAGE, cfg)
     if out.begin():
         return read_manifest(cfg.output)
-    from dags.config import config_to_dict
-    from training.metrics import Progress
+    from foundation.config import config_to_dict
+    from foundation.progress import Progress
 
     cfg_dict = config_to_dict(cfg)
     tok = None
     todo = [p for p in files if out.task_marker(task_name(p)) is None]
     log.info("mlm-shards: %d input files, %d to do (engine %s)", len(files), len(todo), cfg.engine)
     if todo and cfg.engine == "ray":
-        from training.ray_entry import init_ray
+        from foundation.ray_init import init_ray
 
         init_ray(cfg.ray)
     progress = Progress(len(files), len(files) - len(todo), enabled=cfg.progress, desc="mlm-shards")

@@ -41,11 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from dags.config import BeamConfig, frozen
+from foundation.config import BeamConfig, frozen
+from foundation.sampling import eq1
 from pipelines.corpus.langs import MGTE_LANGS, to_mgte
 from pipelines.corpus.normalize import normalize_text
 from pipelines.readers import Quarantined, Record, expand_inputs, read_records
-from pipelines.stage import BadInputError, MgteError, StageOutput
+from foundation.ledger import StageOutput
+from foundation.errors import BadInputError, MgteError
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.pairs import PAIR, PAIR_DROPPED, PAIR_SOURCE_STATS
 
@@ -339,16 +341,6 @@ def pick_survivor(rows: Iterable[dict]) -> tuple[dict, list[dict]]:
     return first, dropped
 
 
-def eq1_table(counts: dict[str, int], alpha: float) -> dict[str, tuple[float, float]]:
-    """mGTE eq. 1 over sources: {source: (p_i, q_i)} with q_i = p_i^alpha / sum_j p_j^alpha."""
-    total = sum(counts.values())
-    if not total:
-        return {}
-    p = {s: n / total for s, n in counts.items() if n > 0}
-    z = sum(v ** alpha for v in p.values())
-    return {s: (v, v ** alpha / z) for s, v in p.items()}
-
-
 @functools.lru_cache(maxsize=4)
 def load_fast_tokenizer(name_or_path: str):
     """A ``tokenizers.Tokenizer``: from a tokenizer.json path, else via ``model.tokenizer.load_tokenizer``."""
@@ -576,7 +568,7 @@ def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
             pairs[s] += 1
             q_trunc[s] += int(qt)
             p_trunc[s] += int(pt)
-    table = eq1_table(dict(pairs), cfg.alpha)
+    table = eq1(dict(pairs), cfg.alpha)
     return PAIR_SOURCE_STATS.from_rows([
         {"source": s, "pairs": pairs[s], "query_truncated": q_trunc[s], "positive_truncated": p_trunc[s],
          "p": table[s][0], "q": table[s][1], "alpha": cfg.alpha} for s in sorted(pairs)])
@@ -637,7 +629,7 @@ def run(cfg: Config) -> dict:
 
 def read_pairs(root: str | Path) -> dict[str, pa.Table]:
     """A finished ``mgte pairs`` output -> {source: PAIR table} (only files listed in its manifest)."""
-    from pipelines.stage import read_manifest
+    from foundation.ledger import read_manifest
 
     manifest = read_manifest(root)
     by_source: dict[str, list[pa.Table]] = {}
@@ -658,7 +650,7 @@ def read_raw_pairs(inputs: list[str]) -> tuple[dict[str, pa.Table], dict]:
     Unreadable records are counted as quarantined, empty and identical pairs and exact
     duplicates as dropped (no tokenizer or language filters here: run `mgte pairs` for those).
     """
-    from dags.config import load_config
+    from foundation.config import load_config
 
     cfg = load_config(Config, None, ["tokenizer=null", "lang.identify=false"], data={})
     check = PairChecker(cfg)
@@ -692,7 +684,7 @@ def read_raw_pairs(inputs: list[str]) -> tuple[dict[str, pa.Table], dict]:
 
 def load_pair_inputs(inputs: tuple[str, ...] | list[str], who: str) -> tuple[dict[str, pa.Table], dict]:
     """One or more `mgte pairs` outputs, or raw pair files/directories (not mixed) -> (tables, counts)."""
-    from pipelines.stage import read_manifest
+    from foundation.ledger import read_manifest
 
     inputs = tuple(inputs)
     if not inputs:

@@ -22,7 +22,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.stage import BadInputError
+from foundation.errors import BadInputError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz", ".json", ".jsonl.zst")
 PARQUET_SUFFIXES = (".parquet",)

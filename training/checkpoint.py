@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pipelines.faults import fault_point
-from pipelines.stage import MgteError
+from foundation.faults import fault_point
+from foundation.errors import MgteError
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from typing import Any, Literal
 import pyarrow as pa
 import torch
 
-from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from foundation.config import RayConfig, build, config_to_dict, frozen, replace
 from model.hf import absolute_if_local
-from pipelines.stage import RUN_ONLY_KEYS, MgteError, StageOutput, read_manifest
+from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest
+from foundation.errors import MgteError
 from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
 from training.loop import LoopConfig, StepContext, all_reduce_sum, train_loop

@@ -51,11 +51,12 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from dags.config import frozen
-from pipelines.faults import fault_point
-from pipelines.stage import MgteError
+from foundation.config import frozen
+from foundation.faults import fault_point
+from foundation.errors import MgteError
 from training import checkpoint as ckpt
-from training.metrics import MetricsWriter, Progress, Throughput
+from foundation.progress import Progress
+from training.metrics import MetricsWriter, Throughput
 from training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
 
 log = logging.getLogger(__name__)

@@ -73,30 +73,6 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-class Progress:
-    """A tqdm bar on a TTY (rank 0 only); silent otherwise."""
-
-    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, desc: str = "train"):
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
-
-    def update(self, n: int = 1, **postfix) -> None:
-        if self._bar is None:
-            return
-        if postfix:
-            self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
-                                  refresh=False)
-        self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 class Throughput:
     """Tokens (or any unit) per second between two ``rate()`` calls."""
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from dags.config import RayConfig, build, config_to_dict, frozen, replace
+from foundation.config import RayConfig, build, config_to_dict, frozen, replace
 from model.hf import absolute_if_local
-from pipelines.stage import RUN_ONLY_KEYS, BadInputError, StageOutput, read_manifest, read_output_table
+from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_output_table
+from foundation.errors import BadInputError
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
 from training.metrics import read_metrics

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from dags.config import frozen
+from foundation.config import frozen
 
 
 @frozen

@@ -21,12 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-
-def eq1_probs(sizes: Mapping[str, int], alpha: float) -> dict[str, float]:
-    total = sum(sizes.values())
-    p = {s: n / total for s, n in sizes.items() if n > 0}
-    z = sum(v ** alpha for v in p.values())
-    return {s: v ** alpha / z for s, v in p.items()}
+from foundation.sampling import eq1_weights
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class SourceBatchSampler:
         usable = {s: n for s, n in self.sizes.items() if self.source_batch[s] > 0}
         if not usable:
             raise ValueError(f"no source has {world_size} or more pairs: {self.sizes}")
-        probs = eq1_probs(usable, alpha)
+        probs = eq1_weights(usable, alpha)
         self.sources = sorted(probs)
         self.probs = np.array([probs[s] for s in self.sources])
         self.step = 0

@@ -23,15 +23,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from dags.config import RayConfig, frozen
-from pipelines.stage import MgteError
+from foundation.config import RayConfig, frozen
+from foundation.errors import MgteError
+from foundation.ray_init import PROPAGATE_ENV, init_ray
 from training.loop import World
 
 log = logging.getLogger(__name__)
-
-# Environment variables the workers need from the driver (fault hook, offline hub, thread count).
-PROPAGATE_ENV = ("MGTE_FAULT", "OMP_NUM_THREADS", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE")
-
 
 @frozen
 class ScalingConfig:
@@ -55,41 +52,12 @@ class TrainingFailed(MgteError):
     """The Ray Train run failed; the message carries the worker's error."""
 
 
-# Ray Train's placement-group cleaner asks the state API (served by the dashboard) about the
-# controller every second and warns each time it cannot; a local Ray without the dashboard
-# packages (`ray[default]`) has no state API, so every run printed that warning once a second.
-QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
-
-
-def quiet_worker_logs() -> None:
-    """Ray worker setup hook: silence the known-noisy Ray loggers (errors still show)."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def init_ray(cfg: RayConfig) -> None:
-    """``ray.init()`` locally (``num_cpus`` caps it) or join ``cfg.address``; idempotent."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in PROPAGATE_ENV if k in os.environ}
-    runtime_env: dict[str, Any] = {"worker_process_setup_hook": quiet_worker_logs}
-    if env:
-        runtime_env["env_vars"] = env
-    kwargs: dict[str, Any] = {"runtime_env": runtime_env}
-    if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
-    else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
-
-
 def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_cfg: RayConfig,
            scaling: ScalingConfig, storage_path: str | Path, name: str, keep_checkpoints: int = 3):
     """Fit ``train_func`` on ``scaling.num_workers`` Ray Train workers; returns the ``Result``.
 
     ``train_loop_config`` must be plain data (it is pickled to every worker): pass the stage
-    config through ``dags.config.config_to_dict`` and rebuild it in ``train_func``.
+    config through ``foundation.config.config_to_dict`` and rebuild it in ``train_func``.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer

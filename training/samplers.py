@@ -68,14 +68,6 @@ class LanguageSampler:
         self.draws = int(state["draws"])
 
 
-def eq1_weights(counts: dict[str, int], alpha: float = 0.5) -> dict[str, float]:
-    """mGTE eq. 1: ``q_i = p_i^alpha / sum_j p_j^alpha`` with ``p_i = n_i / sum_j n_j``."""
-    total = sum(counts.values())
-    powered = {lang: (n / total) ** alpha for lang, n in counts.items() if n > 0}
-    norm = sum(powered.values())
-    return {lang: v / norm for lang, v in powered.items()}
-
-
 # -- shards ---------------------------------------------------------------------------------------
 
 

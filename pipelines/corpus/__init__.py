@@ -25,7 +25,8 @@ from pipelines.corpus.steps import (
     write_task,
 )
 from pipelines.readers import expand_inputs
-from pipelines.stage import BadInputError, StageOutput, read_manifest, sum_counts
+from foundation.ledger import StageOutput, read_manifest, sum_counts
+from foundation.errors import BadInputError
 from storage_schemas import LANG_STATS
 
 __all__ = ["Config", "run"]

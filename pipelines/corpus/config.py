@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from dags.config import BeamConfig, FrozenDict, LocalConfig, RayConfig, build, config_to_dict, frozen
+from foundation.config import BeamConfig, FrozenDict, LocalConfig, RayConfig, build, config_to_dict, frozen
 from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
 
 

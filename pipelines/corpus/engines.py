@@ -23,7 +23,7 @@ from pipelines.corpus.dedup import (
     near_duplicate_decisions,
 )
 from pipelines.corpus.steps import read_dedup_rows, write_decisions
-from pipelines.stage import StageOutput
+from foundation.ledger import StageOutput
 
 
 def _star(fn: Callable, item: tuple):

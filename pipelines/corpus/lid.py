@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from pipelines.corpus.langs import to_mgte
-from pipelines.stage import MgteError
+from foundation.errors import MgteError
 
 
 def bundled_ft176_path() -> str:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
-def sampling_probs(counts: dict[str, int], alpha: float) -> dict[str, tuple[float, float]]:
-    """{lang: n_i} -> {lang: (p_i, q_i)}, p_i = n_i / sum n, q_i = p_i^alpha / sum_j p_j^alpha."""
-    total = sum(counts.values())
-    if total == 0:
-        return {}
-    p = {k: v / total for k, v in counts.items()}
-    z = sum(v ** alpha for v in p.values())
-    return {k: (p[k], p[k] ** alpha / z) for k in counts}
+from foundation.sampling import eq1
 
 
 def language_stats(docs: pa.Table, alpha: float, with_tokens: bool) -> list[dict]:
@@ -24,7 +16,7 @@ def language_stats(docs: pa.Table, alpha: float, with_tokens: bool) -> list[dict
     if with_tokens:
         aggs.append(("n_tokens", "sum"))
     grouped = docs.group_by("lang").aggregate(aggs).to_pylist()
-    probs = sampling_probs({g["lang"]: g["lang_count"] for g in grouped}, alpha)
+    probs = eq1({g["lang"]: g["lang_count"] for g in grouped}, alpha)
     rows = []
     for g in sorted(grouped, key=lambda g: (-g["lang_count"], g["lang"])):
         p, q = probs[g["lang"]]

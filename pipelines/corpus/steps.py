@@ -31,9 +31,9 @@ from pipelines.corpus.dedup import MinHasher, shingle_hashes, text_hash
 from pipelines.corpus.lid import load_identifier
 from pipelines.corpus.normalize import normalize_text
 from pipelines.corpus.quality import QualityFilters
-from pipelines.faults import fault_point
+from foundation.faults import fault_point
 from pipelines.readers import Quarantined, check_text, read_records
-from pipelines.stage import StageOutput
+from foundation.ledger import StageOutput
 from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, QUARANTINE
 
 TEXT_PREVIEW = 2000

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.readers import Quarantined, Record, read_jsonl
-from pipelines.stage import BadInputError
+from foundation.errors import BadInputError
 
 UNDEFINED_LANG = "und"
 

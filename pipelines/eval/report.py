@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pipelines.eval.metrics import MEASURES
-from pipelines.stage import atomic_write_bytes
+from foundation.ledger import atomic_write_bytes
 
 METHOD_ORDER = ("dense", "sparse", "hybrid", "rerank", "bm25")
 COLORS = {"dense": "#1f77b4", "sparse": "#ff7f0e", "hybrid": "#2ca02c", "rerank": "#d62728", "bm25": "#7f7f7f"}

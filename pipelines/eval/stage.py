@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from dags.config import frozen
+from foundation.config import frozen
 from pipelines.eval import metrics as M
 from pipelines.eval.beir import BeirSet, read_beir
 from pipelines.eval.retrieval import (
@@ -30,7 +30,8 @@ from pipelines.eval.retrieval import (
     rerank,
     truncate_dim,
 )
-from pipelines.stage import RUN_ONLY_KEYS, BadInputError, MgteError, StageOutput, atomic_write_bytes, atomic_write_json
+from foundation.ledger import RUN_ONLY_KEYS, StageOutput, atomic_write_bytes, atomic_write_json
+from foundation.errors import BadInputError, MgteError
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.eval import EVAL_DROPPED, EVAL_QUERY_METRICS, EVAL_RUN
 

@@ -7,10 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dags.config import load_config
-from pipelines import faults
+from foundation.config import load_config
+from foundation import faults
 from pipelines.mlm_shards import Config, chunk_tokens, keep_score, run, task_name
-from pipelines.stage import BadInputError, StageConflict, read_manifest, read_output_table
+from foundation.ledger import read_manifest, read_output_table
+from foundation.errors import BadInputError, StageConflict
 from storage_schemas.corpus import CLEAN_DOC
 
 REPO = Path(__file__).resolve().parents[2]

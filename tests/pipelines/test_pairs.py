@@ -15,9 +15,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from dags.config import load_config
+from foundation.config import load_config
 from pipelines import pairs
-from pipelines.stage import BadInputError, StageConflict, read_manifest
+from foundation.ledger import read_manifest
+from foundation.errors import BadInputError, StageConflict
 from storage_schemas.pairs import PAIR
 
 REPO = Path(__file__).resolve().parents[2]

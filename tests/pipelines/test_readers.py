@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.readers import Quarantined, Record, check_text, expand_inputs, read_records
-from pipelines.stage import BadInputError
+from foundation.errors import BadInputError
 
 
 def records(path, **kw):

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dags.config import load_config
+from foundation.config import load_config
 from model import MGTEConfig, MGTEModel, load_pretrained, save_pretrained
 from model.unpad import pack_sequences
-from pipelines import faults
+from foundation import faults
 from training import cpt
 from training.contrastive import in_batch_loss
 from training.gradcache import cached_step, full_batch_step

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import faults
+from foundation import faults
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from training.loop import LoopConfig, NonFiniteLoss, Preempted, World, train_loop
 from training.metrics import read_metrics

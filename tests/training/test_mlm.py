@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dags.config import load_config
-from pipelines import faults
+from foundation.config import load_config
+from foundation import faults
 from training.metrics import read_metrics
 from training.mlm import Config, MLMTask, mlm_loss_sum, run
 

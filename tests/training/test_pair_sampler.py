@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from training.pair_sampler import SourceBatchSampler, eq1_probs, hash_to_int64, take_batch
+from foundation.sampling import eq1_weights
+from training.pair_sampler import SourceBatchSampler, hash_to_int64, take_batch
 
 SIZES = {"title_body": 23, "qa": 11, "translation": 6}
 
@@ -29,7 +30,7 @@ def test_each_source_epoch_is_a_permutation():
 
 def test_sources_follow_eq1():
     sizes = {"a": 9000, "b": 900, "c": 100}
-    probs = eq1_probs(sizes, 0.5)
+    probs = eq1_weights(sizes, 0.5)
     p = np.array([9000, 900, 100]) / 10000
     np.testing.assert_allclose([probs[k] for k in "abc"], p ** 0.5 / (p ** 0.5).sum())
     s = SourceBatchSampler(sizes, 10, seed=1)

@@ -12,7 +12,6 @@ from training.samplers import (
     PackedMLMBatches,
     ShardFile,
     deal_to_ranks,
-    eq1_weights,
     micro_batches,
     shard_files,
 )
@@ -57,12 +56,6 @@ def _source(shards, rank=0, world=1, **kw):
 
 def _key(batches):
     return [(mb.ids, mb.input_ids.tolist(), mb.labels.tolist(), mb.cu_seqlens.tolist()) for mb in batches]
-
-
-def test_eq1_weights():
-    q = eq1_weights({"en": 900, "sw": 100}, alpha=0.5)
-    assert q["en"] == pytest.approx(0.75) and q["sw"] == pytest.approx(0.25)
-    assert eq1_weights({"a": 1, "b": 3}, alpha=1.0) == pytest.approx({"a": 0.25, "b": 0.75})
 
 
 def test_language_sampler_frequencies_and_state():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dags.config import load_config
+from foundation.config import load_config
 from pipelines.corpus import Config, run
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.corpus import run
-from pipelines.stage import StageConflict, read_manifest
+from foundation.ledger import read_manifest
+from foundation.errors import StageConflict
 from storage_schemas import CLEAN_DOC, DROPPED, LANG_STATS, QUARANTINE
 
 from .conftest import corpus_config, outcome

@@ -17,7 +17,6 @@ from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.langs import MGTE_LANGS, to_mgte
 from pipelines.corpus.normalize import normalize_text
 from pipelines.corpus.quality import TOKENIZER, QualityFilters, top_ngram_reason
-from pipelines.corpus.stats import sampling_probs
 
 
 def test_normalize_nfc_controls_and_whitespace():
@@ -114,10 +113,3 @@ def test_dedup_in_memory_end_to_end():
     assert got == {(2, "near_duplicate", "id1"), (3, "exact_duplicate", "id1")}
 
 
-def test_sampling_table_is_eq1():
-    probs = sampling_probs({"en": 900, "yo": 100}, alpha=0.5)
-    p_en, p_yo = 0.9, 0.1
-    z = p_en ** 0.5 + p_yo ** 0.5
-    assert probs["en"] == pytest.approx((p_en, p_en ** 0.5 / z))
-    assert probs["yo"] == pytest.approx((p_yo, p_yo ** 0.5 / z))
-    assert sum(q for _, q in probs.values()) == pytest.approx(1.0)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.eval.beir import query_languages, read_beir
-from pipelines.stage import BadInputError
+from foundation.errors import BadInputError
 
 
 def _messy(root):

@@ -6,7 +6,7 @@ import pytest
 
 mteb = pytest.importorskip("mteb", reason="optional: mteb is a dev extra")
 
-from dags.config import load_config  # noqa: E402
+from foundation.config import load_config  # noqa: E402
 from pipelines.eval import Config, run  # noqa: E402
 from pipelines.eval.mteb_wrapper import MTEBEncoder, local_retrieval_task  # noqa: E402
 from tests.pipelines.eval.test_stage import TINY  # noqa: E402

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dags.config import load_config
+from foundation.config import load_config
 from pipelines.eval import Config, run
 from pipelines.eval.report import write_comparison
 from tests.pipelines.eval.test_stage import TINY
@@ -45,7 +45,7 @@ def test_report_is_optional(small_beir, tmp_path):
 
 @pytest.mark.parametrize("bad", ["bm25.enabled=false"])
 def test_nothing_to_evaluate_is_a_config_error(bad):
-    from dags.config import ConfigError
+    from foundation.errors import ConfigError
 
     with pytest.raises(ConfigError, match="nothing to evaluate"):
         load_config(Config, TINY, ["model=null", bad])

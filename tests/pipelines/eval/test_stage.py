@@ -8,10 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dags.config import ConfigError, load_config
+from foundation.config import load_config
+
+from foundation.errors import ConfigError
 from pipelines.eval import Config, run
 from pipelines.eval.beir import read_beir
-from pipelines.stage import StageConflict, read_manifest, read_output_table
+from foundation.ledger import read_manifest, read_output_table
+from foundation.errors import StageConflict
 from tests.pipelines.eval.conftest import BUNDLED_BEIR, assert_metrics_match, pytrec_from_files
 
 TINY = Path(__file__).resolve().parents[3] / "dags" / "configs" / "eval" / "tiny.yaml"

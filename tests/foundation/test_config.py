@@ -1,6 +1,8 @@
 import pytest
 
-from dags.config import ConfigError, config_hash, frozen, load_config
+from foundation.config import config_hash, frozen, load_config
+
+from foundation.errors import ConfigError
 from pipelines.corpus import Config as CorpusConfig
 
 

@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from foundation.errors import ConfigError
+
 T = TypeVar("T")
 
 frozen = dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -42,10 +44,6 @@ class FrozenDict(dict):
 
     def __reduce__(self):
         return (FrozenDict, (dict(self),))
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key and the file."""
 
 
 def _merge(base: dict, over: dict) -> dict:

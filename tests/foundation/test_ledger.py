@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from dags.config import frozen
-from pipelines.stage import StageConflict, StageOutput, read_manifest
+from foundation.config import frozen
+from foundation.ledger import StageOutput, read_manifest
+from foundation.errors import StageConflict
 from storage_schemas import QUARANTINE, ManifestError
 
 

@@ -22,28 +22,13 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dags.config import config_hash, config_to_dict
-from pipelines.faults import fault_point
+from foundation.config import config_hash, config_to_dict
+from foundation.errors import BadInputError, MgteError, StageConflict, StageIOError  # noqa: F401 (re-exported)
+from foundation.faults import fault_point
 from storage_schemas import Table, check_counts, validate_manifest, validate_task_marker
 
 # Keys of a stage config that do not change its result (where it runs, where it writes).
 RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress")
-
-
-class MgteError(RuntimeError):
-    """A failure the user must act on; the CLI prints its one-line message and exits non-zero."""
-
-
-class StageConflict(MgteError):
-    """The output directory holds a run with another config."""
-
-
-class BadInputError(MgteError):
-    """Input that a stage refuses as a whole (wrong schema, error budget exceeded)."""
-
-
-class StageIOError(MgteError):
-    """An infrastructure error (disk full, permissions) while writing; names the path."""
 
 
 def now() -> str:

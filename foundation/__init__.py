@@ -1,0 +1,12 @@
+"""The foundation every layer above stands on (../shared/STYLE.md "The layers").
+
+- :mod:`foundation.config`: typed, frozen YAML configs (`--set`, `base:`, config hash).
+- :mod:`foundation.errors`: the errors the CLI turns into one line and an exit code.
+- :mod:`foundation.ledger`: a stage output directory: atomic writes, task markers, manifest.
+- :mod:`foundation.faults`: the deterministic fault hook the reliability tests use.
+- :mod:`foundation.sampling`: mGTE eq. 1, the one multinomial re-weighting.
+- :mod:`foundation.ray_init`: how every stage starts or joins Ray.
+- :mod:`foundation.progress`: progress bars on a terminal, silence elsewhere.
+
+Nothing here imports ``pipelines``, ``training``, ``model`` or ``dags``.
+"""
