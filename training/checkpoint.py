@@ -189,7 +189,8 @@ def verify_checkpoint(path: str | Path) -> dict:
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The newest checkpoint that verifies; broken or unfinished ones are skipped with a warning."""
+    """The newest checkpoint that verifies, else None; broken or unfinished ones are skipped with a
+    warning. Resuming uses :func:`resume_checkpoint`, which refuses instead of returning None."""
     for _, path in list_checkpoints(ckpt_dir):
         try:
             verify_checkpoint(path)
@@ -198,6 +199,70 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
             continue
         return path
     return None
+
+
+def resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    """The checkpoint a run resumes from (``loop.resume: auto``).
+
+    The newest one that verifies; newer damaged ones are named in a warning and left in place.
+    None when there is no ``step-N`` directory at all (a first run). When some exist but none
+    verifies: CheckpointError naming the newest damaged file and how to start over, never a
+    silent restart from step 0 over the evidence (RELIABILITY rows 10, 28).
+    """
+    damaged: list[CheckpointError] = []
+    for _, path in list_checkpoints(ckpt_dir):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("skipping damaged checkpoint: %s", exc)
+            damaged.append(exc)
+            continue
+        if damaged:
+            log.warning("resuming from %s, the newest checkpoint that verifies (%d newer damaged)", path, len(damaged))
+        return path
+    if damaged:
+        raise CheckpointError(
+            f"no checkpoint in {ckpt_dir} verifies ({len(damaged)} damaged; newest: {damaged[0]}); restore it, "
+            f"or start over at step 0 with --set loop.resume=fresh (moves them to "
+            f"{Path(ckpt_dir).name}{DISCARDED}<time>/)")
+    return None
+
+
+DISCARDED = ".discarded-"
+
+
+def discard_checkpoints(ckpt_dir: str | Path) -> Path | None:
+    """Move ``ckpt_dir`` aside to ``<ckpt_dir>.discarded-<time>/`` (kept as evidence); its new path."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = ckpt_dir.with_name(f"{ckpt_dir.name}{DISCARDED}{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = ckpt_dir.with_name(f"{ckpt_dir.name}{DISCARDED}{stamp}-{n}")
+    try:
+        os.replace(ckpt_dir, target)
+    except OSError as exc:
+        raise CheckpointError(f"cannot move {ckpt_dir} aside to {target}: {exc.strerror or exc}") from exc
+    log.warning("loop.resume=fresh: moved the old checkpoints to %s; starting at step 0", target)
+    return target
+
+
+RESUME_MODES = ("auto", "fresh")
+
+
+def prepare_resume(ckpt_dir: str | Path | None, mode: str) -> Path | None:
+    """Apply ``loop.resume``: ``fresh`` moves old checkpoints aside (None); ``auto`` -> :func:`resume_checkpoint`."""
+    if mode not in RESUME_MODES:
+        raise CheckpointError(f"loop.resume must be one of {RESUME_MODES}, got {mode!r}")
+    if ckpt_dir is None:
+        return None
+    if mode == "fresh":
+        discard_checkpoints(ckpt_dir)
+        return None
+    return resume_checkpoint(ckpt_dir)
 
 
 def checkpoint_step(path: str | Path) -> int:

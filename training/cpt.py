@@ -41,7 +41,8 @@ from training.gradcache import cached_step
 from training.loop import LoopConfig, StepContext, all_reduce_sum, train_loop
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
-from training.ray_entry import ScalingConfig, ray_reporter, run_training, worker_world
+from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
+                                worker_world)
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +304,9 @@ def train_func(config: dict) -> None:
 
 
 def run(cfg: Config) -> dict:
-    from training.mlm import clear_stale_dirs
-
     cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
                   output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
-    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
+    out = StageOutput(cfg.output, STAGE, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():
         return read_manifest(cfg.output)
@@ -319,7 +318,7 @@ def run(cfg: Config) -> dict:
     storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
     result = run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
                           storage_path=storage, name=f"cpt-{out.config_hash}",
-                          keep_checkpoints=cfg.loop.keep_checkpoints)
+                          ckpt_dir=Path(cfg.output) / "checkpoints")
     return out.finish(
         counts=data["counts"], dropped_by_reason=data["dropped_by_reason"],
         inputs=[{"path": p, "size": _size(p)} for p in cfg.input],

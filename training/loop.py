@@ -4,9 +4,10 @@
 Ray Train each worker runs it (``training.ray_entry``), in tests it runs as is. A *task* supplies
 the model, the data and the loss; the loop owns everything else:
 
-- resume first: the newest verified checkpoint (``ray.train.get_checkpoint()`` under Ray, or
-  ``ckpt_dir``, whichever is newer) restores model, optimizer, scheduler, scaler, step, sampler
-  position and RNG, so the batch sequence and losses continue exactly (RELIABILITY rule 5);
+- resume first: the newest verified checkpoint in ``ckpt_dir`` (our checkpoints are the only
+  copy, with or without Ray, also after a Ray Train restart) restores model, optimizer, scheduler,
+  scaler, step, sampler position and RNG, so the batch sequence and losses continue exactly
+  (RELIABILITY rule 5); when some exist but none verifies the run refuses (``loop.resume``);
 - precision: BF16 autocast on GPU, fp32 on CPU (``precision: auto``), FP16 + GradScaler on request;
 - gradient averaging across ranks (DDP) or DeepSpeed ZeRO (``deepspeed.enabled``, GPU workers);
 - a non-finite loss or gradient skips the update and is counted; K in a row abort (rule 6);
@@ -95,6 +96,10 @@ class LoopConfig:
     ckpt_every: int = 100  # 0: only at the end and on SIGTERM
     keep_checkpoints: int = 3
     max_nonfinite_in_row: int = 5  # K non-finite losses in a row abort the run
+    # auto: resume from the newest verified checkpoint in OUTPUT/checkpoints, refuse (naming the
+    # damaged file) when some exist but none verifies; fresh: move them aside to
+    # checkpoints.discarded-<time>/ and start at step 0 (give it once: --set loop.resume=fresh)
+    resume: Literal["auto", "fresh"] = "auto"
     find_unused_parameters: bool = False  # DDP option
     tensorboard: bool = True  # when the tensorboard package is installed
     progress: bool = True  # a bar on a TTY
@@ -407,52 +412,14 @@ def _default_train_step(task, ctx: StepContext, model, micro_batches: list) -> t
     return loss_sum, sum(units), sums, tokens
 
 
-def _resume_source(ckpt_dir: Path | None) -> tuple[str, Path | None, int]:
-    """Rank 0's choice: the newer of Ray's checkpoint and the newest verified one in ckpt_dir."""
-    best: tuple[str, Path | None, int] = ("none", None, -1)
-    ray_ckpt = _ray_checkpoint()
-    if ray_ckpt is not None:
-        best = ("ray", None, ray_ckpt[1])
-    if ckpt_dir is not None:
-        local = ckpt.latest_checkpoint(ckpt_dir)
-        if local is not None and ckpt.checkpoint_step(local) >= best[2]:
-            best = ("local", local, ckpt.checkpoint_step(local))
-    return best
-
-
-def _ray_checkpoint():
-    """(ray.train.Checkpoint, step) when running under Ray Train with a checkpoint, else None."""
-    try:
-        import ray.train
-    except ImportError:
-        return None
-    try:
-        checkpoint = ray.train.get_checkpoint()
-    except (RuntimeError, AttributeError, ValueError):  # not inside a Ray Train worker
-        return None
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as path:
-        return checkpoint, ckpt.checkpoint_step(path)
-
-
-def _load_state(source: str, path: Path | None) -> tuple[dict, Path | None]:
-    if source == "local":
-        return ckpt.load_checkpoint(path), path
-    checkpoint, _ = _ray_checkpoint()
-    with checkpoint.as_directory() as tmp:
-        state = ckpt.load_checkpoint(tmp)
-    return state, Path(checkpoint.path) if checkpoint.path else None
-
-
 def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir: str | Path | None = None,
                world: World | None = None, config: dict | None = None, report=None) -> LoopResult:
     """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the newest checkpoint.
 
-    ``config`` (the resolved stage config) is stored in every checkpoint. ``report(metrics,
-    ckpt_path)`` is called on EVERY rank after each checkpoint and at the end (rank 0 passes
-    the checkpoint path, the others None): the hook ``training.ray_entry`` uses for
-    ``ray.train.report``.
+    ``config`` (the resolved stage config) is stored in every checkpoint. ``report(metrics)`` is
+    called on EVERY rank, equally often, after each checkpoint and at the end: the hook
+    ``training.ray_entry`` uses for ``ray.train.report`` (metrics only: the checkpoint stays in
+    ``ckpt_dir``, the one copy).
     """
     world = world or World()
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
@@ -470,12 +437,21 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
 
     # -- resume ------------------------------------------------------------------------------
     step, resumed_from, nonfinite_total, tokens_total = 0, None, 0, 0
-    source, path, found_step = broadcast_object(_resume_source(ckpt_dir) if is_main else None)
-    if source != "none":
+    # rank 0 decides; a CheckpointError there (none verifies) must stop every rank, not hang them
+    choice = None
+    if is_main:
         try:
-            state, where = _load_state(source, path)
+            choice = ("ok", ckpt.prepare_resume(ckpt_dir, cfg.resume))
+        except ckpt.CheckpointError as exc:
+            choice = ("error", str(exc))
+    outcome, where = broadcast_object(choice)
+    if outcome == "error":
+        raise ckpt.CheckpointError(where)
+    if where is not None:
+        try:
+            state = ckpt.load_checkpoint(where, verify=not is_main)  # rank 0 verified it just now
         except FileNotFoundError as exc:
-            raise ckpt.CheckpointError(f"rank {world.rank}: cannot read checkpoint {path}: {exc} "
+            raise ckpt.CheckpointError(f"rank {world.rank}: cannot read checkpoint {where}: {exc} "
                                        "(put the output on storage every worker can read)") from exc
         stepper.load_state_dict(state)
         if cfg.deepspeed.enabled:
@@ -540,9 +516,9 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
             dist.barrier()
         return saved
 
-    def call_report(metrics: dict, saved: Path | None) -> None:
+    def call_report(metrics: dict) -> None:
         if report is not None:
-            report(dict(metrics, step=step), saved if is_main else None)
+            report(dict(metrics, step=step))
 
     try:
         with _Signals() as signals:
@@ -593,12 +569,13 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
                                       "tokens": tokens_total, "units": g_units, "nonfinite_skipped": nonfinite_total})
                 stop = g_stop > 0
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop:
-                    saved = save(step)
+                    save(step)
                     last_saved = step
-                    call_report({"loss": g_loss, **last_metrics}, saved)
+                    call_report({"loss": g_loss, **last_metrics})
                 if stop:
                     raise Preempted(f"preempted (SIGTERM) at step {step}; checkpoint saved in {ckpt_dir}")
-        saved = save(step) if last_saved != step else None  # the last one was reported already
+        if last_saved != step:
+            save(step)
         if is_main and output_dir is not None:
             save_model = getattr(task, "save_model", None)
             if save_model is not None:
@@ -607,7 +584,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
                 from model.hf import save_pretrained
 
                 save_pretrained(stepper.module, output_dir / "model")
-        call_report({"loss": last_loss if last_loss is not None else float("nan"), **last_metrics, "final": 1}, saved)
+        call_report({"loss": last_loss if last_loss is not None else float("nan"), **last_metrics, "final": 1})
     finally:
         progress.close()
         writer.close()

@@ -32,7 +32,8 @@ from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
 from training.metrics import read_metrics
 from training.optim import OptimConfig
-from training.ray_entry import ScalingConfig, ray_reporter, run_training, worker_world
+from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
+                                worker_world)
 from training.samplers import PackedBatch, PackedMLMBatches, shard_files
 
 log = logging.getLogger(__name__)
@@ -229,26 +230,17 @@ def train_func(config: dict) -> LoopResult:
                       config=config_to_dict(cfg), report=None if local else ray_reporter)
 
 
-def clear_stale_dirs(root: Path) -> None:
-    """Directories a killed run left half-written (a checkpoint or model save): never used, removed."""
-    import shutil
-
-    for stale in [*root.glob("checkpoints/*.tmp"), root / "model.tmp"]:
-        if stale.is_dir():
-            shutil.rmtree(stale)
-
-
 def run(cfg: Config) -> dict:
     cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()),
                   init=absolute_if_local(cfg.init))
     root, shards_manifest = shards_input(cfg)
-    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("scaling",))
+    out = StageOutput(cfg.output, STAGE, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():
         return read_manifest(cfg.output)
     storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
     run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
-                 storage_path=storage, name=f"mlm-{out.config_hash}", keep_checkpoints=cfg.loop.keep_checkpoints)
+                 storage_path=storage, name=f"mlm-{out.config_hash}", ckpt_dir=Path(cfg.output) / "checkpoints")
     rows = read_metrics(Path(cfg.output) / "metrics.jsonl")
     last = rows[-1] if rows else {}
     chunks = int(shards_manifest["extra"].get("chunks", shards_manifest["counts"]["kept"]))

@@ -2,17 +2,22 @@
 
 The Ray Train quick-start shape: ``launch`` starts (or joins) Ray and a ``TorchTrainer``; every
 worker runs the stage's ``train_func(config)``, which builds its task and calls
-:func:`training.loop.train_loop` with :func:`worker_world` and :func:`ray_reporter`. The loop loads
-``ray.train.get_checkpoint()`` first, and every worker calls ``ray.train.report`` equally often
-(after each checkpoint and at the end), with the checkpoint from rank 0 only.
+:func:`training.loop.train_loop` with :func:`worker_world` and :func:`ray_reporter`. Every worker
+calls ``ray.train.report`` equally often (after each checkpoint and at the end), with metrics
+only: the checkpoints are ours, ``OUTPUT/checkpoints/step-N`` written by rank 0, the one copy
+(RELIABILITY rule 5), and the loop resumes from them with or without Ray, also when Ray Train's
+``FailureConfig`` restarts the workers. ``loop.resume`` is applied here, once, in the driver
+(:func:`run_training`): ``fresh`` moves old checkpoints aside before any worker starts (a restart
+must not discard the checkpoints of this run), ``auto`` refuses early when none verifies.
 
 - CPU workers: torch backend gloo, gradients averaged by DDP.
 - GPU workers: nccl; ``loop.deepspeed.enabled`` switches DDP for DeepSpeed ZeRO (stage from config).
 - ``ray.address: null`` starts a local Ray (``ray.num_cpus`` caps it); an address joins a cluster
   (``--set ray.address=auto`` or ``HOST:6379``). ``FailureConfig(max_failures)`` restarts failed
-  workers from the last reported checkpoint.
-- Multi-node: the stage output (checkpoints, final model) is written by rank 0, and Ray's
-  ``storage_path`` must be storage every node reaches (a shared file system or a bucket URI).
+  workers, which resume from the newest verified checkpoint in ``OUTPUT/checkpoints``.
+- Multi-node: the stage output (checkpoints, final model) is written by rank 0 and read by every
+  rank on resume, so it must be on storage every node reaches (a shared file system). Ray's
+  ``storage_path`` holds only Ray's small run state (results, progress), no model weights.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Callable
 from foundation.config import RayConfig, frozen
 from foundation.errors import MgteError
 from foundation.ray_init import PROPAGATE_ENV, init_ray
+from training.checkpoint import prepare_resume
 from training.loop import World
 
 log = logging.getLogger(__name__)
@@ -38,8 +44,8 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # only with use_gpu
-    max_failures: int = 0  # Ray Train FailureConfig: restarts from the last reported checkpoint
-    storage_path: str | None = None  # Ray's run storage; default OUTPUT/ray (must be shared across nodes)
+    max_failures: int = 0  # Ray Train FailureConfig: restarts resume from OUTPUT/checkpoints
+    storage_path: str | None = None  # Ray's run state (no checkpoints); default OUTPUT/ray
 
     def validate(self) -> None:
         if self.num_workers < 1:
@@ -53,7 +59,7 @@ class TrainingFailed(MgteError):
 
 
 def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_cfg: RayConfig,
-           scaling: ScalingConfig, storage_path: str | Path, name: str, keep_checkpoints: int = 3):
+           scaling: ScalingConfig, storage_path: str | Path, name: str):
     """Fit ``train_func`` on ``scaling.num_workers`` Ray Train workers; returns the ``Result``.
 
     ``train_loop_config`` must be plain data (it is pickled to every worker): pass the stage
@@ -79,7 +85,6 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
             name=name,
             storage_path=str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
         ),
     )
     try:
@@ -120,25 +125,49 @@ def worker_world() -> World:
                      local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def ray_reporter(metrics: dict, ckpt_path: Path | None) -> None:
-    """``ray.train.report`` from every worker; rank 0 attaches its checkpoint directory."""
+def ray_reporter(metrics: dict) -> None:
+    """``ray.train.report`` of the numeric metrics from every worker, with no checkpoint.
+
+    Our ``checkpoints/`` directory is the one copy of each checkpoint (RELIABILITY rule 5): handing
+    it to Ray as well would copy every checkpoint into Ray's storage, and a rerun could resume from
+    that copy after ours was found damaged.
+    """
     import ray.train
 
-    clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    if ckpt_path is not None:
-        checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_path))
-        ray.train.report(clean, checkpoint=checkpoint, checkpoint_dir_name=Path(ckpt_path).name)
-    else:
-        ray.train.report(clean, checkpoint=None)
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
 def run_training(train_func: Callable[[dict], Any], train_loop_config: dict, *, engine: str, ray_cfg: RayConfig,
-                 scaling: ScalingConfig, storage_path: str | Path, name: str, keep_checkpoints: int = 3):
-    """``engine: local`` calls ``train_func`` here (one worker, no Ray); ``ray`` launches Ray Train."""
+                 scaling: ScalingConfig, storage_path: str | Path, name: str, ckpt_dir: str | Path):
+    """``engine: local`` calls ``train_func`` here (one worker, no Ray); ``ray`` launches Ray Train.
+
+    ``train_loop_config`` is the stage config as a dict with a ``loop`` section: its
+    ``loop.resume`` is applied here (see the module docstring) and the workers get ``auto``.
+    """
+    loop = dict(train_loop_config.get("loop") or {})
+    prepare_resume(ckpt_dir, loop.get("resume", "auto"))
+    train_loop_config = dict(train_loop_config, loop=dict(loop, resume="auto"))
     if engine == "local":
         if scaling.num_workers != 1:
             raise MgteError(f"engine=local runs one worker; scaling.num_workers is {scaling.num_workers} "
                             "(use engine=ray)")
         return train_func(dict(train_loop_config, _local=True))
     return launch(train_func, train_loop_config, ray_cfg=ray_cfg, scaling=scaling, storage_path=storage_path,
-                  name=name, keep_checkpoints=keep_checkpoints)
+                  name=name)
+
+
+def stage_identity(cfg):
+    """The stage config as pinned in the output's identity: ``loop.resume`` is how to run, not what
+    to compute, so ``--set loop.resume=fresh`` on a rerun is not refused as a config change."""
+    from foundation.config import replace
+
+    return replace(cfg, loop=replace(cfg.loop, resume="auto"))
+
+
+def clear_stale_dirs(root: Path) -> None:
+    """Directories a killed run left half-written (a checkpoint or model save): never used, removed."""
+    import shutil
+
+    for stale in [*root.glob("checkpoints/*.tmp"), root / "model.tmp"]:
+        if stale.is_dir():
+            shutil.rmtree(stale)

@@ -120,3 +120,90 @@ def _fields(cfg):
     import dataclasses
 
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+# -- one copy of each checkpoint; refuse when none verifies; start over only when asked (rows 10, 28) --
+
+
+def _flip(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_every_checkpoint_damaged_refuses_then_fresh_starts_over(tmp_path):
+    cfg = LoopConfig(**{**_fields(CFG), "max_steps": 8})
+    _run(tmp_path, cfg)
+    for name in ("step-4", "step-8"):
+        _flip(tmp_path / "checkpoints" / name / "model.pt")
+    before = {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError) as err:
+        _run(tmp_path, cfg)
+    message = str(err.value)
+    assert "\n" not in message and "step-8/model.pt" in message and "sha256 mismatch" in message
+    assert "loop.resume=fresh" in message
+    assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()} == before  # evidence kept
+    fresh = LoopConfig(**{**_fields(cfg), "resume": "fresh"})
+    task, result = _run(tmp_path, fresh)
+    assert result.resumed_from is None and result.step == 8 and task.data.seen == list(range(8))
+    (discarded,) = tmp_path.glob("checkpoints.discarded-*")
+    assert sorted(p.name for p in discarded.iterdir()) == ["step-4", "step-8"]
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-8"
+
+
+def test_newer_damaged_checkpoint_resumes_from_the_older_verified_one(tmp_path, caplog):
+    cfg = LoopConfig(**{**_fields(CFG), "max_steps": 8})
+    _run(tmp_path, cfg)
+    _flip(tmp_path / "checkpoints" / "step-8" / "model.pt")
+    more = LoopConfig(**{**_fields(CFG), "max_steps": 10})
+    with caplog.at_level("WARNING"):
+        task, result = _run(tmp_path, more)
+    assert result.resumed_from == 4 and task.data.seen == list(range(4, 10))
+    assert any("step-8/model.pt" in r.getMessage() for r in caplog.records)
+
+
+def _record_resume(config: dict) -> dict:
+    config["seen_resume"].append(config["loop"]["resume"])
+    return config
+
+
+def test_run_training_applies_fresh_once_in_the_driver(tmp_path):
+    """Workers (and a Ray Train restart) always get `auto`: only the driver moves checkpoints aside."""
+    from foundation.config import RayConfig
+    from training.ray_entry import ScalingConfig, run_training
+
+    _run(tmp_path, LoopConfig(**{**_fields(CFG), "max_steps": 4}))
+    seen: list = []
+    run_training(_record_resume, {"loop": {"resume": "fresh", "max_steps": 4}, "seen_resume": seen}, engine="local",
+                 ray_cfg=RayConfig(), scaling=ScalingConfig(), storage_path=tmp_path / "ray", name="t",
+                 ckpt_dir=tmp_path / "checkpoints")
+    assert seen == ["auto"] and not (tmp_path / "checkpoints").exists()
+    assert len(list(tmp_path.glob("checkpoints.discarded-*"))) == 1
+
+
+@pytest.mark.slow
+def test_ray_run_keeps_one_copy_of_each_checkpoint_and_refuses_when_all_are_damaged(tmp_path):
+    """1 Ray Train worker: checkpoints only under OUTPUT/checkpoints, no weights in Ray's storage."""
+    ray = pytest.importorskip("ray")
+    from foundation.config import RayConfig
+    from tests.training.toy import toy_train_func
+    from training.ray_entry import ScalingConfig, run_training
+
+    def launch():
+        return run_training(toy_train_func, {"max_steps": 4, "ckpt_every": 2, "out": str(tmp_path)}, engine="ray",
+                            ray_cfg=RayConfig(num_cpus=2), scaling=ScalingConfig(), storage_path=tmp_path / "ray",
+                            name="toy", ckpt_dir=tmp_path / "checkpoints")
+
+    try:
+        launch()
+    finally:
+        ray.shutdown()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    assert (tmp_path / "ray").is_dir()
+    weights = [p for p in (tmp_path / "ray").rglob("*") if p.suffix in (".pt", ".safetensors", ".bin")]
+    assert weights == []
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+    for name in ("step-2", "step-4"):
+        _flip(tmp_path / "checkpoints" / name / "model.pt")
+    with pytest.raises(CheckpointError, match="step-4/model.pt"):  # refused in the driver, before Ray starts
+        launch()
