@@ -38,9 +38,11 @@ from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest
 from foundation.errors import MgteError
 from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
-from training.loop import LoopConfig, StepContext, all_reduce_sum, train_loop
+from training.distributed import all_reduce_sum
+from training.loop import LoopConfig, train_loop
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
+from training.steppers import StepContext
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
 

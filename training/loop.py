@@ -9,7 +9,9 @@ the model, the data and the loss; the loop owns everything else:
   scaler, step, sampler position and RNG, so the batch sequence and losses continue exactly
   (RELIABILITY rule 5); when some exist but none verifies the run refuses (``loop.resume``);
 - precision: BF16 autocast on GPU, fp32 on CPU (``precision: auto``), FP16 + GradScaler on request;
-- gradient averaging across ranks (DDP) or DeepSpeed ZeRO (``deepspeed.enabled``, GPU workers);
+- gradient averaging across ranks (DDP) or DeepSpeed ZeRO (``deepspeed.enabled``, GPU workers),
+  both behind one stepper interface (:mod:`training.steppers`; cross-rank helpers in
+  :mod:`training.distributed`);
 - a non-finite loss or gradient skips the update and is counted; K in a row abort (rule 6);
 - metrics every ``log_every`` steps, a checkpoint every ``ckpt_every`` steps, SIGTERM -> checkpoint
   and :class:`Preempted`; at the end the final model goes to ``output_dir/model``.
@@ -38,7 +40,6 @@ predictions / masked tokens = accuracy).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -53,12 +54,14 @@ import torch
 import torch.distributed as dist
 
 from foundation.config import frozen
-from foundation.faults import fault_point
 from foundation.errors import MgteError
-from training import checkpoint as ckpt
+from foundation.faults import fault_point
 from foundation.progress import Progress
+from training import checkpoint as ckpt
+from training.distributed import World, all_gather_objects, all_reduce_sum, broadcast_object, dist_ready
 from training.metrics import MetricsWriter, Throughput
-from training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+from training.optim import OptimConfig
+from training.steppers import DeepSpeedConfig, StepContext, make_stepper
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +72,6 @@ class Preempted(MgteError):
 
 class NonFiniteLoss(MgteError):
     """Too many non-finite losses in a row (RELIABILITY rule 6)."""
-
-
-@frozen
-class DeepSpeedConfig:
-    """DeepSpeed ZeRO on the workers instead of DDP (GPU; ZeRO 0-2 also run on CPU with gloo)."""
-
-    enabled: bool = False
-    zero_stage: int = 1
-
-    def validate(self) -> None:
-        if self.zero_stage not in (0, 1, 2):
-            raise ValueError(f"deepspeed.zero_stage must be 0, 1 or 2 (ZeRO-3 partitions the weights, which "
-                             f"this loop's checkpoints keep whole), got {self.zero_stage}")
 
 
 @frozen
@@ -115,48 +105,6 @@ class LoopConfig:
             raise ValueError("loop.ckpt_every must be >= 0, keep_checkpoints and max_nonfinite_in_row >= 1")
 
 
-# -- cross-rank helpers: every one is a no-op without a process group --------------------------
-
-
-def dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist_ready() else 1
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, in place and returned; unchanged without a process group."""
-    if dist_ready() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def all_gather_objects(obj: Any) -> list:
-    """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` without a process group."""
-    if not (dist_ready() and dist.get_world_size() > 1):
-        return [obj]
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not (dist_ready() and dist.get_world_size() > 1):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-
 def resolve_device(cfg: LoopConfig, world: World) -> torch.device:
     want = cfg.device
     if want == "auto":
@@ -175,175 +123,7 @@ def resolve_precision(cfg: LoopConfig, device: torch.device) -> str:
     return cfg.precision
 
 
-# -- steppers: plain torch (DDP) or DeepSpeed ------------------------------------------------------
-
-
-class TorchStepper:
-    """AdamW + schedule + optional GradScaler over a (DDP-wrapped when distributed) model."""
-
-    def __init__(self, module: torch.nn.Module, cfg: LoopConfig, device: torch.device, precision: str):
-        self.module = module
-        self.cfg = cfg
-        self.optimizer = build_optimizer(module, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        self.model = module
-        self.device = device
-
-    def wrap(self) -> None:
-        if dist_ready() and dist.get_world_size() > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.module, device_ids=ids,
-                                                 find_unused_parameters=self.cfg.find_unused_parameters)
-
-    def no_sync(self, sync: bool):
-        if sync or not hasattr(self.model, "no_sync"):
-            return contextlib.nullcontext()
-        return self.model.no_sync()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
-    def step(self) -> tuple[bool, float]:
-        """Clip (when configured), check, update. Returns (applied, grad_norm)."""
-        self.scaler.unscale_(self.optimizer)
-        norm = clip_gradients(self.module.parameters(), self.cfg.optim.max_grad_norm)
-        if not math.isfinite(norm) and not self.scaler.is_enabled():
-            self.skip()
-            return False, norm
-        self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips inf/nan gradients
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return True, norm
-
-    def skip(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()  # the schedule follows the step count, skipped or not
-        if self.scaler.is_enabled():
-            self.scaler.update()
-
-    @property
-    def lr(self) -> float:
-        return float(self.scheduler.get_last_lr()[0])
-
-    def state_dict(self) -> dict:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
-    write_extra = None  # torch state goes entirely into state_dict()
-
-    def load_extra(self, path: Path) -> None:
-        return None
-
-
-class DeepSpeedStepper:
-    """DeepSpeed ZeRO engine; its partitioned optimizer state is saved by the engine itself.
-
-    Gradient accumulation is left to us (``managed_gradient_accumulation: false``): every
-    ``backward`` accumulates, ``step`` is the boundary, whatever the number of micro-batches.
-    Checkpoints need a file system every rank can write (the engine writes one shard per rank).
-    """
-
-    def __init__(self, module: torch.nn.Module, cfg: LoopConfig, device: torch.device, precision: str):
-        try:
-            import deepspeed
-        except ImportError as exc:
-            raise MgteError("loop.deepspeed.enabled needs the `deepspeed` package (pip install mgte[gpu])") from exc
-        optimizer = build_optimizer(module, cfg.optim)
-        scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
-        ds_config = {
-            "train_micro_batch_size_per_gpu": 1,
-            "gradient_accumulation_steps": 1,
-            "managed_gradient_accumulation": False,
-            "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
-            "gradient_clipping": cfg.optim.max_grad_norm,
-            "bf16": {"enabled": precision == "bf16"},
-            "fp16": {"enabled": precision == "fp16"},
-            "steps_per_print": 1 << 30,
-            "wall_clock_breakdown": False,
-        }
-        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
-            dist_init_required=not dist_ready())
-        self.module = self.engine.module
-        self.model = self.engine
-        self.cfg = cfg
-
-    def wrap(self) -> None:
-        return None
-
-    def no_sync(self, sync: bool):
-        return contextlib.nullcontext()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss, scale_wrt_gas=False)
-
-    def step(self) -> tuple[bool, float]:
-        self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return True, float(norm) if norm is not None else 0.0
-
-    def skip(self) -> None:
-        self.engine.zero_grad()
-        self.scheduler.step()
-
-    @property
-    def lr(self) -> float:
-        return float(self.scheduler.get_last_lr()[0])
-
-    def state_dict(self) -> dict:
-        # weights are kept here too (rank 0's full copy under ZeRO <= 2) so model/ can be rebuilt
-        # from any checkpoint; the optimizer state lives in the engine's own files
-        return {"model": self.module.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def write_extra(self, path: Path) -> None:
-        self.engine.save_checkpoint(str(path / "deepspeed"), tag="engine", save_latest=False)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["model"])
-        self.scheduler.load_state_dict(state["scheduler"])
-
-    def load_extra(self, path: Path) -> None:
-        self.engine.load_checkpoint(str(path / "deepspeed"), tag="engine", load_module_strict=True,
-                                    load_optimizer_states=True, load_lr_scheduler_states=False)
-
-
 # -- the loop ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class StepContext:
-    """What a custom ``task.train_step`` gets: backward (scaler-aware), no_sync, autocast, world."""
-
-    stepper: Any
-    device: torch.device
-    precision: str
-    world: World
-    global_units: float = 0.0
-    poison: bool = False  # set by the `train_step` fault hook (action nan): this step's loss becomes NaN
-
-    def autocast(self):
-        if self.precision in ("bf16", "fp16") and not isinstance(self.stepper, DeepSpeedStepper):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.stepper.backward(loss)
-
-    def no_sync(self, sync: bool):
-        """Skip the DDP gradient all-reduce unless ``sync`` (use sync=True on the last backward)."""
-        return self.stepper.no_sync(sync)
 
 
 class _Signals:
@@ -432,7 +212,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
 
     ckpt.seed_everything(cfg.seed)
     module = task.build_model().to(device)
-    stepper = (DeepSpeedStepper if cfg.deepspeed.enabled else TorchStepper)(module, cfg, device, precision)
+    stepper = make_stepper(module, cfg, device, precision)
     data = task.build_data(world.rank, world.world_size)
 
     # -- resume ------------------------------------------------------------------------------

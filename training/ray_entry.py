@@ -32,7 +32,7 @@ from foundation.config import RayConfig, frozen
 from foundation.errors import MgteError
 from foundation.ray_init import PROPAGATE_ENV, init_ray
 from training.checkpoint import prepare_resume
-from training.loop import World
+from training.distributed import World
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from foundation import faults
 from training import cpt
 from training.contrastive import in_batch_loss
 from training.gradcache import cached_step, full_batch_step
-from training.loop import Preempted, StepContext, TorchStepper, World, train_loop
+from training.distributed import World
+from training.loop import Preempted, train_loop
+from training.steppers import StepContext, TorchStepper
 from training.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ CODE = """
 import os, sys
 from pathlib import Path
 import torch.distributed as dist
-from training.loop import LoopConfig, DeepSpeedConfig, train_loop
+from training.loop import LoopConfig, train_loop
+from training.steppers import DeepSpeedConfig
 from training.optim import OptimConfig
 from tests.training.toy import ToyTask
 dist.init_process_group("gloo", rank=0, world_size=1)

@@ -10,7 +10,8 @@ import torch
 
 from foundation import faults
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from training.loop import LoopConfig, NonFiniteLoss, Preempted, World, train_loop
+from training.distributed import World
+from training.loop import LoopConfig, NonFiniteLoss, Preempted, train_loop
 from training.metrics import read_metrics
 from training.optim import OptimConfig
 
