@@ -1,4 +1,9 @@
-"""``mgte dag run NAME --config C --output DIR``: run a DAG's steps in order."""
+"""``mgte dag run NAME --config C --output DIR``: run a DAG's steps in order, rebuilding only stale ones.
+
+``dag.json`` records per step: status (done / skipped / disabled / failed / not reached), why, the
+stage's config hash, the identities of its upstream outputs, its own output identity, seconds and
+counts. Lineage rules and where stale outputs go: dags/lineage.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from pathlib import Path
 from dags.registry import build_stage_config
 from foundation.config import apply_overrides, build, frozen, read_yaml
 from dags.dag import Dag
-from foundation.errors import UsageError
+from dags.lineage import (decide, input_identity, move_aside, output_identity, pinned_config_hash,
+                           settings_hash, upstream_steps)
+from foundation.errors import StageConflict, UsageError
 from foundation.ledger import atomic_write_json
 
 log = logging.getLogger("mgte.dag")
@@ -62,16 +69,78 @@ def load_dag_config(dag: Dag, path: str, overrides: list[str]) -> DagConfig:
     return cfg
 
 
+def _step_record(step, stage_cfg, status: str, why: str, upstream: dict, settings: str, t0: float | None,
+                 manifest: dict | None, **more) -> dict:
+    root = Path(stage_cfg.output)
+    return {"status": status, "why": why, "stage": step.stage, "output": str(root),
+            "config_hash": (manifest or {}).get("config_hash") or pinned_config_hash(root),
+            "upstream": upstream, "identity": output_identity(root, upstream), "settings": settings,
+            "seconds": round(time.time() - t0, 1) if t0 is not None else 0.0,
+            "counts": (manifest or {}).get("counts"), **more}
+
+
+def _run_step(step, module, stage_cfg, prev: dict | None, upstream: dict, settings: str,
+              save) -> dict:
+    """Decide, move a stale output aside if needed, run the stage; the step's dag.json record."""
+    root = Path(stage_cfg.output)
+    action, why = decide(prev, upstream, settings, root)
+    if action == "skip":
+        manifest = json.loads((root / "manifest.json").read_text())
+        return _step_record(step, stage_cfg, "skipped", why, upstream, settings, None, manifest)
+    more: dict = {}
+    old_identity, old_hash = output_identity(root, upstream), pinned_config_hash(root)
+    if action == "rebuild":
+        more["moved_aside"] = str(move_aside(root))
+    save(_step_record(step, stage_cfg, "running", why, upstream, settings, None, None, **more))
+    t0 = time.time()
+    try:
+        manifest = module.run(stage_cfg) or {}
+    except StageConflict as exc:  # the stage refuses its changed config in this directory
+        if action != "check":
+            raise
+        log.info("step %s: %s; moving the old output aside", step.name, exc)
+        more["moved_aside"] = str(move_aside(root))
+        manifest = module.run(stage_cfg) or {}
+        why = f"config changed (hash {old_hash} -> {manifest.get('config_hash')})"
+    else:
+        if action == "check":
+            if output_identity(root, upstream) == old_identity:  # the stage's own hash ignores what changed
+                return _step_record(step, stage_cfg, "skipped",
+                                    "up to date (only keys that do not change the output changed)",
+                                    upstream, settings, None, manifest)
+            why = f"config changed (hash {old_hash} -> {manifest.get('config_hash')})"
+    return _step_record(step, stage_cfg, "done", why, upstream, settings, t0, manifest, **more)
+
+
+def _read_previous(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()).get("steps") or {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable ({exc}); move it away to rebuild every step") from None
+
+
 def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
+    """Run the DAG's steps in order, rebuilding only what is stale (see dags/lineage.py)."""
     dag = load_dag(name)
     cfg = load_dag_config(dag, config, overrides)
     root, cfg_dir = Path(output).resolve(), Path(config).resolve().parent
+    previous = _read_previous(root / "dag.json")
     report: dict = {"dag": name, "config": str(config), "steps": {}}
-    for step in dag.steps:
+
+    def save(record=None, step_name=None):
+        if record is not None:
+            report["steps"][step_name] = record
+        atomic_write_json(root / "dag.json", report)
+
+    for i, step in enumerate(dag.steps):
         sc = cfg.steps[step.name]
         if not sc.enabled:
             log.info("dag %s: step %s disabled", name, step.name)
-            report["steps"][step.name] = {"status": "disabled"}
+            prev = previous.get(step.name, {})
+            save({**prev, "status": "disabled", "why": "enabled: false",
+                  "identity": output_identity(root / step.name, prev.get("upstream"))}, step.name)
             continue
         inputs = [str(root / ref) for ref in step.inputs] or list(sc.input)
         sets = list(sc.set)
@@ -81,22 +150,33 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
             sets.append(f"model={root / step.model}")
         module, stage_cfg = build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None,
                                                str(root / step.name), sets)
+        upstream = {u: report["steps"].get(u, {}).get("identity") for u in upstream_steps(step)}
+        if not step.inputs:
+            upstream.update({f"input:{p}": input_identity(p) for p in sc.input})
+        settings = settings_hash(stage_cfg)
         log.info("dag %s: step %s (%s) -> %s", name, step.name, step.stage, stage_cfg.output)
-        t0 = time.time()
-        manifest = module.run(stage_cfg) or {}
-        report["steps"][step.name] = {"status": "done", "stage": step.stage, "output": stage_cfg.output,
-                                      "seconds": round(time.time() - t0, 1), "counts": manifest.get("counts"),
-                                      "config_hash": manifest.get("config_hash")}
-        atomic_write_json(root / "dag.json", report)
+        try:
+            record = _run_step(step, module, stage_cfg, previous.get(step.name), upstream, settings,
+                               lambda r, n=step.name: save(r, n))
+        except BaseException as exc:
+            failed = {**report["steps"].get(step.name, {}), "status": "failed", "error": str(exc).split("\n")[0]}
+            save(failed, step.name)
+            for later in dag.steps[i + 1:]:  # keep their lineage: they are still what they were
+                if later.name in previous:
+                    save({**previous[later.name], "status": "not reached",
+                          "why": f"the run stopped at step {step.name}"}, later.name)
+            raise
+        log.info("dag %s: step %s %s: %s", name, step.name, record["status"], record["why"])
+        save(record, step.name)
     evals = {name: info["output"] for name, info in report["steps"].items()
-             if info.get("stage") == "eval" and info.get("status") == "done"}
+             if info.get("stage") == "eval" and info.get("status") in ("done", "skipped")}
     if evals:  # the build ends with one page comparing every evaluated model
         from pipelines.eval.report import write_comparison
 
         report["comparison"] = str(write_comparison(evals, root / "report"))
-        atomic_write_json(root / "dag.json", report)
+        save()
         log.info("dag %s: evaluation report %s", name, report["comparison"])
-    print(json.dumps({k: v.get("counts") for k, v in report["steps"].items()}, indent=1))
+    print(json.dumps({k: f"{v['status']}: {v.get('why', '')}" for k, v in report["steps"].items()}, indent=1))
     return report
 
 

@@ -7,6 +7,12 @@ from types import SimpleNamespace
 
 from dags import runner
 from dags.dag import Dag, Step
+from foundation.config import frozen
+
+
+@frozen
+class Cfg:
+    output: str
 
 
 def test_relative_output_reaches_every_step_as_absolute_paths(tmp_path, monkeypatch):
@@ -17,7 +23,7 @@ def test_relative_output_reaches_every_step_as_absolute_paths(tmp_path, monkeypa
     def build_stage_config(stage, config, inputs, output, sets):
         calls.append(dict(stage=stage, config=config, inputs=inputs, output=output, sets=sets))
         Path(output).mkdir(parents=True)
-        return SimpleNamespace(run=lambda cfg: {"counts": {"input": 1}}), SimpleNamespace(output=output)
+        return SimpleNamespace(run=lambda cfg: {"counts": {"input": 1}}), Cfg(output=output)
 
     monkeypatch.setattr(runner, "load_dag", lambda name: dag)
     monkeypatch.setattr(runner, "build_stage_config", build_stage_config)

@@ -1,0 +1,153 @@
+"""DAG lineage: a step reruns when an upstream output (or its own config, or its outside input)
+changed since its last run, every step below it follows, the rest is skipped; dag.json says why.
+
+The toy stages are real StageOutputs (config pinning, manifest, _SUCCESS) so the runner meets the
+stage's own refusal of a changed config, as with the real stages."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dags import registry, runner
+from dags.dag import Dag, Step
+from foundation.config import frozen
+from foundation.ledger import StageOutput, read_manifest
+
+# a (outside input) -> b -> d; c (outside input) -> d (as its model); e independent of a
+DAG = Dag("toy", (Step("a", "toy"), Step("b", "toy", inputs=("a",)), Step("c", "toy"),
+                  Step("d", "toy", inputs=("b",), model="c/model"), Step("e", "toy")))
+
+
+@frozen
+class ToyConfig:
+    input: tuple[str, ...] = ()
+    output: str = ""
+    model: str | None = None
+    value: int = 0
+    engine: str = "local"  # a run-only key: the stage's hash ignores it
+
+
+def _stage(runs: list):
+    def run(cfg):
+        out = StageOutput(cfg.output, "toy", cfg)
+        if out.begin():
+            return read_manifest(cfg.output)
+        runs.append(Path(cfg.output).name)
+        text = "".join(Path(p, "data.txt").read_text() if Path(p).is_dir() and Path(p, "data.txt").exists()
+                       else Path(p).read_text() for p in cfg.input) + f"+{cfg.value}"
+        (Path(cfg.output) / "data.txt").write_text(text)
+        n = len(text)
+        return out.finish(counts={"input": n, "kept": n, "dropped": 0, "quarantined": 0}, dropped_by_reason={},
+                          inputs=[{"path": p, "size": 0} for p in cfg.input], outputs={"data": ["data.txt"]})
+
+    return SimpleNamespace(Config=ToyConfig, run=run)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    runs: list[str] = []
+    module = _stage(runs)
+    monkeypatch.setattr(runner, "load_dag", lambda name: DAG)
+    monkeypatch.setattr(registry, "stage_module", lambda name: module)
+    monkeypatch.chdir(tmp_path)
+    for name in ("raw-a", "raw-c", "raw-e"):
+        Path(name).write_text(name)
+    Path("toy.yaml").write_text("steps:\n  a: {config: s.yaml, input: [raw-a]}\n  b: {config: s.yaml}\n"
+                                "  c: {config: s.yaml, input: [raw-c]}\n  d: {config: s.yaml}\n"
+                                "  e: {config: s.yaml, input: [raw-e]}\n")
+    Path("s.yaml").write_text("value: 0\n")
+
+    def run_dag(*sets):
+        runs.clear()
+        report = runner.run_dag("toy", "toy.yaml", "out", list(sets))
+        assert json.loads(Path("out/dag.json").read_text())["steps"] == report["steps"]
+        return report["steps"], list(runs)
+
+    return run_dag
+
+
+def test_first_run_runs_all_second_skips_all(toy):
+    steps, ran = toy()
+    assert ran == ["a", "b", "c", "d", "e"]
+    assert {s["status"] for s in steps.values()} == {"done"}
+    assert {s["why"] for s in steps.values()} == {"not run before"}
+    root = Path("out").resolve()
+    manifest_id = runner.output_identity(root / "b", steps["b"]["upstream"])
+    assert steps["b"]["identity"] == manifest_id and len(manifest_id) == 16
+    assert steps["b"]["upstream"] == {"a": steps["a"]["identity"]}
+    assert steps["d"]["upstream"] == {"b": manifest_id, "c": steps["c"]["identity"]}
+    assert set(steps["a"]["upstream"]) == {"input:raw-a"}
+    assert steps["a"]["config_hash"] == read_manifest(root / "a")["config_hash"]
+    assert steps["a"]["counts"] == {"input": 7, "kept": 7, "dropped": 0, "quarantined": 0}
+    assert all(isinstance(s["seconds"], float) for s in steps.values())
+
+    again, ran = toy()
+    assert ran == []
+    assert {(s["status"], s["why"]) for s in again.values()} == {("skipped", "up to date")}
+    assert {k: s["identity"] for k, s in again.items()} == {k: s["identity"] for k, s in steps.items()}
+
+
+def test_changed_upstream_output_reruns_its_dependents_only(toy):
+    first, _ = toy()
+    root = Path("out").resolve()
+    # step a's output is rebuilt outside the DAG (another value): b and d below it are now stale
+    (root / "a").rename(root / "a-old")
+    _stage([]).run(ToyConfig(input=(str(Path("raw-a").resolve()),), output=str(root / "a"), value=7))
+    new_a = runner.output_identity(root / "a", first["a"]["upstream"])
+    steps, ran = toy()
+    assert ran == ["b", "d"]
+    assert steps["a"]["status"] == "skipped" and steps["c"]["status"] == "skipped" and steps["e"]["status"] == "skipped"
+    assert steps["b"]["why"] == f"upstream a changed (hash {first['a']['identity']} -> {new_a})"
+    assert steps["d"]["why"].startswith(f"upstream b changed (hash {first['b']['identity']} -> ")
+    assert (root / "d" / "data.txt").read_text() == "raw-a+7+0+0"
+    stale = Path(steps["b"]["moved_aside"])  # the stale output is kept aside, never mixed in
+    assert stale.parent == root and stale.name.startswith("b.stale-")
+    assert (stale / "data.txt").read_text() == "raw-a+0+0"
+
+
+def test_changed_config_is_rebuilt_with_both_hashes(toy):
+    first, _ = toy()
+    steps, ran = toy("c.value=5")
+    assert ran == ["c", "d"]
+    assert steps["c"]["why"] == f"config changed (hash {first['c']['config_hash']} -> {steps['c']['config_hash']})"
+    assert steps["c"]["config_hash"] != first["c"]["config_hash"]
+    assert steps["d"]["why"].startswith("upstream c changed")
+    # a run-only key (the stage's hash ignores it) asks the stage, which keeps its output
+    steps, ran = toy("c.value=5", "a.engine=ray")
+    assert ran == []
+    assert steps["a"]["why"] == "up to date (only keys that do not change the output changed)"
+
+
+def test_changed_outside_input_and_deleted_output(toy):
+    toy()
+    Path("raw-e").write_text("raw-e, longer now")
+    steps, ran = toy()
+    assert ran == ["e"] and steps["e"]["why"].startswith("input raw-e changed (hash ")
+    root = Path("out").resolve()
+    import shutil
+
+    shutil.rmtree(root / "c")
+    steps, ran = toy()
+    assert ran == ["c", "d"]
+    assert steps["c"]["why"] == "no output (deleted?): built again"
+
+
+def test_interrupted_step_resumes_and_failure_is_recorded(toy, monkeypatch):
+    toy()
+    root = Path("out").resolve()
+    (root / "b" / "_SUCCESS").unlink()  # as if b had been interrupted after its first run
+    steps, ran = toy()
+    assert steps["b"]["why"] == "unfinished: resumed" and "moved_aside" not in steps["b"]
+
+    def broken(cfg):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(registry, "stage_module", lambda name: SimpleNamespace(Config=ToyConfig, run=broken))
+    Path("raw-c").write_text("changed")
+    with pytest.raises(OSError):
+        toy()
+    steps = json.loads((root / "dag.json").read_text())["steps"]
+    assert steps["c"]["status"] == "failed" and steps["c"]["error"] == "disk gone"
+    assert steps["d"]["status"] == "not reached" and steps["d"]["upstream"]["c"]
