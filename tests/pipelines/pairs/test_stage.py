@@ -1,0 +1,81 @@
+"""The stage: accounting of every record, shards by source, reruns, the error budget, a killed task."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from foundation.errors import BadInputError, StageConflict
+from foundation.ledger import read_manifest
+from pipelines import pairs
+from .conftest import BEAM, REPO, config, read_data, small_inputs, write_jsonl, xlmr_tokenizer
+
+
+def test_stage_shards_by_source_and_accounts_for_every_record(tmp_path):
+    cfg = config(tmp_path, small_inputs(tmp_path), "lang.min_chars=30", "reader.error_budget=0.2")
+    manifest = pairs.run(cfg)
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"input": 18, "kept": 14, "dropped": 3, "quarantined": 1}
+    assert manifest["dropped_by_reason"] == {"empty_positive": 1, "exact_duplicate": 2}
+    assert read_data(out) == {
+        "qa": ["qa.parquet:0", "qa.parquet:1"],
+        "title_body": sorted(f"tb{i}" for i in range(7)),
+        "translation": sorted(f"tr{i}" for i in range(5)),  # its copy of tb1 is a duplicate
+    }
+    assert sorted(p.parent.name for p in (out / "data").glob("*/part-*.parquet")) == [
+        "source=qa", "source=title_body", "source=translation"]
+    assert manifest["extra"]["sources"]["title_body"]["pairs"] == 7
+    stats = pq.read_table(out / "stats/source_stats.parquet").to_pylist()
+    assert sum(r["q"] for r in stats) == pytest.approx(1.0)
+    quarantine = pq.read_table(out / manifest["outputs"]["quarantine"][0]).to_pylist()
+    assert [(Path(r["path"]).name, r["line"], r["field"]) for r in quarantine] == [("title_body.jsonl", 10, "<record>")]
+    dups = [r for f in manifest["outputs"]["dropped"] for r in pq.read_table(out / f).to_pylist()
+            if r["reason"] == "exact_duplicate"]
+    assert sorted((r["pair_id"], r["duplicate_of"]) for r in dups) == [("tb-dup", "tb0"), ("tr-dup-of-tb", "tb1")]
+    assert not (out / "candidates").exists() and not list(out.rglob("*.tmp"))
+
+    assert pairs.run(cfg) == read_manifest(out)  # a rerun is a no-op
+    with pytest.raises(StageConflict):
+        pairs.run(config(tmp_path, cfg.input, "lang.min_chars=31", "reader.error_budget=0.2"))
+
+
+def test_error_budget_names_file_and_line(tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"query": "q", "positive": "p"}], extra_lines=["{x", "{y"])
+    with pytest.raises(BadInputError, match=r"bad\.jsonl line 2 field '<record>'"):
+        pairs.run(config(tmp_path, [bad]))
+
+
+def test_parquet_without_the_query_column_fails_naming_file_and_field(tmp_path):
+    path = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"title": ["x"], "positive": ["y"]}), path)
+    with pytest.raises(Exception, match=r"wrong\.parquet.*'query'"):
+        pairs.run(config(tmp_path, [path]))
+
+
+def test_killed_task_is_redone_and_the_output_equals_a_clean_run(tmp_path):
+    """RELIABILITY rows 1-2: killed between a task's files and its marker; the rerun finishes it."""
+    inputs = small_inputs(tmp_path)
+    ref = config(tmp_path / "ref", inputs, "reader.error_budget=0.2")
+    (tmp_path / "ref").mkdir()
+    pairs.run(ref)
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dags.cli", "pairs", "--input", *map(str, inputs), "--output", str(out),
+           "--set", f"tokenizer={xlmr_tokenizer()}", "--set", BEAM[0], "--set", "reader.error_budget=0.2"]
+    env = dict(os.environ, MGTE_FAULT=f"point=before_marker,count=4,action=exit137,once={tmp_path / 'once'}")
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 137, first.stderr[-2000:]
+    assert not (out / "_SUCCESS").exists()
+    assert len(list((out / "_tasks").glob("*.json"))) == 3
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    ref_manifest, manifest = read_manifest(tmp_path / "ref" / "out"), read_manifest(out)
+    assert manifest["counts"] == ref_manifest["counts"]
+    assert manifest["dropped_by_reason"] == ref_manifest["dropped_by_reason"]
+    for rel in ref_manifest["outputs"]["data"]:
+        assert pq.read_table(out / rel).equals(pq.read_table(tmp_path / "ref" / "out" / rel))
+    assert not list(out.rglob("*.tmp"))
