@@ -2,7 +2,8 @@
 
 A DAG file (``dags/<name>.py``) says only which stage reads which artifact (wiring); its config
 (``dags/configs/<name>/*.yaml``) says which stage config each step uses. Steps write to
-``OUTPUT/<step>/`` and are restartable, so rerunning a DAG redoes only unfinished steps.
+``OUTPUT/<step>/`` and are restartable; rerunning a DAG redoes unfinished steps and steps whose
+upstream outputs, outside inputs or config changed, and skips the rest (dags/lineage.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""``mgte audit DIR``: an HTML page (``DIR/audit/index.html`` + PNGs) for any finished stage output.
+
+Every page shows the counts invariant, the dropped_by_reason table, dropped and quarantine
+samples and the manifest (page.py); the manifest's ``stage`` picks the stage's own sections:
+corpus, mlm-shards, pairs, train-* (loss, learning rate, skipped steps, throughput over steps;
+model and checkpoints), eval (metrics per method and per language). A stage without its own
+sections (a newer one) gets the common page. A directory that is no finished stage output is
+refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from foundation.errors import MgteError, UsageError
+from pipelines.audit import corpus, evaluation, pairs, shards, train
+from pipelines.audit.page import dropped_samples, head, quarantine, tail, write_page
+
+# manifest "stage" -> (title, module with report(root, manifest, out) -> [html parts])
+REPORTS = {"corpus": ("Corpus", corpus), "mlm-shards": ("MLM shards", shards), "pairs": ("Pairs", pairs),
+           "eval": ("Evaluation", evaluation)}
+KINDS = "corpus, mlm-shards, pairs, train mlm/cpt/..., eval"
+
+
+def _manifest(root: Path) -> dict:
+    """The manifest of a finished stage output, or a one-line refusal saying what is missing."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory; audit needs the output directory of a finished mgte stage "
+                         f"({KINDS})")
+    missing = [name for name in ("manifest.json", "_SUCCESS") if not (root / name).is_file()]
+    if missing:
+        raise UsageError(f"{root} is not a finished mgte stage output (no {' / '.join(missing)}); audit needs the "
+                         f"output directory of a finished stage ({KINDS}); rerun the stage if it was interrupted")
+    from storage_schemas import ManifestError, validate_manifest
+
+    path = root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return validate_manifest(manifest, where=str(path))
+    except (ValueError, ManifestError) as exc:
+        raise MgteError(f"{path}: not a valid stage manifest ({' '.join(str(exc).split())})") from None
+
+
+def write_audit(root: Path, out: Path | None = None) -> Path:
+    """Write the audit page of the stage output ``root`` into ``out`` (default ``root/audit``)."""
+    root = Path(root)
+    manifest = _manifest(root)
+    stage = str(manifest["stage"])
+    if stage.startswith("train") or (root / "metrics.jsonl").is_file():
+        title, module = f"Training ({stage})", train
+    else:
+        title, module = REPORTS.get(stage, (stage, None))
+    out = Path(out) if out else root / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    own = module.report(root, manifest, out) if module else []
+    samples = [] if module is corpus else dropped_samples(root, manifest)  # the corpus report has its own
+    return write_page(out, head(title, root, manifest) + own + samples + quarantine(root, manifest) + tail(manifest))
+
+
+__all__ = ["write_audit"]
