@@ -1,0 +1,49 @@
+"""``mgte dag run full`` on the tiny configs, end to end through the CLI, shrunk to CI size
+(a few train steps): every step is built, dag.json carries each step's lineage, the comparison
+report exists; a second run skips every step as up to date."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dags.cli import main
+from dags.full import DAG
+
+REPO = Path(__file__).resolve().parents[2]
+SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.loop.ckpt_every=2",
+          "mlm-8192.loop.max_steps=2", "mlm-8192.loop.log_every=1",
+          "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2"]
+
+
+@pytest.mark.slow
+def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the DAG config's `input` paths are relative to the repository
+    out = tmp_path / "full"
+    argv = ["dag", "run", "full", "--config", "dags/configs/full/tiny.yaml", "--output", str(out)]
+    for item in SHRINK:
+        argv += ["--set", item]
+    assert main(argv) == 0, capsys.readouterr().err
+    first = json.loads((out / "dag.json").read_text())
+    steps = first["steps"]
+    assert list(steps) == [s.name for s in DAG.steps]
+    for step in DAG.steps:
+        rec = steps[step.name]
+        assert (rec["status"], rec["why"]) == ("done", "not run before"), step.name
+        manifest = json.loads((out / step.name / "manifest.json").read_text())
+        assert rec["config_hash"] == manifest["config_hash"] and rec["counts"] == manifest["counts"]
+        assert len(rec["identity"]) == 16 and rec["seconds"] >= 0
+        upstream = {ref.split("/")[0] for ref in (*step.inputs, step.init, step.model) if ref}
+        assert {u: steps[u]["identity"] for u in upstream}.items() <= rec["upstream"].items(), step.name
+    assert steps["cpt"]["upstream"] == {"pairs": steps["pairs"]["identity"], "mlm-8192": steps["mlm-8192"]["identity"]}
+    assert set(steps["corpus"]["upstream"]) == {"input:data/corpus/raw"}
+    assert Path(first["comparison"]).is_file() and Path(first["comparison"]).stat().st_size > 0
+    assert json.loads((out / "mlm-2048" / "manifest.json").read_text())["extra"]["steps"] == 3
+
+    assert main(argv) == 0, capsys.readouterr().err
+    second = json.loads((out / "dag.json").read_text())
+    assert {n: (r["status"], r["why"]) for n, r in second["steps"].items()} == \
+        {s.name: ("skipped", "up to date") for s in DAG.steps}
+    assert {n: r["identity"] for n, r in second["steps"].items()} == {n: r["identity"] for n, r in steps.items()}
+    assert not [p for p in os.listdir(out) if ".stale-" in p]
