@@ -43,6 +43,7 @@ from training.loop import LoopConfig, train_loop
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
 from training.steppers import StepContext
+from training.task import CustomStepTask
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
 
@@ -216,7 +217,7 @@ def write_sentence_transformers_files(directory: Path, max_seq_length: int) -> N
         (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
 
 
-class CPTTask:
+class CPTTask(CustomStepTask):
     """Model, data and the cached-gradient contrastive step for :func:`training.loop.train_loop`."""
 
     def __init__(self, cfg: Config, tables: dict[str, pa.Table] | None = None):

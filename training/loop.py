@@ -16,20 +16,10 @@ the model, the data and the loss; the loop owns everything else:
 - metrics every ``log_every`` steps, a checkpoint every ``ckpt_every`` steps, SIGTERM -> checkpoint
   and :class:`Preempted`; at the end the final model goes to ``output_dir/model``.
 
-The task protocol (duck-typed)::
-
-    build_model() -> nn.Module                       # called after seeding; same on every rank
-    build_data(rank, world_size) -> source           # next(source) -> list of micro-batches (this
-                                                     # rank's share of one global batch);
-                                                     # source.state_dict() / load_state_dict(state);
-                                                     # optional source.reshardable (bool)
-    step(model, micro_batch) -> (loss_sum, metric_sums)   # forward only; the loop does backward
-    units(micro_batch) -> int     # optional, default 1: what loss_sum is a sum over (masked tokens)
-    tokens(micro_batch) -> int    # optional, default 0: for tokens/s
-    save_model(model, out_dir)    # optional, default model.hf.save_pretrained(model, out_dir)
-    train_step(ctx, model, micro_batches) -> (loss_sum, units, metric_sums, tokens)  # optional:
-                                  # replaces the default forward/backward over micro-batches
-                                  # (CPT's cached-gradient step); use ctx.backward/ctx.no_sync
+The task is typed: :class:`training.task.MicroBatchTask` (``step`` per micro-batch; the loop does
+the backward) or :class:`training.task.CustomStepTask` (``train_step`` over the global batch, e.g.
+CPT's cached-gradient step), both :class:`training.task.TrainTask` (``build_model``,
+``build_data``, ``save_model``).
 
 The default step divides every micro-batch's ``loss_sum`` by the units of the whole global batch
 (summed over micro-batches and ranks), so the gradient is that of the global mean whatever the
@@ -62,6 +52,7 @@ from training.distributed import World, all_gather_objects, all_reduce_sum, broa
 from training.metrics import MetricsWriter, Throughput
 from training.optim import OptimConfig
 from training.steppers import DeepSpeedConfig, StepContext, make_stepper
+from training.task import CustomStepTask, MicroBatchTask, Task, check_task
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +161,9 @@ class LoopResult:
     seconds: float = 0.0
 
 
-def _default_train_step(task, ctx: StepContext, model, micro_batches: list) -> tuple[float, float, dict, int]:
+def _default_train_step(task: MicroBatchTask, ctx: StepContext, model, micro_batches: list) -> tuple[float, float, dict, int]:
     """Forward/backward every micro-batch; gradient of the global mean over units."""
-    units = [float(task.units(mb)) if hasattr(task, "units") else 1.0 for mb in micro_batches]
+    units = [float(task.units(mb)) for mb in micro_batches]
     total = all_reduce_sum(torch.tensor([sum(units)], dtype=torch.float64, device=ctx.device))
     ctx.global_units = float(total.item())
     scale = ctx.world.world_size / max(ctx.global_units, 1.0)  # DDP averages over ranks
@@ -188,11 +179,11 @@ def _default_train_step(task, ctx: StepContext, model, micro_batches: list) -> t
         loss_sum += float(loss.detach())
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        tokens += int(task.tokens(mb)) if hasattr(task, "tokens") else 0
+        tokens += int(task.tokens(mb))
     return loss_sum, sum(units), sums, tokens
 
 
-def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir: str | Path | None = None,
+def train_loop(task: Task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir: str | Path | None = None,
                world: World | None = None, config: dict | None = None, report=None) -> LoopResult:
     """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the newest checkpoint.
 
@@ -201,6 +192,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
     ``training.ray_entry`` uses for ``ray.train.report`` (metrics only: the checkpoint stays in
     ``ckpt_dir``, the one copy).
     """
+    check_task(task)
     world = world or World()
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
     output_dir = Path(output_dir) if output_dir is not None else None
@@ -306,9 +298,8 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
                 micro_batches = _to_device(next(data), device)
                 stepper.model.train()
                 ctx.poison = fault_point("train_step")  # exit137 / sigterm / nan for the fault tests
-                train_step = getattr(task, "train_step", None)
-                if train_step is not None:
-                    loss_sum, units, sums, tokens = train_step(ctx, stepper.model, micro_batches)
+                if isinstance(task, CustomStepTask):
+                    loss_sum, units, sums, tokens = task.train_step(ctx, stepper.model, micro_batches)
                 else:
                     loss_sum, units, sums, tokens = _default_train_step(task, ctx, stepper.model, micro_batches)
                 if ctx.poison:
@@ -357,13 +348,7 @@ def train_loop(task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir
         if last_saved != step:
             save(step)
         if is_main and output_dir is not None:
-            save_model = getattr(task, "save_model", None)
-            if save_model is not None:
-                save_model(stepper.module, output_dir / "model")
-            else:
-                from model.hf import save_pretrained
-
-                save_pretrained(stepper.module, output_dir / "model")
+            task.save_model(stepper.module, output_dir / "model")
         call_report({"loss": last_loss if last_loss is not None else float("nan"), **last_metrics, "final": 1})
     finally:
         progress.close()

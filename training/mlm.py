@@ -34,6 +34,7 @@ from training.metrics import read_metrics
 from training.optim import OptimConfig
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
+from training.task import MicroBatchTask
 from training.samplers import PackedBatch, PackedMLMBatches, shard_files
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def set_rope_theta(mlm: torch.nn.Module, theta: float) -> None:
     mlm.new.rotary.theta = float(theta)
 
 
-class MLMTask:
+class MLMTask(MicroBatchTask):
     """The MLM stage for :func:`training.loop.train_loop`."""
 
     def __init__(self, cfg: Config):

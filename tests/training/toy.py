@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from training.task import MicroBatchTask
+
 
 class ToyData:
     """Global batch i is a pure function of (seed, i); rank r takes every world_size-th row."""
@@ -37,7 +39,7 @@ class ToyData:
         self.pos = state["pos"]
 
 
-class ToyTask:
+class ToyTask(MicroBatchTask):
     def __init__(self, seed: int = 0, reshardable: bool = True):
         self.seed = seed
         self.reshardable = reshardable
