@@ -21,10 +21,12 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 
 from foundation.errors import BadInputError
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz", ".json", ".jsonl.zst")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz", ".json", ".jsonl.zst", ".json.zst",
+                  ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
 RAW_PREVIEW = 1000
 
@@ -93,7 +95,7 @@ def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[str]:
             seen.add(p)
             unique.append(os.path.abspath(p) if "://" not in p else p)
     if not unique:
-        raise BadInputError(f"no readable input files (jsonl[.gz], parquet) in {list(inputs)}")
+        raise BadInputError(f"no readable input files (jsonl[.gz|.zst], parquet) in {list(inputs)}")
     return unique
 
 
@@ -105,53 +107,146 @@ def _open_binary(path: str):
     return open(path, "rb")
 
 
-def _gzip_lines(fh, max_bytes: int) -> Iterator[tuple[bytes | None, bool]]:
-    """Yield (line, oversized) from a gzip stream with bounded memory; raises on damage."""
+READ_BYTES = 1 << 16  # compressed bytes read at a time
+OUT_BYTES = 1 << 20  # most bytes decompressed at once, however well the input compresses
+GZIP_MAGIC = b"\x1f\x8b"
+STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError)  # a damaged compressed stream
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _plain_chunks(fh) -> Iterator[bytes]:
+    return iter(lambda: fh.read(OUT_BYTES), b"")
+
+
+def _gzip_chunks(fh) -> Iterator[bytes]:
+    """Decompressed pieces of at most OUT_BYTES (``max_length`` + ``unconsumed_tail``), so a gzip
+    bomb never expands in memory; concatenated members are read on. Raises EOFError when cut."""
     decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False
+    for data in iter(lambda: fh.read(READ_BYTES), b""):
+        while True:
+            if decomp.eof and data:  # the next gzip member
+                decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            started = True
+            out = decomp.decompress(data, OUT_BYTES)
+            if out:
+                yield out
+            data = decomp.unused_data if decomp.eof else decomp.unconsumed_tail
+            if not data and len(out) < OUT_BYTES:  # input used up and no output left pending
+                break
+    if started and not decomp.eof:
+        raise EOFError("compressed stream ended before the end-of-stream marker (truncated gzip)")
+
+
+class _ZstdFrames:
+    """Walks the zstd frame structure of the compressed bytes as they are read, to tell a
+    complete stream from a cut one (the zstandard stream reader just stops at a cut)."""
+
+    def __init__(self, fh):
+        self.fh, self.buf, self.skip, self.state, self.checksum = fh, b"", 0, "magic", 0
+        self.bad = False  # bytes that start no frame (the decompressor reports them too)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self._feed(data)
+        return data
+
+    @property
+    def at_frame_end(self) -> bool:
+        return self.state == "magic" and not self.buf and not self.skip and not self.bad
+
+    def _take(self, n: int) -> bytes | None:
+        if len(self.buf) < n:
+            return None
+        head, self.buf = self.buf[:n], self.buf[n:]
+        return head
+
+    def _feed(self, data: bytes) -> None:
+        if self.bad:
+            return
+        skipped = min(self.skip, len(data))
+        self.skip -= skipped
+        self.buf += data[skipped:]
+        while not self.skip and self.buf:
+            if self.state == "magic":
+                if (magic := self._take(4)) is None:
+                    return
+                if magic == ZSTD_MAGIC:
+                    self.state = "header"
+                elif magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:  # skippable frame
+                    self.state = "skippable"
+                else:
+                    self.bad, self.buf = True, b""
+                    return
+            elif self.state == "skippable":
+                if (size := self._take(4)) is None:
+                    return
+                self.skip, self.state = int.from_bytes(size, "little"), "magic"
+            elif self.state == "header":
+                if (fhd := self._take(1)) is None:
+                    return
+                fhd = fhd[0]
+                single = bool(fhd & 0x20)
+                self.checksum = 4 if fhd & 0x04 else 0
+                fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+                self.skip, self.state = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs, "block"
+            else:  # a block header: last flag, type, size
+                if (head := self._take(3)) is None:
+                    return
+                h = int.from_bytes(head, "little")
+                self.skip = 1 if (h >> 1) & 3 == 1 else h >> 3  # an RLE block stores one byte
+                if h & 1:  # the last block of the frame
+                    self.skip += self.checksum
+                    self.state = "magic"
+            skipped = min(self.skip, len(self.buf))
+            self.skip -= skipped
+            self.buf = self.buf[skipped:]
+
+
+def _zstd_chunks(fh) -> Iterator[bytes]:
+    """Decompressed pieces of at most OUT_BYTES from a zstd stream (all frames); raises EOFError when cut."""
+    frames = _ZstdFrames(fh)
+    reader = zstandard.ZstdDecompressor().stream_reader(frames, read_size=READ_BYTES, read_across_frames=True)
+    # Output in pieces of one zstd block (128 KB): a corrupt block then loses no earlier block's records.
+    yield from iter(lambda: reader.read(1 << 17), b"")
+    if frames.bad:
+        raise EOFError("corrupt zstd stream: bytes that start no zstd frame")
+    if not frames.at_frame_end:
+        raise EOFError("compressed stream ended inside a frame (truncated zstd)")
+
+
+def _lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, bool]]:
+    """Yield (line, oversized) from byte chunks; a line over ``max_bytes`` is skipped, never buffered.
+
+    A damaged stream yields the record it was inside of, then its error propagates."""
     pending = bytearray()
     skipping = False
-    while True:
-        chunk = fh.read(1 << 20)
-        if not chunk:
-            break
-        data = decomp.decompress(chunk)
-        while decomp.unused_data:  # concatenated gzip members
-            rest = decomp.unused_data
-            decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            data += decomp.decompress(rest)
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            piece = data[start:] if nl < 0 else data[start:nl + 1]
-            if not skipping:
-                pending += piece
-                if len(pending) > max_bytes:
-                    skipping = True
-                    pending = bytearray()
-            if nl < 0:
-                break
-            yield (None, True) if skipping else (bytes(pending), False)
-            pending, skipping = bytearray(), False
-            start = nl + 1
-    if not decomp.eof:
-        if pending or skipping:
-            yield (None, True) if skipping else (bytes(pending), False)
-        raise EOFError("compressed stream ended before the end-of-stream marker (truncated gzip)")
+    damage = None
+    try:
+        for data in chunks:
+            start = 0
+            while True:
+                nl = data.find(b"\n", start)
+                end = len(data) if nl < 0 else nl + 1
+                if not skipping:
+                    if nl >= 0 and not pending and end - start <= max_bytes:
+                        yield data[start:end], False  # the common case: a whole line in one chunk
+                        start = end
+                        continue
+                    pending += data[start:end]
+                    if len(pending) > max_bytes:
+                        skipping, pending = True, bytearray()
+                if nl < 0:
+                    break
+                yield (None, True) if skipping else (bytes(pending), False)
+                pending, skipping = bytearray(), False
+                start = end
+    except STREAM_ERRORS as exc:
+        damage = exc
     if pending or skipping:
         yield (None, True) if skipping else (bytes(pending), False)
-
-
-def _plain_lines(fh, max_bytes: int) -> Iterator[tuple[bytes | None, bool]]:
-    while True:
-        line = fh.readline(max_bytes + 1)
-        if not line:
-            return
-        if len(line) > max_bytes and not line.endswith(b"\n"):
-            while line and not line.endswith(b"\n"):  # skip the rest of the record
-                line = fh.readline(1 << 20)
-            yield None, True
-            continue
-        yield line, False
+    if damage is not None:
+        raise damage
 
 
 def _parse_json_line(path: str, lineno: int, raw: bytes) -> Record | Quarantined:
@@ -174,37 +269,64 @@ def _parse_json_line(path: str, lineno: int, raw: bytes) -> Record | Quarantined
     return Record(path, lineno, data)
 
 
+def _compression(path: str, head: bytes) -> str | None:
+    """``gzip``/``zstd``/None (plain) from the suffix and the first bytes, or a file-level error."""
+    if path.endswith(".zst"):
+        if head[:4] != ZSTD_MAGIC and not (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
+            raise _NotCompressed("not_zstd: the file is named .zst but is not zstd data")
+        return "zstd"
+    if path.endswith(".gz") and head[:2] != GZIP_MAGIC:
+        raise _NotCompressed("not_gzip: the file is named .gz but is not gzip data")
+    return "gzip" if head[:2] == GZIP_MAGIC else None
+
+
+class _NotCompressed(Exception):
+    """A file named as compressed that is not (one file-level quarantine row)."""
+
+
 def read_jsonl(path: str, max_record_bytes: int) -> Iterator[Record | Quarantined]:
+    """JSONL, plain, gzip or zstd. At most OUT_BYTES are decompressed at a time and a line over
+    ``max_record_bytes`` is skipped unbuffered, so a compression bomb costs a normal run's memory."""
     lineno = 0
     try:
         with _open_binary(path) as fh:
-            head = fh.read(2)
+            head = fh.read(4)
             fh.seek(0)
-            if path.endswith(".gz") and head != b"\x1f\x8b":
-                if head == b"":
-                    yield Quarantined(path, -1, "<file>", "empty_file")
-                else:
-                    yield Quarantined(path, -1, "<file>", "not_gzip: the file is named .gz but is not gzip data")
-                return
             if head == b"":
                 yield Quarantined(path, -1, "<file>", "empty_file")
                 return
-            lines = _gzip_lines(fh, max_record_bytes) if head == b"\x1f\x8b" else _plain_lines(fh, max_record_bytes)
-            for raw, oversized in lines:
+            try:
+                kind = _compression(path, head)
+            except _NotCompressed as exc:
+                yield Quarantined(path, -1, "<file>", str(exc))
+                return
+            chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, None: _plain_chunks}[kind](fh)
+            for raw, oversized in _lines(chunks, max_record_bytes):
                 lineno += 1
                 if oversized:
                     yield Quarantined(path, lineno, "<record>", f"oversized: record longer than {max_record_bytes} bytes")
                 else:
                     yield _parse_json_line(path, lineno, raw)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except STREAM_ERRORS as exc:
         yield Quarantined(path, -1, "<file>", f"truncated_or_corrupt: {exc} (after line {lineno})")
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A pyarrow error about the file's bytes (a bad page, a cut footer), not about the machine:
+    pyarrow raises damage as ArrowException or as an OSError without an errno, while permissions,
+    a vanished file or a full disk carry an errno and must propagate."""
+    return isinstance(exc, pa.ArrowException) or (isinstance(exc, OSError) and exc.errno is None)
 
 
 def read_parquet(path: str, text_field: str, on_schema_error: str, batch_rows: int = 4096
                  ) -> Iterator[Record | Quarantined]:
+    """Row group by row group: a damaged page costs its row group and the rest of the file (one
+    file-level row naming the group), never the rows of the intact groups read before it."""
     try:
         pf = pq.ParquetFile(_open_binary(path) if "://" in path else path)
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, OSError) as exc:
+        if not _is_damage(exc):
+            raise
         yield Quarantined(path, -1, "<file>", f"bad_parquet: {exc}")
         return
     schema = pf.schema_arrow
@@ -219,13 +341,20 @@ def read_parquet(path: str, text_field: str, on_schema_error: str, batch_rows: i
         yield Quarantined(path, -1, text_field, f"wrong_schema: {problem}")
         return
     row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            for data in batch.to_pylist():
-                yield Record(path, row, data)
-                row += 1
-    except pa.ArrowException as exc:
-        yield Quarantined(path, -1, "<file>", f"bad_parquet: {exc} (after row {row})")
+    for group in range(pf.num_row_groups):
+        first = row
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group]):
+                for data in batch.to_pylist():
+                    yield Record(path, row, data)
+                    row += 1
+        except (pa.ArrowException, OSError) as exc:
+            if not _is_damage(exc):
+                raise
+            error = " ".join(str(exc).split())
+            yield Quarantined(path, -1, "<file>", f"bad_parquet: row group {group} of {pf.num_row_groups} "
+                              f"(rows from {first}): {error} (after row {row})")
+            return
 
 
 def read_records(path: str, *, text_field: str = "text", max_record_bytes: int = 8_000_000,
@@ -236,18 +365,41 @@ def read_records(path: str, *, text_field: str = "text", max_record_bytes: int =
         yield from read_jsonl(path, max_record_bytes)
 
 
-def check_text(rec: Record, text_field: str) -> str | Quarantined:
-    """The record's text, or why it cannot be used (missing, not a string, lone surrogates)."""
-    if text_field not in rec.data:
-        return Quarantined(rec.path, rec.line, text_field, f"missing_field: no '{text_field}'",
-                           _preview(json.dumps(rec.data, ensure_ascii=False, default=str)))
-    text = rec.data[text_field]
-    if not isinstance(text, str):
-        return Quarantined(rec.path, rec.line, text_field, f"not_a_string: {type(text).__name__}",
-                           _preview(json.dumps(rec.data, ensure_ascii=False, default=str)))
+def check_string_field(data: dict, names: str | tuple[str, ...], *, path: str, line: int, required: bool = True,
+                       allow_int: bool = False) -> str | None | Quarantined:
+    """The ONE check of a string field of a raw record, for every stage and format (JSONL, parquet).
+
+    ``names``: a field name, or alternatives of which the first present one is used. Returns the
+    value; None when absent (or null) and not ``required``; or why it cannot be used:
+    ``missing_field``, ``not_a_string: <type>`` (a null counts as a missing value only when not
+    required), ``lone_surrogate at char N`` (valid JSON, but not encodable as UTF-8).
+    ``allow_int``: an integer (not a bool) is accepted and returned as its decimal string, as ids often are.
+    An empty string is returned as is: emptiness is decided after normalisation (``empty_text``).
+    """
+    alternatives = (names,) if isinstance(names, str) else tuple(names)
+    name = next((n for n in alternatives if n in data), None)
+    value = data.get(name) if name is not None else None
+    if value is None and not required:
+        return None
+    if name is None:
+        missing = f"no '{names}'" if isinstance(names, str) else f"none of {list(alternatives)}"
+        return Quarantined(path, line, alternatives[0], f"missing_field: {missing}", _record_preview(data))
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        return Quarantined(path, line, name, f"not_a_string: {type(value).__name__}", _record_preview(data))
     try:
-        text.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return Quarantined(rec.path, rec.line, text_field, f"lone_surrogate at char {exc.start}",
-                           _preview(text.encode("utf-8", errors="replace")))
-    return text
+        return Quarantined(path, line, name, f"lone_surrogate at char {exc.start}",
+                           _preview(value.encode("utf-8", errors="replace")))
+    return value
+
+
+def _record_preview(data: dict) -> str | None:
+    return _preview(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def check_text(rec: Record, text_field: str) -> str | Quarantined:
+    """The record's text, or why it cannot be used: :func:`check_string_field` of a required field."""
+    return check_string_field(rec.data, text_field, path=rec.path, line=rec.line)

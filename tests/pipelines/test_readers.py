@@ -2,12 +2,16 @@
 
 import gzip
 import json
+import os
+import tracemalloc
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
-from pipelines.readers import Quarantined, Record, check_text, expand_inputs, read_records
+from pipelines.readers import Quarantined, Record, check_string_field, check_text, expand_inputs, read_records
 from foundation.errors import BadInputError
 
 
@@ -106,9 +110,119 @@ def test_oversized_record_is_skipped_without_losing_the_next(tmp_path):
 
 def test_expand_inputs(tmp_path):
     (tmp_path / "a").mkdir()
-    for name in ("a/x.jsonl", "a/y.parquet", "a/z.txt", "w.jsonl.gz"):
+    for name in ("a/x.jsonl", "a/y.parquet", "a/z.txt", "a/v.jsonl.zst", "a/u.json.zst", "w.jsonl.gz"):
         (tmp_path / name).write_bytes(b"")
     got = expand_inputs([str(tmp_path / "a"), str(tmp_path / "*.gz")])
-    assert [p.split("/")[-1] for p in got] == ["x.jsonl", "y.parquet", "w.jsonl.gz"]
+    assert [p.split("/")[-1] for p in got] == ["u.json.zst", "v.jsonl.zst", "x.jsonl", "y.parquet", "w.jsonl.gz"]
     with pytest.raises(BadInputError, match="not found"):
         expand_inputs([str(tmp_path / "missing.jsonl")])
+
+
+# ---- compression bombs (row 27), zstd, damaged parquet pages (row 11), the string validator ------
+def _bomb(path, compressor, n_mb: int) -> None:
+    """One JSONL line of ``n_mb`` MB of repeated bytes, then a normal line, written streaming."""
+    with open(path, "wb") as fh:
+        fh.write(compressor.compress(b'{"id": "bomb", "text": "'))
+        block = b"x" * (1 << 20)
+        for _ in range(n_mb):
+            fh.write(compressor.compress(block))
+        fh.write(compressor.compress(b'"}\n{"id": "after", "text": "after"}\n'))
+        fh.write(compressor.flush())
+
+
+@pytest.mark.parametrize("name", ["bomb.jsonl.gz", "bomb.jsonl.zst"])
+def test_compression_bomb_costs_no_memory(tmp_path, name):
+    path = tmp_path / name
+    comp = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if name.endswith(".gz") else \
+        zstandard.ZstdCompressor(level=3).compressobj()
+    _bomb(path, comp, 120)
+    assert path.stat().st_size < 1_000_000  # ~120 KB expanding to 120 MB
+    tracemalloc.start()
+    try:
+        got = list(read_records(str(path), max_record_bytes=1_000_000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(type(g).__name__, g.line) for g in got] == [("Quarantined", 1), ("Record", 2)]
+    assert got[0].field == "<record>" and got[0].error == "oversized: record longer than 1000000 bytes"
+    assert got[1].data == {"id": "after", "text": "after"}
+    assert peak < 50_000_000, f"peak {peak / 1e6:.0f} MB while reading a 120 MB line"
+
+
+def _docs(n: int) -> bytes:
+    return b"".join(json.dumps({"id": str(i), "text": f"doc {i} " + os.urandom(40).hex()}).encode() + b"\n"
+                    for i in range(n))
+
+
+def test_zstd_is_read_like_gzip(tmp_path):
+    body = _docs(3000)  # ~ 330 KB: several zstd blocks
+    expected = [json.loads(line) for line in body.splitlines()]
+    blob = zstandard.ZstdCompressor().compress(body)
+    two_frames = tmp_path / "two.jsonl.zst"  # concatenated frames, as `cat a.zst b.zst` makes
+    two_frames.write_bytes(blob + zstandard.ZstdCompressor(write_checksum=True).compress(body))
+    assert [r.data for r in records(two_frames)] == expected + expected
+
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(blob[: len(blob) * 2 // 3])
+    got = records(cut)
+    good = [g for g in got if isinstance(g, Record)]
+    assert 1000 < len(good) < 3000 and [g.data for g in good] == expected[: len(good)]
+    file_rows = [g for g in got if isinstance(g, Quarantined) and g.line == -1]
+    assert got[-1] is file_rows[0] and len(file_rows) == 1
+    assert file_rows[0].field == "<file>" and "truncated zstd" in file_rows[0].error
+    # a cut exactly between two frames is complete; one byte short of the end is not
+    cut.write_bytes(blob[:-1])
+    assert "truncated zstd" in records(cut)[-1].error
+
+
+@pytest.mark.parametrize("name,content,error", [
+    ("plain.jsonl.zst", b'{"text": "plain text, not zstd"}\n', "not_zstd"),
+    ("empty.jsonl.zst", b"", "empty_file"),
+])
+def test_zstd_file_level_problems(tmp_path, name, content, error):
+    path = tmp_path / name
+    path.write_bytes(content)
+    (got,) = records(path)
+    assert isinstance(got, Quarantined) and got.line == -1 and got.field == "<file>" and got.error.startswith(error)
+
+
+def test_damaged_parquet_page_keeps_the_intact_row_groups(tmp_path):
+    table = pa.table({"id": [str(i) for i in range(40)], "text": [f"text number {i} " * 5 for i in range(40)]})
+    for compression in ("none", "snappy"):
+        path = tmp_path / f"damaged-{compression}.parquet"
+        pq.write_table(table, path, row_group_size=10, compression=compression)
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_row_groups == 4
+        offset = meta.row_group(2).column(1).data_page_offset  # the `text` data page of rows 20-29
+        blob = bytearray(path.read_bytes())
+        blob[offset: offset + 8] = bytes(b ^ 0xFF for b in blob[offset: offset + 8])
+        path.write_bytes(bytes(blob))
+        got = records(path)
+        assert [g.data for g in got[:-1]] == table.slice(0, 20).to_pylist()
+        assert [g.line for g in got[:-1]] == list(range(20))
+        q = got[-1]
+        assert isinstance(q, Quarantined) and (q.line, q.field) == (-1, "<file>")
+        assert q.error.startswith("bad_parquet: row group 2 of 4 (rows from 20): ")
+
+
+@pytest.mark.parametrize("data,names,kw,expected", [
+    ({"text": "ok"}, "text", {}, "ok"),
+    ({"text": ""}, "text", {}, ""),  # emptiness is decided after normalisation
+    ({}, "text", {}, ("text", "missing_field: no 'text'")),
+    ({"document": "d"}, ("positive", "document"), {}, "d"),
+    ({}, ("positive", "document"), {}, ("positive", "missing_field: none of ['positive', 'document']")),
+    ({"text": None}, "text", {}, ("text", "not_a_string: NoneType")),
+    ({"text": ["a"]}, "text", {}, ("text", "not_a_string: list")),
+    ({"text": "lone \ud800"}, "text", {}, ("text", "lone_surrogate at char 5")),
+    ({"id": 7}, "id", {"allow_int": True}, "7"),
+    ({"id": True}, "id", {"allow_int": True}, ("id", "not_a_string: bool")),
+    ({"id": 7}, "id", {}, ("id", "not_a_string: int")),
+    ({"id": None}, "id", {"required": False}, None),
+    ({}, "id", {"required": False}, None),
+])
+def test_check_string_field(data, names, kw, expected):
+    got = check_string_field(data, names, path="f.jsonl", line=3, **kw)
+    if isinstance(expected, tuple):
+        assert isinstance(got, Quarantined) and (got.path, got.line, got.field, got.error) == ("f.jsonl", 3, *expected)
+    else:
+        assert got == expected
