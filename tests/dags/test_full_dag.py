@@ -1,6 +1,6 @@
 """``mgte dag run full`` on the tiny configs, end to end through the CLI, shrunk to CI size
 (a few train steps): every step is built, dag.json carries each step's lineage, the comparison
-report exists; a second run skips every step as up to date."""
+report exists, ``mgte audit`` reads every step's output; a second run skips every step as up to date."""
 
 import json
 import os
@@ -40,6 +40,11 @@ def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys)
     assert set(steps["corpus"]["upstream"]) == {"input:data/corpus/raw"}
     assert Path(first["comparison"]).is_file() and Path(first["comparison"]).stat().st_size > 0
     assert json.loads((out / "mlm-2048" / "manifest.json").read_text())["extra"]["steps"] == 3
+    for step in DAG.steps:  # every real stage output has an audit page
+        assert main(["audit", str(out / step.name), "--output", str(tmp_path / "audit" / step.name)]) == 0, \
+            capsys.readouterr().err
+        assert "input = kept + dropped + quarantined: holds" in (tmp_path / "audit" / step.name / "index.html").read_text()
+    assert (tmp_path / "audit" / "mlm-2048" / "loss.png").is_file()
 
     assert main(argv) == 0, capsys.readouterr().err
     second = json.loads((out / "dag.json").read_text())
