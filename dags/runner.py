@@ -91,7 +91,10 @@ def _run_step(step, module, stage_cfg, prev: dict | None, upstream: dict, settin
     old_identity, old_hash = output_identity(root, upstream), pinned_config_hash(root)
     if action == "rebuild":
         more["moved_aside"] = str(move_aside(root))
-    save(_step_record(step, stage_cfg, "running", why, upstream, settings, None, None, **more))
+    # until the stage has answered, a "check" step keeps its old settings: a crash now must not
+    # leave the old output looking up to date for the new config
+    save(_step_record(step, stage_cfg, "running", why, upstream,
+                      (prev or {}).get("settings") if action == "check" else settings, None, None, **more))
     t0 = time.time()
     try:
         manifest = module.run(stage_cfg) or {}

@@ -151,3 +151,18 @@ def test_interrupted_step_resumes_and_failure_is_recorded(toy, monkeypatch):
     steps = json.loads((root / "dag.json").read_text())["steps"]
     assert steps["c"]["status"] == "failed" and steps["c"]["error"] == "disk gone"
     assert steps["d"]["status"] == "not reached" and steps["d"]["upstream"]["c"]
+
+
+def test_a_crash_while_checking_a_changed_config_does_not_make_the_old_output_current(toy, monkeypatch):
+    toy()
+
+    def broken(cfg):
+        raise OSError("killed")
+
+    monkeypatch.setattr(registry, "stage_module", lambda name: SimpleNamespace(Config=ToyConfig, run=broken))
+    with pytest.raises(OSError):
+        toy("e.value=3")
+    runs: list[str] = []
+    monkeypatch.setattr(registry, "stage_module", lambda name: _stage(runs))
+    report = runner.run_dag("toy", "toy.yaml", "out", ["e.value=3"])
+    assert runs == ["e"] and report["steps"]["e"]["why"].startswith("config changed (hash ")
