@@ -1,17 +1,19 @@
 """Raw record readers that never lose a record and never crash on one.
 
 ``read_records(path)`` yields, in file order, either a :class:`Record` or a :class:`Quarantined`
-(path, 1-based line or 0-based row, field, error, raw). File-level damage (truncated gzip, a
-``.gz`` that is not gzip, a cut parquet footer, an empty file) yields one file-level
-``Quarantined`` row (line -1) after the records read before the damage. A record longer than
-``max_record_bytes`` is skipped without being held in memory and quarantined as ``oversized``.
-Only infrastructure errors (permissions, a vanished file) propagate.
+(path, 1-based line or 0-based row, field, error, raw). File-level damage (truncated gzip or
+zstd, a ``.gz``/``.zst`` that is not, a cut parquet footer, a damaged parquet page, an empty
+file) yields one file-level ``Quarantined`` row (line -1) after the records read before the
+damage (for parquet: the rows of the intact row groups before it). A record longer than
+``max_record_bytes`` is skipped without being held in memory and quarantined as ``oversized``;
+decompression runs in bounded pieces, so a compression bomb costs a normal run's memory.
+Only infrastructure errors (permissions, a vanished file, a full disk) propagate.
+:func:`check_string_field` is the one check of a string field that every stage uses.
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import os
 import zlib
@@ -122,19 +124,17 @@ def _gzip_chunks(fh) -> Iterator[bytes]:
     """Decompressed pieces of at most OUT_BYTES (``max_length`` + ``unconsumed_tail``), so a gzip
     bomb never expands in memory; concatenated members are read on. Raises EOFError when cut."""
     decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    started = False
     for data in iter(lambda: fh.read(READ_BYTES), b""):
         while True:
             if decomp.eof and data:  # the next gzip member
                 decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            started = True
             out = decomp.decompress(data, OUT_BYTES)
             if out:
                 yield out
             data = decomp.unused_data if decomp.eof else decomp.unconsumed_tail
             if not data and len(out) < OUT_BYTES:  # input used up and no output left pending
                 break
-    if started and not decomp.eof:
+    if not decomp.eof:
         raise EOFError("compressed stream ended before the end-of-stream marker (truncated gzip)")
 
 
@@ -155,52 +155,43 @@ class _ZstdFrames:
     def at_frame_end(self) -> bool:
         return self.state == "magic" and not self.buf and not self.skip and not self.bad
 
-    def _take(self, n: int) -> bytes | None:
-        if len(self.buf) < n:
-            return None
-        head, self.buf = self.buf[:n], self.buf[n:]
-        return head
+    _NEED = {"magic": 4, "skippable": 4, "header": 1, "block": 3}  # bytes of the next header
 
     def _feed(self, data: bytes) -> None:
         if self.bad:
             return
-        skipped = min(self.skip, len(data))
-        self.skip -= skipped
-        self.buf += data[skipped:]
-        while not self.skip and self.buf:
+        buf = self.buf + data  # self.buf: at most the start of one header
+        pos = min(self.skip, len(buf))
+        self.skip -= pos
+        while not self.skip and len(buf) - pos >= self._NEED[self.state]:
+            head = buf[pos: pos + self._NEED[self.state]]
+            pos += len(head)
             if self.state == "magic":
-                if (magic := self._take(4)) is None:
-                    return
-                if magic == ZSTD_MAGIC:
+                if head == ZSTD_MAGIC:
                     self.state = "header"
-                elif magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:  # skippable frame
+                elif head[1:] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50:  # a skippable frame
                     self.state = "skippable"
                 else:
                     self.bad, self.buf = True, b""
                     return
             elif self.state == "skippable":
-                if (size := self._take(4)) is None:
-                    return
-                self.skip, self.state = int.from_bytes(size, "little"), "magic"
-            elif self.state == "header":
-                if (fhd := self._take(1)) is None:
-                    return
-                fhd = fhd[0]
+                self.skip, self.state = int.from_bytes(head, "little"), "magic"
+            elif self.state == "header":  # window, dictionary id and content size follow
+                fhd = head[0]
                 single = bool(fhd & 0x20)
                 self.checksum = 4 if fhd & 0x04 else 0
                 fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
                 self.skip, self.state = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs, "block"
             else:  # a block header: last flag, type, size
-                if (head := self._take(3)) is None:
-                    return
                 h = int.from_bytes(head, "little")
                 self.skip = 1 if (h >> 1) & 3 == 1 else h >> 3  # an RLE block stores one byte
                 if h & 1:  # the last block of the frame
                     self.skip += self.checksum
                     self.state = "magic"
-            skipped = min(self.skip, len(self.buf))
-            self.skip -= skipped
-            self.buf = self.buf[skipped:]
+            step = min(self.skip, len(buf) - pos)
+            pos += step
+            self.skip -= step
+        self.buf = buf[pos:]
 
 
 def _zstd_chunks(fh) -> Iterator[bytes]:

@@ -1,6 +1,7 @@
 """RELIABILITY.md rows 11-14: every bad record or file is quarantined with path and line."""
 
 import gzip
+import io
 import json
 import os
 import tracemalloc
@@ -158,8 +159,12 @@ def test_zstd_is_read_like_gzip(tmp_path):
     body = _docs(3000)  # ~ 330 KB: several zstd blocks
     expected = [json.loads(line) for line in body.splitlines()]
     blob = zstandard.ZstdCompressor().compress(body)
+    streamed = io.BytesIO()  # no content size in the header, a checksum at the end
+    with zstandard.ZstdCompressor(write_checksum=True).stream_writer(streamed, closefd=False) as w:
+        w.write(body)
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"notes"
     two_frames = tmp_path / "two.jsonl.zst"  # concatenated frames, as `cat a.zst b.zst` makes
-    two_frames.write_bytes(blob + zstandard.ZstdCompressor(write_checksum=True).compress(body))
+    two_frames.write_bytes(skippable + blob + streamed.getvalue())
     assert [r.data for r in records(two_frames)] == expected + expected
 
     cut = tmp_path / "cut.jsonl.zst"
@@ -171,6 +176,8 @@ def test_zstd_is_read_like_gzip(tmp_path):
     assert got[-1] is file_rows[0] and len(file_rows) == 1
     assert file_rows[0].field == "<file>" and "truncated zstd" in file_rows[0].error
     # a cut exactly between two frames is complete; one byte short of the end is not
+    cut.write_bytes(skippable + blob)
+    assert [r.data for r in records(cut)] == expected
     cut.write_bytes(blob[:-1])
     assert "truncated zstd" in records(cut)[-1].error
 

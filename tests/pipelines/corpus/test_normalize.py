@@ -33,3 +33,18 @@ def test_nothing_removed_nothing_recorded(text, changes):
 def test_nfkc_expansion_is_not_a_removal():
     got, changes = normalize_with_changes("\ufb01ne", "NFKC")  # the fi ligature -> "fi"
     assert got == "fine" and changes == {}
+
+
+def test_the_corpus_stage_records_what_normalisation_removed(tmp_path):
+    from pipelines.corpus.steps import process_document
+
+    from .conftest import corpus_config
+
+    cfg = corpus_config(tmp_path / "out")
+    english = ("All human beings are born free and equal in dignity and rights. They are endowed with reason "
+               "and conscience and should act towards one another in a spirit of brotherhood.")
+    text, _reason, facts = process_document(f"\ufeff{english}\x00\r\n", cfg)
+    assert text == english and facts["lang"] == "en"
+    assert facts["normalized"] == {"bom": 1, "nul": 1, "crlf": 1, "whitespace": 1}  # the trailing newline
+    assert "normalized" not in process_document(english, cfg)[2]
+    assert process_document("\x00\x01", cfg) == ("", "empty_text", {"normalized": {"nul": 1, "control": 1}})
