@@ -23,11 +23,10 @@ optionally DeepSpeed ZeRO) or in-process (``engine: local``), through the shared
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 import torch
@@ -40,6 +39,7 @@ from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
 from training.distributed import all_reduce_sum
 from training.loop import LoopConfig, train_loop
+from training.model_builder import ModelConfig, build_encoder
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
 from training.steppers import StepContext
@@ -54,21 +54,6 @@ STAGE = "train-cpt"
 
 # ---------------------------------------------------------------------------------------------
 # Config
-
-
-@frozen
-class ModelConfig:
-    """The encoder built when ``init`` is null, and what training changes on any model (not saved)."""
-
-    preset: Literal["tiny", "base"] = "base"  # random init only
-    rope_theta: float = 160_000.0  # random init only: the MLM-8192 base
-    attn_backend: str = "auto"
-    hidden_dropout_prob: float | None = None  # while training; null = the model's own (0.1); the saved config keeps it
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # random init only: other MGTEConfig fields
-
-    def validate(self) -> None:
-        if self.hidden_dropout_prob is not None and not 0.0 <= self.hidden_dropout_prob < 1.0:
-            raise ValueError("model.hidden_dropout_prob must be in [0, 1) or null")
 
 
 @frozen
@@ -177,18 +162,6 @@ class PairBatches:
 # The task the shared loop runs
 
 
-def load_encoder(cfg: Config):
-    """``init`` (an MLM/encoder directory or HF name) as the bare encoder, or a random one."""
-    from model import MGTEConfig, MGTEModel, load_pretrained
-
-    m = cfg.model
-    if cfg.init:
-        log.info("cpt: starting from %s", cfg.init)
-        return load_pretrained(cfg.init, cls=MGTEModel, attn_backend=m.attn_backend)
-    fields = dict(rope_theta=m.rope_theta, attn_backend=m.attn_backend, **dict(m.overrides))
-    return MGTEModel(getattr(MGTEConfig, m.preset)(**fields))
-
-
 def training_theta(config) -> float:
     """The RoPE base CPT trains with: the model's effective base divided by ``reversed_ntk``."""
     scaling = config.rope_scaling or {}
@@ -235,16 +208,12 @@ class CPTTask(CustomStepTask):
         return self._tokenizer
 
     def build_model(self):
-        model = load_encoder(self.cfg)
+        model = build_encoder(self.cfg.model, self.cfg.init)
         self._model_tokenizer = getattr(model, "tokenizer", None)
         theta = training_theta(model.config) / self.cfg.reversed_ntk
         if self.cfg.reversed_ntk != 1.0:
             model.set_rope_theta(theta)  # the config (and so the saved model) keeps the original base
         log.info("cpt: RoPE base %.0f during training (saved config: %.0f)", theta, model.config.rope_theta)
-        if self.cfg.model.hidden_dropout_prob is not None:
-            for module in model.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = self.cfg.model.hidden_dropout_prob
         return model
 
     def build_data(self, rank: int, world_size: int) -> PairBatches:

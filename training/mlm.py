@@ -15,10 +15,8 @@ chunk of logits is alive at a time, forward or backward.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +28,7 @@ from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_ou
 from foundation.errors import BadInputError
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
+from training.model_builder import ModelConfig, build_encoder
 from training.metrics import read_metrics
 from training.optim import OptimConfig
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
@@ -37,20 +36,7 @@ from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, r
 from training.task import MicroBatchTask
 from training.samplers import PackedBatch, PackedMLMBatches, shard_files
 
-log = logging.getLogger(__name__)
-
 STAGE = "train-mlm"
-
-
-@frozen
-class ModelConfig:
-    """The encoder built when ``init`` is null, and what is forced on an ``init`` model."""
-
-    preset: Literal["tiny", "base"] = "tiny"
-    rope_theta: float = 10_000.0  # 10,000 for MLM-2048, 160,000 for MLM-8192 (Table 8); applied to init too
-    attn_backend: str = "auto"
-    hidden_dropout_prob: float | None = None  # null = the preset's / init model's value
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other MGTEConfig field, e.g. {num_hidden_layers: 4}
 
 
 @frozen
@@ -75,7 +61,7 @@ class Config:
     output: str | None = None
     init: str | None = None  # start model: a model dir or HF name; null = random init from `model`
     tokenizer: str = "FacebookAI/xlm-roberta-base"
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = ModelConfig(preset="tiny", rope_theta=10_000.0)  # MLM-8192: 160,000 (Table 8)
     data: DataConfig = DataConfig()
     loop: LoopConfig = LoopConfig(optim=OptimConfig(lr=5e-4, weight_decay=1e-5, betas=(0.9, 0.98), eps=1e-6,
                                                     warmup_ratio=0.06, max_grad_norm=0.0))
@@ -147,13 +133,6 @@ def shards_input(cfg: Config) -> tuple[Path, dict]:
     return root, manifest
 
 
-def set_rope_theta(mlm: torch.nn.Module, theta: float) -> None:
-    """Make ``theta`` the model's RoPE base for training AND in its saved config."""
-    mlm.config.rope_theta = float(theta)
-    mlm.new.config.rope_theta = float(theta)
-    mlm.new.rotary.theta = float(theta)
-
-
 class MLMTask(MicroBatchTask):
     """The MLM stage for :func:`training.loop.train_loop`."""
 
@@ -167,23 +146,9 @@ class MLMTask(MicroBatchTask):
         self.masking = MaskingSpec.from_tokenizer(self.tokenizer, cfg.data.mlm_probability)
 
     def build_model(self) -> MLMTrainModule:
-        from model import MGTEConfig, MGTEForMaskedLM, load_pretrained
+        from model import MGTEForMaskedLM
 
-        m = self.cfg.model
-        if self.cfg.init:
-            mlm = load_pretrained(self.cfg.init, cls=MGTEForMaskedLM, attn_backend=m.attn_backend, with_tokenizer=False)
-            if m.hidden_dropout_prob is not None:
-                for module in mlm.modules():
-                    if isinstance(module, torch.nn.Dropout):
-                        module.p = m.hidden_dropout_prob
-                mlm.config.hidden_dropout_prob = m.hidden_dropout_prob
-            log.info("mlm: starting from %s", self.cfg.init)
-        else:
-            fields = dict(rope_theta=m.rope_theta, attn_backend=m.attn_backend, **dict(m.overrides))
-            if m.hidden_dropout_prob is not None:
-                fields["hidden_dropout_prob"] = m.hidden_dropout_prob
-            mlm = MGTEForMaskedLM(getattr(MGTEConfig, m.preset)(**fields))
-        set_rope_theta(mlm, m.rope_theta)
+        mlm = build_encoder(self.cfg.model, self.cfg.init, MGTEForMaskedLM, with_tokenizer=False)
         if mlm.config.vocab_size < self.masking.vocab_size:
             raise BadInputError(f"model vocab_size {mlm.config.vocab_size} < tokenizer size {self.masking.vocab_size}")
         return MLMTrainModule(mlm, self.cfg.data.loss_chunk)

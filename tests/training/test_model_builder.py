@@ -1,0 +1,44 @@
+"""One model config and builder for every train stage: random preset, or init + forced RoPE/dropout."""
+
+import json
+
+import pytest
+import torch
+
+from foundation.errors import BadInputError
+from model import MGTEConfig, MGTEForMaskedLM, MGTEModel
+from model.hf import save_pretrained
+from training.model_builder import ModelConfig, build_encoder
+
+SMALL = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 1000}
+
+
+def test_random_init_takes_preset_overrides_theta_and_dropout():
+    m = build_encoder(ModelConfig(preset="tiny", rope_theta=160_000.0, hidden_dropout_prob=0.0, overrides=SMALL), None)
+    assert isinstance(m, MGTEModel) and m.config.hidden_size == 32
+    assert m.config.rope_theta == 160_000.0 and m.rotary.theta == 160_000.0
+    assert all(d.p == 0.0 for d in m.modules() if isinstance(d, torch.nn.Dropout))
+    assert build_encoder(ModelConfig(preset="tiny", overrides=SMALL), None).config.rope_theta == 10_000.0
+
+
+def test_init_keeps_weights_and_forces_theta_and_dropout_into_the_saved_config(tmp_path):
+    torch.manual_seed(0)
+    src = MGTEModel(MGTEConfig.tiny(**SMALL))
+    save_pretrained(src, tmp_path / "enc")
+    same = build_encoder(ModelConfig(), str(tmp_path / "enc"), with_tokenizer=False)
+    assert same.config.rope_theta == src.config.rope_theta  # null: the init model's own base
+    mlm = build_encoder(ModelConfig(rope_theta=160_000.0, hidden_dropout_prob=0.05), str(tmp_path / "enc"),
+                        MGTEForMaskedLM, with_tokenizer=False)
+    for name, value in src.state_dict().items():
+        assert torch.equal(mlm.new.state_dict()[name], value), name
+    assert mlm.new.rotary.theta == 160_000.0
+    save_pretrained(mlm, tmp_path / "mlm")
+    saved = json.loads((tmp_path / "mlm" / "config.json").read_text())
+    assert saved["rope_theta"] == 160_000.0 and saved["hidden_dropout_prob"] == 0.05
+
+
+def test_unloadable_init_is_one_line_bad_input(tmp_path):
+    (tmp_path / "xlmr").mkdir()
+    (tmp_path / "xlmr" / "config.json").write_text('{"model_type": "xlm-roberta"}')
+    with pytest.raises(BadInputError, match="init=.*xlmr"):
+        build_encoder(ModelConfig(), str(tmp_path / "xlmr"))
