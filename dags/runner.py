@@ -115,6 +115,24 @@ def _run_step(step, module, stage_cfg, prev: dict | None, upstream: dict, settin
     return _step_record(step, stage_cfg, "done", why, upstream, settings, t0, manifest, **more)
 
 
+def _prepare_and_run(step, sc, root: Path, cfg_dir: Path, done: dict, prev: dict | None, save) -> dict:
+    """Build the step's stage config (upstream outputs wired in as absolute paths), its lineage,
+    and run it if it is stale."""
+    inputs = [str(root / ref) for ref in step.inputs] or list(sc.input)
+    sets = list(sc.set)
+    if step.init:
+        sets.append(f"init={root / step.init}")
+    if step.model:
+        sets.append(f"model={root / step.model}")
+    module, stage_cfg = build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None,
+                                           str(root / step.name), sets)
+    upstream = {u: done.get(u, {}).get("identity") for u in upstream_steps(step)}
+    if not step.inputs:
+        upstream.update({f"input:{p}": input_identity(p) for p in sc.input})
+    log.info("dag: step %s (%s) -> %s", step.name, step.stage, stage_cfg.output)
+    return _run_step(step, module, stage_cfg, prev, upstream, settings_hash(stage_cfg), save)
+
+
 def _read_previous(path: Path) -> dict:
     try:
         return json.loads(path.read_text()).get("steps") or {}
@@ -145,26 +163,14 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
             save({**prev, "status": "disabled", "why": "enabled: false",
                   "identity": output_identity(root / step.name, prev.get("upstream"))}, step.name)
             continue
-        inputs = [str(root / ref) for ref in step.inputs] or list(sc.input)
-        sets = list(sc.set)
-        if step.init:
-            sets.append(f"init={root / step.init}")
-        if step.model:
-            sets.append(f"model={root / step.model}")
-        module, stage_cfg = build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None,
-                                               str(root / step.name), sets)
-        upstream = {u: report["steps"].get(u, {}).get("identity") for u in upstream_steps(step)}
-        if not step.inputs:
-            upstream.update({f"input:{p}": input_identity(p) for p in sc.input})
-        settings = settings_hash(stage_cfg)
-        log.info("dag %s: step %s (%s) -> %s", name, step.name, step.stage, stage_cfg.output)
-        try:
-            record = _run_step(step, module, stage_cfg, previous.get(step.name), upstream, settings,
-                               lambda r, n=step.name: save(r, n))
+        try:  # a failure anywhere here keeps the lineage of the steps not reached
+            record = _prepare_and_run(step, sc, root, cfg_dir, report["steps"], previous.get(step.name),
+                                      lambda r, n=step.name: save(r, n))
         except BaseException as exc:
-            failed = {**report["steps"].get(step.name, {}), "status": "failed", "error": str(exc).split("\n")[0]}
+            failed = {**report["steps"].get(step.name, previous.get(step.name, {})), "status": "failed",
+                      "error": " ".join(str(exc).split())}
             save(failed, step.name)
-            for later in dag.steps[i + 1:]:  # keep their lineage: they are still what they were
+            for later in dag.steps[i + 1:]:  # they are still what they were
                 if later.name in previous:
                     save({**previous[later.name], "status": "not reached",
                           "why": f"the run stopped at step {step.name}"}, later.name)

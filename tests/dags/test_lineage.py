@@ -166,3 +166,17 @@ def test_a_crash_while_checking_a_changed_config_does_not_make_the_old_output_cu
     monkeypatch.setattr(registry, "stage_module", lambda name: _stage(runs))
     report = runner.run_dag("toy", "toy.yaml", "out", ["e.value=3"])
     assert runs == ["e"] and report["steps"]["e"]["why"].startswith("config changed (hash ")
+
+
+def test_a_bad_step_config_keeps_the_lineage_of_every_step(toy):
+    from foundation.errors import ConfigError
+
+    first, _ = toy()
+    with pytest.raises(ConfigError, match="no_such_key"):
+        toy("c.no_such_key=1")
+    steps = json.loads(Path("out/dag.json").read_text())["steps"]
+    assert steps["c"]["status"] == "failed" and "no_such_key" in steps["c"]["error"]
+    assert steps["d"]["status"] == "not reached" and steps["e"]["why"] == "the run stopped at step c"
+    again, ran = toy()
+    assert ran == [] and {s["why"] for s in again.values()} == {"up to date"}
+    assert {k: s["identity"] for k, s in again.items()} == {k: s["identity"] for k, s in first.items()}
