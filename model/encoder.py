@@ -31,6 +31,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .config import MGTEConfig
+from .heads import cls_pool
 from .unpad import pad_input, position_ids_from_cu_seqlens, unpad_input
 
 logger = logging.getLogger(__name__)
@@ -388,11 +389,11 @@ class MGTEModel(MGTEPreTrainedModel):
         """
         if cu_seqlens is not None:
             return self.forward_packed(input_ids, cu_seqlens, max_seqlen, position_ids, token_type_ids)
-        hidden, _, _, unpad = self.packed_hidden_states(
+        hidden, _, cu_seqlens, unpad = self.packed_hidden_states(
             input_ids, attention_mask, token_type_ids, position_ids=position_ids
         )
         last = pad_input(hidden, *unpad)  # (batch, seqlen, hidden)
-        pooled = self.pooler(last[:, 0]) if self.pooler is not None else None
+        pooled = self.pooler(cls_pool(hidden, cu_seqlens)) if self.pooler is not None else None
         if return_dict is False:
             return (last,) if pooled is None else (last, pooled)
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)

@@ -18,9 +18,21 @@ from transformers.activations import ACT2FN
 XLMR_SPECIAL_TOKEN_IDS = (0, 1, 2, 3)  # <s>, <pad>, </s>, <unk>; <mask> never reaches a sparse head
 
 
-def cls_pool(hidden_packed: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """The first token of every document: (total, H) -> (batch, H)."""
-    return hidden_packed.index_select(0, cu_seqlens[:-1].long())
+def cls_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor | None = None,
+             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The [CLS] (first real) token of every document -> (batch, H); the one CLS pooling of mgte.
+
+    Packed: hidden (total, H) with cu_seqlens (batch + 1,). Padded: hidden (batch, seqlen, H);
+    with an attention_mask the first unmasked position is taken, so left padding works too.
+    """
+    if cu_seqlens is not None:
+        return hidden.index_select(0, cu_seqlens[:-1].long())
+    if hidden.dim() != 3:
+        raise ValueError(f"cls_pool: packed hidden states {tuple(hidden.shape)} need cu_seqlens")
+    if attention_mask is None:
+        return hidden[:, 0]
+    first = attention_mask.ne(0).int().argmax(dim=1)  # (batch,) first real token
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
 class SparseHead(nn.Linear):

@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
+from .batching import token_budget_batches
 from .config import MGTEConfig
 from .encoder import MGTEModel, MGTEPreTrainedModel
 from .heads import MLMHead, RerankerHead, SparseHead, cls_pool, sparse_term_weights
@@ -150,14 +151,13 @@ class MGTEForEmbedding(MGTEPreTrainedModel):
         batches of at most `max_tokens` tokens; results come back in input order.
         """
         sequences = self._token_lists(inputs, tokenizer, max_length)
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         dense: list[torch.Tensor | None] = [None] * len(sequences)
         sparse: list[dict | None] = [None] * len(sequences)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
-            for batch in _token_budget_batches(order, [len(s) for s in sequences], max_tokens):
+            for batch in token_budget_batches([len(s) for s in sequences], max_tokens, longest_first=True):
                 ids, cu, longest = pack_sequences([sequences[i] for i in batch], device=device)
                 out = self(ids, cu_seqlens=cu, max_seqlen=longest)
                 vectors = out.dense[:, :dim] if dim else out.dense
@@ -187,16 +187,3 @@ class MGTEForEmbedding(MGTEPreTrainedModel):
             return tokenizer(list(inputs), truncation=True, max_length=max_length)["input_ids"]
         return [list(s)[:max_length] for s in inputs]
 
-
-def _token_budget_batches(order: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Consecutive runs of `order` holding at most `max_tokens` tokens (and at least one document)."""
-    batches, current, used = [], [], 0
-    for i in order:
-        if current and used + lengths[i] > max_tokens:
-            batches.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += lengths[i]
-    if current:
-        batches.append(current)
-    return batches

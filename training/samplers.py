@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from model.batching import token_budget_batches
 from training.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
 
 _LANG_SALT = 0x4C414E47
@@ -190,20 +191,6 @@ def deal_to_ranks(lengths: list[int], world_size: int) -> list[list[int]]:
     return [sorted(ix) for ix in out]
 
 
-def micro_batches(lengths: list[int], micro_tokens: int) -> list[list[int]]:
-    """Consecutive groups of at most ``micro_tokens`` tokens (0 = one group)."""
-    groups, current, used = [], [], 0
-    for i, n in enumerate(lengths):
-        if current and micro_tokens and used + n > micro_tokens:
-            groups.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += n
-    if current:
-        groups.append(current)
-    return groups
-
-
 class PackedMLMBatches:
     """The MLM data source of :func:`training.loop.train_loop` (see the module docstring)."""
 
@@ -249,7 +236,7 @@ class PackedMLMBatches:
         items = self.global_batch()
         mine = [items[i] for i in deal_to_ranks([it.length for it in items], self.world_size)[self.rank]]
         out = []
-        for group in micro_batches([it.length for it in mine], self.micro_tokens):
+        for group in token_budget_batches([it.length for it in mine], self.micro_tokens or None):  # 0: one group
             out.append(self._pack([mine[i] for i in group]))
         return out
 

@@ -21,6 +21,27 @@ def test_cls_pool_takes_each_documents_first_token():
     assert cls_pool(hidden, cu).tolist() == [[0.0, 1.0], [6.0, 7.0], [8.0, 9.0]]
 
 
+def test_cls_pool_padded_right_and_left_equals_packed():
+    # three documents of lengths 3, 1, 2: packed (6, H) and padded (3, 3, H) both ways
+    packed = torch.arange(12.0).view(6, 2)
+    cu = torch.tensor([0, 3, 4, 6])
+    want = cls_pool(packed, cu)
+    right = torch.zeros(3, 3, 2)
+    left = torch.zeros(3, 3, 2)
+    right_mask = torch.zeros(3, 3, dtype=torch.long)
+    left_mask = torch.zeros(3, 3, dtype=torch.long)
+    for d in range(3):
+        doc = packed[cu[d]:cu[d + 1]]
+        n = doc.shape[0]
+        right[d, :n], right_mask[d, :n] = doc, 1
+        left[d, 3 - n:], left_mask[d, 3 - n:] = doc, 1
+    assert torch.equal(cls_pool(right), want) and torch.equal(cls_pool(right, attention_mask=right_mask), want)
+    assert torch.equal(cls_pool(left, attention_mask=left_mask), want)
+    assert not torch.equal(cls_pool(left), want)  # without the mask, left padding would pool a pad
+    with pytest.raises(ValueError, match="need cu_seqlens"):
+        cls_pool(packed)
+
+
 def test_mlm_logits_only_at_masked_positions_equal_full_logits_gathered(tiny_config, ragged_batch):
     torch.manual_seed(0)
     m = MGTEForMaskedLM(tiny_config).eval()

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from model import (
     load_pretrained,
     save_pretrained,
 )
+from model.hf import SOURCE_FILES
 from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
 
 TEXTS = ["Retrieval in many languages.", "Bonjour tout le monde, ceci est un texte un peu plus long.", "短い"]
@@ -36,6 +38,9 @@ def test_directory_layout(saved_mlm):
     _, _, directory = saved_mlm
     names = set(os.listdir(directory))
     assert {"config.json", "model.safetensors", "tokenizer.json", "config.py", "encoder.py", "modeling.py"} <= names
+    for source in SOURCE_FILES:  # every module a shipped source imports relatively is shipped too
+        for imported in re.findall(r"^from \.(\w+) import", (directory / source).read_text(), flags=re.M):
+            assert f"{imported}.py" in names, f"{source} imports .{imported}, which save_pretrained does not copy"
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == "mgte"
     assert config["auto_map"]["AutoModel"] == "encoder.MGTEModel"

@@ -12,7 +12,6 @@ from training.samplers import (
     PackedMLMBatches,
     ShardFile,
     deal_to_ranks,
-    micro_batches,
     shard_files,
 )
 
@@ -144,10 +143,8 @@ def test_language_mix_follows_q(shards):
     assert langs.count("sw") / len(langs) == pytest.approx(0.2, abs=0.05)
 
 
-def test_deal_and_micro_batches():
+def test_deal_to_ranks():
     assert deal_to_ranks([5, 9, 1, 7], 2) == [[1, 2], [0, 3]]
-    assert micro_batches([4, 4, 4, 9, 1], 8) == [[0, 1], [2], [3], [4]]
-    assert micro_batches([4, 4], 0) == [[0, 1]]
 
 
 def test_shard_files_needs_lang_dirs(tmp_path):
