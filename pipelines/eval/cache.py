@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipelines.embedder import Encoded, SparseVectors
+from pipelines.embedding import Encoded, SparseVectors
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "MGTE_CACHE"

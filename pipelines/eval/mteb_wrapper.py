@@ -1,7 +1,7 @@
 """Run ``mteb`` on our models, and on local BEIR directories, fully offline.
 
 - :class:`MTEBEncoder` implements mteb's encoder protocol (``encode(DataLoader, *, task_metadata,
-  hf_split, hf_subset, prompt_type)``) around :func:`pipelines.embedder.load_embedder`, so any
+  hf_split, hf_subset, prompt_type)``) around :func:`pipelines.embedding.load_embedder`, so any
   model ``mgte eval`` takes (our TRM/encoder directories, sentence-transformers directories, HF
   encoders) runs on any mteb task. Queries get ``query_instruction``; ``dense_dim`` applies a
   Matryoshka cut.
@@ -27,7 +27,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
-from pipelines.embedder import load_embedder
+from pipelines.embedding import load_embedder
 from pipelines.eval.retrieval import truncate_dim
 
 

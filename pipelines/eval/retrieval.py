@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipelines.embedder import SparseVectors
+from pipelines.embedding import SparseVectors
 from pipelines.eval.metrics import as_trec_score
 
 

@@ -401,7 +401,7 @@ def run(cfg: Config) -> dict:
     if not len(beir.corpus):
         raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
     doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
-    from pipelines.embedder import load_embedder, load_reranker
+    from pipelines.embedding import load_embedder, load_reranker
 
     # models load first: a wrong name fails before any work
     embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype,

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.embedder import (
+from pipelines.embedding import (
     SparseVectors,
     load_embedder,
     load_reranker,
     model_kind,
     resolve_model_dir,
-    token_budget_batches,
     tokenize_counted,
 )
 
@@ -26,19 +25,11 @@ def test_minilm_alias_resolves_to_the_bundled_sentence_transformers_dir():
 
 
 def test_unknown_model_name_fails_naming_it(monkeypatch):
-    from pipelines.embedder import ModelLoadError
+    from pipelines.embedding import ModelLoadError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="no-such-org/no-such-model"):
         resolve_model_dir("no-such-org/no-such-model")
-
-
-def test_token_budget_batches_cover_every_index_once():
-    lengths = [5, 100, 7, 50, 50, 3]
-    batches = list(token_budget_batches(lengths, max_tokens=120, max_batch=3))
-    assert sorted(i for b in batches for i in b) == list(range(6))
-    for b in batches:
-        assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +62,29 @@ def test_mgte_trm_dense_and_sparse(trm, tiny_models):
     assert isinstance(out.sparse, SparseVectors) and len(out.sparse) == 3
     terms, weights = out.sparse.row(0)
     assert set(terms.tolist()) <= set(enc["input_ids"][0].tolist()) - {0, 1, 2, 3} and (weights > 0).all()
+
+
+def test_encode_chunks_streams_and_equals_one_encode(trm):
+    texts = TEXTS * 3
+    pulled = []
+
+    def stream():
+        for t in texts:
+            pulled.append(t)
+            yield t
+
+    whole = trm.encode(texts, max_length=64, max_tokens=128, sparse=True)
+    chunks = trm.encode_chunks(stream(), chunk_size=4, max_length=64, max_tokens=128, sparse=True)
+    first = next(chunks)
+    assert len(pulled) == 4  # lazily: one chunk of the stream in memory at a time
+    parts = [first, *chunks]
+    assert [len(p.dense) for p in parts] == [4, 4, 1]
+    np.testing.assert_allclose(np.concatenate([p.dense for p in parts]), whole.dense, atol=1e-5)
+    assert sum(p.n_truncated for p in parts) == whole.n_truncated == 3
+    for k in range(len(texts)):
+        assert parts[k // 4].sparse.row(k % 4)[0].tolist() == whole.sparse.row(k)[0].tolist()
+    with pytest.raises(ValueError, match="chunk_size"):
+        next(trm.encode_chunks(texts, chunk_size=0, max_length=64))
 
 
 def test_mgte_mlm_encoder_has_no_sparse_head(tiny_models):
@@ -125,7 +139,7 @@ def test_rerankers_score_pairs_like_a_direct_call(which, tiny_models, tiny_bert)
 def test_a_training_output_directory_means_its_model(tiny_models, tmp_path):
     import shutil
 
-    from pipelines.embedder import ModelLoadError
+    from pipelines.embedding import ModelLoadError
 
     shutil.copytree(tiny_models["mlm"], tmp_path / "train-out" / "model")
     assert resolve_model_dir(str(tmp_path / "train-out")) == (tmp_path / "train-out" / "model").resolve()

@@ -4,7 +4,7 @@ side = 0), reranking, zero-filling, Matryoshka cuts, and the multilingual BM25 t
 import numpy as np
 import pytest
 
-from pipelines.embedder import SparseVectors
+from pipelines.embedding import SparseVectors
 from pipelines.eval.bm25 import BM25Index, unicode_terms
 from pipelines.eval.retrieval import (
     Hits,

