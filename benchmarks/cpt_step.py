@@ -41,7 +41,7 @@ def peak_mb() -> float:
 def one(args: argparse.Namespace) -> dict:
     import torch
 
-    from model import MGTEConfig, MGTEModel
+    from model import MGTEConfig, MGTEModel, cls_pool
     from model.unpad import pack_sequences
     from training.contrastive import in_batch_loss
     from training.gradcache import cached_step, full_batch_step
@@ -69,7 +69,7 @@ def one(args: argparse.Namespace) -> dict:
 
     def encode(chunk):
         ids, cu, longest = chunk
-        return model(ids, cu_seqlens=cu, max_seqlen=longest).index_select(0, cu[:-1].long())
+        return cls_pool(model(ids, cu_seqlens=cu, max_seqlen=longest), cu)
 
     def loss_fn(q, d):
         return in_batch_loss(q, d, 0.01, query_hash=hashes, doc_hash=hashes)
