@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.readers import Quarantined, Record, read_jsonl
+from pipelines.readers import Quarantined, Record, check_string_field, read_jsonl
 from foundation.errors import BadInputError
 
 UNDEFINED_LANG = "und"
@@ -95,20 +95,10 @@ def _quarantine(q: Quarantined) -> dict:
 
 
 def _string_field(rec: Record, name: str, *, required: bool) -> str | Quarantined:
-    value = rec.data.get(name)
-    if value is None:
-        if required:
-            return Quarantined(rec.path, rec.line, name, f"missing_field: no '{name}'", None)
-        return ""
-    allowed = (str, int) if name == "_id" else (str,)  # integer ids are common in BEIR sets
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        return Quarantined(rec.path, rec.line, name, f"not_a_string: {type(value).__name__}", None)
-    value = str(value)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return Quarantined(rec.path, rec.line, name, f"lone_surrogate at char {exc.start}", None)
-    return value
+    """:func:`pipelines.readers.check_string_field`; an absent optional field is ``""``; ids may be integers."""
+    value = check_string_field(rec.data, name, path=rec.path, line=rec.line, required=required,
+                               allow_int=name == "_id")
+    return "" if value is None else value
 
 
 def read_texts(path: Path, kind: str, *, with_title: bool, max_record_bytes: int

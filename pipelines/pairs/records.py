@@ -17,7 +17,7 @@ import xxhash
 from pipelines.corpus.langs import MGTE_LANGS, to_mgte
 from pipelines.corpus.normalize import normalize_text
 from pipelines.pairs.config import ReaderConfig
-from pipelines.readers import Quarantined, Record, read_records
+from pipelines.readers import Quarantined, Record, check_string_field, read_records
 
 AUDIT_CHARS = 1000  # characters of query / positive / raw record kept in dropped and quarantine rows
 
@@ -48,36 +48,20 @@ def safe_name(source: str) -> str:
     return clean if clean == source else f"{clean}-{xxhash.xxh32_hexdigest(source.encode())}"
 
 
-def _preview(value) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)[:AUDIT_CHARS]
-
-
-def _first_field(data: dict, names: tuple[str, ...]) -> str | None:
-    return next((n for n in names if n in data), None)
-
-
 def parse_pair(rec: Record, reader: ReaderConfig) -> dict | Quarantined:
     """A read record -> a pair dict, or why it cannot be used (missing or non-string fields)."""
     sides = {}
     for side, names in (("query", reader.query_fields), ("positive", reader.positive_fields)):
-        name = _first_field(rec.data, names)
-        if name is None:
-            return Quarantined(rec.path, rec.line, names[0], f"missing_field: none of {list(names)}",
-                               _preview(rec.data))
-        value = rec.data[name]
-        if not isinstance(value, str):
-            return Quarantined(rec.path, rec.line, name, f"not_a_string: {type(value).__name__}", _preview(rec.data))
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return Quarantined(rec.path, rec.line, name, f"lone_surrogate at char {exc.start}", _preview(rec.data))
+        value = check_string_field(rec.data, tuple(names), path=rec.path, line=rec.line)
+        if isinstance(value, Quarantined):
+            return value
         sides[side] = value
     meta = {}
     for key, field in (("id", reader.id_field), ("source", reader.source_field), ("lang", reader.lang_field)):
-        value = rec.data.get(field)
-        if value is not None and not isinstance(value, (str, int)):
-            return Quarantined(rec.path, rec.line, field, f"not_a_string: {type(value).__name__}", _preview(rec.data))
-        meta[key] = str(value) if value is not None and str(value).strip() else None
+        value = check_string_field(rec.data, field, path=rec.path, line=rec.line, required=False, allow_int=True)
+        if isinstance(value, Quarantined):
+            return value
+        meta[key] = value if value is not None and value.strip() else None
     name = rec.path.rsplit("/", 1)[-1]
     return {
         "pair_id": meta["id"] or f"{name}:{rec.line}",
