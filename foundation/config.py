@@ -264,6 +264,11 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None  # local Ray only
     parallelism: int | None = None  # Ray Data blocks / concurrent tasks (default: Ray decides)
+    max_retries: int = 2  # reruns of a task (or restarts of an actor) whose worker died; never infinite
+
+    def validate(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"ray.max_retries must be >= 0 (bounded), got {self.max_retries}")
 
 
 @frozen

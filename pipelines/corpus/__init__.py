@@ -3,7 +3,8 @@
 Outputs (CONTRACT.md): ``data/`` (clean docs), ``dropped/`` (id, reason, scores),
 ``quarantine/`` (unreadable records with path and line), ``stats/lang_stats.parquet`` (per-language
 counts and the eq. 1 sampling table), ``manifest.json``, ``_SUCCESS``. Steps in
-:mod:`pipelines.corpus.steps`, engines in :mod:`pipelines.corpus.engines`.
+:mod:`pipelines.corpus.steps`; they run on the shared engines of :mod:`pipelines.engines`, the
+dedup step on each engine in :mod:`pipelines.corpus.dedup_engines`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 import pyarrow.parquet as pq
 
 from pipelines.corpus.config import Config
-from pipelines.corpus.engines import ENGINES
+from pipelines.corpus.dedup_engines import run_dedup
+from pipelines.engines import make_engine
 from pipelines.corpus.stats import language_stats, reason_counts
 from pipelines.corpus.steps import (
     DEDUP_TASK,
@@ -25,8 +27,8 @@ from pipelines.corpus.steps import (
     write_task,
 )
 from pipelines.readers import expand_inputs
-from foundation.ledger import StageOutput, read_manifest, sum_counts
-from foundation.errors import BadInputError
+from foundation.ledger import StageOutput, deps_hash, describe_inputs, read_manifest, sum_counts
+from foundation.errors import BadInputError, TaskFailed
 from storage_schemas import LANG_STATS
 
 __all__ = ["Config", "run"]
@@ -45,36 +47,60 @@ def _check_error_budget(markers: list[dict], out: StageOutput, budget: float) ->
             f"(field {first['field']}: {first['error']}); see {out.root / 'quarantine'}")
 
 
+def _redo_changed(out: StageOutput, change, entries: list[dict]) -> None:
+    """Forget the tasks of removed and changed files and everything after the read phase (dedup
+    and write tasks read every file's candidates), then pin the new input list."""
+    log.warning("corpus: input set changed (%s): redoing it (on_input_change=redo)", change.summary())
+    for entry in [*change.removed, *(old for old, _new in change.changed)]:
+        out.drop_task(read_task(entry))
+        out.drop_task(write_task(entry))
+    out.drop_task(DEDUP_TASK)
+    for entry in entries:
+        out.drop_task(write_task(entry))
+    out.repin_inputs(entries)
+
+
+def _markers(out: StageOutput, tasks: list[str], deps: str | None = None) -> list[dict]:
+    markers = [out.task_marker(t, deps) for t in tasks]
+    missing = [t for t, m in zip(tasks, markers) if m is None]
+    if missing:
+        raise TaskFailed(f"corpus: {len(missing)} task(s) did not finish, first {missing[0]}; rerun to resume")
+    return markers
+
+
 def run(cfg: Config) -> dict:
     out = StageOutput(cfg.output, "corpus", cfg)
-    if out.begin():
+    done = out.begin()
+    files = expand_inputs(cfg.input)
+    entries = describe_inputs(files)
+    change = out.pin_inputs(entries, cfg.on_input_change)
+    if change:
+        _redo_changed(out, change, entries)
+    elif done:
         log.info("%s is complete for this config (hash %s): nothing to do", cfg.output, out.config_hash)
         return read_manifest(cfg.output)
-    files = expand_inputs(cfg.input)
-    inputs = [{"path": f, "size": os.path.getsize(f) if os.path.exists(f) else None} for f in files]
-    engine = ENGINES[cfg.engine](cfg)
+    inputs = entries
+    read_tasks = [read_task(e) for e in entries]
+    deps = deps_hash(read_tasks)
+    engine = make_engine(cfg)
     with engine:
-        todo = [(i, f, cfg, out) for i, f in enumerate(files) if out.task_marker(read_task(i)) is None]
-        sizes = {row["path"]: row["size"] or 0 for row in inputs}
-        todo.sort(key=lambda task: -sizes.get(task[1], 0))  # largest first: workers finish together
+        todo = [(e, cfg, out) for e in entries if out.task_marker(read_task(e)) is None]
+        todo.sort(key=lambda task: -task[0]["size"])  # largest first: workers finish together
         log.info("corpus: %d input files, %d to read (engine %s)", len(files), len(todo), engine.name)
         t0 = time.perf_counter()
         engine.map(run_read_task, todo)
         log.info("corpus: read tasks done in %.1f s", time.perf_counter() - t0)
-        read_markers = [out.task_marker(read_task(i)) for i in range(len(files))]
-        missing = [read_task(i) for i, m in enumerate(read_markers) if m is None]
-        if missing:
-            raise RuntimeError(f"corpus: tasks {missing[:5]} did not finish")
+        read_markers = _markers(out, read_tasks)
         _check_error_budget(read_markers, out, cfg.reader.error_budget)
-        if out.task_marker(DEDUP_TASK) is None:
+        if out.task_marker(DEDUP_TASK, deps) is None:
             t0 = time.perf_counter()
-            engine.dedup([str(p) for p in out.task_files("_work/candidates")], cfg.dedup, out)
+            candidates = [str(out.root / f) for m in read_markers for f in m["files"] if f.startswith("_work/candidates/")]
+            run_dedup(engine, candidates, cfg.dedup, out, deps)
             log.info("corpus: dedup done in %.1f s", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        engine.map(run_write_task, [(i, cfg, out) for i in range(len(files))
-                                    if out.task_marker(write_task(i)) is None])
+        engine.map(run_write_task, [(e, cfg, out, deps) for e in entries if out.task_marker(write_task(e), deps) is None])
         log.info("corpus: write tasks done in %.1f s", time.perf_counter() - t0)
-    write_markers = [out.task_marker(write_task(i)) for i in range(len(files))]
+    write_markers = _markers(out, [write_task(e) for e in entries], deps)
     data_files = [out.root / m["files"][0] for m in write_markers]
     docs = pq.read_table(data_files, columns=["lang", "n_chars", "n_bytes", "n_tokens"]) if data_files else None
     stats_rows = language_stats(docs, cfg.stats.alpha, with_tokens=cfg.stats.tokenizer is not None)
@@ -83,10 +109,11 @@ def run(cfg: Config) -> dict:
     read_total, write_total = sum_counts(read_markers), sum_counts(write_markers)
     counts = {"input": read_total["input"], "kept": write_total["kept"],
               "dropped": read_total["dropped"] + write_total["dropped"], "quarantined": read_total["quarantined"]}
-    dropped_files = out.task_files("dropped")
+    dropped_files = sorted(out.root / f for m in read_markers + write_markers for f in m["files"]
+                           if f.startswith("dropped/"))
     by_reason = reason_counts([pq.read_table(f, columns=["reason"]) for f in dropped_files])
     rel = lambda paths: [str(p.relative_to(out.root)) for p in paths]  # noqa: E731
-    outputs = {"data": rel(data_files), "dropped": rel(dropped_files), "quarantine": rel(out.task_files("quarantine")),
+    outputs = {"data": rel(data_files), "dropped": rel(dropped_files), "quarantine": rel(sorted(out.root / f for m in read_markers for f in m["files"] if f.startswith("quarantine/"))),
                "lang_stats": [stats_rel]}
     extra = {"engine": engine.name, "files": len(files), "languages": len(stats_rows),
              "duplicates": {k: v for k, v in by_reason.items() if k.endswith("_duplicate")},

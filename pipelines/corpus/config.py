@@ -183,6 +183,8 @@ class Config:
     input: tuple[str, ...] = ()
     output: str | None = None
     engine: Literal["beam", "ray", "local"] = "beam"
+    # a rerun over another input set: refuse naming the files, or redo exactly what changed (run-only)
+    on_input_change: Literal["refuse", "redo"] = "refuse"
     ray: RayConfig = RayConfig()
     beam: BeamConfig = BeamConfig()
     local: LocalConfig = LocalConfig()

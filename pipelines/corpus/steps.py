@@ -2,12 +2,16 @@
 
 Three kinds of task, each the unit of retry with its own marker:
 
-* ``read-NNNNN`` (one per input file): read -> normalise -> identify the language -> quality
+Tasks are named by their input file's content (:func:`foundation.ledger.input_task`), never by
+its position in the input list, and each marker records the file it read.
+
+* ``read-<file>-<hash>`` (one per input file): read -> normalise -> identify the language -> quality
   filters (verdict recorded) -> MinHash. Writes the file's candidates (``_work/candidates/``), the
   records dropped before de-duplication, and quarantined records.
 * ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
-  the engines compute it with the functions of :mod:`pipelines.corpus.dedup`.
-* ``write-NNNNN`` (one per input file): candidates that are neither duplicates nor
+  the engines compute it with the functions of :mod:`pipelines.corpus.dedup`. Its marker records
+  the set of read tasks it read (``deps``): over another set it is stale and is redone.
+* ``write-<file>-<hash>`` (one per input file, same ``deps`` as dedup): candidates that are neither duplicates nor
   quality-rejected -> ``data/``; the others -> ``dropped/`` (a duplicate's reason wins).
 
 Quality-rejected documents take part in de-duplication, so a near copy of a rejected text that
@@ -29,11 +33,11 @@ import pyarrow.parquet as pq
 from pipelines.corpus.config import Config, DedupConfig, QualityConfig
 from pipelines.corpus.dedup import MinHasher, shingle_hashes, text_hash
 from pipelines.corpus.lid import load_identifier
-from pipelines.corpus.normalize import normalize_text
+from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
 from foundation.faults import fault_point
 from pipelines.readers import Quarantined, check_text, read_records
-from foundation.ledger import StageOutput
+from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, QUARANTINE
 
 TEXT_PREVIEW = 2000
@@ -41,12 +45,17 @@ DEDUP_TASK = "dedup"
 DEDUP_FILE = "_work/dedup.parquet"
 
 
-def read_task(i: int) -> str:
-    return f"read-{i:05d}"
+def read_task(entry: dict) -> str:
+    """``entry``: the input's ``{path, size, fingerprint}`` (:func:`foundation.ledger.describe_input`)."""
+    return input_task("read", entry)
 
 
-def write_task(i: int) -> str:
-    return f"write-{i:05d}"
+def write_task(entry: dict) -> str:
+    return input_task("write", entry)
+
+
+def data_file(entry: dict) -> str:
+    return f"data/{input_task('part', entry)}.parquet"
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,17 +83,19 @@ def _dropped(doc_id: str, reason: str, path: str, line: int, text: str | None, *
 def process_document(raw_text: str, cfg: Config) -> tuple[str, str | None, dict]:
     """Normalise, identify and filter one text -> (text, drop reason or None, facts).
 
-    facts: lang, lang_score, and the quality scores.
+    facts: lang, lang_score, the quality scores, and ``normalized``: the characters normalisation
+    removed, by kind (:data:`pipelines.corpus.normalize.CHANGE_KINDS`), when it removed any.
     """
-    text = normalize_text(raw_text, cfg.normalize.unicode_form)
+    text, removed = normalize_with_changes(raw_text, cfg.normalize.unicode_form)
+    base = {"normalized": removed} if removed else {}
     if not text:
-        return text, "empty_text", {}
+        return text, "empty_text", base
     if len(text) > cfg.normalize.max_chars:
         if cfg.normalize.on_too_long == "drop":
-            return text, "too_long", {"n_chars": len(text)}
+            return text, "too_long", {**base, "n_chars": len(text)}
         text = text[: cfg.normalize.max_chars]
     lang, score = load_identifier(cfg.lid.backend, cfg.lid.model_path).identify(text[: cfg.lid.max_chars])
-    facts: dict = {"lang": lang, "lang_score": score}
+    facts: dict = {**base, "lang": lang, "lang_score": score}
     if lang not in cfg.lid.languages:
         return text, "lang_not_in_set", facts
     if score < cfg.lid.min_score:
@@ -94,17 +105,19 @@ def process_document(raw_text: str, cfg: Config) -> tuple[str, str | None, dict]
     return text, reason, facts
 
 
-def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
-    """Task ``read-i`` over one input file; returns its marker (skips a finished task)."""
-    task = read_task(i)
+def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
+    """The read task over one input file; returns its marker (skips a finished task)."""
+    task = read_task(entry)
     marker = out.task_marker(task)
     if marker is not None:
         return marker
+    path = entry["path"]
     r = cfg.reader
     hasher = _hasher(cfg.dedup) if cfg.dedup.near else None
     name = os.path.basename(path)
     skip = (r.text_field, r.id_field)
     candidates, dropped, quarantined = [], [], []
+    normalized = Counter()  # characters normalisation removed, by kind, over the task's records
     n_input = 0
     for item in read_records(path, text_field=r.text_field, max_record_bytes=r.max_record_bytes,
                              on_schema_error=r.on_schema_error):
@@ -120,6 +133,7 @@ def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
         doc_id = item.data.get(r.id_field)
         doc_id = str(doc_id) if doc_id not in (None, "") else f"{name}:{item.line}"
         text, reason, facts = process_document(raw, cfg)
+        normalized.update(facts.get("normalized", {}))
         if reason is not None and "scores" not in facts:  # failed before the quality filters
             dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
                                     lang_score=facts.get("lang_score")))
@@ -139,7 +153,7 @@ def run_read_task(i: int, path: str, cfg: Config, out: StageOutput) -> dict:
         out.write_rows(f"quarantine/{task}.parquet", quarantined, QUARANTINE),
     ]
     counts = {"input": n_input, "kept": len(candidates), "dropped": len(dropped), "quarantined": len(quarantined)}
-    return out.mark_task(task, counts, files)
+    return out.mark_task(task, counts, files, input=entry, extra={"normalized": dict(sorted(normalized.items()))})
 
 
 # ---- de-duplication inputs/outputs ---------------------------------------------------------------
@@ -151,20 +165,18 @@ def read_dedup_rows(path: str | Path) -> list[dict]:
     return pq.read_table(path, columns=DEDUP_COLUMNS).to_pylist()
 
 
-def write_decisions(out: StageOutput, decisions: list[dict], n_candidates: int) -> dict:
+def write_decisions(out: StageOutput, decisions: list[dict], n_candidates: int, deps: str) -> dict:
+    """The dedup task's output and marker; ``deps``: the read tasks whose candidates it read."""
     decisions = sorted(decisions, key=lambda d: (d["path"], d["line"]))
     rel = out.write_rows(DEDUP_FILE, decisions, DEDUP_DECISION)
     reasons = Counter(d["reason"] for d in decisions)
     # The dedup task only decides; its records are counted by the write tasks.
-    counts = {"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}
-    marker = out.mark_task(DEDUP_TASK, counts, [rel])
-    marker["decisions"] = dict(reasons)
-    marker["candidates"] = n_candidates
-    return marker
+    return out.mark_task(DEDUP_TASK, EMPTY_COUNTS, [rel], deps=deps,
+                         extra={"decisions": dict(reasons), "candidates": n_candidates})
 
 
 @functools.lru_cache(maxsize=2)
-def _decisions_by_key(path: str, mtime: float) -> dict[tuple[str, int], dict]:
+def _decisions_by_key(path: str, mtime: int, size: int) -> dict[tuple[str, int], dict]:
     return {(d["path"], d["line"]): d for d in pq.read_table(path).to_pylist()}
 
 
@@ -176,15 +188,16 @@ def _token_counter(name: str):
     return lambda texts: [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
 
 
-def run_write_task(i: int, cfg: Config, out: StageOutput) -> dict:
-    """Task ``write-i``: the file's candidates minus duplicates -> data/, duplicates -> dropped/."""
-    task = write_task(i)
-    marker = out.task_marker(task)
+def run_write_task(entry: dict, cfg: Config, out: StageOutput, deps: str) -> dict:
+    """The write task of one input file: its candidates minus duplicates -> data/, the rest -> dropped/."""
+    task = write_task(entry)
+    marker = out.task_marker(task, deps)
     if marker is not None:
         return marker
     dec_path = out.root / DEDUP_FILE
-    decisions = _decisions_by_key(str(dec_path), dec_path.stat().st_mtime)
-    cand = pq.read_table(out.root / f"_work/candidates/{read_task(i)}.parquet")
+    st = dec_path.stat()
+    decisions = _decisions_by_key(str(dec_path), st.st_mtime_ns, st.st_size)
+    cand = pq.read_table(out.root / f"_work/candidates/{read_task(entry)}.parquet")
     keep_mask, dropped = [], []
     for row in cand.select(["id", "path", "line", "text", "lang", "lang_score", "quality_reason", "scores"]).to_pylist():
         d = decisions.get((row["path"], row["line"]))
@@ -203,9 +216,9 @@ def run_write_task(i: int, cfg: Config, out: StageOutput) -> dict:
     if cfg.stats.tokenizer and kept.num_rows:
         counts_tok = _token_counter(cfg.stats.tokenizer)(kept["text"].to_pylist())
         kept = kept.set_column(kept.schema.get_field_index("n_tokens"), "n_tokens", pa.array(counts_tok, pa.int64()))
-    files = [out.write_table(f"data/part-{i:05d}.parquet", kept, CLEAN_DOC),
+    files = [out.write_table(data_file(entry), kept, CLEAN_DOC),
              out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED)]
     counts = {"input": cand.num_rows, "kept": kept.num_rows, "dropped": len(dropped), "quarantined": 0}
-    return out.mark_task(task, counts, files)
+    return out.mark_task(task, counts, files, input=entry, deps=deps)
 
 

@@ -58,3 +58,49 @@ def test_stale_tmp_files_are_removed_on_begin(tmp_path):
     StageOutput(tmp_path, "demo", Cfg()).begin()
     assert not list(tmp_path.rglob("*.tmp"))
     assert json.loads((tmp_path / "_config.json").read_text())["stage"] == "demo"
+
+
+@frozen
+class Reader:
+    error_budget: float = 0.1
+    text_field: str = "text"
+
+
+@frozen
+class NestedCfg:
+    output: str | None = None
+    reader: Reader = Reader()
+
+
+def test_dotted_run_only_keys_leave_the_identity():
+    from foundation.ledger import identity_hash
+
+    base = identity_hash(NestedCfg())
+    assert identity_hash(NestedCfg(reader=Reader(error_budget=0.9))) == base
+    assert identity_hash(NestedCfg(reader=Reader(text_field="body"))) != base
+
+
+def test_input_identity_and_pinning(tmp_path):
+    from foundation.ledger import describe_input, input_task
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(b"x" * (3 << 20))  # large: first and last MiB
+    b.write_bytes(b'{"text": "1"}\n')
+    ea, eb = describe_input(str(a)), describe_input(str(b))
+    assert ea["size"] == 3 << 20 and ea["fingerprint"].startswith("xxh64:")
+    out = StageOutput(tmp_path / "o", "demo", Cfg())
+    out.begin()
+    assert not out.pin_inputs([ea, eb])
+    assert not out.pin_inputs([ea, eb])  # same set: nothing to do
+    with open(a, "r+b") as fh:  # same size, last byte rewritten
+        fh.seek((3 << 20) - 1)
+        fh.write(b"y")
+    ea2 = describe_input(str(a))
+    assert input_task("read", ea2) != input_task("read", ea) and input_task("read", ea).startswith("read-a.jsonl-")
+    c = tmp_path / "0.jsonl"
+    c.write_bytes(b"{}\n")
+    with pytest.raises(StageConflict, match=r"1 added \(.*0.jsonl\); 1 removed \(.*b.jsonl\); 1 changed \(.*a.jsonl\)"):
+        out.pin_inputs([describe_input(str(c)), ea2])
+    change = out.pin_inputs([describe_input(str(c)), ea2], "redo")
+    assert [e["path"] for e in change.added] == [str(c)] and change.changed[0][0] == ea
+    assert out.pinned_inputs() == [ea, eb]  # pinned anew only by the stage, after its redo

@@ -12,7 +12,7 @@ from pipelines.corpus.dedup import (
     shingle_hashes,
     text_hash,
 )
-from pipelines.corpus.engines import dedup_in_memory
+from pipelines.corpus.dedup_engines import dedup_in_memory
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.langs import MGTE_LANGS, to_mgte
 from pipelines.corpus.normalize import normalize_text

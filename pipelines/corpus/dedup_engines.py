@@ -1,0 +1,230 @@
+"""The corpus dedup task on each engine: locally, as a Beam pipeline, or with Ray Data.
+
+The per-file tasks run on the shared engines of :mod:`pipelines.engines`; de-duplication is the
+corpus stage's one global step, so it lives here: :func:`run_dedup` turns the candidates into
+duplicate decisions with :mod:`pipelines.corpus.dedup` on the stage's engine and writes them. All
+three give the decisions of :func:`dedup_in_memory`.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections import defaultdict
+from typing import Iterable
+
+import numpy as np
+
+from foundation.errors import MgteError
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import (
+    band_keys,
+    bucket_links,
+    exact_group_decisions,
+    near_duplicate_decisions,
+)
+from pipelines.corpus.steps import read_dedup_rows, write_decisions
+from foundation.ledger import StageOutput
+from pipelines.engines import beam_error
+
+
+def _key(row: dict) -> tuple[str, int, str]:
+    return (row["path"], int(row["line"]), row["id"])
+
+
+def exact_stage(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """One text-hash group -> (survivor rows, exact-duplicate decision rows)."""
+    rows = list(rows)
+    by_key = {_key(r): r for r in rows}
+    survivor, decisions = exact_group_decisions(by_key)
+    return [by_key[survivor]], [d.row() for d in decisions]
+
+
+def band_items(row: dict, cfg: DedupConfig) -> list[tuple[str, tuple]]:
+    sig = np.asarray(row["minhash"], dtype=np.uint32)
+    if sig.size == 0:
+        return []
+    return [(k, (_key(row), sig)) for k in band_keys(sig, cfg.bands, cfg.rows)]
+
+
+def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
+    members = list(members)
+    return bucket_links(members, threshold) if len(members) > 1 else []
+
+
+def dedup_in_memory(rows: list[dict], cfg: DedupConfig) -> list[dict]:
+    """The reference de-duplication (local engine, and what the other engines must equal)."""
+    decisions: list[dict] = []
+    survivors = rows
+    if cfg.exact:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            groups[row["text_hash"]].append(row)
+        survivors = []
+        for members in groups.values():
+            keep, dups = exact_stage(members)
+            survivors += keep
+            decisions += dups
+    if cfg.near:
+        buckets: dict[str, list] = defaultdict(list)
+        for row in survivors:
+            for key, member in band_items(row, cfg):
+                buckets[key].append(member)
+        links = [link for members in buckets.values() for link in bucket_stage(members, cfg.threshold)]
+        decisions += [d.row() for d in near_duplicate_decisions(links)]
+    return decisions
+
+
+def dedup_local(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+    rows = [r for f in files for r in read_dedup_rows(f)]
+    write_decisions(out, dedup_in_memory(rows, cfg), len(rows), deps)
+
+
+# ---- Apache Beam ---------------------------------------------------------------------------------
+def dedup_beam(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+    import apache_beam as beam
+
+    try:
+            with engine.pipeline() as p:
+                rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
+                n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
+                decisions = []
+                survivors = rows
+                if cfg.exact:
+                    exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
+                             | "GroupExact" >> beam.GroupByKey()
+                             | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
+                    survivors = exact.keep
+                    decisions.append(exact.dup)
+                if cfg.near:
+                    near = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
+                            | "GroupBuckets" >> beam.GroupByKey()
+                            | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold))
+                            | "AllLinks" >> beam.combiners.ToList()
+                            | "Clusters" >> beam.FlatMap(lambda links: [d.row() for d in near_duplicate_decisions(links)]))
+                    decisions.append(near)
+                merged = (decisions | "Merge" >> beam.Flatten()) if decisions else (p | "NoDecisions" >> beam.Create([]))
+                (merged | "AllDecisions" >> beam.combiners.ToList()
+                 | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n, deps), beam.pvalue.AsSingleton(n_rows)))
+    except MgteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
+        raise beam_error(exc, [(f,) for f in files]) from exc
+
+
+def _exact_tagged(kv):
+    import apache_beam as beam
+
+    keep, dups = exact_stage(kv[1])
+    for row in keep:
+        yield row
+    for d in dups:
+        yield beam.pvalue.TaggedOutput("dup", d)
+
+
+# ---- Ray Data ------------------------------------------------------------------------------------
+def dedup_ray(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+    """Exact groups and LSH buckets are hash-partitioned into a few groups per CPU: Ray Data's
+    ``map_groups`` costs about a task per group, so one group per text hash or band bucket
+    (hundreds of thousands) would cost more than the de-duplication itself."""
+    import pyarrow.fs as pafs
+    import ray
+
+    from pipelines.corpus.steps import DEDUP_COLUMNS
+
+    parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    local = all("://" not in f for f in files)
+    # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
+    # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
+    # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
+    retry = engine.retry_args
+    ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem() if local else None,
+                               ray_remote_args=retry).select_columns(DEDUP_COLUMNS)
+    n_rows = ds.count()
+    decisions: list[dict] = []
+    survivors = ds
+    if cfg.exact:
+        grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
+                   .groupby("part").map_groups(_ray_exact, batch_format="pyarrow").materialize())
+        decisions += [_decision(r) for r in grouped.filter(lambda r: r["kind"] == "dup").take_all()]
+        survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
+                                                                                 "similarity"])
+    if cfg.near:
+        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
+                 .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
+                                             batch_format="pyarrow")
+                 .take_all())
+        triples = [((r["a_path"], r["a_line"], r["a_id"]), (r["b_path"], r["b_line"], r["b_id"]), r["sim"])
+                   for r in links]
+        decisions += [d.row() for d in near_duplicate_decisions(triples)]
+    write_decisions(out, decisions, n_rows, deps)
+
+
+def _part(key: str, parts: int) -> int:
+    return zlib.crc32(key.encode()) % parts  # stable across processes (unlike hash())
+
+
+def _with_part(table, column: str, parts: int):
+    import pyarrow as pa
+
+    return table.append_column("part", pa.array([_part(k, parts) for k in table.column(column).to_pylist()],
+                                                pa.int64()))
+
+
+def _band_rows(table, cfg: DedupConfig, parts: int):
+    """Candidates -> one row per (LSH band key, candidate), with an explicit schema: an empty
+    block must have the same columns and types as a full one when Ray shuffles them."""
+    import pyarrow as pa
+
+    schema = pa.schema([("band", pa.string()), ("part", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
+                        ("id", pa.string()), ("minhash", pa.list_(pa.uint32()))])
+    rows = [{"band": k, "part": _part(k, parts), "path": m[0][0], "line": m[0][1], "id": m[0][2],
+             "minhash": m[1].tolist()} for r in table.to_pylist() for k, m in band_items(r, cfg)]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _decision(row: dict) -> dict:
+    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity")}
+
+
+def _ray_exact(table):
+    """One partition of text hashes -> its rows tagged keep / dup (one survivor per hash)."""
+    import pyarrow as pa
+
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in table.drop_columns(["part"]).to_pylist():
+        groups[row["text_hash"]].append(row)
+    rows = []
+    for members in groups.values():
+        keep, dups = exact_stage(members)
+        rows += [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
+        rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
+                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"]} for d in dups]
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
+        ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
+        ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+
+
+def _ray_links(table, threshold: float):
+    """One partition of LSH buckets -> the verified links inside each bucket."""
+    import pyarrow as pa
+
+    buckets: dict[str, list] = defaultdict(list)
+    for r in table.to_pylist():
+        buckets[r["band"]].append(((r["path"], int(r["line"]), r["id"]), np.asarray(r["minhash"], np.uint32)))
+    links = [link for members in buckets.values() for link in bucket_stage(members, threshold)]
+    return pa.Table.from_pylist(
+        [{"a_path": a[0], "a_line": a[1], "a_id": a[2], "b_path": b[0], "b_line": b[1], "b_id": b[2], "sim": s}
+         for a, b, s in links],
+        schema=pa.schema([("a_path", pa.string()), ("a_line", pa.int64()), ("a_id", pa.string()),
+                          ("b_path", pa.string()), ("b_line", pa.int64()), ("b_id", pa.string()),
+                          ("sim", pa.float64())]))
+
+
+DEDUP = {"local": dedup_local, "beam": dedup_beam, "ray": dedup_ray}
+
+
+def run_dedup(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+    """The dedup task on ``engine`` (a :mod:`pipelines.engines` engine)."""
+    DEDUP[engine.name](engine, files, cfg, out, deps)

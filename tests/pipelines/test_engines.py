@@ -1,0 +1,59 @@
+"""The shared engines (RELIABILITY rows 3, 29): bounded retries, a deterministic error fails fast
+naming the task's input in one line, a dead worker is rerun a bounded number of times."""
+
+import time
+
+import pytest
+
+from foundation.config import RayConfig
+from foundation.errors import TaskFailed
+from foundation.faults import fault_point
+from pipelines.engines import LocalEngine, RayEngine, call_task, task_label
+
+
+def test_task_label_and_a_python_error_becomes_one_line_task_failed():
+    assert task_label(({"path": "/in/a.jsonl", "size": 3}, "cfg")) == "/in/a.jsonl"
+    with pytest.raises(TaskFailed, match=r"^task over b\.jsonl failed: ValueError: invalid literal") as err:
+        call_task(int, ("b.jsonl",))
+    assert "\n" not in str(err.value)
+    with LocalEngine(1) as engine:
+        assert engine.map(int, [("1",), ("2",)]) == [1, 2]
+        with pytest.raises(TaskFailed, match="x.jsonl"):
+            engine.map(int, [("1",), ("x.jsonl",)])
+
+
+def test_local_pool_reruns_the_tasks_of_a_dead_worker_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGTE_FAULT", f"point=t,action=exit137,once={tmp_path / 'once'}")
+    items = [("t", f"f{i}.jsonl") for i in range(4)]
+    with LocalEngine(2) as engine:
+        assert engine.map(fault_point, items) == [False] * 4  # one worker died, its tasks were rerun
+    assert (tmp_path / "once").is_file()
+
+
+def test_local_pool_worker_dying_every_time_is_one_line(monkeypatch):
+    monkeypatch.setenv("MGTE_FAULT", "point=t,action=exit137")  # the first task of every worker dies
+    t0 = time.monotonic()
+    with pytest.raises(TaskFailed, match=r"worker process died 2 times .* tasks over f\d.jsonl") as err:
+        with LocalEngine(2) as engine:
+            engine.map(fault_point, [("t", f"f{i}.jsonl") for i in range(3)])
+    assert "\n" not in str(err.value) and time.monotonic() - t0 < 120
+
+
+@pytest.fixture
+def ray_crashing(monkeypatch):
+    import ray
+
+    assert not ray.is_initialized()
+    monkeypatch.setenv("MGTE_FAULT", "point=t,action=exit137")  # every worker dies at its first task
+    with RayEngine(RayConfig(num_cpus=2, max_retries=1)) as engine:
+        yield engine
+
+
+def test_ray_deterministic_errors_fail_fast_and_crashes_after_bounded_retries(ray_crashing):
+    t0 = time.monotonic()
+    with pytest.raises(TaskFailed, match=r"^task over bad\.jsonl failed: ValueError") as err:
+        ray_crashing.map(int, [("1",), ("bad.jsonl",)])
+    assert "\n" not in str(err.value)
+    with pytest.raises(TaskFailed, match=r"Ray task failed after 1 retries .* over crash\.jsonl") as err:
+        ray_crashing.map(fault_point, [("t", "crash.jsonl")])
+    assert "\n" not in str(err.value) and time.monotonic() - t0 < 180
