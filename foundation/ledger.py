@@ -356,3 +356,42 @@ def sum_counts(markers: Iterable[dict]) -> Counter:
     for marker in markers:
         total.update(marker["counts"])
     return total
+
+
+def stage_output_files(root: str | Path, subdir: str, schema: Table | None = None,
+                       fields: Iterable[str] | None = None) -> list[Path]:
+    """The ``subdir`` files of a finished stage that belong to marked tasks (never a stray file
+    of an unfinished or forgotten task), each checked against ``schema`` (``fields``: only
+    these), naming the file and the field on a mismatch (:class:`BadInputError`)."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    prefix = subdir.rstrip("/") + "/"
+    marked = set()
+    for path in sorted((root / "_tasks").glob("*.json")):
+        marker = json.loads(path.read_text())
+        if marker.get("config_hash") == manifest["config_hash"]:
+            marked.update(f for f in marker["files"] if f.startswith(prefix))
+    listed = [f for files in manifest["outputs"].values() for f in files if f.startswith(prefix)]
+    files = [root / f for f in (listed or sorted(marked)) if f in marked]
+    if schema is not None:
+        wanted = set(fields) if fields is not None else set(schema.names)
+        for f in files:
+            have = pq.read_schema(f)
+            for field in schema.schema:
+                if field.name not in wanted:
+                    continue
+                if field.name not in have.names:
+                    raise BadInputError(f"{f}: missing field '{field.name}' (expected {field.type}, table {schema.name})")
+                got = have.field(field.name).type
+                if not (got.equals(field.type) or (pa.types.is_large_string(got) and pa.types.is_string(field.type))):
+                    raise BadInputError(f"{f}: field '{field.name}' expected {field.type}, got {got} (table {schema.name})")
+    return files
+
+
+def read_stage_output(root: str | Path, subdir: str, schema: Table | None = None,
+                      columns: list[str] | None = None) -> pa.Table:
+    """The rows of :func:`stage_output_files`, concatenated (``columns``: only these)."""
+    files = stage_output_files(root, subdir, schema, columns)
+    if not files:
+        raise BadInputError(f"{root}: the finished stage has no '{subdir}' files of marked tasks")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")

@@ -38,9 +38,9 @@ import pyarrow.parquet as pq
 import xxhash
 
 from foundation.config import RayConfig, frozen
-from foundation.ledger import StageOutput, read_manifest, sum_counts
+from foundation.ledger import StageOutput, read_manifest, stage_output_files, sum_counts
 from foundation.errors import BadInputError
-from storage_schemas import QUARANTINE
+from storage_schemas import CLEAN_DOC, QUARANTINE
 from storage_schemas.mlm import MLM_CHUNK, MLM_DROPPED, MLM_SHARD_STATS
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ def resolve_inputs(paths: tuple[str, ...]) -> tuple[list[Path], Path | None]:
         p = Path(item)
         if p.is_dir() and (p / "manifest.json").is_file():
             manifest = read_manifest(p)
-            files += [p / f for f in manifest["outputs"].get("data", [])]
+            # one reader of upstream outputs: files of marked tasks only, schema checked per file
+            files += stage_output_files(p, "data", CLEAN_DOC, fields=NEEDED)
             stats = manifest["outputs"].get("lang_stats", [])
             if stats and lang_stats is None:
                 lang_stats = p / stats[0]

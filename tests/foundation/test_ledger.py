@@ -104,3 +104,25 @@ def test_input_identity_and_pinning(tmp_path):
     change = out.pin_inputs([describe_input(str(c)), ea2], "redo")
     assert [e["path"] for e in change.added] == [str(c)] and change.changed[0][0] == ea
     assert out.pinned_inputs() == [ea, eb]  # pinned anew only by the stage, after its redo
+
+
+def test_read_stage_output_reads_marked_tasks_only_and_names_file_and_field(tmp_path):
+    from foundation.errors import BadInputError
+    from foundation.ledger import read_stage_output, stage_output_files
+
+    out = StageOutput(tmp_path, "demo", Cfg())
+    out.begin()
+    row = {"path": "f", "line": 1, "field": "text", "error": "e"}
+    rel = out.write_rows("quarantine/t0.parquet", [row], QUARANTINE)
+    out.mark_task("t0", {"input": 1, "kept": 0, "dropped": 0, "quarantined": 1}, [rel])
+    out.write_rows("quarantine/stray.parquet", [row, row], QUARANTINE)  # no marker: never read
+    out.finish(counts={"input": 1, "kept": 0, "dropped": 0, "quarantined": 1}, dropped_by_reason={}, inputs=[],
+               outputs={"quarantine": [rel]})
+    assert read_stage_output(tmp_path, "quarantine", QUARANTINE).to_pylist()[0]["path"] == "f"
+    assert stage_output_files(tmp_path, "quarantine") == [tmp_path / rel]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": ["f"], "line": ["one"]}), tmp_path / rel)  # damaged upstream file
+    with pytest.raises(BadInputError, match=r"t0.parquet: field 'line' expected int64, got string"):
+        stage_output_files(tmp_path, "quarantine", QUARANTINE, fields=["path", "line"])
