@@ -39,7 +39,7 @@ from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
 from training.distributed import all_reduce_sum
 from training.loop import LoopConfig, train_loop
-from training.model_builder import ModelConfig, build_encoder
+from training.model_builder import ModelConfig, build_encoder, check_init, is_hf_encoder, save_model
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
 from training.steppers import StepContext
@@ -168,8 +168,10 @@ def training_theta(config) -> float:
     return config.rope_theta * float(scaling.get("factor", 1.0))
 
 
-def write_sentence_transformers_files(directory: Path, max_seq_length: int) -> None:
-    """modules.json + 1_Pooling (CLS) so `SentenceTransformer(dir, trust_remote_code=True)` loads it."""
+def write_sentence_transformers_files(directory: Path, max_seq_length: int, trust_remote_code: bool = True) -> None:
+    """modules.json + 1_Pooling (CLS) so `SentenceTransformer(dir)` loads it (``trust_remote_code``:
+    our models; a model of a family transformers knows (an HF ``init``) needs none)."""
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
     directory = Path(directory)
     (directory / "1_Pooling").mkdir(exist_ok=True)
     config = json.loads((directory / "config.json").read_text())
@@ -178,8 +180,8 @@ def write_sentence_transformers_files(directory: Path, max_seq_length: int) -> N
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
         "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False,
-                                      "model_args": {"trust_remote_code": True},
-                                      "config_args": {"trust_remote_code": True}},
+                                      "model_args": dict(remote),
+                                      "config_args": dict(remote)},
         "1_Pooling/config.json": {"word_embedding_dimension": config["hidden_size"], "pooling_mode_cls_token": True,
                                   "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                                   "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True},
@@ -198,6 +200,7 @@ class CPTTask(CustomStepTask):
         self._tables = tables
         self._tokenizer = None
         self._model_tokenizer = None
+        self._max_tokens: int | None = None  # the init model's position limit (another HF family)
 
     @property
     def tokenizer(self):
@@ -210,15 +213,31 @@ class CPTTask(CustomStepTask):
     def build_model(self):
         model = build_encoder(self.cfg.model, self.cfg.init)
         self._model_tokenizer = getattr(model, "tokenizer", None)
+        if is_hf_encoder(model):
+            self._max_tokens = model.max_tokens
+            log.info("cpt: %s keeps its own positions (reversed_ntk %g does not apply)", model.model_type,
+                     self.cfg.reversed_ntk)
+            return model
         theta = training_theta(model.config) / self.cfg.reversed_ntk
         if self.cfg.reversed_ntk != 1.0:
             model.set_rope_theta(theta)  # the config (and so the saved model) keeps the original base
         log.info("cpt: RoPE base %.0f during training (saved config: %.0f)", theta, model.config.rope_theta)
         return model
 
+    @property
+    def data_config(self) -> DataConfig:
+        """``data`` with the token lengths clipped to what the model's position table takes."""
+        d, limit = self.cfg.data, self._max_tokens
+        if limit is None or max(d.query_max_tokens, d.doc_max_tokens) <= limit:
+            return d
+        log.info("cpt: token lengths clipped to the model's %d positions (queries %d -> %d, documents %d -> %d)",
+                 limit, d.query_max_tokens, min(d.query_max_tokens, limit), d.doc_max_tokens,
+                 min(d.doc_max_tokens, limit))
+        return replace(d, query_max_tokens=min(d.query_max_tokens, limit), doc_max_tokens=min(d.doc_max_tokens, limit))
+
     def build_data(self, rank: int, world_size: int) -> PairBatches:
         tables = self._tables if self._tables is not None else load_pairs(self.cfg.input)[0]
-        return PairBatches(tables, self.tokenizer, self.cfg.data, rank, world_size)
+        return PairBatches(tables, self.tokenizer, self.data_config, rank, world_size)
 
     def train_step(self, ctx: StepContext, model, micro_batches: list[dict]):
         (mb,) = micro_batches
@@ -252,11 +271,10 @@ class CPTTask(CustomStepTask):
         return float(loss) * n, n, {"accuracy": stats.get("correct", 0.0)}, int(mb["tokens"])
 
     def save_model(self, model, out_dir: Path) -> None:
-        from model.hf import save_pretrained
-
         model.set_rope_theta(None)  # inference runs with the original base (revNTK recovers 8k)
-        save_pretrained(model, out_dir, tokenizer=self.tokenizer)
-        write_sentence_transformers_files(out_dir, self.cfg.data.doc_max_tokens)
+        save_model(model, out_dir, tokenizer=self.tokenizer)
+        remote = not is_hf_encoder(model) or "auto_map" in json.loads((Path(out_dir) / "config.json").read_text())
+        write_sentence_transformers_files(out_dir, self.data_config.doc_max_tokens, trust_remote_code=remote)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +296,7 @@ def train_func(config: dict) -> None:
 def run(cfg: Config) -> dict:
     cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
                   output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
+    family = check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
     out = StageOutput(cfg.output, STAGE, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():
@@ -297,7 +316,8 @@ def run(cfg: Config) -> dict:
         outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, "sources": sizes,
                "final": _final_metrics(Path(cfg.output), result),
-               "rope_theta_training": f"model base / {cfg.reversed_ntk:g}"})
+               "rope_theta_training": f"model base / {cfg.reversed_ntk:g}" if family is None
+               else f"not applicable ({family} positions)"})
 
 
 def _final_metrics(out: Path, result) -> dict:

@@ -15,6 +15,7 @@ chunk of logits is alive at a time, forward or backward.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -28,13 +29,15 @@ from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_ou
 from foundation.errors import BadInputError
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
-from training.model_builder import ModelConfig, build_encoder
+from training.model_builder import ModelConfig, build_encoder, check_init, is_hf_encoder, save_model
 from training.metrics import read_metrics
 from training.optim import OptimConfig
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
 from training.task import MicroBatchTask
 from training.samplers import PackedBatch, PackedMLMBatches, shard_files
+
+log = logging.getLogger(__name__)
 
 STAGE = "train-mlm"
 
@@ -105,7 +108,8 @@ def mlm_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Modu
 
 
 class MLMTrainModule(torch.nn.Module):
-    """``MGTEForMaskedLM`` + the chunked masked-only loss; what DDP/DeepSpeed wrap."""
+    """``MGTEForMaskedLM`` (or an HF MLM model behind :class:`model.hf_encoder.HFEncoder`) + the
+    chunked masked-only loss; what DDP/DeepSpeed wrap."""
 
     def __init__(self, mlm: torch.nn.Module, loss_chunk: int):
         super().__init__()
@@ -114,10 +118,15 @@ class MLMTrainModule(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor,
                 max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.mlm.new.forward_packed(input_ids, cu_seqlens, max_seqlen)  # (total, H)
+        if is_hf_encoder(self.mlm):  # the HF head holds its tied decoder
+            hidden = self.mlm(input_ids, cu_seqlens, max_seqlen)  # (total, H)
+            head, embeddings = self.mlm.mlm_head, self.mlm.output_embeddings
+        else:
+            hidden = self.mlm.new.forward_packed(input_ids, cu_seqlens, max_seqlen)  # (total, H)
+            head, embeddings = self.mlm.lm_head, self.mlm.new.embeddings.word_embeddings.weight
         masked = torch.nonzero(labels != IGNORE_INDEX).flatten()  # (n_masked,)
-        return mlm_loss_sum(hidden.index_select(0, masked), labels.index_select(0, masked), self.mlm.lm_head,
-                            self.mlm.new.embeddings.word_embeddings.weight, self.loss_chunk)
+        return mlm_loss_sum(hidden.index_select(0, masked), labels.index_select(0, masked), head, embeddings,
+                            self.loss_chunk)
 
 
 # -- the task -------------------------------------------------------------------------------------
@@ -151,6 +160,9 @@ class MLMTask(MicroBatchTask):
         mlm = build_encoder(self.cfg.model, self.cfg.init, MGTEForMaskedLM, with_tokenizer=False)
         if mlm.config.vocab_size < self.masking.vocab_size:
             raise BadInputError(f"model vocab_size {mlm.config.vocab_size} < tokenizer size {self.masking.vocab_size}")
+        if is_hf_encoder(mlm) and mlm.max_tokens is not None and self.max_len > mlm.max_tokens:
+            log.info("mlm: the shards' sequences of up to %d tokens are cut into windows of the %s model's %d "
+                     "positions", self.max_len, mlm.model_type, mlm.max_tokens)
         return MLMTrainModule(mlm, self.cfg.data.loss_chunk)
 
     def build_data(self, rank: int, world_size: int) -> PackedMLMBatches:
@@ -178,9 +190,7 @@ class MLMTask(MicroBatchTask):
         return loss, {"mlm_accuracy": correct}
 
     def save_model(self, module: MLMTrainModule, out_dir: Path) -> None:
-        from model.hf import save_pretrained
-
-        save_pretrained(module.mlm, out_dir, tokenizer=self.tokenizer)
+        save_model(module.mlm, out_dir, tokenizer=self.tokenizer)
 
 
 # -- entry points ------------------------------------------------------------------------------------
@@ -200,6 +210,7 @@ def run(cfg: Config) -> dict:
     cfg = replace(cfg, input=tuple(str(Path(p).resolve()) for p in cfg.input), output=str(Path(cfg.output).resolve()),
                   init=absolute_if_local(cfg.init))
     root, shards_manifest = shards_input(cfg)
+    check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
     out = StageOutput(cfg.output, STAGE, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():

@@ -6,22 +6,33 @@ checkpoint (directory or Hugging Face name), loaded as the class the stage train
 the MLM model, ...; missing heads are freshly initialised by :func:`model.hf.load_pretrained`).
 Then what the stage forces on any model: the RoPE base (``rope_theta``: MLM-8192 continues
 MLM-2048's model at 160,000) and the dropout (``hidden_dropout_prob``), both kept in the saved
-config. Other Hugging Face encoder families (XLM-R, MiniLM, e5) are refused with a one-line error:
-the trainers run the packed varlen mGTE encoder.
+config.
+
+``init`` naming any other Hugging Face encoder (XLM-R, MiniLM/BERT, e5; a directory, or a name
+resolved offline through the bundled copies and the HF cache) gives a :class:`model.hf_encoder.HFEncoder`:
+the same packed interface over ``AutoModel`` / ``AutoModelForMaskedLM``, trained in the model's
+own family and saved as a normal HF directory of it (:func:`save_model`). The family is told by
+``config.json``: model_type ``mgte`` / ``new`` is ours, anything else is the adapter. Such a model
+keeps its own positions: ``rope_theta`` set with it is a ConfigError; the dropout override is
+set on every dropout of its config (hidden and attention) before it is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from foundation.config import frozen
-from foundation.errors import BadInputError
+from foundation.errors import BadInputError, ConfigError, MgteError
 
 log = logging.getLogger(__name__)
+
+MGTE_MODEL_TYPES = ("mgte", "new")  # ours, and the released gte-multilingual checkpoints
 
 
 @frozen
@@ -65,14 +76,61 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     _encoder(model).config.hidden_dropout_prob = p
 
 
+def resolve_init(init: str) -> Path:
+    """``init`` as a local model directory (itself, a ``mgte train`` output's ``model/``, the bundled
+    all-MiniLM-L6-v2, or the HF cache), or a one-line BadInputError naming it."""
+    from pipelines.embedding.resolve import resolve_model_dir
+
+    try:
+        path = resolve_model_dir(init)
+    except MgteError as exc:
+        raise BadInputError(f"init={init}: {exc}") from None
+    if not (path / "config.json").is_file():
+        raise BadInputError(f"init={init}: {path} has no config.json; give a model directory or a HF model name")
+    return path
+
+
+def init_model_type(path: Path) -> str:
+    try:
+        return str(json.loads((path / "config.json").read_text()).get("model_type"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"init: {path / 'config.json'} is unreadable ({exc})") from None
+
+
+def check_init(m: ModelConfig, init: str | None) -> str | None:
+    """Before any worker starts: ``init`` resolves, and RoPE is not forced on another family.
+    Returns that family's model_type, or None for ours / a random init."""
+    if not init:
+        return None
+    model_type = init_model_type(resolve_init(init))
+    if model_type in MGTE_MODEL_TYPES:
+        return None
+    if m.rope_theta is not None:
+        raise ConfigError(f"model.rope_theta={m.rope_theta:g}: init={init} is a {model_type!r} model with its own "
+                          "positions, RoPE does not apply; set model.rope_theta: null")
+    return model_type
+
+
+def is_hf_encoder(model: torch.nn.Module) -> bool:
+    """Another family's encoder behind the adapter (own positions, no RoPE), not ours."""
+    from model.hf_encoder import HFEncoder
+
+    return isinstance(model, HFEncoder)
+
+
 def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, with_tokenizer: bool = True):
-    """``cls`` (default ``model.MGTEModel``) from ``init`` or at random, with ``m``'s forced settings."""
+    """``cls`` (default ``model.MGTEModel``) from ``init`` or at random, with ``m``'s forced settings;
+    an ``init`` of another HF family gives its :class:`model.hf_encoder.HFEncoder` (encoder or MLM)."""
     from model import MGTEConfig, MGTEModel, load_pretrained
 
     cls = cls or MGTEModel
     if init:
+        path = resolve_init(init)
+        model_type = init_model_type(path)
+        if model_type not in MGTE_MODEL_TYPES:
+            return _build_hf(m, init, path, model_type, cls, with_tokenizer)
         try:
-            model = load_pretrained(init, cls=cls, attn_backend=m.attn_backend, with_tokenizer=with_tokenizer)
+            model = load_pretrained(path, cls=cls, attn_backend=m.attn_backend, with_tokenizer=with_tokenizer)
         except (OSError, ValueError) as exc:
             raise BadInputError(f"init={init}: cannot be loaded as an mGTE model ({exc}); give one of our model "
                                 "directories or a released gte-multilingual checkpoint") from exc
@@ -87,3 +145,35 @@ def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, 
     if m.hidden_dropout_prob is not None:
         set_dropout(model, m.hidden_dropout_prob)
     return model
+
+
+def _build_hf(m: ModelConfig, init: str, path: Path, model_type: str, cls: type, with_tokenizer: bool):
+    from model import MGTEForMaskedLM, MGTEModel
+    from model.hf_encoder import load_hf_encoder
+
+    check_init(m, init)
+    if cls not in (MGTEModel, MGTEForMaskedLM):
+        raise BadInputError(f"init={init}: a {model_type!r} model cannot start a {cls.__name__} stage; give one of "
+                            "our model directories")
+    mlm = cls is MGTEForMaskedLM
+    try:
+        model = load_hf_encoder(path, mlm=mlm, dropout=m.hidden_dropout_prob, attn_backend=m.attn_backend,
+                                with_tokenizer=with_tokenizer)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(f"init={init}: cannot be loaded as a Hugging Face {'MLM ' if mlm else ''}encoder "
+                            f"({type(exc).__name__}: {exc})") from None
+    log.info("starting from %s: a %s model (%s) behind the packed adapter; its own positions, at most %s tokens "
+             "per sequence", init, model_type, type(model.hf).__name__, model.max_tokens)
+    return model
+
+
+def save_model(model: torch.nn.Module, directory: Path, tokenizer=None) -> Path:
+    """The final model directory: ours with ``auto_map`` (:func:`model.hf.save_pretrained`), or the
+    adapter's model as a normal HF directory of its own family."""
+    if is_hf_encoder(model):
+        from model.hf_encoder import save_hf_encoder
+
+        return save_hf_encoder(model, directory, tokenizer=tokenizer)
+    from model.hf import save_pretrained
+
+    return save_pretrained(model, directory, tokenizer=tokenizer)
