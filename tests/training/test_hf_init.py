@@ -4,7 +4,6 @@ from a tiny XLM-R MLM, each saved as a normal HF directory of its family."""
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -152,20 +151,27 @@ def test_cpt_refuses_a_rope_base_for_an_hf_init_before_writing_anything(tmp_path
 # -- train mlm ---------------------------------------------------------------------------------
 
 
-def test_mlm_from_a_tiny_xlmr_trains_windows_and_saves_an_xlmr_mlm(shards, tmp_path, xlmr_dir):  # noqa: F811
+def test_mlm_from_a_tiny_xlmr_trains_windows_saves_an_xlmr_mlm_and_resumes(shards, tmp_path, xlmr_dir,  # noqa: F811
+                                                                            monkeypatch):
     from transformers import AutoModelForMaskedLM
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    cfg = mlm_cfg(shards, tmp_path, f"init={xlmr_dir}", "model.rope_theta=null", "loop.max_steps=2",
-                  "loop.ckpt_every=2")
-    mlm.run(cfg)
-    rows = read_metrics(tmp_path / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
-    assert rows[0]["loss"] == pytest.approx(math.log(250_002), rel=0.05)  # a random head over the real vocabulary
-    saved = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "model"), local_files_only=True)
-    assert type(saved).__name__ == "XLMRobertaForMaskedLM"
-    before = load_file(xlmr_dir / "model.safetensors")
-    after = saved.state_dict()
-    assert before.keys() <= after.keys()
-    assert not all(torch.equal(after[k], v) for k, v in before.items())  # trained
+    from training.loop import Preempted
 
+    sets = (f"init={xlmr_dir}", "model.rope_theta=null", "loop.max_steps=4", "loop.ckpt_every=2")
+    mlm.run(mlm_cfg(shards, tmp_path / "ref", *sets))  # shards of up to 64 tokens: windows of 24
+    ref = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+    assert [r["step"] for r in ref] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in ref)
+    assert ref[0]["loss"] == pytest.approx(math.log(250_002), rel=0.05)  # a random head over the real vocabulary
+    saved = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "ref" / "model"), local_files_only=True)
+    assert type(saved).__name__ == "XLMRobertaForMaskedLM"
+    before, after = load_file(xlmr_dir / "model.safetensors"), saved.state_dict()
+    assert before.keys() <= after.keys() and not all(torch.equal(after[k], v) for k, v in before.items())
+
+    monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")  # preempted at step 3, resumed
+    with pytest.raises(Preempted):
+        mlm.run(mlm_cfg(shards, tmp_path / "cut", *sets))
+    monkeypatch.delenv(faults.ENV)
+    faults._calls.clear()
+    mlm.run(mlm_cfg(shards, tmp_path / "cut", *sets))
+    cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert {r["step"]: r["loss"] for r in cut} == {r["step"]: r["loss"] for r in ref}
