@@ -106,6 +106,19 @@ def sparse_term_matrix(
     return out.view(batch, vocab.numel())
 
 
+def mlm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MLM loss, the one place it is computed: summed cross-entropy in fp32 whatever the
+    autocast dtype, and the number of correct argmax predictions.
+
+    logits (n_masked, vocab) and labels (n_masked,) are the masked positions only. Callers divide
+    by the number of masked tokens (the model's mean) or all-reduce the sums first (training).
+    """
+    logits = logits.float()  # (n_masked, vocab)
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.detach().argmax(-1) == labels).sum()
+    return loss, correct
+
+
 class MLMHead(nn.Module):
     """dense -> act -> LayerNorm -> decoder tied to the word embeddings (+ own bias).
 

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from .batching import token_budget_batches
 from .config import MGTEConfig
 from .encoder import MGTEModel, MGTEPreTrainedModel
-from .heads import MLMHead, RerankerHead, SparseHead, cls_pool, sparse_term_weights
+from .heads import MLMHead, RerankerHead, SparseHead, cls_pool, mlm_loss_sum, sparse_term_weights
 from .unpad import pack_sequences, pad_input
 
 
@@ -62,7 +62,8 @@ class MGTEForMaskedLM(MGTEPreTrainedModel):
         if masked.numel() == 0:
             loss = logits.float().sum() * 0.0  # keeps the graph; every rank runs the same backward
         else:
-            loss = F.cross_entropy(logits.float(), labels.index_select(0, masked))
+            loss_sum, _ = mlm_loss_sum(logits, labels.index_select(0, masked))
+            loss = loss_sum / masked.numel()
         return MaskedLMOutput(loss=loss, logits=logits)
 
 

@@ -8,7 +8,7 @@ stage: MLM-8192 starts from MLM-2048's ``model/`` directory (``init``) with RoPE
 (mGTE Table 8; ``dags/configs/mlm/*-8192.yaml``).
 
 The loss is computed at the masked positions only, and with the real 250k vocabulary the
-(masked tokens x vocab) logits are the memory hot spot: :func:`mlm_loss_sum` evaluates the head
+(masked tokens x vocab) logits are the memory hot spot: :func:`chunked_mlm_loss_sum` evaluates the head
 in chunks of ``data.loss_chunk`` masked positions under activation checkpointing, so only one
 chunk of logits is alive at a time, forward or backward.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
+from model.heads import mlm_loss_sum
 from model.hf import absolute_if_local
 from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_output_table
 from foundation.errors import BadInputError
@@ -81,15 +81,12 @@ class Config:
 
 
 def _chunk_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, embeddings: torch.Tensor):
-    logits = head(hidden, embeddings).float()  # (n, vocab), fp32 whatever the autocast dtype
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    correct = (logits.detach().argmax(-1) == labels).sum()
-    return loss, correct
+    return mlm_loss_sum(head(hidden, embeddings), labels)  # logits (n, vocab) -> fp32 sum, correct
 
 
-def mlm_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, embeddings: torch.Tensor,
-                 chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed fp32 cross-entropy and correct predictions over the given (masked) positions.
+def chunked_mlm_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, embeddings: torch.Tensor,
+                         chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`model.heads.mlm_loss_sum` of the head's logits, the head run ``chunk`` rows at a time.
 
     hidden (n, H) and labels (n,) are the masked positions only. With ``chunk > 0`` the head runs
     on at most ``chunk`` rows at a time and its logits are recomputed in backward (activation
@@ -125,8 +122,8 @@ class MLMTrainModule(torch.nn.Module):
             hidden = self.mlm.new.forward_packed(input_ids, cu_seqlens, max_seqlen)  # (total, H)
             head, embeddings = self.mlm.lm_head, self.mlm.new.embeddings.word_embeddings.weight
         masked = torch.nonzero(labels != IGNORE_INDEX).flatten()  # (n_masked,)
-        return mlm_loss_sum(hidden.index_select(0, masked), labels.index_select(0, masked), head, embeddings,
-                            self.loss_chunk)
+        return chunked_mlm_loss_sum(hidden.index_select(0, masked), labels.index_select(0, masked), head, embeddings,
+                                    self.loss_chunk)
 
 
 # -- the task -------------------------------------------------------------------------------------

@@ -138,3 +138,15 @@ def test_embedder_encode_matches_forward_in_input_order(tiny_config):
     torch.testing.assert_close(padded["dense"], out.dense[[2, 0]], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="tokenizer"):
         m.encode(["a text"])
+
+
+def test_mlm_loss_sum_is_fp32_cross_entropy_whatever_the_logits_dtype():
+    from model.heads import mlm_loss_sum
+
+    torch.manual_seed(0)
+    logits = (torch.randn(9, 50) * 30).half()  # large logits: fp16 softmax math would lose precision
+    labels = torch.randint(0, 50, (9,))
+    loss, correct = mlm_loss_sum(logits, labels)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(logits.float(), labels, reduction="sum"))
+    assert int(correct) == int((logits.float().argmax(-1) == labels).sum())

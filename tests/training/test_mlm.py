@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from foundation.config import load_config
 from foundation import faults
 from training.metrics import read_metrics
-from training.mlm import Config, MLMTask, mlm_loss_sum, run
+from training.mlm import Config, MLMTask, chunked_mlm_loss_sum, run
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "dags" / "configs"
@@ -78,7 +78,7 @@ def test_chunked_loss_equals_direct_cross_entropy():
     labels = torch.randint(0, 1000, (37,))
     grads = []
     for chunk in (0, 8):
-        loss, correct = mlm_loss_sum(hidden, labels, head, emb, chunk)
+        loss, correct = chunked_mlm_loss_sum(hidden, labels, head, emb, chunk)
         loss.backward()
         grads.append((loss.detach(), correct, hidden.grad.clone(), emb.grad.clone(), head.dense.weight.grad.clone()))
         hidden.grad = emb.grad = None
