@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
+from model.heads import cls_pool
 from model.hf import absolute_if_local
 from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest
 from foundation.errors import MgteError
@@ -250,7 +251,7 @@ class CPTTask(CustomStepTask):
         def encode(chunk: dict) -> torch.Tensor:
             with ctx.autocast():
                 hidden = model(chunk["input_ids"], cu_seqlens=chunk["cu_seqlens"], max_seqlen=chunk["max_seqlen"])
-            return hidden.index_select(0, chunk["cu_seqlens"][:-1].long())  # (n, H): the [CLS] states
+            return cls_pool(hidden, chunk["cu_seqlens"])  # (n, H): the [CLS] states
 
         def loss_fn(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             loss = in_batch_loss(q, d, t, **hashes)
