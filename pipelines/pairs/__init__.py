@@ -1,4 +1,4 @@
-"""``mgte pairs``: pair sources -> contrastive pair shards, one directory per source (Apache Beam).
+"""``mgte pairs``: pair sources -> contrastive pair shards, one directory per source (engine: Beam, Ray or local).
 
 Input records are JSONL (optionally .gz) or parquet rows with a query side (``query``) and a
 positive side (``positive`` or ``document``), optionally ``id``, ``source`` and ``lang`` (one code,
@@ -14,9 +14,9 @@ The package, one concern a module:
 - :mod:`.config`     the typed config (and :func:`raw_config` for reading raw pairs elsewhere)
 - :mod:`.records`    raw record -> pair dict, hashes, dedup survivor: where raw pairs become rows
 - :mod:`.checks`     :class:`PairChecker`: empty/identical, length and language drops, with reasons
-- :mod:`.tasks`      file and source tasks: their files and markers
-- :mod:`.transforms` the Beam PTransforms and the two pipelines (wiring only)
-- :mod:`.stage`      :func:`run`: pending tasks, error budget, per-source eq. 1 stats, manifest
+- :mod:`.tasks`      read (per file, named by content), dedup (per hash part) and source tasks
+- :mod:`.transforms` Beam PTransforms over pair records (wiring only; the stage does not need them)
+- :mod:`.stage`      :func:`run`: the phases on the stage contract, per-source eq. 1 stats, manifest
 - :mod:`.read`       readers of a finished pairs output or raw pair files (CPT, eval)
 """
 
@@ -25,19 +25,28 @@ from pipelines.pairs.config import Config, LangConfig, LimitsConfig, ReaderConfi
 from pipelines.pairs.read import is_pairs_output, load_pair_inputs, read_pairs, read_raw_pairs
 from pipelines.pairs.records import (
     AUDIT_CHARS, file_stem, lang_label, norm_key, pair_hash, parse_lang, parse_pair, pick_survivor,
-    read_pair_records, safe_name, survivor_key, text_hash,
+    read_pair_records, safe_name, split_survivor, survivor_key, text_hash,
 )
 from pipelines.pairs.stage import STAGE, run, source_stats
-from pipelines.pairs.tasks import file_task, source_task
-from pipelines.pairs.transforms import (
-    DROPPED_TAG, QUARANTINE_TAG, DedupPairs, FilterPairs, ReadPairs, run_file_tasks, run_source_tasks,
-)
+from pipelines.pairs.tasks import read_task, source_task
+
+_BEAM = ("DROPPED_TAG", "QUARANTINE_TAG", "DedupPairs", "FilterPairs", "ReadPairs")
+
+
+def __getattr__(name: str):
+    """The Beam transforms, imported on first use: Apache Beam loads only where it is used."""
+    if name in _BEAM:
+        from pipelines.pairs import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module 'pipelines.pairs' has no attribute {name!r}")
+
 
 __all__ = [
     "AUDIT_CHARS", "Config", "DROPPED_TAG", "DedupPairs", "FilterPairs", "LangConfig", "LimitsConfig",
-    "PairChecker", "QUARANTINE_TAG", "ReadPairs", "ReaderConfig", "STAGE", "file_stem", "file_task",
+    "PairChecker", "QUARANTINE_TAG", "ReadPairs", "ReaderConfig", "STAGE", "file_stem", "read_task",
     "is_pairs_output", "lang_label", "load_fast_tokenizer", "load_pair_inputs", "norm_key", "pair_hash",
     "parse_lang", "parse_pair", "pick_survivor", "raw_config", "read_pair_records", "read_pairs",
-    "read_raw_pairs", "run", "run_file_tasks", "run_source_tasks", "safe_name", "source_stats",
-    "source_task", "survivor_key", "text_hash",
+    "read_raw_pairs", "run", "safe_name", "source_stats", "source_task", "split_survivor", "survivor_key",
+    "text_hash",
 ]

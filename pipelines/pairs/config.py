@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from foundation.config import BeamConfig, frozen, load_config
+from foundation.config import BeamConfig, LocalConfig, RayConfig, frozen, load_config
 from pipelines.corpus.langs import MGTE_LANGS
 
 
@@ -63,8 +63,13 @@ class LangConfig:
 class Config:
     input: tuple[str, ...] = ()
     output: str | None = None
-    engine: Literal["beam"] = "beam"
+    # where the tasks run (pipelines.engines); run-only, like the three below: not in the output's identity
+    engine: Literal["beam", "ray", "local"] = "beam"
+    # a rerun over another input set: refuse naming the files, or redo exactly what changed
+    on_input_change: Literal["refuse", "redo"] = "refuse"
     beam: BeamConfig = BeamConfig()
+    ray: RayConfig = RayConfig()
+    local: LocalConfig = LocalConfig()
     progress: bool = True
     tokenizer: str | None = "FacebookAI/xlm-roberta-base"  # null: no token counts, no length drops
     reader: ReaderConfig = ReaderConfig()
@@ -72,7 +77,7 @@ class Config:
     lang: LangConfig = LangConfig()
     alpha: float = 0.5  # eq. 1 over per-source pair counts (the trainer samples batch sources with it)
     shard_rows: int = 200_000  # rows per part file
-    keep_candidates: bool = False  # keep candidates/ (the per-file survivors of the filters) after success
+    keep_candidates: bool = False  # keep _work/ (per-file candidates, dedup keys and decisions) after success
 
     def validate(self) -> None:
         if self.shard_rows < 1:

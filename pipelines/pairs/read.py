@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from foundation.errors import MgteError
-from foundation.ledger import read_manifest
+from foundation.ledger import read_manifest, read_stage_output, stage_output_files
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config, raw_config
 from pipelines.pairs.records import pick_survivor, read_pair_records, survivor_key
@@ -28,14 +28,14 @@ from storage_schemas.pairs import PAIR
 
 
 def read_pairs(root: str | Path) -> dict[str, pa.Table]:
-    """A finished ``mgte pairs`` output -> {source: PAIR table} (only files listed in its manifest)."""
-    manifest = read_manifest(root)
-    by_source: dict[str, list[pa.Table]] = {}
-    for rel in manifest["outputs"].get("data", []):
-        table = PAIR.validate(pq.read_table(Path(root) / rel), where=str(Path(root) / rel))
-        if table.num_rows:
-            by_source.setdefault(table.column("source")[0].as_py(), []).append(table)
-    return {s: pa.concat_tables(ts) for s, ts in sorted(by_source.items())}
+    """A finished ``mgte pairs`` output -> {source: PAIR table}, through the one reader of stage
+    outputs (:func:`foundation.ledger.read_stage_output`: files of marked tasks only, schema
+    checked naming file and field). Rows of a source in the order of its part files."""
+    if not stage_output_files(root, "data"):
+        return {}
+    table = PAIR.validate(read_stage_output(root, "data", PAIR), where=str(Path(root) / "data"))
+    sources = table.column("source")
+    return {s: table.filter(pc.equal(sources, s)) for s in sorted(set(sources.to_pylist()))}
 
 
 def is_pairs_output(path: Path) -> bool:

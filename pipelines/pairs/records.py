@@ -1,9 +1,10 @@
 """Raw pair records -> pair dicts, hashes and dedup survivors: the ONE place raw pairs become rows.
 
-The Beam stage (:mod:`pipelines.pairs.transforms`) and the in-process reader of raw pair files
-(:func:`pipelines.pairs.read.read_raw_pairs`, used by CPT and eval) both read through
+The stage's tasks (:mod:`pipelines.pairs.tasks`), the Beam transforms
+(:mod:`pipelines.pairs.transforms`) and the in-process reader of raw pair files
+(:func:`pipelines.pairs.read.read_raw_pairs`, used by CPT and eval) all read through
 :func:`read_pair_records`, check with :class:`pipelines.pairs.checks.PairChecker` and dedup with
-:func:`pick_survivor`, so the two cannot drift apart.
+:func:`split_survivor`, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -112,9 +113,18 @@ def survivor_key(row: dict) -> tuple:
     return (row["path"], row["line"], row["pair_id"])
 
 
-def pick_survivor(rows: Iterable[dict]) -> tuple[dict, list[dict]]:
-    """One pair-hash group -> (survivor, dropped rows): the earliest record by (path, line) survives."""
+def split_survivor(rows: Iterable[dict]) -> tuple[dict, list[dict]]:
+    """The dedup rule: of one pair-hash group the earliest record by (path, line) survives ->
+    (survivor, the others). Rows need only the :func:`survivor_key` fields."""
     ordered = sorted(rows, key=survivor_key)
-    first = ordered[0]
-    return first, [dropped_row(r, "exact_duplicate", {"pair_hash": r["pair_hash"]}, first["pair_id"])
-                   for r in ordered[1:]]
+    return ordered[0], ordered[1:]
+
+
+def duplicate_row(row: dict, survivor_id: str) -> dict:
+    return dropped_row(row, "exact_duplicate", {"pair_hash": row["pair_hash"]}, survivor_id)
+
+
+def pick_survivor(rows: Iterable[dict]) -> tuple[dict, list[dict]]:
+    """One pair-hash group -> (survivor, its ``exact_duplicate`` dropped rows)."""
+    first, rest = split_survivor(rows)
+    return first, [duplicate_row(r, first["pair_id"]) for r in rest]

@@ -1,16 +1,22 @@
-"""``mgte pairs`` run: which tasks are left, the error budget, per-source stats (eq. 1), manifest.
+"""``mgte pairs`` run on the stage contract (:mod:`pipelines.contract`): three phases of tasks on
+the config's engine (``engine: beam | ray | local``), then per-source stats (eq. 1) and manifest.
 
-Two passes, each one Beam pipeline (:mod:`pipelines.pairs.transforms`): the file tasks read and
-check every input file without a marker; then dedup is decided over all candidates (it only
-reads hashes; survivor: the earliest record by (path, line), the same on every run) and every
-source without a marker is written as its shard. A rerun skips the tasks that have a marker.
+1. ``read`` per input file, named by its content: read + parse + check -> candidates, keys,
+   dropped, quarantine; then the error budget over all of them;
+2. ``dedup`` per part of the pair-hash space: exact duplicates across every file (survivor: the
+   earliest record by (path, line), the same on every run and engine);
+3. ``source`` per source: its shard files.
+
+The dedup is a phase of ordinary tasks rather than an engine-specific shuffle (as corpus's
+MinHash is): pairs dedup only groups by one hash, so cutting the hash space into parts lets each
+part decide alone, and the same task functions run on every engine. The later phases carry the
+identity of the read tasks they read (``deps``), so a changed input set reruns them;
+``Stage.begin`` pins the config and the input list and refuses or redoes what changed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -18,42 +24,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foundation.errors import BadInputError, MgteError
-from foundation.ledger import StageOutput
+from foundation.errors import MgteError
+from foundation.ledger import StageOutput, deps_hash, read_manifest, sum_counts
 from foundation.sampling import eq1
+from pipelines.contract import Phase, Stage, check_error_budget, reason_tallies, run_phase, task_outputs
+from pipelines.engines import make_engine
 from pipelines.pairs.config import Config
-from pipelines.pairs.tasks import counts as task_counts
-from pipelines.pairs.tasks import file_task
-from pipelines.pairs.transforms import run_file_tasks, run_source_tasks
+from pipelines.pairs.tasks import (
+    WORK, counts as task_counts, dedup_part, part_files, read_file, read_task, source_items, write_source,
+)
 from pipelines.readers import expand_inputs
 from storage_schemas.pairs import PAIR_SOURCE_STATS
 
 log = logging.getLogger(__name__)
 
 STAGE = "pairs"
-
-
-def _markers(out: StageOutput, prefix: str) -> list[dict]:
-    return [m for m in (out.task_marker(p.stem) for p in sorted((out.root / "_tasks").glob(f"{prefix}*.json")))
-            if m is not None]
-
-
-def _check_budget(cfg: Config, out: StageOutput, file_markers: list[dict]) -> None:
-    total = sum(m["counts"]["input"] for m in file_markers)
-    bad = sum(m["counts"]["quarantined"] for m in file_markers)
-    if total and bad / total > cfg.reader.error_budget:
-        first = pq.read_table(out.task_files("quarantine")[0]).slice(0, 1).to_pylist()[0]
-        raise BadInputError(
-            f"{bad} of {total} records quarantined ({bad / total:.1%} > reader.error_budget "
-            f"{cfg.reader.error_budget:.1%}); first: {first['path']} line {first['line']} field "
-            f"'{first['field']}': {first['error']}")
-
-
-def _column_counts(files: list[Path], column: str) -> Counter:
-    out: Counter = Counter()
-    for f in files:
-        out.update(pq.read_table(f, columns=[column]).column(column).to_pylist())
-    return out
 
 
 def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
@@ -73,55 +58,75 @@ def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
          "p": table[s][0], "q": table[s][1], "alpha": cfg.alpha} for s in sorted(pairs)])
 
 
-def _listed(markers: list[dict], prefix: str) -> list[str]:
-    return sorted(f for m in markers for f in m["files"] if f.startswith(prefix))
+def _later_tasks(root: Path) -> list[str]:
+    """The dedup and source tasks on disk: they read every file, so a changed input set forgets them."""
+    return sorted(p.stem for prefix in ("dedup-", "source-") for p in (root / "_tasks").glob(f"{prefix}*.json"))
+
+
+def _forget_cleaned(out: StageOutput, names: list[str]) -> None:
+    """Read tasks whose work files are gone (a finished run removes ``_work/``): redo them when a
+    changed input set makes the later phases run again."""
+    for name in names:
+        marker = out.task_marker(name)
+        if marker is not None and not all((out.root / f).is_file() for f in marker["files"]):
+            out.drop_task(name)
 
 
 def run(cfg: Config) -> dict:
-    out = StageOutput(cfg.output, STAGE, cfg)
-    if out.begin():
-        return json.loads((out.root / "manifest.json").read_text())
     if not cfg.input:
         raise MgteError("pairs: no input (give --input or set `input` in the config)")
-    files = expand_inputs(cfg.input)
+    root = Path(cfg.output)
+    stage = Stage.begin(STAGE, cfg, expand_inputs(cfg.input), per_input=lambda e: [read_task(e)],
+                        later=lambda entries: _later_tasks(root))
+    if stage.done:
+        return read_manifest(cfg.output)
+    out, entries = stage.out, stage.entries
+    reads = [read_task(e) for e in entries]
+    _forget_cleaned(out, reads)
+    with make_engine(cfg) as engine:
+        read_markers = run_phase(stage, engine, Phase(
+            "read", [(e, cfg, out) for e in entries], read_file, names=reads, sort_key=lambda item: -item[0]["size"]))
+        check_error_budget(read_markers, out, cfg.reader.error_budget)
+        deps = deps_hash(reads)
+        parts = part_files(read_markers)
+        dedup_markers = run_phase(stage, engine, Phase(
+            "dedup", [(t, files, out, deps) for t, files in parts.items()], dedup_part, names=list(parts), deps=deps))
+        dups = task_outputs(dedup_markers, f"{WORK}/dups")
+        sources = source_items(read_markers)
+        source_deps = deps_hash([*reads, *parts])
+        source_markers = run_phase(stage, engine, Phase(
+            "source", [(t, files, dups, cfg.shard_rows, out, source_deps) for t, files in sources.items()],
+            write_source, names=list(sources), deps=source_deps))
+    candidates = sum_counts(dedup_markers)["input"]
+    if sum_counts(source_markers)["input"] != candidates:
+        raise MgteError(f"pairs: source tasks account for {sum_counts(source_markers)['input']} "
+                        f"of {candidates} candidate pairs")
+    return _finish(cfg, out, entries, engine.name, read_markers, source_markers)
 
-    pending = [f for f in files if out.task_marker(file_task(f)) is None]
-    log.info("pairs: %d input files, %d to read", len(files), len(pending))
-    run_file_tasks(cfg, out, pending)
-    file_markers = [out.task_marker(file_task(f)) for f in files]
-    if any(m is None for m in file_markers):
-        raise MgteError(f"pairs: {sum(m is None for m in file_markers)} file tasks did not finish")
-    _check_budget(cfg, out, file_markers)
 
-    candidates = sorted(out.root / f for f in _listed(file_markers, "candidates/"))
-    run_source_tasks(cfg, out, candidates)
-    source_markers = _markers(out, "source-")
-    n_candidates = sum(m["counts"]["kept"] for m in file_markers)
-    if sum(m["counts"]["input"] for m in source_markers) != n_candidates:
-        raise MgteError(f"pairs: source tasks account for {sum(m['counts']['input'] for m in source_markers)} "
-                        f"of {n_candidates} candidate pairs")
-
-    data = _listed(source_markers, "data/")
-    dropped = _listed(file_markers, "dropped/") + _listed(source_markers, "dropped/")
-    quarantine = _listed(file_markers, "quarantine/")
+def _finish(cfg: Config, out: StageOutput, entries: list[dict], engine: str, read_markers: list[dict],
+            source_markers: list[dict]) -> dict:
+    data = sorted(task_outputs(source_markers, "data"))
+    dropped = sorted(task_outputs(read_markers, "dropped") + task_outputs(source_markers, "dropped"))
+    quarantine = sorted(task_outputs(read_markers, "quarantine"))
     stats = source_stats(cfg, [out.root / f for f in data])
     out.write_table("stats/source_stats.parquet", stats, PAIR_SOURCE_STATS)
-    counts = task_counts(sum(m["counts"]["input"] for m in file_markers),
-                         sum(m["counts"]["kept"] for m in source_markers),
-                         sum(m["counts"]["dropped"] for m in file_markers + source_markers),
-                         sum(m["counts"]["quarantined"] for m in file_markers))
-    by_reason = dict(_column_counts([out.root / f for f in dropped], "reason"))
+    read, written = sum_counts(read_markers), sum_counts(source_markers)
+    counts = task_counts(read["input"], written["kept"], read["dropped"] + written["dropped"], read["quarantined"])
     stats_rows = stats.to_pylist()
+    extra = {"engine": engine,
+             "sources": {r["source"]: {k: r[k] for k in ("pairs", "query_truncated", "positive_truncated", "q")}
+                         for r in stats_rows},
+             "query_truncated": sum(r["query_truncated"] for r in stats_rows),
+             "positive_truncated": sum(r["positive_truncated"] for r in stats_rows)}
+    if engine == "beam":
+        extra["beam_options"] = cfg.beam.options
     manifest = out.finish(
-        counts=counts, dropped_by_reason=by_reason,
-        inputs=[{"path": f, "size": os.path.getsize(f) if "://" not in f else None} for f in files],
+        counts=counts, dropped_by_reason=reason_tallies(out.root / f for f in dropped), inputs=entries,
         outputs={"data": data, "dropped": dropped, "quarantine": quarantine,
                  "source_stats": ["stats/source_stats.parquet"]},
-        extra={"engine": "beam", "beam_options": cfg.beam.options,
-               "sources": {r["source"]: {k: r[k] for k in ("pairs", "query_truncated", "positive_truncated", "q")}
-                           for r in stats_rows},
-               "query_truncated": sum(r["query_truncated"] for r in stats_rows),
-               "positive_truncated": sum(r["positive_truncated"] for r in stats_rows)})
+        extra=extra)
     if not cfg.keep_candidates:
-        shutil.rmtree(out.root / "candidates", ignore_errors=True)
+        shutil.rmtree(out.root / WORK, ignore_errors=True)
+    log.info("pairs: %s", counts)
     return manifest

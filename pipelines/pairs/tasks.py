@@ -1,65 +1,160 @@
-"""The two task kinds of ``mgte pairs``, each the unit of retry with its own marker.
+"""The three task kinds of ``mgte pairs``, each the unit of retry with its own marker, each a plain
+function ``fn(*item)`` that any engine of :mod:`pipelines.engines` runs (``Phase`` items).
 
-- ``file-*`` (one per input file): its candidates (the pairs that passed the checks), its
-  dropped and quarantine rows -> ``candidates/``, ``dropped/``, ``quarantine/`` + marker.
-- ``source-*`` (one per source): the dedup survivors of the source -> its shard
-  ``data/source=NAME/part-*.parquet`` and its ``exact_duplicate`` rows + marker.
+- ``read-<file>-<content hash>`` (one per input file, :func:`read_file`): read, parse and check
+  every record -> its candidates (the pairs that passed the checks) one file per source, their
+  dedup keys spread over :data:`DEDUP_PARTS` parts by pair hash, its dropped and quarantine rows.
+- ``dedup-NN`` (one per part of the pair-hash space, :func:`dedup_part`): the keys of every file
+  in that part -> which pairs are exact duplicates of which survivor (:func:`split_survivor`).
+  Every pair of one hash lands in the same part, so the parts decide independently; a part holds
+  only five short columns per pair, so no task ever holds all pairs in memory, on any engine.
+- ``source-NAME`` (one per source, :func:`write_source`): that source's candidates minus its
+  duplicates -> ``data/source=NAME/part-*.parquet`` and its ``exact_duplicate`` rows.
 
-Plain functions over rows: the Beam DoFns around them only call them.
+Work files live under ``_work/`` (removed after success unless ``keep_candidates``).
 """
 
 from __future__ import annotations
 
-import xxhash
+from collections import defaultdict
+from pathlib import Path
 
-from foundation.ledger import StageOutput
-from pipelines.pairs.records import safe_name, survivor_key
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from foundation.ledger import StageOutput, input_task
+from pipelines.pairs.checks import PairChecker
+from pipelines.pairs.config import Config
+from pipelines.pairs.records import duplicate_row, read_pair_records, safe_name, split_survivor, survivor_key
+from pipelines.readers import Quarantined
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.pairs import PAIR, PAIR_DROPPED
 
+WORK = "_work"
+DEDUP_PARTS = 8  # parts of the pair-hash space; any number gives the same output
+KEY_SCHEMA = pa.schema([("pair_hash", pa.string()), ("path", pa.string()), ("line", pa.int64()),
+                        ("pair_id", pa.string()), ("source", pa.string())])
+DUP_SCHEMA = pa.schema([*KEY_SCHEMA, ("duplicate_of", pa.string())])
 
-def file_task(path: str) -> str:
-    return "file-" + xxhash.xxh64_hexdigest(path.encode())
+
+def read_task(entry: dict) -> str:
+    return input_task("read", entry)
 
 
-def source_task(source: str) -> str:
-    return "source-" + safe_name(source)
+def dedup_task(part: int) -> str:
+    return f"dedup-{part:02d}"
+
+
+def source_task(safe: str) -> str:
+    return "source-" + safe
 
 
 def counts(input_: int, kept: int, dropped: int, quarantined: int) -> dict:
     return {"input": input_, "kept": kept, "dropped": dropped, "quarantined": quarantined}
 
 
-def write_file_task(out: StageOutput, path: str, kept: list[dict], dropped: list[dict],
-                    quarantine: list[dict]) -> dict:
-    """One input file's outcome -> its files and marker (rows sorted: the same bytes on every run)."""
-    task = file_task(path)
-    kept = sorted(kept, key=survivor_key)
-    dropped = sorted(dropped, key=survivor_key)
-    quarantine = sorted(quarantine, key=lambda r: (r["line"], r["field"]))
+def hash_part(pair_hash: str) -> int:
+    return int(pair_hash[:8], 16) % DEDUP_PARTS  # the hash is uniform: so are the parts
+
+
+# ---- read: one input file ------------------------------------------------------------------------
+def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
+    """One input file -> candidates by source, dedup keys by part, dropped, quarantine + marker
+    (rows sorted: the same bytes on every run and engine)."""
+    task = read_task(entry)
+    if (marker := out.task_marker(task)) is not None:
+        return marker
+    check = PairChecker(cfg)
+    kept, dropped, quarantine = [], [], []
+    for item in read_pair_records(entry["path"], cfg.reader):
+        if isinstance(item, Quarantined):
+            quarantine.append(item.row())
+            continue
+        row, drop = check(item)
+        (kept if row is not None else dropped).append(row if row is not None else drop)
     files = []
-    if kept:
-        files.append(out.write_rows(f"candidates/{task}.parquet", kept, PAIR))
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    by_part: dict[int, list[dict]] = defaultdict(list)
+    for row in sorted(kept, key=survivor_key):
+        by_source[safe_name(row["source"])].append(row)
+        by_part[hash_part(row["pair_hash"])].append({k: row[k] for k in KEY_SCHEMA.names})
+    for safe, rows in sorted(by_source.items()):
+        files.append(out.write_rows(f"{WORK}/candidates/{task}/source={safe}.parquet", rows, PAIR))
+    for part, rows in sorted(by_part.items()):
+        files.append(out.write_table(f"{WORK}/keys/{task}/part-{part:02d}.parquet",
+                                     pa.Table.from_pylist(rows, schema=KEY_SCHEMA)))
     if dropped:
-        files.append(out.write_rows(f"dropped/{task}.parquet", dropped, PAIR_DROPPED))
+        files.append(out.write_rows(f"dropped/{task}.parquet", sorted(dropped, key=survivor_key), PAIR_DROPPED))
     if quarantine:
+        quarantine.sort(key=lambda r: (r["line"], r["field"]))
         files.append(out.write_rows(f"quarantine/{task}.parquet", quarantine, QUARANTINE))
     n = len(kept) + len(dropped) + len(quarantine)
-    return out.mark_task(task, counts(n, len(kept), len(dropped), len(quarantine)), files)
+    return out.mark_task(task, counts(n, len(kept), len(dropped), len(quarantine)), files, input=entry)
 
 
-def write_source_task(out: StageOutput, shard_rows: int, source: str, kept: list[dict],
-                      dropped: list[dict]) -> dict | None:
-    """One source's survivors and duplicates -> its shard, dropped file and marker; None when done."""
-    task = source_task(source)
-    if out.task_marker(task) is not None:
-        return None
-    kept = sorted(kept, key=survivor_key)
-    dropped = sorted(dropped, key=survivor_key)
+# ---- dedup: one part of the pair-hash space --------------------------------------------------------
+def dedup_part(task: str, key_files: list[str], out: StageOutput, deps: str) -> dict:
+    """The keys of one part, from every file -> its duplicate decisions (``_work/dups/``) + marker."""
+    if (marker := out.task_marker(task, deps)) is not None:
+        return marker
+    groups: dict[str, list[dict]] = defaultdict(list)
+    n = 0
+    for f in key_files:
+        for row in pq.read_table(out.root / f).to_pylist():
+            groups[row["pair_hash"]].append(row)
+            n += 1
+    dups = []
+    for members in groups.values():
+        first, rest = split_survivor(members)
+        dups += [dict(r, duplicate_of=first["pair_id"]) for r in rest]
+    dups.sort(key=survivor_key)
+    files = [out.write_table(f"{WORK}/dups/{task}.parquet", pa.Table.from_pylist(dups, schema=DUP_SCHEMA))] if dups else []
+    return out.mark_task(task, counts(n, n - len(dups), len(dups), 0), files, deps=deps)
+
+
+# ---- source: one output shard directory ------------------------------------------------------------
+def write_source(task: str, candidate_files: list[str], dup_files: list[str], shard_rows: int,
+                 out: StageOutput, deps: str) -> dict:
+    """One source's candidates minus its duplicates -> its part files, dropped file + marker."""
+    if (marker := out.task_marker(task, deps)) is not None:
+        return marker
+    rows = [r for f in candidate_files for r in pq.read_table(out.root / f).to_pylist()]
+    source = rows[0]["source"]
+    duplicate_of = {}
+    for f in dup_files:
+        for d in pq.read_table(out.root / f, filters=[("source", "==", source)]).to_pylist():
+            duplicate_of[survivor_key(d)] = d["duplicate_of"]
+    kept, dropped = [], []
+    for row in sorted(rows, key=survivor_key):
+        survivor = duplicate_of.get(survivor_key(row))
+        if survivor is None:
+            kept.append(row)
+        else:
+            dropped.append(duplicate_row(row, survivor))
     files = []
     for part, start in enumerate(range(0, len(kept), shard_rows)):
         rel = f"data/source={safe_name(source)}/part-{part:05d}.parquet"
         files.append(out.write_rows(rel, kept[start:start + shard_rows], PAIR))
     if dropped:
         files.append(out.write_rows(f"dropped/{task}.parquet", dropped, PAIR_DROPPED))
-    return out.mark_task(task, counts(len(kept) + len(dropped), len(kept), len(dropped), 0), files)
+    return out.mark_task(task, counts(len(rows), len(kept), len(dropped), 0), files, deps=deps)
+
+
+def source_items(read_markers: list[dict]) -> dict[str, list[str]]:
+    """{source task: its candidate files, in read-task order} from the read tasks' markers."""
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for marker in read_markers:
+        for f in marker["files"]:
+            if f.startswith(f"{WORK}/candidates/"):
+                by_task[source_task(Path(f).stem.removeprefix("source="))].append(f)
+    return dict(sorted(by_task.items()))
+
+
+def part_files(read_markers: list[dict]) -> dict[str, list[str]]:
+    """{dedup task: the key files of its part} for every part (an empty part still runs)."""
+    by_task: dict[str, list[str]] = {dedup_task(p): [] for p in range(DEDUP_PARTS)}
+    for marker in read_markers:
+        for f in marker["files"]:
+            if f.startswith(f"{WORK}/keys/"):
+                by_task[dedup_task(int(Path(f).stem.removeprefix("part-")))].append(f)
+    return by_task

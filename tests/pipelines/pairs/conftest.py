@@ -70,3 +70,14 @@ def small_inputs(tmp_path: Path) -> list[Path]:
 
 def read_data(out: Path) -> dict[str, list[str]]:
     return {s: sorted(t.column("pair_id").to_pylist()) for s, t in pairs.read_pairs(out).items()}
+
+
+def outcome(out: Path) -> dict:
+    """Everything a pairs output says: counts, reasons, and every table's rows (sorted), by kind."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    tables = {kind: sorted((pq.read_table(out / f).to_pylist() for f in files), key=repr)
+              for kind, files in manifest["outputs"].items()}
+    tables = {kind: sorted((r for t in rows for r in t), key=lambda r: json.dumps(r, sort_keys=True, default=str))
+              for kind, rows in tables.items()}
+    return {"counts": manifest["counts"], "dropped_by_reason": manifest["dropped_by_reason"],
+            "data_files": sorted(manifest["outputs"]["data"]), **tables}

@@ -36,7 +36,7 @@ def test_stage_shards_by_source_and_accounts_for_every_record(tmp_path):
     dups = [r for f in manifest["outputs"]["dropped"] for r in pq.read_table(out / f).to_pylist()
             if r["reason"] == "exact_duplicate"]
     assert sorted((r["pair_id"], r["duplicate_of"]) for r in dups) == [("tb-dup", "tb0"), ("tr-dup-of-tb", "tb1")]
-    assert not (out / "candidates").exists() and not list(out.rglob("*.tmp"))
+    assert not (out / "_work").exists() and not list(out.rglob("*.tmp"))
 
     assert pairs.run(cfg) == read_manifest(out)  # a rerun is a no-op
     with pytest.raises(StageConflict):
@@ -45,7 +45,7 @@ def test_stage_shards_by_source_and_accounts_for_every_record(tmp_path):
 
 def test_error_budget_names_file_and_line(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"query": "q", "positive": "p"}], extra_lines=["{x", "{y"])
-    with pytest.raises(BadInputError, match=r"bad\.jsonl line 2 field '<record>'"):
+    with pytest.raises(BadInputError, match=r"worst file \S*bad\.jsonl: 2 bad records, first at line 2 \(field <record>"):
         pairs.run(config(tmp_path, [bad]))
 
 
