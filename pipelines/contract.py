@@ -6,43 +6,49 @@ error budget, reason tallies and the manifest. Tasks are named by their input's 
 (:func:`foundation.ledger.input_task`), so a task never reads another file than the one its
 marker names.
 
-Usage (``mgte corpus`` and ``mgte mlm-shards`` follow it; pairs and mining adopt it the same way)::
+Usage: a stage declares a :class:`StageSpec` and calls :func:`run_stage` (``mgte corpus`` and
+``mgte mlm-shards`` do; pairs and mining adopt it the same way)::
 
-    from pipelines.contract import Phase, Stage, run_phases
+    from pipelines.contract import Phase, StageSpec, run_stage
 
     def read_one(entry, cfg, out):           # one task: writes its files, marks last, returns the marker
         task = input_task("read", entry)
-        if (marker := out.task_marker(task)) is not None:
-            return marker
         ...                                  # per record: kept / Dropped(reason, scores) / Quarantined(...)
         return out.mark_task(task, counts, files, input=entry)
 
     def run(cfg):
-        stage = Stage.begin("my-stage", cfg, expand_inputs(cfg.input),
-                            per_input=lambda e: [input_task("read", e)],    # tasks to forget when e changes
-                            later=lambda entries: ["merge"])               # tasks that read every input
-        if stage.done:
-            return read_manifest(cfg.output)
-        with make_engine(cfg) as engine:
-            read = run_phases(stage, engine, [
-                Phase("read", [(e, cfg, stage.out) for e in stage.entries], read_one,
-                      names=[input_task("read", e) for e in stage.entries]),
-            ])
-        check_error_budget(read["read"], stage.out, cfg.reader.error_budget)
-        ...                                  # a later phase: run after every task of the one before
-        return stage.out.finish(counts=..., dropped_by_reason=reason_tallies(dropped_files), ...)
+        spec = StageSpec(
+            "my-stage",
+            phases=lambda stage: [Phase("read", [(e, cfg, stage.out) for e in stage.entries], read_one,
+                                        names=[input_task("read", e) for e in stage.entries])],
+            per_input=lambda e: [input_task("read", e)],      # tasks to forget when e changes
+            later=lambda entries: [],                         # tasks that read every input
+            finish=lambda stage, result: ({}, {}),            # summary tables -> (outputs, extra)
+            error_budget=lambda cfg: cfg.reader.error_budget)
+        return run_stage(spec, cfg, expand_inputs(cfg.input))
+
+:func:`run_stage` begins (:meth:`Stage.begin`), returns the manifest of a complete stage, runs the
+unfinished tasks of each phase on the engine (:func:`pipelines.engines.make_engine`, or
+``spec.engine``), checks the error budget after each phase, then sums the counts
+(:func:`stage_counts`: the first phase's input, the last phase's kept, every phase's dropped and
+quarantined), tallies the dropped reasons and writes the manifest (the invariant is checked
+there). The pieces (:meth:`Stage.begin`, :func:`run_phases`, :func:`check_error_budget`,
+:func:`reason_tallies`) stay usable on their own for a stage that composes them itself.
 
 A later phase (corpus: dedup, then write) passes ``deps=deps_hash(names of the previous phase)``
 to :meth:`StageOutput.task_marker` / ``mark_task``: over another input set its markers are stale
-and it runs again. ``on_input_change: refuse | redo`` (a run-only config key) decides what a rerun
-over a changed input set does: refuse naming the files, or forget the tasks of removed and changed
-files and every later-phase task, then run what is missing.
+and it runs again. Its ``items`` may be a function of the earlier phases' markers; a global step
+that drives the engine itself (corpus dedup) is a phase with ``drives_engine=True``.
+``on_input_change: refuse | redo`` (a run-only config key) decides what a rerun over a changed
+input set does: refuse naming the files, or forget the tasks of removed and changed files and
+every later-phase task, then run what is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -50,7 +56,7 @@ from typing import Any, Callable, Iterable
 import pyarrow.parquet as pq
 
 from foundation.errors import BadInputError, TaskFailed
-from foundation.ledger import InputChange, StageOutput, describe_inputs, sum_counts
+from foundation.ledger import InputChange, StageOutput, describe_inputs, read_manifest, sum_counts
 
 log = logging.getLogger("mgte.stage")
 
@@ -107,14 +113,20 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """Tasks that may run in any order, each ``fn(*item)``; ``names`` their task names (for the
-    check that all finished); ``deps`` the identity of the previous phase they read."""
+    check that all finished); ``deps`` the identity of the previous phase they read.
+
+    ``items`` may be a function of the markers of the earlier phases (``{phase name: markers}``),
+    for a phase whose arguments are what the one before wrote. ``drives_engine``: the phase is one
+    global step that uses the engine itself (corpus dedup as a Beam or Ray Data pipeline); each
+    unfinished item is then called here as ``fn(engine, *item)``."""
 
     name: str
-    items: list[tuple]
+    items: list[tuple] | Callable[[dict[str, list[dict]]], list[tuple]]
     fn: Callable
     names: list[str]
     deps: str | None = None
     sort_key: Callable[[tuple], Any] | None = None  # e.g. largest input first
+    drives_engine: bool = False
 
 
 def finished(out: StageOutput, names: list[str], deps: str | None = None, *, stage: str = "stage") -> list[dict]:
@@ -126,22 +138,36 @@ def finished(out: StageOutput, names: list[str], deps: str | None = None, *, sta
     return markers
 
 
-def run_phase(stage: Stage, engine, phase: Phase) -> list[dict]:
+def run_phase(stage: Stage, engine, phase: Phase, earlier: dict[str, list[dict]] | None = None) -> list[dict]:
     """Run the unfinished tasks of one phase on ``engine``; return every task's marker."""
     out = stage.out
-    todo = [item for item, name in zip(phase.items, phase.names) if out.task_marker(name, phase.deps) is None]
+    unfinished = [name for name in phase.names if out.task_marker(name, phase.deps) is None]
+    items = phase.items(earlier or {}) if callable(phase.items) and unfinished else phase.items
+    todo = [item for item, name in zip(items, phase.names) if name in unfinished] if unfinished else []
     if phase.sort_key is not None:
         todo.sort(key=phase.sort_key)
-    log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(phase.items), len(todo),
+    log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(phase.names), len(todo),
              getattr(engine, "name", "?"))
-    if todo:
+    t0 = time.perf_counter()
+    if todo and phase.drives_engine:
+        for item in todo:
+            phase.fn(engine, *item)
+    elif todo:
         engine.map(phase.fn, todo)
+    if todo:
+        log.info("%s: phase %s done in %.1f s", out.stage, phase.name, time.perf_counter() - t0)
     return finished(out, phase.names, phase.deps, stage=out.stage)
 
 
-def run_phases(stage: Stage, engine, phases: list[Phase]) -> dict[str, list[dict]]:
-    """Phases in order, each after every task of the one before; markers by phase name."""
-    return {phase.name: run_phase(stage, engine, phase) for phase in phases}
+def run_phases(stage: Stage, engine, phases: list[Phase], *, budget: float | None = None) -> dict[str, list[dict]]:
+    """Phases in order, each after every task of the one before; markers by phase name.
+    ``budget``: the error budget, checked after each phase (before the next one reads it)."""
+    markers: dict[str, list[dict]] = {}
+    for phase in phases:
+        markers[phase.name] = run_phase(stage, engine, phase, markers)
+        if budget is not None:
+            check_error_budget(markers[phase.name], stage.out, budget)
+    return markers
 
 
 def check_error_budget(markers: list[dict], out: StageOutput, budget: float, *, quarantine_of=None) -> None:
@@ -171,3 +197,72 @@ def task_outputs(markers: list[dict], subdir: str) -> list[str]:
     """Files under ``subdir`` of these tasks, relative to the stage output, in task order."""
     prefix = subdir.rstrip("/") + "/"
     return [f for m in markers for f in m["files"] if f.startswith(prefix)]
+
+
+# ---- the runner: a stage declares, this does the rest ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """What a data stage declares for :func:`run_stage`.
+
+    ``phases(stage)``: its phases over the pinned inputs ``stage.entries``. ``per_input`` /
+    ``later``: the tasks to forget when an input changes (see :meth:`Stage.begin`).
+    ``finish(stage, result) -> (outputs, extra)``: writes the stage's summary tables (after
+    every phase, the engine closed; ``result``: :class:`Result`) and returns the manifest ``outputs`` that differ from the default (every
+    task's ``data/``, ``dropped/``, ``quarantine/`` files) and its ``extra``. ``error_budget(cfg)``:
+    the fraction of records that may be quarantined. ``engine(cfg)``: where the tasks run."""
+
+    name: str
+    phases: Callable[[Stage], list[Phase]]
+    per_input: Callable[[dict], list[str]]
+    later: Callable[[list[dict]], list[str]] = lambda entries: []
+    finish: Callable[[Stage, "Result"], tuple[dict, dict]] | None = None
+    error_budget: Callable[[Any], float | None] = lambda cfg: cfg.reader.error_budget
+    engine: Callable[[Any], Any] | None = None  # default: pipelines.engines.make_engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What the phases did: markers by phase, the stage's counts, dropped records per reason."""
+
+    markers: dict[str, list[dict]]
+    counts: dict[str, int]
+    dropped_by_reason: dict[str, int]
+    engine: str
+
+
+def stage_counts(markers: dict[str, list[dict]]) -> dict[str, int]:
+    """The stage's counts over its phases: the records the first phase read, those the last one
+    kept, and every phase's dropped and quarantined records (the invariant
+    ``input = kept + dropped + quarantined`` holds when each phase passes on what it kept)."""
+    phases = [sum_counts(m) for m in markers.values()]
+    return {"input": phases[0]["input"], "kept": phases[-1]["kept"],
+            "dropped": sum(p["dropped"] for p in phases), "quarantined": sum(p["quarantined"] for p in phases)}
+
+
+def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
+    """Begin (config and input pinning, input changes), skip a complete stage, run the phases on
+    the engine with the error budget after each, then counts, reason tallies and the manifest."""
+    stage = Stage.begin(spec.name, cfg, files, per_input=spec.per_input, later=spec.later)
+    if stage.done:
+        log.info("%s is complete for this config (hash %s): nothing to do", cfg.output, stage.out.config_hash)
+        return read_manifest(cfg.output)
+    if spec.engine is None:
+        from pipelines.engines import make_engine
+
+        engine = make_engine(cfg)
+    else:
+        engine = spec.engine(cfg)
+    with engine:
+        markers = run_phases(stage, engine, spec.phases(stage), budget=spec.error_budget(cfg))
+    out = stage.out
+    every = [m for ms in markers.values() for m in ms]
+    dropped = sorted(task_outputs(every, "dropped"))
+    result = Result(markers=markers, counts=stage_counts(markers), engine=engine.name,
+                    dropped_by_reason=reason_tallies(out.root / f for f in dropped))
+    outputs, extra = spec.finish(stage, result) if spec.finish else ({}, {})
+    outputs = {"data": task_outputs(every, "data"), "dropped": dropped,
+               "quarantine": sorted(task_outputs(every, "quarantine")), **outputs}
+    manifest = out.finish(counts=result.counts, dropped_by_reason=result.dropped_by_reason, inputs=stage.entries,
+                          outputs=outputs, extra={"engine": engine.name, **extra})
+    log.info("%s: %s", spec.name, result.counts)
+    return manifest
