@@ -23,6 +23,22 @@ def quiet_worker_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def driver_env() -> dict[str, str | None]:
+    """This process's values of :data:`PROPAGATE_ENV` (None = unset), for :func:`apply_env` in a worker."""
+    return {k: os.environ.get(k) for k in PROPAGATE_ENV}
+
+
+def apply_env(env: dict[str, str | None]) -> None:
+    """Give a Ray worker the driver's environment as a task starts: Ray may already be running
+    (started by an earlier stage or a cluster) with another one, so ``ray.init(runtime_env=...)``
+    alone does not reach it."""
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def init_ray(cfg: RayConfig) -> bool:
     """``ray.init()`` locally (``num_cpus`` caps it) or join ``cfg.address``; idempotent.
 

@@ -23,6 +23,7 @@ import shlex
 from typing import Any, Callable, Sequence
 
 from foundation.errors import MgteError, TaskFailed
+from foundation.ray_init import apply_env, driver_env, init_ray
 
 log = logging.getLogger("mgte.engines")
 LOCAL_POOL_RETRIES = 1  # fresh pools after a worker died, for the tasks that did not finish
@@ -224,7 +225,6 @@ class RayEngine:
     def __enter__(self):
         import ray
 
-        from foundation.ray_init import init_ray
 
         self.started = init_ray(self.cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -246,7 +246,7 @@ class RayEngine:
         results: dict[int, Any] = {}
         ds = ray.data.from_items([{"i": i, "item": item} for i, item in enumerate(items)],
                                  override_num_blocks=len(items))
-        ds = ds.map(functools.partial(_ray_task, fn), num_cpus=1, **self.retry_args)
+        ds = ds.map(functools.partial(_ray_task, fn, driver_env()), num_cpus=1, **self.retry_args)
         try:
             for row in ds.iter_rows():
                 results[row["i"]] = row["result"]
@@ -260,7 +260,8 @@ class RayEngine:
         return [results.get(i) for i in range(len(items))]
 
 
-def _ray_task(fn: Callable, row: dict) -> dict:
+def _ray_task(fn: Callable, env: dict, row: dict) -> dict:
+    apply_env(env)  # the driver's fault hook / offline / thread settings, whoever started Ray
     result = call_task(fn, row["item"])
     return {"i": row["i"], "result": result.get("task") if isinstance(result, dict) else None}
 

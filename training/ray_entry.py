@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from foundation.config import RayConfig, frozen
 from foundation.errors import MgteError
-from foundation.ray_init import PROPAGATE_ENV, init_ray
+from foundation.ray_init import apply_env, driver_env, init_ray
 from training.checkpoint import prepare_resume
 from training.distributed import World
 
@@ -71,12 +71,12 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
     init_ray(ray_cfg)
     # Ray may already be running (started by an earlier stage in this process or by a cluster)
     # with another environment: each worker takes the driver's values as its run starts.
-    driver_env = {k: os.environ.get(k) for k in PROPAGATE_ENV}
+    env = driver_env()
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
     trainer = TorchTrainer(
-        functools.partial(_with_driver_env, train_func, driver_env),
+        functools.partial(_with_driver_env, train_func, env),
         train_loop_config=train_loop_config,
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
@@ -97,11 +97,7 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
 
 
 def _with_driver_env(train_func: Callable[[dict], None], env: dict[str, str | None], config: dict) -> None:
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    apply_env(env)
     train_func(config)
 
 

@@ -43,7 +43,8 @@ def test_local_pool_worker_dying_every_time_is_one_line(monkeypatch):
 def ray_crashing(monkeypatch):
     import ray
 
-    assert not ray.is_initialized()
+    if ray.is_initialized():  # a Ray of an earlier test: this one starts its own with 2 CPUs
+        ray.shutdown()
     monkeypatch.setenv("MGTE_FAULT", "point=t,action=exit137")  # every worker dies at its first task
     with RayEngine(RayConfig(num_cpus=2, max_retries=1)) as engine:
         yield engine
@@ -57,3 +58,20 @@ def test_ray_deterministic_errors_fail_fast_and_crashes_after_bounded_retries(ra
     with pytest.raises(TaskFailed, match=r"Ray task failed after 1 retries .* over crash\.jsonl") as err:
         ray_crashing.map(fault_point, [("t", "crash.jsonl")])
     assert "\n" not in str(err.value) and time.monotonic() - t0 < 180
+
+
+def _env_probe(name: str) -> dict:
+    import os
+
+    return {"task": f"{name}:{os.environ.get('MGTE_FAULT')}"}
+
+
+def test_ray_tasks_take_the_drivers_env_even_when_ray_was_started_without_it(monkeypatch):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("MGTE_FAULT", raising=False)
+    with RayEngine(RayConfig(num_cpus=2)) as engine:  # Ray starts here without MGTE_FAULT
+        monkeypatch.setenv("MGTE_FAULT", "point=nowhere")  # a later stage of the same process sets it
+        assert engine.map(_env_probe, [("a",), ("b",)]) == ["a:point=nowhere", "b:point=nowhere"]
