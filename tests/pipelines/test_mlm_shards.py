@@ -1,4 +1,4 @@
-"""mgte mlm-shards: chunking, down-sampling, accounting, restart per task, schema errors."""
+"""mgte mlm-shards: chunking, down-sampling, accounting, restart per task, schema errors, input changes."""
 
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ import pytest
 from foundation.config import load_config
 from foundation import faults
 from pipelines.mlm_shards import Config, chunk_tokens, keep_score, run, task_name
-from foundation.ledger import read_manifest, read_output_table
+from foundation.ledger import describe_input, read_manifest, read_output_table
 from foundation.errors import BadInputError, StageConflict
 from storage_schemas.corpus import CLEAN_DOC
 
@@ -129,7 +129,7 @@ def test_killed_task_is_redone_alone(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", faults.ENV: "point=before_marker,count=2,action=exit137"}
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 137
     done = sorted(p.stem for p in (tmp_path / "out" / "_tasks").glob("*.json"))
-    assert done == [task_name(files[0])]
+    assert done == [task_name(describe_input(str(files[0])))]
     manifest = run(_cfg(files, tmp_path / "out"))
     reference = run(_cfg(files, tmp_path / "ref"))
     assert manifest["counts"] == reference["counts"] == {"input": 30, "kept": 30, "dropped": 0, "quarantined": 0}
@@ -152,3 +152,78 @@ def test_ray_engine_equals_local(tmp_path):
     b = read_output_table(tmp_path / "ray", "data")
     assert a.sort_by("id").equals(b.sort_by("id"))
     assert read_manifest(tmp_path / "ray")["extra"]["engine"] == "ray"
+
+
+def _corpus_like(root: Path, parts: list[list[dict]]) -> Path:
+    """A finished upstream stage output (data files of marked tasks, manifest, _SUCCESS), as the
+    one reader of upstream outputs expects it."""
+    from foundation.config import frozen
+    from foundation.ledger import StageOutput
+
+    @frozen
+    class Up:
+        output: str | None = None
+
+    out = StageOutput(root, "corpus", Up(output=str(root)))
+    out.begin()
+    files = []
+    for i, rows in enumerate(parts):
+        rel = out.write_table(f"data/part-{i}.parquet", CLEAN_DOC.from_rows(rows), CLEAN_DOC)
+        out.mark_task(f"write-{i}", {"input": len(rows), "kept": len(rows), "dropped": 0, "quarantined": 0}, [rel])
+        files.append(rel)
+    n = sum(len(rows) for rows in parts)
+    out.finish(counts={"input": n, "kept": n, "dropped": 0, "quarantined": 0}, dropped_by_reason={}, inputs=[],
+               outputs={"data": files})
+    return root
+
+
+def test_changed_upstream_output_refuses_naming_the_file_or_is_redone(tmp_path):
+    up = _corpus_like(tmp_path / "corpus", [clean_doc_rows(6), clean_doc_rows(6, start=6)])
+    first = run(_cfg([up], tmp_path / "out", "max_len=64"))
+    assert first["counts"]["input"] == 12
+    assert {Path(e["path"]).name for e in first["inputs"]} == {"part-0.parquet", "part-1.parquet"}
+    # the upstream stage is rebuilt and one of its files now holds other documents
+    changed = up / "data" / "part-1.parquet"
+    pq.write_table(CLEAN_DOC.from_rows(clean_doc_rows(9, start=20)), changed)
+    with pytest.raises(StageConflict, match=r"another input set: 1 changed \(.*part-1.parquet\).*on_input_change=redo"):
+        run(_cfg([up], tmp_path / "out", "max_len=64"))
+    kept_tasks = sorted(p.name for p in (tmp_path / "out" / "_tasks").glob("*.json"))
+    redone = run(_cfg([up], tmp_path / "out", "max_len=64", "on_input_change=redo"))
+    reference = run(_cfg([up], tmp_path / "ref", "max_len=64"))
+    assert redone["counts"] == reference["counts"] == {"input": 15, "kept": 15, "dropped": 0, "quarantined": 0}
+    a = read_output_table(tmp_path / "out", "data").sort_by("id")
+    b = read_output_table(tmp_path / "ref", "data").sort_by("id")
+    assert a.equals(b)
+    # exactly what changed was redone: the unchanged file's task kept its marker, the old one is gone
+    now = sorted(p.name for p in (tmp_path / "out" / "_tasks").glob("*.json"))
+    assert len(set(now) & set(kept_tasks)) == 1 and len(now) == 2
+    assert not [f for f in (tmp_path / "out" / "data").rglob("*.parquet")
+                if f.name not in {Path(x).name for x in redone["outputs"]["data"]}]
+
+
+def test_error_budget_fails_in_one_line_naming_the_file(tmp_path):
+    rows = clean_doc_rows(4)
+    table = CLEAN_DOC.from_rows(rows)
+    texts = [None, None, table.column("text")[2].as_py(), None]
+    bad = table.set_column(1, pa.field("text", pa.string(), nullable=True), pa.array(texts))
+    (tmp_path / "in").mkdir()
+    pq.write_table(bad, tmp_path / "in" / "bad.parquet")
+    with pytest.raises(BadInputError) as err:
+        run(_cfg([tmp_path / "in" / "bad.parquet"], tmp_path / "out"))
+    assert "\n" not in str(err.value)
+    assert "3 of 4 records quarantined, over reader.error_budget=0.25; worst file" in str(err.value)
+    assert "bad.parquet: 3 bad records, first at line 0 (field text" in str(err.value)
+    manifest = run(_cfg([tmp_path / "in" / "bad.parquet"], tmp_path / "out", "reader.error_budget=0.8"))
+    assert manifest["counts"] == {"input": 4, "kept": 1, "dropped": 0, "quarantined": 3}
+
+
+def test_beam_and_local_workers_equal_this_process(tmp_path):
+    pytest.importorskip("apache_beam")
+    files = write_clean_docs(tmp_path / "in", [clean_doc_rows(12, long_every=5), clean_doc_rows(12, start=12)])
+    local = run(_cfg(files, tmp_path / "local", "max_len=64"))
+    reference = read_output_table(tmp_path / "local", "data").sort_by("id")
+    for name, sets in (("beam", ["engine=beam"]), ("workers", ["local.workers=2"])):
+        other = run(_cfg(files, tmp_path / name, "max_len=64", *sets))
+        assert other["counts"] == local["counts"] and other["config_hash"] == local["config_hash"]
+        assert read_output_table(tmp_path / name, "data").sort_by("id").equals(reference)
+    assert read_manifest(tmp_path / "beam")["extra"]["engine"] == "beam"
