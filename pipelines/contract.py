@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow.parquet as pq
 
+from foundation.progress import Progress
 from foundation.errors import BadInputError, TaskFailed
 from foundation.ledger import InputChange, StageOutput, describe_inputs, read_manifest, sum_counts
 
@@ -87,6 +88,7 @@ class Stage:
     entries: list[dict]
     change: InputChange
     done: bool
+    progress: bool = False  # a progress bar per phase on a terminal (the stage config's `progress`)
 
     @classmethod
     def begin(cls, name: str, cfg: Any, files: Iterable[str], *, per_input: Callable[[dict], list[str]],
@@ -107,7 +109,7 @@ class Stage:
                 out.drop_task(task)
             out.repin_inputs(entries)
             done = False
-        return cls(out=out, entries=entries, change=change, done=done)
+        return cls(out=out, entries=entries, change=change, done=done, progress=bool(getattr(cfg, "progress", False)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,11 +151,16 @@ def run_phase(stage: Stage, engine, phase: Phase, earlier: dict[str, list[dict]]
     log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(phase.names), len(todo),
              getattr(engine, "name", "?"))
     t0 = time.perf_counter()
-    if todo and phase.drives_engine:
-        for item in todo:
-            phase.fn(engine, *item)
-    elif todo:
-        engine.map(phase.fn, todo)
+    bar = Progress(len(todo), enabled=stage.progress and bool(todo), desc=f"{out.stage} {phase.name}")
+    try:
+        if todo and phase.drives_engine:
+            for item in todo:
+                phase.fn(engine, *item)
+                bar.update()
+        elif todo:
+            engine.map(phase.fn, todo, on_done=bar.update)
+    finally:
+        bar.close()
     if todo:
         log.info("%s: phase %s done in %.1f s", out.stage, phase.name, time.perf_counter() - t0)
     return finished(out, phase.names, phase.deps, stage=out.stage)

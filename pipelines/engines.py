@@ -101,6 +101,10 @@ def find_task_failed(exc: BaseException) -> MgteError | None:
 
 
 # ---- this process, or a pool of worker processes ------------------------------------------------
+def _nothing(n: int = 1) -> None:
+    """The default ``on_done`` of :meth:`map`: no progress report."""
+
+
 class LocalEngine:
     """This process (``local.workers: 1``) or that many spawned worker processes."""
 
@@ -128,9 +132,13 @@ class LocalEngine:
             self.pool = None
         return False
 
-    def map(self, fn: Callable, items: list[tuple]) -> list:
+    def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> list:
         if self.pool is None or len(items) < 2:
-            return [call_task(fn, item) for item in items]
+            results = []
+            for item in items:
+                results.append(call_task(fn, item))
+                on_done(1)
+            return results
         from concurrent.futures import FIRST_EXCEPTION, wait
         from concurrent.futures.process import BrokenProcessPool
 
@@ -140,9 +148,11 @@ class LocalEngine:
             futures = {self.pool.submit(call_task, fn, items[i]): i for i in todo}
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             broken = False
+            before = len(results)
             for fut in futures:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     results[futures[fut]] = fut.result()
+            on_done(len(results) - before)
             for fut in done:
                 exc = fut.exception()
                 if isinstance(exc, BrokenProcessPool):
@@ -187,13 +197,14 @@ class BeamEngine:
 
         return beam.Pipeline(options=PipelineOptions(self.options))
 
-    def map(self, fn: Callable, items: list[tuple]) -> None:
+    def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> None:
         import apache_beam as beam
 
         try:
             with self.pipeline() as p:
                 (p | "Tasks" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
                  | "RunTask" >> beam.Map(functools.partial(call_task, fn)))
+            on_done(len(items))  # one pipeline: every task done at once
         except MgteError:
             raise
         except Exception as exc:  # noqa: BLE001 - Beam wraps the task's error; name it in one line
@@ -238,7 +249,7 @@ class RayEngine:
             self.started = False
         return False
 
-    def map(self, fn: Callable, items: list[tuple]) -> list:
+    def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> list:
         import ray
 
         if not items:
@@ -250,6 +261,7 @@ class RayEngine:
         try:
             for row in ds.iter_rows():
                 results[row["i"]] = row["result"]
+                on_done(1)
         except Exception as exc:  # noqa: BLE001 - a Ray error: name the task in one line
             inner = find_task_failed(exc)
             if inner is not None:
