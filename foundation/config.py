@@ -287,3 +287,20 @@ class BeamConfig:
     """Beam pipeline options, e.g. ``--runner=DirectRunner --direct_num_workers=2``."""
 
     options: str = "--runner=DirectRunner"
+
+
+@frozen
+class DataStageConfig:
+    """The keys every data stage shares: where it reads and writes, and how it runs. Only
+    ``input`` is part of the output's identity; the others are run-only (``ledger.RUN_ONLY_KEYS``).
+    A stage's ``Config`` derives from it and adds its own sections."""
+
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    engine: Literal["beam", "ray", "local"] = "beam"  # where the tasks run (pipelines.engines)
+    # a rerun over another input set: refuse naming the files, or redo exactly what changed
+    on_input_change: Literal["refuse", "redo"] = "refuse"
+    beam: BeamConfig = BeamConfig()
+    ray: RayConfig = RayConfig()
+    local: LocalConfig = LocalConfig()
+    progress: bool = True  # a progress bar per phase on a terminal

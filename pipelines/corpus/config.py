@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from foundation.config import BeamConfig, FrozenDict, LocalConfig, RayConfig, build, config_to_dict, frozen
+from foundation.config import DataStageConfig, FrozenDict, build, config_to_dict, frozen
 from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
 
 
@@ -179,16 +179,7 @@ class StatsConfig:
 
 
 @frozen
-class Config:
-    input: tuple[str, ...] = ()
-    output: str | None = None
-    engine: Literal["beam", "ray", "local"] = "beam"
-    # a rerun over another input set: refuse naming the files, or redo exactly what changed (run-only)
-    on_input_change: Literal["refuse", "redo"] = "refuse"
-    ray: RayConfig = RayConfig()
-    beam: BeamConfig = BeamConfig()
-    local: LocalConfig = LocalConfig()
-    progress: bool = True
+class Config(DataStageConfig):
     reader: ReaderConfig = ReaderConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     lid: LidConfig = LidConfig()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from foundation.config import BeamConfig, LocalConfig, RayConfig, frozen
+from foundation.config import DataStageConfig, frozen
 
 
 @frozen
@@ -13,9 +13,8 @@ class ReaderConfig:
 
 
 @frozen
-class Config:
-    input: tuple[str, ...] = ()  # a finished `mgte corpus` output dir, or clean-doc parquet files
-    output: str | None = None
+class Config(DataStageConfig):
+    # input: a finished `mgte corpus` output dir, or clean-doc parquet files
     tokenizer: str = "FacebookAI/xlm-roberta-base"
     max_len: int = 2048  # tokens per chunk, <s> and </s> included
     short_threshold: int = 0  # down-sample texts with fewer tokens than this (0 = off; 2048 for MLM-8192)
@@ -24,12 +23,7 @@ class Config:
     batch_size: int = 256  # documents per tokeniser call / Ray Data batch
     alpha: float = 0.5  # eq. 1, only used when the input has no corpus sampling table
     engine: Literal["local", "beam", "ray"] = "local"  # where the per-file tasks run (pipelines.engines)
-    local: LocalConfig = LocalConfig()
-    beam: BeamConfig = BeamConfig()
-    ray: RayConfig = RayConfig()
     reader: ReaderConfig = ReaderConfig()
-    on_input_change: Literal["refuse", "redo"] = "refuse"  # a rerun over another input set
-    progress: bool = True
 
     def validate(self) -> None:
         if self.max_len < 3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from foundation.config import BeamConfig, LocalConfig, RayConfig, frozen, load_config
+from foundation.config import DataStageConfig, frozen, load_config
 from pipelines.corpus.langs import MGTE_LANGS
 
 
@@ -60,17 +60,7 @@ class LangConfig:
 
 
 @frozen
-class Config:
-    input: tuple[str, ...] = ()
-    output: str | None = None
-    # where the tasks run (pipelines.engines); run-only, like the three below: not in the output's identity
-    engine: Literal["beam", "ray", "local"] = "beam"
-    # a rerun over another input set: refuse naming the files, or redo exactly what changed
-    on_input_change: Literal["refuse", "redo"] = "refuse"
-    beam: BeamConfig = BeamConfig()
-    ray: RayConfig = RayConfig()
-    local: LocalConfig = LocalConfig()
-    progress: bool = True
+class Config(DataStageConfig):
     tokenizer: str | None = "FacebookAI/xlm-roberta-base"  # null: no token counts, no length drops
     reader: ReaderConfig = ReaderConfig()
     limits: LimitsConfig = LimitsConfig()
