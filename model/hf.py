@@ -47,8 +47,9 @@ def absolute_if_local(name_or_path: str | None) -> str | None:
     return name_or_path
 
 
-def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=None) -> Path:
-    """Write `model` (any mgte class) to `directory`, atomically: `<dir>.tmp` renamed at the end."""
+def write_model_dir(directory: str | os.PathLike, write) -> Path:
+    """Write a model directory atomically: ``write(tmp)`` fills ``<dir>.tmp``, renamed at the end.
+    Refuses to replace a non-empty directory that is not a model directory."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not (directory / "config.json").exists():
         raise FileExistsError(f"{directory} exists and is not a model directory; refusing to replace it")
@@ -56,18 +57,27 @@ def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=No
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    model.config.auto_map = dict(AUTO_MAP)
-    model.save_pretrained(tmp, safe_serialization=True)
-    source_dir = Path(__file__).parent
-    for name in SOURCE_FILES:
-        shutil.copy2(source_dir / name, tmp / name)
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
+    write(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
     return directory
+
+
+def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=None) -> Path:
+    """Write `model` (any mgte class) to `directory`, atomically: `<dir>.tmp` renamed at the end."""
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+
+    def write(tmp: Path) -> None:
+        model.config.auto_map = dict(AUTO_MAP)
+        model.save_pretrained(tmp, safe_serialization=True)
+        source_dir = Path(__file__).parent
+        for name in SOURCE_FILES:
+            shutil.copy2(source_dir / name, tmp / name)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+
+    return write_model_dir(directory, write)
 
 
 def load_pretrained(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -175,21 +174,16 @@ def load_hf_encoder(path: str | os.PathLike, *, mlm: bool = False, dropout: floa
 
 def save_hf_encoder(model: HFEncoder, directory: str | os.PathLike, tokenizer=None) -> Path:
     """A normal HF directory of the model's family (``save_pretrained`` + tokenizer), written atomically."""
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not (directory / "config.json").exists():
-        raise FileExistsError(f"{directory} exists and is not a model directory; refusing to replace it")
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    model.hf.save_pretrained(tmp, safe_serialization=True)
+    from .hf import write_model_dir
+
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+
+    def write(tmp: Path) -> None:
+        model.hf.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+
+    return write_model_dir(directory, write)
 
 
 def _raw_config(path: Path) -> dict:
