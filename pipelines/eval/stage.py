@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from foundation.config import frozen
-from pipelines.eval import metrics as M
+import pipelines.eval.metrics as M
 from pipelines.eval.beir import BeirSet, read_beir
 from pipelines.eval.retrieval import (
     Hits,
