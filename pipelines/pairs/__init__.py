@@ -15,7 +15,6 @@ The package, one concern a module:
 - :mod:`.records`    raw record -> pair dict, hashes, dedup survivor: where raw pairs become rows
 - :mod:`.checks`     :class:`PairChecker`: empty/identical, length and language drops, with reasons
 - :mod:`.tasks`      read (per file, named by content), dedup (per hash part) and source tasks
-- :mod:`.transforms` Beam PTransforms over pair records (wiring only; the stage does not need them)
 - :mod:`.stage`      :func:`run`: the phases on the stage contract, per-source eq. 1 stats, manifest
 - :mod:`.read`       readers of a finished pairs output or raw pair files (CPT, eval)
 """
@@ -30,21 +29,9 @@ from pipelines.pairs.records import (
 from pipelines.pairs.stage import STAGE, run, source_stats
 from pipelines.pairs.tasks import read_task, source_task
 
-_BEAM = ("DROPPED_TAG", "QUARANTINE_TAG", "DedupPairs", "FilterPairs", "ReadPairs")
-
-
-def __getattr__(name: str):
-    """The Beam transforms, imported on first use: Apache Beam loads only where it is used."""
-    if name in _BEAM:
-        from pipelines.pairs import transforms
-
-        return getattr(transforms, name)
-    raise AttributeError(f"module 'pipelines.pairs' has no attribute {name!r}")
-
-
 __all__ = [
-    "AUDIT_CHARS", "Config", "DROPPED_TAG", "DedupPairs", "FilterPairs", "LangConfig", "LimitsConfig",
-    "PairChecker", "QUARANTINE_TAG", "ReadPairs", "ReaderConfig", "STAGE", "file_stem", "read_task",
+    "AUDIT_CHARS", "Config", "LangConfig", "LimitsConfig",
+    "PairChecker", "ReaderConfig", "STAGE", "file_stem", "read_task",
     "is_pairs_output", "lang_label", "load_fast_tokenizer", "load_pair_inputs", "norm_key", "pair_hash",
     "parse_lang", "parse_pair", "pick_survivor", "raw_config", "read_pair_records", "read_pairs",
     "read_raw_pairs", "run", "safe_name", "source_stats", "source_task", "split_survivor", "survivor_key",

@@ -1,6 +1,6 @@
 """The per-pair filters of ``mgte pairs``: content, length (characters, then tokens) and language.
 
-One :class:`PairChecker` serves the Beam stage and :func:`pipelines.pairs.read.read_raw_pairs`;
+One :class:`PairChecker` serves the stage's read tasks and :func:`pipelines.pairs.read.read_raw_pairs`;
 the first failing check names the drop reason.
 """
 

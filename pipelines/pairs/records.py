@@ -1,7 +1,6 @@
 """Raw pair records -> pair dicts, hashes and dedup survivors: the ONE place raw pairs become rows.
 
-The stage's tasks (:mod:`pipelines.pairs.tasks`), the Beam transforms
-(:mod:`pipelines.pairs.transforms`) and the in-process reader of raw pair files
+The stage's tasks (:mod:`pipelines.pairs.tasks`) and the in-process reader of raw pair files
 (:func:`pipelines.pairs.read.read_raw_pairs`, used by CPT and eval) all read through
 :func:`read_pair_records`, check with :class:`pipelines.pairs.checks.PairChecker` and dedup with
 :func:`split_survivor`, so they cannot drift apart.

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from foundation.config import load_config
 from pipelines import pairs
@@ -18,10 +17,6 @@ BEAM = ["beam.options=--runner=FnApiRunner"]
 
 EN_BODY = "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden fence."
 DE_BODY = "Der schnelle braune Fuchs springt über den faulen Hund, während der Bauer vom alten Holzzaun zusieht."
-
-
-def beam_pipeline():
-    return BeamTestPipeline(runner="FnApiRunner")
 
 
 def xlmr_tokenizer() -> str:

@@ -1,15 +1,13 @@
-"""Raw records -> pair dicts: quarantine with path, line and field (through the Beam read
-transform), declared language codes."""
+"""Raw records -> pair dicts (the stage's read_pair_records): quarantine with path, line and
+field, declared language codes."""
 
 import gzip
 import json
 import os
 
-import apache_beam as beam
-from apache_beam.testing.util import assert_that, equal_to
-
 from pipelines import pairs
-from .conftest import beam_pipeline, write_jsonl
+from pipelines.readers import Quarantined
+from .conftest import write_jsonl
 
 
 def test_read_pairs_quarantines_bad_records_with_path_and_line(tmp_path):
@@ -25,26 +23,21 @@ def test_read_pairs_quarantines_bad_records_with_path_and_line(tmp_path):
     blob = gzip.compress("\n".join(lines).encode())
     truncated.write_bytes(blob[: len(blob) // 2])
 
-    with beam_pipeline() as p:
-        out = p | beam.Create([str(good), str(truncated)]) | pairs.ReadPairs(pairs.ReaderConfig())
-        assert_that(out.pairs
-                    | "NotCut" >> beam.Filter(lambda r: not r["pair_id"].startswith("cut"))
-                    | "Ids" >> beam.Map(lambda r: (r["pair_id"], r["source"], r["positive"])),
-                    equal_to([("a", "qa", "d one"), ("qa.jsonl:2", "forum", "d two")]), label="pairs")
-        # the records before the cut are read, in order from the first
-        assert_that(out.pairs
-                    | "BeforeCut" >> beam.Filter(lambda r: r["pair_id"].startswith("cut"))
-                    | "Count" >> beam.combiners.Count.Globally()
-                    | "Some" >> beam.Map(lambda n: 100 < n < 400), equal_to([True]), label="before_cut")
-        assert_that(out.quarantine
-                    | "NoCut" >> beam.Filter(lambda r: r["path"] == str(good))
-                    | "Key" >> beam.Map(lambda r: (r["line"], r["field"], r["error"].split(":")[0])),
-                    equal_to([(3, "positive", "missing_field"), (4, "query", "not_a_string"),
-                              (5, "<record>", "bad_json"), (6, "<record>", "not_an_object")]), label="quarantine")
-        assert_that(out.quarantine
-                    | "Cut" >> beam.Filter(lambda r: r["path"] == str(truncated) and r["field"] == "<file>")
-                    | "CutKey" >> beam.Map(lambda r: (r["line"], r["field"], r["error"].split(":")[0])),
-                    equal_to([(-1, "<file>", "truncated_or_corrupt")]), label="file_level")
+    got = {str(path): list(pairs.read_pair_records(str(path), pairs.ReaderConfig())) for path in (good, truncated)}
+    rows = [r for r in got[str(good)] if not isinstance(r, Quarantined)]
+    assert [(r["pair_id"], r["source"], r["positive"]) for r in rows] == [("a", "qa", "d one"),
+                                                                       ("qa.jsonl:2", "forum", "d two")]
+    bad = [r for r in got[str(good)] if isinstance(r, Quarantined)]
+    assert [(q.line, q.field, q.error.split(":")[0]) for q in bad] == [
+        (3, "positive", "missing_field"), (4, "query", "not_a_string"), (5, "<record>", "bad_json"),
+        (6, "<record>", "not_an_object")]
+    cut = got[str(truncated)]
+    # the records before the cut are read, in order from the first, then one file-level row
+    before = [r for r in cut if not isinstance(r, Quarantined)]
+    assert 100 < len(before) < 400 and [r["pair_id"] for r in before] == [f"cut{i}" for i in range(len(before))]
+    # the half line at the cut is a bad record; then one file-level row
+    assert [(q.line, q.field, q.error.split(":")[0]) for q in cut if isinstance(q, Quarantined)] == \
+        [(len(before) + 1, "<record>", "bad_json"), (-1, "<file>", "truncated_or_corrupt")]
 
 
 def test_parse_lang():
