@@ -18,6 +18,11 @@ class Step:
     inputs: tuple[str, ...] = ()  # "<step>" or "<step>/<subpath>" of earlier steps; empty = the config's input
     init: str | None = None  # "<step>/<subpath>": the model this step starts from (sets `init`)
     model: str | None = None  # "<step>/<subpath>": the model this step uses (sets `model`)
+    reranker: str | None = None  # "<step>/<subpath>": the cross-encoder this step reranks with (sets `reranker`)
+
+    def refs(self) -> tuple[str, ...]:
+        """Every "<step>/<subpath>" this step reads, in order."""
+        return tuple(r for r in (*self.inputs, self.init, self.model, self.reranker) if r)
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class Dag:
     def __post_init__(self):
         seen: set[str] = set()
         for step in self.steps:
-            for ref in (*step.inputs, step.init, step.model):
-                if ref and ref.split("/")[0] not in seen:
+            for ref in step.refs():
+                if ref.split("/")[0] not in seen:
                     raise ValueError(f"DAG {self.name}: step {step.name} reads {ref!r} before it is built")
             seen.add(step.name)

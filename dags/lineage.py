@@ -131,9 +131,9 @@ def move_aside(step_dir: Path) -> Path:
 
 
 def upstream_steps(step) -> list[str]:
-    """Names of the earlier steps a step reads (inputs, init, model), in order, once each."""
+    """Names of the earlier steps a step reads (inputs, init, model, reranker), in order, once each."""
     names: list[str] = []
-    for ref in (*step.inputs, step.init, step.model):
-        if ref and ref.split("/")[0] not in names:
+    for ref in step.refs():
+        if ref.split("/")[0] not in names:
             names.append(ref.split("/")[0])
     return names

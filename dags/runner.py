@@ -124,6 +124,8 @@ def _prepare_and_run(step, sc, root: Path, cfg_dir: Path, done: dict, prev: dict
         sets.append(f"init={root / step.init}")
     if step.model:
         sets.append(f"model={root / step.model}")
+    if step.reranker:
+        sets.append(f"reranker={root / step.reranker}")
     module, stage_cfg = build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None,
                                            str(root / step.name), sets)
     upstream = {u: done.get(u, {}).get("identity") for u in upstream_steps(step)}
