@@ -1,0 +1,328 @@
+"""The reranker's training data: query groups of 1 positive + hard + random negatives (mGTE 2.3).
+
+Input is the hard-negatives table (:data:`storage_schemas.mine.HARD_NEGATIVES`): a finished ``mgte
+mine`` output directory (only files of marked tasks, :func:`foundation.ledger.read_stage_output`) or
+plain parquet files of that schema. A row with fewer mined negatives than ``hard_negatives`` is
+dropped as ``too_few_negatives``.
+
+Each query's group is its positive, then ``hard_negatives`` of its mined negatives (the best
+ranked, or a seeded sample: ``hard_select``), then ``random_negatives`` drawn from the candidate
+pool: every distinct positive and negative text of the input (distinct by the hash of the text
+with NFC and collapsed whitespace). A random negative is never a positive of that query (by id or
+by text hash, over every row of the same query), never one of the group's hard negatives and
+never the query itself. The draw depends only on (seed, step, row), so a resumed run sees the same
+groups.
+
+Rows are batched by length group (:class:`training.length_groups.LengthGroupBatchSampler`): every
+global batch holds queries of one group, whose pairs are cut to that group's bound, and is split
+into sub-batches of at most the group's ``sub_batch`` pairs (whole query groups: the loss of a
+query depends on its own group only, so the loop's gradient accumulation over sub-batches is
+exact).
+"""
+
+from __future__ import annotations
+
+import glob
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import xxhash
+
+from foundation.config import frozen
+from foundation.errors import BadInputError
+from storage_schemas.base import SchemaError
+from storage_schemas.mine import HARD_NEGATIVES
+from training.length_groups import LengthGroup, LengthGroupBatchSampler, check_groups
+
+_SALT_RANDOM = 0x524E4547  # "RNEG"
+_SALT_HARD = 0x484E4547  # "HNEG"
+
+
+@frozen
+class RerankGroup:
+    """Queries of up to ``max_length`` pair tokens: ``batch_size`` queries per global step, cut
+    into sub-batches of at most ``sub_batch`` (query, document) pairs."""
+
+    max_length: int
+    batch_size: int
+    sub_batch: int
+
+    def validate(self) -> None:
+        if min(self.max_length, self.batch_size, self.sub_batch) < 1:
+            raise ValueError(f"reranker length group needs positive max_length, batch_size and sub_batch, got {self}")
+
+
+@frozen
+class RerankDataConfig:
+    hard_negatives: int = 6
+    random_negatives: int = 4
+    hard_select: Literal["first", "sample"] = "first"  # the best-ranked mined negatives, or a seeded sample
+    query_max_tokens: int = 512  # queries are cut first (to at most half the pair); then the document
+    max_length: int = 8192  # pair tokens, special tokens included (clipped to the model's positions)
+    groups: tuple[RerankGroup, ...] = (
+        RerankGroup(max_length=500, batch_size=768, sub_batch=256),
+        RerankGroup(max_length=1000, batch_size=384, sub_batch=128),
+        RerankGroup(max_length=2000, batch_size=256, sub_batch=64),
+        RerankGroup(max_length=3000, batch_size=160, sub_batch=48),
+        RerankGroup(max_length=8000, batch_size=80, sub_batch=16))
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.hard_negatives < 0 or self.random_negatives < 0 or self.hard_negatives + self.random_negatives < 1:
+            raise ValueError("data.hard_negatives and data.random_negatives must be >= 0, at least one negative")
+        if self.query_max_tokens < 1 or self.max_length < 8:
+            raise ValueError("data.query_max_tokens must be >= 1 and data.max_length >= 8")
+        check_groups([LengthGroup(max_length=g.max_length, batch_size=g.batch_size) for g in self.groups])
+
+    @property
+    def group_size(self) -> int:
+        """Documents per query: 1 positive + the negatives."""
+        return 1 + self.hard_negatives + self.random_negatives
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+
+
+def norm_hash(text: str) -> int:
+    """A signed 64-bit hash of the text with NFC and whitespace runs collapsed (duplicates by text)."""
+    key = " ".join(unicodedata.normalize("NFC", text).split())
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8")) - (1 << 63)
+
+
+def _is_stage_output(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def _parquet_files(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(path.rglob("*.parquet"))
+    return [Path(p) for p in sorted(glob.glob(spec))] if any(c in spec for c in "*?[") else [path]
+
+
+def read_hard_negatives(inputs: Sequence[str], who: str = "train reranker") -> pa.Table:
+    """Every input's rows (mine outputs and/or parquet files of the HARD_NEGATIVES schema)."""
+    from foundation.ledger import read_stage_output
+
+    tables = []
+    for spec in inputs:
+        if _is_stage_output(Path(spec)):
+            if not (Path(spec) / "_SUCCESS").is_file():
+                raise BadInputError(f"{who}: {spec} is an unfinished stage output (no _SUCCESS); finish `mgte mine`")
+            tables.append(HARD_NEGATIVES.validate(read_stage_output(spec, "data", HARD_NEGATIVES), where=spec))
+            continue
+        files = _parquet_files(spec)
+        if not files:
+            raise BadInputError(f"{who}: input {spec} has no parquet files")
+        for f in files:
+            if not f.is_file():
+                raise BadInputError(f"{who}: input {f} does not exist")
+            try:
+                tables.append(HARD_NEGATIVES.validate(pq.read_table(f), where=str(f)))
+            except SchemaError as exc:
+                raise BadInputError(f"{who}: {exc}") from None
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise BadInputError(f"{who}: {f}: not a readable parquet file ({exc})") from None
+    if not tables:
+        raise BadInputError(f"{who}: no input given (--input MINED)")
+    return pa.concat_tables(tables)
+
+
+def split_usable(table: pa.Table, hard_negatives: int) -> tuple[pa.Table, dict]:
+    """(rows with enough mined negatives, counts: input = kept + dropped, dropped_by_reason)."""
+    lengths = pc.list_value_length(table["negatives"]).fill_null(0).to_numpy(zero_copy_only=False)
+    keep = lengths >= hard_negatives
+    dropped = int((~keep).sum())
+    kept = table.filter(pa.array(keep))
+    return kept, {"counts": {"input": table.num_rows, "kept": kept.num_rows, "dropped": dropped, "quarantined": 0},
+                  "dropped_by_reason": {"too_few_negatives": dropped} if dropped else {}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The candidate pool and the groups
+
+
+class CandidatePool:
+    """Distinct positive and negative texts of a table, and what each query must never get."""
+
+    def __init__(self, table: pa.Table):
+        cols = table.select(["query_id", "query", "positive_id", "positive", "negative_ids", "negatives"]).to_pydict()
+        index: dict[int, int] = {}
+        self.texts: list[str] = []
+        self.ids: list[set[str]] = []  # every id seen with the text
+
+        def add(text: str, id_: str | None) -> int:
+            h = norm_hash(text)
+            i = index.get(h)
+            if i is None:
+                i = index[h] = len(self.texts)
+                self.texts.append(text)
+                self.ids.append(set())
+            if id_ is not None:
+                self.ids[i].add(id_)
+            return h
+
+        self.hashes_of: dict[str, set[int]] = {}  # query key -> positive text hashes (+ the query's own)
+        self.ids_of: dict[str, set[str]] = {}  # query key -> positive ids
+        self.row_keys: list[str] = []
+        for r in range(len(cols["query"])):
+            key = self.query_key(cols["query_id"][r], cols["query"][r])
+            self.row_keys.append(key)
+            self.hashes_of.setdefault(key, {norm_hash(cols["query"][r])}).add(add(cols["positive"][r],
+                                                                                  cols["positive_id"][r]))
+            if cols["positive_id"][r] is not None:
+                self.ids_of.setdefault(key, set()).add(cols["positive_id"][r])
+            for text, id_ in zip(cols["negatives"][r] or [], cols["negative_ids"][r] or []):
+                add(text, id_)
+        self.hashes = np.array(list(index), dtype=np.int64)  # (pool,) in pool order (dict keeps insertion order)
+
+    @staticmethod
+    def query_key(query_id: str | None, query: str) -> str:
+        return query_id if query_id else f"text:{norm_hash(query)}"
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def forbidden(self, row: int, extra_hashes: Sequence[int] = ()) -> tuple[set[int], set[str]]:
+        key = self.row_keys[row]
+        return self.hashes_of[key] | set(extra_hashes), self.ids_of.get(key, set())
+
+    def sample(self, row: int, k: int, rng: np.random.Generator, exclude_hashes: Sequence[int] = ()) -> list[str]:
+        """``k`` distinct pool texts that are not a positive of ``row``'s query (by hash or id) and
+        not in ``exclude_hashes``: seeded rejection sampling, then (a crowded pool) a seeded scan."""
+        if k == 0:
+            return []
+        bad_hashes, bad_ids = self.forbidden(row, exclude_hashes)
+        chosen: list[int] = []
+        seen: set[int] = set()
+
+        def consider(i: int) -> bool:
+            if i not in seen:
+                seen.add(i)
+                if int(self.hashes[i]) not in bad_hashes and not (bad_ids and self.ids[i] & bad_ids):
+                    chosen.append(i)
+            return len(chosen) == k
+
+        for _ in range(8):
+            if any(consider(int(i)) for i in rng.integers(0, len(self.texts), size=2 * k + 8)):
+                return [self.texts[j] for j in chosen]
+        if any(consider(int(i)) for i in rng.permutation(len(self.texts))):
+            return [self.texts[j] for j in chosen]
+        raise BadInputError(f"train reranker: query {self.row_keys[row]!r}: only {len(chosen)} candidate texts "
+                            f"are not its positives or hard negatives, {k} random negatives needed")
+
+
+@dataclass
+class QueryGroups:
+    queries: list[str]
+    documents: list[list[str]]  # per query: positive, hard negatives, random negatives
+
+
+def build_groups(table: pa.Table, pool: CandidatePool, rows: Sequence[int], step: int,
+                 cfg: RerankDataConfig) -> QueryGroups:
+    """The groups of ``rows`` at global step ``step`` (deterministic in seed, step and row)."""
+    picked = table.take(pa.array(list(rows), type=pa.int64())).select(["query", "positive", "negatives"]).to_pydict()
+    queries, documents = [], []
+    for r, query, positive, negatives in zip(rows, picked["query"], picked["positive"], picked["negatives"]):
+        if cfg.hard_select == "first":
+            hard = list(negatives[:cfg.hard_negatives])
+        else:
+            rng = np.random.default_rng([cfg.seed, _SALT_HARD, step, int(r)])
+            hard = [negatives[i] for i in sorted(rng.choice(len(negatives), cfg.hard_negatives, replace=False))]
+        rng = np.random.default_rng([cfg.seed, _SALT_RANDOM, step, int(r)])
+        random = pool.sample(int(r), cfg.random_negatives, rng, exclude_hashes=[norm_hash(t) for t in hard])
+        queries.append(query)
+        documents.append([positive, *hard, *random])
+    return QueryGroups(queries, documents)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+def cut_to_tokens(tokenizer, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Each text cut to its first ``max_tokens`` tokens' worth of characters (no special tokens)."""
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return [t[: offsets[max_tokens - 1][1]] if len(ids) > max_tokens else t
+            for t, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"])]
+
+
+def encode_pairs(tokenizer, queries: Sequence[str], docs: Sequence[str], max_length: int,
+                 query_max_tokens: int) -> dict:
+    """``[CLS] q [SEP] d`` in the tokenizer's pair encoding, padded: the query cut first to
+    ``min(query_max_tokens, max_length // 2)`` tokens, then the document to what is left."""
+    budget = max(1, min(query_max_tokens, max_length // 2))
+    return tokenizer(cut_to_tokens(tokenizer, queries, budget), list(docs), truncation="only_second",
+                     max_length=max_length, padding=True, return_tensors="pt", verbose=False)
+
+
+def row_lengths(tokenizer, table: pa.Table, cfg: RerankDataConfig, max_length: int) -> np.ndarray:
+    """Pair tokens of each row's longest (query, positive or mined negative) pair, capped at ``max_length``."""
+    cols = table.select(["query", "positive", "negatives"]).to_pydict()
+    texts = list(dict.fromkeys([*cols["query"], *cols["positive"], *(t for n in cols["negatives"] for t in n)]))
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    n_tokens = {t: len(i) for t, i in zip(texts, ids)}
+    extra = tokenizer.num_special_tokens_to_add(pair=True)
+    out = np.empty(table.num_rows, dtype=np.int64)
+    for r, (q, pos, negs) in enumerate(zip(cols["query"], cols["positive"], cols["negatives"])):
+        longest_doc = max([n_tokens[pos], *(n_tokens[t] for t in negs[:max(cfg.hard_negatives, 1)])])
+        out[r] = min(max_length, min(n_tokens[q], cfg.query_max_tokens) + longest_doc + extra)
+    return out
+
+
+class RerankBatches:
+    """The loop's data source: next() -> this rank's sub-batches (micro-batches) of one global batch."""
+
+    reshardable = False  # the length-group sampler refuses another world size
+
+    def __init__(self, table: pa.Table, pool: CandidatePool, tokenizer, cfg: RerankDataConfig, *, max_length: int,
+                 rank: int, world_size: int):
+        self.table, self.pool, self.tokenizer, self.cfg = table, pool, tokenizer, cfg
+        self.max_length = max_length  # data.max_length clipped to the model's positions
+        lengths = row_lengths(tokenizer, table, cfg, max_length)
+        self.sampler = LengthGroupBatchSampler(
+            lengths, [LengthGroup(max_length=g.max_length, batch_size=g.batch_size) for g in cfg.groups],
+            seed=cfg.seed, rank=rank, world_size=world_size)
+
+    def cut_length(self, group: int) -> int:
+        """Pair tokens of a batch of ``group``: its bound (the last group: ``max_length``)."""
+        last = group == len(self.cfg.groups) - 1
+        return self.max_length if last else min(self.max_length, self.cfg.groups[group].max_length)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[dict]:
+        step = self.sampler.step
+        rows = next(self.sampler)
+        group = self.sampler.last_group
+        groups = build_groups(self.table, self.pool, rows, step, self.cfg)
+        per_sub = max(1, self.cfg.groups[group].sub_batch // self.cfg.group_size)  # whole query groups
+        out = []
+        for start in range(0, len(rows), per_sub):
+            queries = groups.queries[start:start + per_sub]
+            docs = groups.documents[start:start + per_sub]
+            enc = encode_pairs(self.tokenizer, [q for q, d in zip(queries, docs) for _ in d],
+                               [t for d in docs for t in d], self.cut_length(group), self.cfg.query_max_tokens)
+            out.append({**dict(enc), "queries": len(queries), "group_size": self.cfg.group_size,
+                        "tokens": int(enc["attention_mask"].sum())})
+        return out
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def group_scores(logits: torch.Tensor, queries: int, group_size: int) -> torch.Tensor:
+    """(queries * group_size, labels) cross-encoder logits -> (queries, group_size) scores."""
+    return logits[:, 0].reshape(queries, group_size)
