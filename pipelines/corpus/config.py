@@ -104,8 +104,42 @@ class FineWebQuality:
 
 
 @frozen
+class CuratedQuality:
+    """The ``curated`` profile, for trusted sources (documentation, Wikipedia, books, code-heavy
+    prose): only the rules that catch junk, none that punishes symbols, options, paths or code.
+
+    Each rule is one statistic against one threshold (both recorded in ``dropped.scores``), in
+    this order: too short / too long (words; graphemes for scripts without spaces), byte noise
+    (letters among non-space characters, word-like tokens among whitespace tokens, replacement /
+    private-use characters, mean whitespace-token length of spaced scripts), boilerplate (share of
+    the words in navigation-menu and cookie/privacy lines), markup (share of characters inside
+    HTML tags), lorem ipsum, and datatrove's Gopher repetition filter on lines and paragraphs plus
+    one loose long-n-gram rule (a phrase repeated over half the text).
+    """
+
+    min_words: int = 10
+    min_words_no_space: int = 20
+    max_words: int = 100_000
+    max_words_no_space: int = 300_000
+    min_letter_ratio: float = 0.4
+    min_word_token_ratio: float = 0.2  # whitespace tokens with >= 2 letters that are not hex bytes
+    max_bad_char_ratio: float = 0.01  # U+FFFD, private use, unassigned, other controls
+    max_mean_token_chars: float = 40.0  # whitespace tokens of spaced scripts: base64, mojibake runs
+    max_boilerplate_word_ratio: float = 0.5
+    max_markup_char_ratio: float = 0.5
+    lorem_ipsum: bool = True
+    repetition: GopherRepetition = GopherRepetition(top_n_grams=(), dup_n_grams=((10, 0.5),))
+    repetition_no_space: GopherRepetition = GopherRepetition(top_n_grams=(), dup_n_grams=((20, 0.5),))
+
+
+PROFILES = ("web", "curated")
+
+
+@frozen
 class QualityConfig:
-    """datatrove's Gopher, C4 and FineWeb filters, first failure wins (its name is the drop reason).
+    """Quality profiles. ``web`` (the default): datatrove's Gopher, C4 and FineWeb filters, first
+    failure wins (its name is the drop reason). ``curated``: :class:`CuratedQuality`. ``profile``
+    applies to every record whose ``source`` is not a key of ``source_profiles``.
 
     Scripts without spaces (``no_space_langs``) are tokenised into grapheme clusters, so word
     counts there are character counts: they use ``gopher_quality_no_space`` (no average word
@@ -139,6 +173,12 @@ class QualityConfig:
     fineweb: FineWebQuality = FineWebQuality()
     no_space_langs: tuple[str, ...] = NO_SPACE_LANGS
     no_terminal_punct_langs: tuple[str, ...] = ("th", "lo")
+    profile: Literal["web", "curated"] = "web"
+    source_profiles: dict[str, str] = FrozenDict()  # record `source` -> profile
+    curated: CuratedQuality = CuratedQuality()
+
+    def profile_for(self, source: str | None) -> str:
+        return self.source_profiles.get(source, self.profile) if source is not None else self.profile
 
     def gopher_quality_for(self, lang: str) -> GopherQuality:
         base = self.gopher_quality_no_space if lang in self.no_space_langs else self.gopher_quality
@@ -146,6 +186,9 @@ class QualityConfig:
         return dataclasses.replace(base, **changes) if changes else base
 
     def validate(self) -> None:
+        for source, profile in self.source_profiles.items():
+            if profile not in PROFILES:
+                raise ValueError(f"quality.source_profiles.{source}: unknown profile {profile!r} (known: {list(PROFILES)})")
         fields = {f.name for f in dataclasses.fields(GopherQuality)}
         for lang, changes in self.gopher_quality_per_lang.items():
             unknown = sorted(set(changes) - fields)

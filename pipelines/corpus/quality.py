@@ -24,6 +24,8 @@ from datatrove.pipeline.filters import (
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from pipelines.corpus.config import GopherQuality, GopherRepetition, QualityConfig
+from pipelines.corpus.curated import CuratedFilters
+from pipelines.corpus.quality_stats import failed_statistic
 
 _NO_SPACE_CHAR = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
 # word characters include marks and format characters (ZWJ/ZWNJ inside Indic and Persian words)
@@ -119,6 +121,7 @@ class QualityFilters:
             language=TOKENIZER) if c.enabled else None
         self._gopher: dict[str, GopherQualityFilter | None] = {}
         self._fineweb: dict[bool, FineWebQualityFilter | None] = {}
+        self.curated = CuratedFilters(cfg.curated, TOKENIZER)
 
     @staticmethod
     def _build_repetition(r: GopherRepetition) -> GopherRepetitionFilter | None:
@@ -146,11 +149,24 @@ class QualityFilters:
                 language=TOKENIZER) if f.enabled else None
         return self._fineweb[no_punct]
 
-    def score(self, text: str, lang: str, doc_id: str = "") -> tuple[str | None, dict]:
-        """(None, scores) to keep; (reason, scores) to drop. Reasons are datatrove's, prefixed."""
+    def score(self, text: str, lang: str, doc_id: str = "", profile: str = "web") -> tuple[str | None, dict]:
+        """(None, scores) to keep; (reason, scores) to drop. ``profile``: ``web`` (datatrove's
+        reasons, prefixed) or ``curated`` (``curated_<statistic>``); a drop's scores hold the
+        statistic that failed and its threshold (``statistic``, ``value``, ``threshold``, ``bound``)."""
         no_space = lang in self.cfg.no_space_langs
         words = TOKENIZER.word_tokenize(text)
-        scores = {"n_words": len(words), "n_lines": text.count("\n") + 1}
+        scores = {"n_words": len(words), "n_lines": text.count("\n") + 1, "profile": profile}
+        if profile == "curated":
+            reason, failed = self.curated.verdict(text, words, no_space)
+            return reason, {**scores, **failed}
+        reason = self._web_reason(text, words, lang, doc_id, no_space)
+        if reason is None:
+            return None, scores
+        rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
+        failed = failed_statistic(reason, text, words, lang, self.cfg, self.cfg.gopher_quality_for(lang), rep_cfg)
+        return reason, {**scores, **failed}
+
+    def _web_reason(self, text: str, words: list[str], lang: str, doc_id: str, no_space: bool) -> str | None:
         rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
         steps = (("gopher_rep", self._repetition[no_space]), ("top_ngrams", rep_cfg.enabled),
                  ("gopher", self.gopher_for(lang)), ("c4", self.c4), ("fineweb", self.fineweb_for(lang)))
@@ -160,7 +176,7 @@ class QualityFilters:
             if prefix == "top_ngrams":
                 reason = top_ngram_reason(words, len(text), rep_cfg.top_n_grams, "" if no_space else " ")
                 if reason:
-                    return reason, scores
+                    return reason
                 continue
             doc = Document(text=text, id=doc_id, metadata={"language": lang})
             verdict = flt.filter(doc)
@@ -170,5 +186,5 @@ class QualityFilters:
             reason = str(reason).replace(" ", "_").replace("<", "lt")
             if not reason.startswith(prefix):
                 reason = f"{prefix}_{reason}"
-            return reason, scores
-        return None, scores
+            return reason
+        return None

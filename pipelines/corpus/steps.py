@@ -80,8 +80,11 @@ def _dropped(doc_id: str, reason: str, path: str, line: int, text: str | None, *
             "line": line, "text": text[:TEXT_PREVIEW] if text else None}
 
 
-def process_document(raw_text: str, cfg: Config) -> tuple[str, str | None, dict]:
+def process_document(raw_text: str, cfg: Config, source: str | None = None) -> tuple[str, str | None, dict]:
     """Normalise, identify and filter one text -> (text, drop reason or None, facts).
+
+    ``source``: the record's source, which picks its quality profile (``quality.source_profiles``,
+    else ``quality.profile``).
 
     facts: lang, lang_score, the quality scores, and ``normalized``: the characters normalisation
     removed, by kind (:data:`pipelines.corpus.normalize.CHANGE_KINDS`), when it removed any.
@@ -100,7 +103,7 @@ def process_document(raw_text: str, cfg: Config) -> tuple[str, str | None, dict]
         return text, "lang_not_in_set", facts
     if score < cfg.lid.min_score:
         return text, "low_lang_score", facts
-    reason, scores = _filters(cfg.quality).score(text, lang)
+    reason, scores = _filters(cfg.quality).score(text, lang, profile=cfg.quality.profile_for(source))
     facts["scores"] = scores
     return text, reason, facts
 
@@ -132,17 +135,18 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
             continue
         doc_id = item.data.get(r.id_field)
         doc_id = str(doc_id) if doc_id not in (None, "") else f"{name}:{item.line}"
-        text, reason, facts = process_document(raw, cfg)
+        source = item.data.get(r.source_field)
+        source = str(source) if source not in (None, "") else name
+        text, reason, facts = process_document(raw, cfg, source)
         normalized.update(facts.get("normalized", {}))
         if reason is not None and "scores" not in facts:  # failed before the quality filters
             dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
                                     lang_score=facts.get("lang_score")))
             continue
-        source = item.data.get(r.source_field)
         sig = hasher.signature(shingle_hashes(text, cfg.dedup.ngram)) if hasher else np.zeros(0, np.uint32)
         candidates.append({
             "id": doc_id, "text": text, "lang": facts["lang"], "lang_score": facts["lang_score"],
-            "source": str(source) if source not in (None, "") else name, "path": path, "line": item.line,
+            "source": source, "path": path, "line": item.line,
             "n_chars": len(text), "n_bytes": len(text.encode("utf-8")), "n_tokens": None,
             "text_hash": text_hash(text), "metadata": _metadata(item.data, skip), "minhash": sig.tolist(),
             "quality_reason": reason, "scores": json.dumps(facts["scores"], sort_keys=True),
