@@ -1,0 +1,257 @@
+"""`mgte train reranker`, the parts: the group loss against its formula, random negatives that are
+never a positive (by id or duplicate text), the groups and pair encoding, inputs (a mine output or
+parquet files), sub-batches of whole groups = the one-pass gradient (with gradient checkpointing),
+and paper.yaml against PAPER_FACTS."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from foundation.config import load_config
+from foundation.errors import BadInputError
+from foundation.ledger import StageOutput
+from storage_schemas.mine import HARD_NEGATIVES
+from training import reranker
+from training.distributed import World
+from training.length_groups import PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_SUB_BATCH
+from training.loop import _default_train_step
+from training.rerank_data import (CandidatePool, build_groups, encode_pairs, norm_hash, read_hard_negatives,
+                                  split_usable)
+from training.rerank_loss import group_info_nce, positive_ranked_first
+from training.steppers import StepContext, TorchStepper
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "dags" / "configs" / "reranker"
+TOPICS = ["rivers", "volcanoes", "bread", "chess", "bicycles", "orchids", "glaciers", "violins", "comets", "bees",
+          "tea", "lighthouses", "maps", "owls", "salt", "kites"]
+
+
+def doc(t: str) -> str:
+    return f"This article explains {t}: their history, how {t} work and why people care about {t}."
+
+
+def hn_row(i: int, query: str, positive: str, negatives: list[str], *, query_id=None, positive_id=None,
+           negative_ids=None) -> dict:
+    n = len(negatives)
+    return dict(query_id=query_id or f"q{i}", query=query, positive_id=positive_id, positive=positive,
+                positive_score=0.9, negative_ids=negative_ids or [f"n{i}-{j}" for j in range(n)], negatives=negatives,
+                negative_ranks=list(range(1, n + 1)), negative_scores=[0.5 - 0.01 * j for j in range(n)], source="s",
+                lang="en", miner="test-miner")
+
+
+def topic_rows(n_neg: int = 8) -> list[dict]:
+    """One query per topic; its mined negatives are the next topics' documents."""
+    rows = []
+    for i, t in enumerate(TOPICS):
+        others = [TOPICS[(i + k) % len(TOPICS)] for k in range(1, n_neg + 1)]
+        rows.append(hn_row(i, f"All about {t}", doc(t), [doc(u) for u in others], positive_id=f"d{i}",
+                           negative_ids=[f"d{TOPICS.index(u)}" for u in others]))
+    return rows
+
+
+def xlmr_tokenizer() -> str:
+    from model.tokenizer import bundled_xlmr_tokenizer_json
+
+    return str(bundled_xlmr_tokenizer_json())
+
+
+def tiny_cfg(tmp_path, inputs, *sets):
+    return load_config(reranker.Config, CONFIGS / "tiny.yaml", [
+        "input=" + json.dumps([str(p) for p in inputs]), f"output={tmp_path / 'out'}", "engine=local",
+        f"tokenizer={xlmr_tokenizer()}", "loop.max_steps=4", "loop.ckpt_every=2", "loop.log_every=1",
+        "loop.progress=false", "loop.tensorboard=false", "data.max_length=96", "data.query_max_tokens=16",
+        "data.groups=[{max_length: 40, batch_size: 4, sub_batch: 22}, {max_length: 96, batch_size: 4, sub_batch: 22}]",
+        *sets])
+
+
+# -- the loss ----------------------------------------------------------------------------------
+
+
+def test_group_info_nce_equals_the_direct_formula_in_fp32():
+    torch.manual_seed(0)
+    scores = torch.randn(5, 11) * 4
+    for t in (1.0, 0.05):
+        s = scores.double() / t
+        direct = -(s[:, 0] - torch.log(torch.exp(s).sum(dim=1)))  # -log(exp(s+)/sum_j exp(s_j))
+        torch.testing.assert_close(group_info_nce(scores, t, reduction="none").double(), direct)
+        assert group_info_nce(scores, t).item() == pytest.approx(direct.sum().item(), rel=1e-5)
+        assert group_info_nce(scores, t, reduction="mean").item() == pytest.approx(direct.mean().item(), rel=1e-5)
+    # fp16 scores at t = 0.01 (|logits| up to ~6,000): still the fp32 value, finite
+    half = (scores * 15).half()
+    ref = group_info_nce(half.float(), 0.01)
+    got = group_info_nce(half, 0.01)
+    assert got.dtype == torch.float32 and torch.isfinite(got) and got.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert positive_ranked_first(torch.tensor([[3.0, 1.0, 2.0], [1.0, 1.0, 0.0], [0.0, 2.0, 1.0]])).item() == 1
+    with pytest.raises(ValueError, match="group"):
+        group_info_nce(torch.zeros(3, 1))
+
+
+# -- random negatives ----------------------------------------------------------------------------
+
+
+def tricky_table():
+    """q0 has two positives (two rows); the pool holds a whitespace/NFC variant of one of them under
+    another id, and another text under the id of the other; q1 shares q0's text under another id."""
+    p_a, p_b = doc("owls"), doc("salt")
+    rows = [hn_row(0, "Tell me about owls", p_a, [doc("maps"), doc("kites")], query_id="q0", positive_id="pa"),
+            hn_row(1, "Tell me about owls", p_b, [doc("maps"), doc("tea")], query_id="q0", positive_id="pb"),
+            hn_row(2, "Bees?", doc("bees"), ["  This article explains owls:  their history, how owls work and "
+                                             "why people care about owls.", doc("kites")],
+                   positive_id="pbees", negative_ids=["variant-of-pa", "k"]),
+            hn_row(3, "Tea?", doc("tea"), ["An unrelated text that reuses the id pb.", doc("comets")],
+                   positive_id="ptea", negative_ids=["pb", "c"])]
+    rows += [hn_row(10 + i, f"All about {t}", doc(t), [doc("rivers")], positive_id=f"x{i}")
+             for i, t in enumerate(["chess", "bread", "glaciers", "violins", "orchids", "lighthouses"])]
+    return HARD_NEGATIVES.from_rows(rows)
+
+
+def test_random_negatives_are_never_a_positive_its_duplicate_or_a_hard_negative():
+    table = tricky_table()
+    pool = CandidatePool(table)
+    assert len(pool) == len({norm_hash(t) for t in pool.texts})  # distinct by normalised text
+    assert norm_hash(doc("owls")) in {norm_hash(t) for t in pool.texts}
+    banned = {norm_hash(doc("owls")), norm_hash(doc("salt")), norm_hash("An unrelated text that reuses the id pb.")}
+    seen = set()
+    for step in range(200):
+        rng = np.random.default_rng([7, step])
+        for row in (0, 1):
+            hard = table["negatives"][row].as_py()[:1]
+            got = pool.sample(row, 4, rng, exclude_hashes=[norm_hash(t) for t in hard])
+            hashes = [norm_hash(t) for t in got]
+            assert len(set(hashes)) == 4
+            assert not set(hashes) & banned, got  # by text (the variant too) and by id (pb)
+            assert norm_hash(hard[0]) not in hashes and norm_hash("Tell me about owls") not in hashes
+            seen.update(hashes)
+    allowed = {norm_hash(t) for t in pool.texts} - banned - {norm_hash(doc("maps"))}
+    assert seen == allowed  # every other text does get drawn: the filter is not vacuous
+    # another query may get q0's positives
+    other = {norm_hash(t) for s in range(50) for t in pool.sample(4, 4, np.random.default_rng(s))}
+    assert banned & other
+
+
+def test_a_pool_without_enough_candidates_fails_naming_the_query():
+    rows = [hn_row(i, f"q {t}", doc(t), [doc(TOPICS[i + 1])]) for i, t in enumerate(TOPICS[:3])]
+    pool = CandidatePool(HARD_NEGATIVES.from_rows(rows))
+    with pytest.raises(BadInputError, match="q0.*random negatives"):
+        pool.sample(0, 4, np.random.default_rng(0))  # 3 of the 4 texts are not its positive
+
+
+def test_groups_are_positive_hard_random_and_deterministic_per_step(tmp_path):
+    table = HARD_NEGATIVES.from_rows(topic_rows())
+    cfg = tiny_cfg(tmp_path, []).data
+    pool = CandidatePool(table)
+    g = build_groups(table, pool, [3, 5], step=4, cfg=cfg)
+    assert g.queries == ["All about chess", "All about orchids"]
+    for r, docs in zip([3, 5], g.documents):
+        assert len(docs) == 11 and docs[0] == doc(TOPICS[r])
+        assert docs[1:7] == table["negatives"][r].as_py()[:6]  # the best-ranked six
+        assert len({norm_hash(d) for d in docs}) == 11
+    assert build_groups(table, pool, [3, 5], step=4, cfg=cfg) == g
+    assert build_groups(table, pool, [3, 5], step=5, cfg=cfg).documents != g.documents
+    sampled = build_groups(table, pool, [3], step=4, cfg=load_config(
+        reranker.Config, CONFIGS / "tiny.yaml", ["data.hard_select=sample"]).data)
+    assert set(sampled.documents[0][1:7]) <= set(table["negatives"][3].as_py())
+
+
+def test_pair_encoding_cuts_the_query_first_then_the_document():
+    from model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(xlmr_tokenizer())
+    long_query = " ".join(["question"] * 80)
+    enc = encode_pairs(tok, ["short query", long_query], [doc("bees") * 5, doc("tea") * 3], max_length=48,
+                       query_max_tokens=16)
+    ids = enc["input_ids"].tolist()
+    assert [sum(m) for m in enc["attention_mask"].tolist()] == [48, 48]
+    direct = tok("short query", doc("bees") * 5, truncation="only_second", max_length=48)["input_ids"]
+    assert ids[0] == direct  # a short query: the tokenizer's own pair encoding, document cut
+    sep = tok.sep_token_id
+    first_sep = ids[1].index(sep)
+    assert first_sep == 1 + 16  # the long query kept its 16-token budget (min(16, 48 // 2)) ...
+    assert len(ids[1]) - first_sep > 20  # ... and the document the rest
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def test_mine_output_or_parquet_files_and_too_few_negatives(tmp_path):
+    rows = topic_rows()
+    rows[2] = hn_row(2, "All about bread", doc("bread"), [doc("tea")] * 3)  # 3 < 6 mined negatives
+    out = StageOutput(tmp_path / "mine", "mine", {"k": 1})
+    out.begin()
+    files = [out.write_rows("data/part-0.parquet", rows[:8], HARD_NEGATIVES),
+             out.write_rows("data/part-1.parquet", rows[8:], HARD_NEGATIVES)]
+    out.mark_task("t0", {"input": 8, "kept": 8, "dropped": 0, "quarantined": 0}, files[:1])
+    out.mark_task("t1", {"input": 8, "kept": 8, "dropped": 0, "quarantined": 0}, files[1:])
+    out.write_rows("data/part-9.parquet", rows[:2], HARD_NEGATIVES)  # a stray file of no marked task
+    out.finish(counts={"input": 16, "kept": 16, "dropped": 0, "quarantined": 0}, dropped_by_reason={},
+               inputs=[], outputs={"data": files})
+    from_stage = read_hard_negatives([str(tmp_path / "mine")])
+    pq.write_table(HARD_NEGATIVES.from_rows(rows[:8]), tmp_path / "a.parquet")
+    pq.write_table(HARD_NEGATIVES.from_rows(rows[8:]), tmp_path / "b.parquet")
+    from_files = read_hard_negatives([str(tmp_path / "*.parquet")])
+    assert from_stage.num_rows == from_files.num_rows == 16 and from_stage.equals(from_files)
+    kept, info = split_usable(from_stage, 6)
+    assert kept.num_rows == 15 and info["counts"] == {"input": 16, "kept": 15, "dropped": 1, "quarantined": 0}
+    assert info["dropped_by_reason"] == {"too_few_negatives": 1}
+    bad = HARD_NEGATIVES.from_rows(rows).drop_columns(["negatives"])
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(BadInputError, match="bad.parquet.*'negatives'"):
+        read_hard_negatives([str(tmp_path / "bad.parquet")])
+    (tmp_path / "mine" / "_SUCCESS").unlink()
+    with pytest.raises(BadInputError, match="unfinished"):
+        read_hard_negatives([str(tmp_path / "mine")])
+
+
+# -- sub-batches = one pass ------------------------------------------------------------------------
+
+
+def _one_step_grads(cfg, table):
+    task = reranker.RerankerTask(cfg, (table, CandidatePool(table)))
+    torch.manual_seed(0)
+    model = task.build_model()
+    stepper = TorchStepper(model, cfg.loop, torch.device("cpu"), "fp32")
+    data = task.build_data(0, 1)
+    micro = next(data)
+    ctx = StepContext(stepper, torch.device("cpu"), "fp32", World())
+    loss_sum, units, sums, _ = _default_train_step(task, ctx, model, micro)
+    return len(micro), loss_sum, units, sums, {n: p.grad.clone() for n, p in model.named_parameters()
+                                                if p.grad is not None}
+
+
+def test_sub_batches_with_checkpointing_give_the_one_pass_gradient(tmp_path):
+    table = HARD_NEGATIVES.from_rows(topic_rows())
+    groups = "data.groups=[{{max_length: 40, batch_size: 4, sub_batch: {s}}}, {{max_length: 96, batch_size: 4, sub_batch: {s}}}]"
+    base = ["model.hidden_dropout_prob=0.0"]
+    one = _one_step_grads(tiny_cfg(tmp_path, [], *base, groups.format(s=1000), "gradient_checkpointing=false"), table)
+    sub = _one_step_grads(tiny_cfg(tmp_path, [], *base, groups.format(s=11), "gradient_checkpointing=true"), table)
+    assert one[0] == 1 and sub[0] == 4  # one micro-batch of 44 pairs vs four of one query group each
+    assert sub[2] == one[2] == 4 and sub[3] == one[3]
+    assert sub[1] == pytest.approx(one[1], rel=1e-5) and math.isfinite(one[1])
+    assert one[4].keys() == sub[4].keys() and len(one[4]) > 10 and "classifier.weight" in one[4]
+    for name in one[4]:
+        torch.testing.assert_close(sub[4][name], one[4][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# -- paper.yaml --------------------------------------------------------------------------------------
+
+
+def test_paper_yaml_carries_the_paper_reranker_numbers():
+    cfg = load_config(reranker.Config, CONFIGS / "paper.yaml")
+    d = cfg.data
+    assert (d.hard_negatives, d.random_negatives, d.group_size) == (6, 4, 11)  # 1 + 10 = 6 hard + 4 random
+    assert [(g.max_length, g.sub_batch) for g in d.groups] == \
+        [(g.max_length, g.batch_size) for g in PAPER_RERANKER_SUB_BATCH]  # 256 / 128 / 64 / 48 / 16
+    assert [(g.max_length, g.batch_size) for g in d.groups] == [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS]
+    assert cfg.gradient_checkpointing and d.max_length == 8192
+    assert cfg.init is None and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
+    o = cfg.loop.optim  # other settings as CPT (B.3)
+    assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.schedule, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05,
+                                                                                   "linear", 1.0)
+    assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
+    tiny = load_config(reranker.Config, CONFIGS / "tiny.yaml")
+    assert (tiny.data.hard_negatives, tiny.data.random_negatives) == (6, 4) and tiny.loop.device == "cpu"
