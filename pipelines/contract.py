@@ -117,15 +117,16 @@ class Phase:
     """Tasks that may run in any order, each ``fn(*item)``; ``names`` their task names (for the
     check that all finished); ``deps`` the identity of the previous phase they read.
 
-    ``items`` may be a function of the markers of the earlier phases (``{phase name: markers}``),
-    for a phase whose arguments are what the one before wrote. ``drives_engine``: the phase is one
+    ``items`` (and then ``names`` too) may be a function of the markers of the earlier phases
+    (``{phase name: markers}``), for a phase whose arguments, or whose number of tasks, are what
+    the one before wrote. ``drives_engine``: the phase is one
     global step that uses the engine itself (corpus dedup as a Beam or Ray Data pipeline); each
     unfinished item is then called here as ``fn(engine, *item)``."""
 
     name: str
     items: list[tuple] | Callable[[dict[str, list[dict]]], list[tuple]]
     fn: Callable
-    names: list[str]
+    names: list[str] | Callable[[dict[str, list[dict]]], list[str]]
     deps: str | None = None
     sort_key: Callable[[tuple], Any] | None = None  # e.g. largest input first
     drives_engine: bool = False
@@ -143,12 +144,13 @@ def finished(out: StageOutput, names: list[str], deps: str | None = None, *, sta
 def run_phase(stage: Stage, engine, phase: Phase, earlier: dict[str, list[dict]] | None = None) -> list[dict]:
     """Run the unfinished tasks of one phase on ``engine``; return every task's marker."""
     out = stage.out
-    unfinished = [name for name in phase.names if out.task_marker(name, phase.deps) is None]
+    names = phase.names(earlier or {}) if callable(phase.names) else phase.names
+    unfinished = [name for name in names if out.task_marker(name, phase.deps) is None]
     items = phase.items(earlier or {}) if callable(phase.items) and unfinished else phase.items
-    todo = [item for item, name in zip(items, phase.names) if name in unfinished] if unfinished else []
+    todo = [item for item, name in zip(items, names) if name in unfinished] if unfinished else []
     if phase.sort_key is not None:
         todo.sort(key=phase.sort_key)
-    log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(phase.names), len(todo),
+    log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(names), len(todo),
              getattr(engine, "name", "?"))
     t0 = time.perf_counter()
     bar = Progress(len(todo), enabled=stage.progress and bool(todo), desc=f"{out.stage} {phase.name}")
@@ -163,7 +165,7 @@ def run_phase(stage: Stage, engine, phase: Phase, earlier: dict[str, list[dict]]
         bar.close()
     if todo:
         log.info("%s: phase %s done in %.1f s", out.stage, phase.name, time.perf_counter() - t0)
-    return finished(out, phase.names, phase.deps, stage=out.stage)
+    return finished(out, names, phase.deps, stage=out.stage)
 
 
 def run_phases(stage: Stage, engine, phases: list[Phase], *, budget: float | None = None) -> dict[str, list[dict]]:

@@ -34,4 +34,9 @@ HARD_NEGATIVES_DROPPED = Table("hard_negatives_dropped", "A query (with one posi
     col("source", pa.string(), "pair source name", nullable=True),
     col("scores", pa.string(), "the numbers behind the decision (candidates passing each rule), JSON",
         nullable=True),
+    col("positive_score", pa.float32(), "the miner's score of (query, positive), when it was computed", nullable=True),
+    col("query", pa.string(), "the query text, first 1,000 characters (for an audit)", nullable=True),
+    col("positive", pa.string(), "the positive text, first 1,000 characters (for an audit)", nullable=True),
+    col("path", pa.string(), "input file of the pair record", nullable=True),
+    col("line", pa.int64(), "1-based line (JSONL) or 0-based row (parquet) in `path`", nullable=True),
 ]))
