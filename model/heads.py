@@ -35,6 +35,14 @@ def cls_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor | None = None,
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
+def mean_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """The mean of every document's token states (packed hidden (total, H)) -> (batch, H)."""
+    cu = cu_seqlens.long()
+    docs = _document_ids(cu, hidden.shape[0])  # (total,)
+    sums = hidden.new_zeros(cu.numel() - 1, hidden.shape[1]).index_add(0, docs, hidden)  # (batch, H)
+    return sums / (cu[1:] - cu[:-1]).clamp_min(1).to(hidden.dtype)[:, None]
+
+
 class SparseHead(nn.Linear):
     """Per-token term weight ReLU(W h_t + b): (total, H) -> (total,).
 
@@ -89,18 +97,24 @@ def sparse_term_matrix(
     cu_seqlens: torch.Tensor,
     vocab: torch.Tensor,
     special_token_ids=XLMR_SPECIAL_TOKEN_IDS,
+    *,
+    drop_outside: bool = False,
 ) -> torch.Tensor:
     """Differentiable (batch, len(vocab)) max-pooled term weights, the batched form for losses.
 
     `vocab` is a sorted tensor of token ids holding every id in `token_ids` (see `batch_vocab`):
     s_sparse(q, d) = sparse_term_matrix(q...) @ sparse_term_matrix(d...).T over a shared vocab.
+    With `drop_outside`, tokens missing from `vocab` are left out instead (e.g. `vocab` = the
+    queries' tokens: the only columns a query-document score can use).
     """
     batch = cu_seqlens.numel() - 1
-    columns = torch.searchsorted(vocab, token_ids)  # (total,)
-    if bool((columns >= vocab.numel()).any()) or not torch.equal(vocab[columns.clamp_max(vocab.numel() - 1)], token_ids):
+    columns = torch.searchsorted(vocab, token_ids).clamp_max(max(vocab.numel() - 1, 0))  # (total,)
+    inside = vocab[columns] == token_ids if vocab.numel() else torch.zeros_like(token_ids, dtype=torch.bool)
+    if not drop_outside and not bool(inside.all()):
         raise ValueError("vocab must contain every id of token_ids (build it with batch_vocab)")
     flat = _document_ids(cu_seqlens, token_ids.numel()) * vocab.numel() + columns  # (total,)
-    w = weights * _keep_terms(token_ids, special_token_ids).to(weights.dtype)  # weights are >= 0 (ReLU)
+    keep = _keep_terms(token_ids, special_token_ids) & inside
+    w = weights * keep.to(weights.dtype)  # weights are >= 0 (ReLU); left-out tokens add 0 to a max
     out = weights.new_zeros(batch * vocab.numel())
     out = out.scatter_reduce(0, flat, w, reduce="amax", include_self=True)  # max over repeated tokens
     return out.view(batch, vocab.numel())

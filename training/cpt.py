@@ -193,6 +193,12 @@ def write_sentence_transformers_files(directory: Path, max_seq_length: int, trus
         (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def nonfinite_on_any_rank(loss: torch.Tensor, device) -> bool:
+    """True on every rank when the loss of any rank is not finite (the step is then skipped)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device)
+    return bool(all_reduce_sum(bad).item() > 0)
+
+
 class CPTTask(CustomStepTask):
     """Model, data and the cached-gradient contrastive step for :func:`training.loop.train_loop`."""
 
@@ -262,12 +268,9 @@ class CPTTask(CustomStepTask):
                 stats["correct"] = float((sims.argmax(dim=1) == labels).sum())
             return loss * float("nan") if poison else loss
 
-        def skip(loss: torch.Tensor) -> bool:  # every rank decides the same
-            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=ctx.device)
-            return bool(all_reduce_sum(bad).item() > 0)
-
         loss = cached_step(encode, mb["queries"], mb["documents"], loss_fn, device=ctx.device,
-                           backward=ctx.backward, no_sync=lambda: ctx.no_sync(False), skip_backward=skip)
+                           backward=ctx.backward, no_sync=lambda: ctx.no_sync(False),
+                           skip_backward=lambda loss: nonfinite_on_any_rank(loss, ctx.device))
         n = int(mb["query_hash"].shape[0])
         return float(loss) * n, n, {"accuracy": stats.get("correct", 0.0)}, int(mb["tokens"])
 
@@ -295,27 +298,40 @@ def train_func(config: dict) -> None:
 
 
 def run(cfg: Config) -> dict:
+    def load(cfg: Config):
+        inputs = cfg.input
+        tables, data = load_pairs(inputs)  # fail fast on bad input, before any worker starts
+        sizes = {s: t.num_rows for s, t in tables.items()}
+        log.info("cpt: %d pairs in %d sources %s", sum(sizes.values()), len(sizes), sizes)
+        if not tables:
+            raise MgteError(f"train cpt: no usable pairs in {list(inputs)}")
+        return data, {"sources": sizes}, cfg
+
+    return run_train_stage(cfg, STAGE, "cpt", train_func, load)
+
+
+def run_train_stage(cfg, stage: str, short: str, train_func, load_input) -> dict:
+    """What ``run`` of a contrastive training stage does (CPT, TRM): absolute paths, ``init`` checked,
+    the output begun (a finished one is a no-op), the input read (``load_input(cfg)`` ->
+    (``{counts, dropped_by_reason}``, manifest extras, the config to train with, e.g. with the
+    step count of its epochs)), training on Ray or here, the manifest."""
     cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
                   output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
     family = check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
-    out = StageOutput(cfg.output, STAGE, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
+    out = StageOutput(cfg.output, stage, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     clear_stale_dirs(Path(cfg.output))
     if out.begin():
         return read_manifest(cfg.output)
-    tables, data = load_pairs(cfg.input)  # fail fast on bad input, before any worker starts
-    sizes = {s: t.num_rows for s, t in tables.items()}
-    log.info("cpt: %d pairs in %d sources %s", sum(sizes.values()), len(sizes), sizes)
-    if not tables:
-        raise MgteError(f"train cpt: no usable pairs in {list(cfg.input)}")
+    data, extra, cfg = load_input(cfg)
     storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
     result = run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
-                          storage_path=storage, name=f"cpt-{out.config_hash}",
+                          storage_path=storage, name=f"{short}-{out.config_hash}",
                           ckpt_dir=Path(cfg.output) / "checkpoints")
     return out.finish(
         counts=data["counts"], dropped_by_reason=data["dropped_by_reason"],
         inputs=[{"path": p, "size": _size(p)} for p in cfg.input],
         outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
-        extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, "sources": sizes,
+        extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, **extra,
                "final": _final_metrics(Path(cfg.output), result),
                "rope_theta_training": f"model base / {cfg.reversed_ntk:g}" if family is None
                else f"not applicable ({family} positions)"})

@@ -93,6 +93,10 @@ class LengthGroupBatchSampler:
         self._perms: tuple[int, list[np.ndarray]] | None = None
         self.last_group = -1  # the group of the batch returned last
 
+    def batches_per_epoch(self) -> int:
+        """Global batches in one epoch: every group's rows cut into its batch size."""
+        return int(sum(-(-int(u) // g.batch_size) for u, g in zip(self.usable, self.groups)))
+
     def _permutations(self) -> list[np.ndarray]:
         if self._perms is None or self._perms[0] != self.epoch:
             perms = [m[np.random.default_rng([self.seed, _SALT, g, self.epoch]).permutation(len(m))]

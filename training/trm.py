@@ -1,0 +1,318 @@
+"""``mgte train trm``: TRM fine-tuning, Matryoshka dense + sparse term weights in one model
+(mGTE 2.2, B.2, B.3; PAPER_FACTS "Hard negatives and TRM fine-tuning").
+
+    L_TRM = lambda * L_sparse + sum_{d in D} w_d * L_{:d},   D = {32k | k >= 1, 32k <= H}
+
+The loss (:mod:`training.trm_step`; its parts in :mod:`training.matryoshka` and
+:mod:`training.sparse_contrastive`) sees each query's positive and mined hard negatives plus every
+other document of the global batch, from every worker; duplicate texts are masked by hash. The
+global batch is one length group (:mod:`training.length_groups`, the paper's 768 / 384 / 256 / 160
+/ 80 by length), encoded in sub-batches by the cached-gradient step (memory: one sub-batch, with
+gradient checkpointing inside it), and gathered. The sparse head's health is logged every step
+(``OUTPUT/sparsity.jsonl`` and the metrics); vectors that stay all-zero for ``health.collapse_steps``
+steps stop the run with :class:`SparseCollapse` and no model is saved.
+
+``init``: our CPT model (the DAG's default), a TRM directory (continues its sparse head), or any
+Hugging Face encoder (through :mod:`model.hf_encoder`; pooling ``auto`` = [CLS] for ours, the
+sentence-transformers pooling of the init otherwise). Input: ``mgte mine`` outputs or parquet files
+of the HARD_NEGATIVES table (:mod:`training.trm_data`). Output: ``OUTPUT/model`` (HF directory +
+sentence-transformers dense and sparse files, :mod:`training.trm_model`), ``OUTPUT/checkpoints``,
+``OUTPUT/metrics.jsonl``, ``OUTPUT/manifest.json``. Everything else (Ray Train, resume, precision,
+the run's shell) is shared with CPT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from foundation.config import RayConfig, build, config_to_dict, frozen, replace
+from foundation.errors import MgteError
+from training.contrastive import gather_no_grad, gather_with_grad, rank
+from training.cpt import CPTTask, nonfinite_on_any_rank, run_train_stage
+from training.distributed import all_reduce_sum
+from training.gradcache import cached_step
+from training.length_groups import PAPER_EMBEDDER_GROUPS, LengthGroup
+from training.loop import LoopConfig, train_loop
+from training.matryoshka import dim_weights, matryoshka_dims
+from training.model_builder import ModelConfig, is_hf_encoder, resolve_init
+from training.optim import OptimConfig
+from training.ray_entry import ScalingConfig, ray_reporter, worker_world
+from training.sparse_contrastive import sparsity_health
+from training.steppers import StepContext
+from training.trm_data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
+from training.trm_model import TRMEmbedder, init_sparse_head, save_trm
+from training.trm_step import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
+                               query_vocab, split_row, trm_loss)
+
+log = logging.getLogger(__name__)
+
+STAGE = "train-trm"
+
+
+class SparseCollapse(MgteError):
+    """The sparse head gave only all-zero vectors for too many steps in a row (RELIABILITY row 31)."""
+
+
+@frozen
+class LossConfig:
+    mrl_temperature: float = 0.05
+    sparse_temperature: float = 0.01
+    sparse_weight: float = 0.1  # lambda
+    dim_step: int = 32  # D = {dim_step * k <= H}
+    dim_weights: tuple[float, ...] = ()  # w_d, one per size; empty = equal weights
+    sparse_l1: float = 0.0  # optional L1 regulariser on the term vectors; 0 = off
+    false_negative_margin: float | None = None  # Qwen3-Embedding mask (0.1); null = off
+    mask_duplicates: bool = True
+
+    def validate(self) -> None:
+        if min(self.mrl_temperature, self.sparse_temperature) <= 0 or self.sparse_weight < 0 or self.sparse_l1 < 0:
+            raise ValueError("loss: temperatures must be > 0, sparse_weight and sparse_l1 >= 0")
+        if self.dim_step < 1:
+            raise ValueError("loss.dim_step must be >= 1")
+
+
+@frozen
+class HealthConfig:
+    collapse_steps: int = 100  # K: all-zero sparse vectors for K steps in a row stop the run
+
+    def validate(self) -> None:
+        if self.collapse_steps < 1:
+            raise ValueError("health.collapse_steps must be >= 1")
+
+
+@frozen
+class DataConfig:
+    num_negatives: int = 8
+    groups: tuple[LengthGroup, ...] = PAPER_EMBEDDER_GROUPS  # global batch (queries) per length group
+    sub_batch: int = 64  # texts per cached-gradient sub-batch: memory is one sub-batch's activations
+    gradient_checkpointing: bool = True  # inside a sub-batch, recompute layer activations in backward
+    query_max_tokens: int = 512
+    doc_max_tokens: int = 8192
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_negatives < 0 or self.sub_batch < 1:
+            raise ValueError("data.num_negatives must be >= 0 and data.sub_batch >= 1")
+        if self.query_max_tokens < 2 or self.doc_max_tokens < 2:
+            raise ValueError("data.query_max_tokens and data.doc_max_tokens must be >= 2")
+
+
+@frozen
+class Config:
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    init: str | None = None  # our CPT model (DAG default), a TRM, or any HF encoder; null = random
+    tokenizer: str = "FacebookAI/xlm-roberta-base"  # used when `init` has no tokenizer files
+    pooling: Literal["auto", "cls", "mean"] = "auto"
+    model: ModelConfig = ModelConfig()
+    reversed_ntk: float = 1.0  # RoPE base divisor while training (CPT's trick); 1 = off
+    epochs: float | None = None  # set: loop.max_steps = epochs x the global batches of one epoch
+    loss: LossConfig = LossConfig()
+    health: HealthConfig = HealthConfig()
+    data: DataConfig = DataConfig()
+    loop: LoopConfig = LoopConfig(
+        max_steps=10_000, ckpt_every=500, log_every=10,
+        optim=OptimConfig(lr=2e-5, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
+                          max_grad_norm=1.0))
+    engine: Literal["ray", "local"] = "ray"
+    ray: RayConfig = RayConfig()
+    scaling: ScalingConfig = ScalingConfig()
+
+    def validate(self) -> None:
+        if self.reversed_ntk <= 0:
+            raise ValueError("reversed_ntk must be > 0 (1 = keep the RoPE base)")
+        for g in self.data.groups:
+            if g.batch_size % self.scaling.num_workers:
+                raise ValueError(f"data.groups: batch_size {g.batch_size} (<= {g.max_length} tokens) must be a "
+                                 f"multiple of scaling.num_workers {self.scaling.num_workers}")
+
+
+def resolve_pooling(pooling: str, init_dir: Path | None, ours: bool) -> str:
+    """``auto``: [CLS] for our encoder; else the init's sentence-transformers / TRM pooling, [CLS] if none."""
+    if pooling != "auto":
+        return pooling
+    if ours or init_dir is None:
+        return "cls"
+    trm = init_dir / "trm.json"
+    if trm.is_file():
+        return json.loads(trm.read_text())["pooling"]
+    st = init_dir / "1_Pooling" / "config.json"
+    if st.is_file() and json.loads(st.read_text()).get("pooling_mode_mean_tokens"):
+        return "mean"
+    return "cls"
+
+
+class TRMTask(CPTTask):
+    """Model, data and the joint cached-gradient step; tokenizer, init and length clipping as CPT."""
+
+    def __init__(self, cfg: Config, rows: dict | None = None):
+        super().__init__(cfg)
+        self._rows = rows
+        self.zero_streak = 0
+        self.dims: tuple[int, ...] = ()
+        self.health_log: Path | None = Path(cfg.output) / "sparsity.jsonl" if cfg.output else None
+
+    def build_model(self):
+        encoder = super().build_model()
+        init_dir = resolve_init(self.cfg.init) if self.cfg.init else None
+        pooling = resolve_pooling(self.cfg.pooling, init_dir, not is_hf_encoder(encoder))
+        model = TRMEmbedder(encoder, pooling, self.tokenizer.all_special_ids)
+        if init_sparse_head(model.sparse_head, init_dir):
+            log.info("trm: sparse head continued from %s", init_dir)
+        model.set_gradient_checkpointing(self.cfg.data.gradient_checkpointing)
+        self.dims = matryoshka_dims(model.hidden_size, self.cfg.loss.dim_step)
+        self.settings = LossSettings(
+            dims=self.dims, dim_weights=dim_weights(self.dims, self.cfg.loss.dim_weights),
+            mrl_temperature=self.cfg.loss.mrl_temperature, sparse_temperature=self.cfg.loss.sparse_temperature,
+            sparse_weight=self.cfg.loss.sparse_weight, sparse_l1=self.cfg.loss.sparse_l1,
+            false_negative_margin=self.cfg.loss.false_negative_margin)
+        log.info("trm: %s pooling, Matryoshka sizes %s", pooling, list(self.dims))
+        return model
+
+    def build_data(self, rank: int, world_size: int) -> HardNegativeBatches:
+        rows = self._rows if self._rows is not None else clean_rows(
+            read_hard_negatives(self.cfg.input), self.cfg.data.num_negatives)[0]
+        d = self.data_config
+        lengths = row_lengths(self.tokenizer, rows, d.query_max_tokens, d.doc_max_tokens)
+        return HardNegativeBatches(rows, lengths, self.tokenizer, d.groups, sub_batch=d.sub_batch,
+                                   query_max_tokens=d.query_max_tokens, doc_max_tokens=d.doc_max_tokens,
+                                   seed=d.seed, rank=rank, world_size=world_size)
+
+    def train_step(self, ctx: StepContext, model, micro_batches: list[dict]):
+        (mb,) = micro_batches
+        s, hidden = self.settings, getattr(model, "module", model).hidden_size
+        special = getattr(model, "module", model).special_token_ids
+        vocab = query_vocab(mb["queries"])
+        group = 1 + self.cfg.data.num_negatives
+        stats: dict = {}
+
+        def encode(chunk: dict) -> torch.Tensor:
+            with ctx.autocast():
+                dense, weights = model(chunk["input_ids"], chunk["cu_seqlens"], chunk["max_seqlen"])
+            return encode_row(dense, weights, chunk["input_ids"], chunk["cu_seqlens"], vocab, special)
+
+        def loss_fn(q_row: torch.Tensor, d_row: torch.Tensor) -> torch.Tensor:
+            q, q_terms, q_l1, q_nz = split_row(q_row, hidden)
+            d_all = gather_with_grad(d_row)  # (world * N, ...)
+            d, d_terms, _, _ = split_row(d_all, hidden)
+            _, _, d_l1, d_nz = split_row(d_row, hidden)
+            batch, n_local = q.shape[0], d_row.shape[0]
+            labels = torch.arange(batch, device=q.device) * group + rank() * n_local
+            mask = None
+            if self.cfg.loss.mask_duplicates:
+                mask = candidate_mask(mb["query_hash"], gather_no_grad(mb["doc_hash"]),
+                                      gather_no_grad(mb["doc_query_hash"]), gather_no_grad(mb["doc_is_positive"]),
+                                      labels)
+            if s.false_negative_margin is not None:
+                own = own_candidates(batch, group, rank() * n_local, d.shape[0], q.device)
+                fn = false_negative_mask(q, d, labels, own, s.false_negative_margin)
+                stats["false_negatives"] = float(fn.sum())
+                mask = fn if mask is None else mask | fn
+            parts = trm_loss(q, d, q_terms, d_terms, s, labels=labels, mask=mask,
+                             l1=torch.cat([q_l1, d_l1]))
+            with torch.no_grad():
+                sims = torch.nn.functional.normalize(q.float(), dim=-1) @ \
+                    torch.nn.functional.normalize(d.float(), dim=-1).T
+                if mask is not None:
+                    sims = sims.masked_fill(mask, float("-inf"))
+                stats["correct"] = float((sims.argmax(dim=1) == labels).sum())
+            stats.update(dense=float(parts["dense"]), sparse=float(parts["sparse"]),
+                         q=sparsity_health(q_nz, q_l1), d=sparsity_health(d_nz, d_l1))
+            loss = parts["loss"]
+            return loss * float("nan") if ctx.poison else loss
+
+        loss = cached_step(encode, mb["queries"], mb["documents"], loss_fn, device=ctx.device,
+                           backward=ctx.backward, no_sync=lambda: ctx.no_sync(False),
+                           skip_backward=lambda loss: nonfinite_on_any_rank(loss, ctx.device))
+        n = int(mb["query_hash"].shape[0])
+        health = self._check_health(stats, ctx)
+        metrics = {"accuracy": stats.get("correct", 0.0), "loss_dense": stats.get("dense", 0.0) * n,
+                   "loss_sparse": stats.get("sparse", 0.0) * n, **{k: v * n for k, v in health.items()}}
+        if "false_negatives" in stats:
+            metrics["false_negatives_masked"] = stats["false_negatives"]
+        return float(loss) * n, n, metrics, int(mb["tokens"])
+
+    def _check_health(self, stats: dict, ctx: StepContext) -> dict:
+        """Global sparsity figures of this step; stops the run when the head stays dead."""
+        keys = ("zero", "terms", "mass", "count")
+        sums = torch.tensor([stats[side][k] for side in ("q", "d") for k in keys], dtype=torch.float64,
+                            device=ctx.device)
+        qz, qt, qm, qc, dz, dt, dm, dc = all_reduce_sum(sums).tolist()
+        health = {"sparse_zero_queries": qz / max(qc, 1), "sparse_zero_docs": dz / max(dc, 1),
+                  "sparse_terms_queries": qt / max(qc, 1), "sparse_terms_docs": dt / max(dc, 1),
+                  "sparse_mean_weight": (qm + dm) / max(qt + dt, 1)}
+        self.zero_streak = self.zero_streak + 1 if qz + dz >= qc + dc else 0
+        self.steps_seen = getattr(self, "steps_seen", 0) + 1
+        if self.health_log is not None and ctx.world.rank == 0:
+            self.health_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.health_log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"call": self.steps_seen, **health}) + "\n")
+        if self.zero_streak >= self.cfg.health.collapse_steps:
+            raise SparseCollapse(
+                f"train trm: the sparse head collapsed: every sparse vector was all-zero for {self.zero_streak} "
+                f"steps in a row (health.collapse_steps={self.cfg.health.collapse_steps}); no model saved. "
+                "Lower loss.sparse_l1 or the learning rate, or raise loss.sparse_weight")
+        return health
+
+    def save_model(self, model, out_dir: Path) -> None:
+        if self.zero_streak:
+            raise SparseCollapse(f"train trm: the last step's sparse vectors were all zero; not saving a dead "
+                                 f"sparse head to {out_dir}")
+        if not is_hf_encoder(model.encoder):
+            model.encoder.set_rope_theta(None)
+        save_trm(model, out_dir, tokenizer=self.tokenizer, max_seq_length=self.data_config.doc_max_tokens,
+                 dims=self.dims)
+
+
+def steps_for_epochs(cfg: Config, rows: dict) -> int:
+    """``epochs`` x the global batches of one epoch over ``rows`` (at least 1 step)."""
+    import math
+
+    from training.length_groups import LengthGroupBatchSampler
+
+    task = TRMTask(cfg, rows)
+    if cfg.init:
+        from model.tokenizer import load_tokenizer
+
+        init_dir = resolve_init(cfg.init)
+        if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+            task._model_tokenizer = load_tokenizer(init_dir)
+    d = cfg.data
+    lengths = row_lengths(task.tokenizer, rows, d.query_max_tokens, d.doc_max_tokens)
+    sampler = LengthGroupBatchSampler(lengths, d.groups, seed=d.seed, world_size=cfg.scaling.num_workers)
+    return max(1, math.ceil(cfg.epochs * sampler.batches_per_epoch()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train_func(config: dict):
+    """What every Ray Train worker (or this process, ``engine: local``) runs."""
+    local = bool(config.pop("_local", False))
+    cfg = build(Config, config, source="train trm worker config")
+    out = Path(cfg.output)
+    result = train_loop(TRMTask(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out,
+                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter)
+    return result if local else None
+
+
+def run(cfg: Config) -> dict:
+    def load(cfg: Config):
+        rows, data = clean_rows(read_hard_negatives(cfg.input), cfg.data.num_negatives)  # fail fast on bad input
+        if not rows["query"]:
+            raise MgteError(f"train trm: no usable rows in {list(cfg.input)} ({data['dropped_by_reason']})")
+        log.info("trm: %d queries with %d negatives each", len(rows["query"]), cfg.data.num_negatives)
+        extra = {"queries": len(rows["query"])}
+        if cfg.epochs:
+            steps = steps_for_epochs(cfg, rows)
+            extra["steps"] = {"epochs": cfg.epochs, "max_steps": steps}
+            cfg = replace(cfg, loop=replace(cfg.loop, max_steps=steps))
+        return data, extra, cfg
+
+    return run_train_stage(cfg, STAGE, "trm", train_func, load)

@@ -1,0 +1,155 @@
+"""The TRM's input and batches: mined hard negatives (``mgte mine``) in length-grouped global batches.
+
+Input: finished ``mgte mine`` output directories (their marked ``data/`` files, through
+:func:`foundation.ledger.read_stage_output`) or plain parquet files / directories of the
+HARD_NEGATIVES table. A row gives its query, its positive and its first ``num_negatives`` mined
+negatives (best-ranked first); a row with fewer negatives is dropped (``too_few_negatives``), one
+with an empty query or positive too (``empty_text``).
+
+Batches: every row's length is its longest text in tokens (after truncation); a global batch
+holds rows of one length group (:class:`training.length_groups.LengthGroupBatchSampler`, seed
+shared by all workers). A rank's share is tokenised into sub-batches of ``sub_batch`` texts
+(queries, then each row's ``[positive, negative_1 .. negative_k]``) for the cached-gradient step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from foundation.errors import BadInputError
+from foundation.ledger import read_stage_output
+from storage_schemas.mine import HARD_NEGATIVES
+from training.length_groups import LengthGroup, LengthGroupBatchSampler
+from training.pair_sampler import hash_to_int64
+
+COLUMNS = ["query_id", "query", "positive", "negatives", "source"]
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+
+
+def _read_plain(path: Path) -> pa.Table:
+    files = _files(path)
+    if not files:
+        raise BadInputError(f"{path}: no parquet files of the hard-negatives table")
+    tables = []
+    for f in files:
+        try:
+            have = pq.read_schema(f)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise BadInputError(f"{f}: not a readable parquet file ({exc})") from None
+        for name in COLUMNS:
+            if name not in have.names:
+                raise BadInputError(f"{f}: missing field '{name}' ({HARD_NEGATIVES.schema.field(name).type}, "
+                                    f"table {HARD_NEGATIVES.name})")
+        tables.append(pq.read_table(f, columns=COLUMNS))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def read_hard_negatives(inputs: tuple[str, ...] | list[str]) -> pa.Table:
+    """The rows of every input (stage outputs and plain parquet), COLUMNS only."""
+    if not inputs:
+        raise BadInputError("train trm: no --input (a finished `mgte mine` output or hard-negative parquet files)")
+    tables = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise BadInputError(f"{path}: input does not exist")
+        if path.is_dir() and (path / "manifest.json").is_file():
+            tables.append(read_stage_output(path, "data", HARD_NEGATIVES, columns=COLUMNS))
+        else:
+            tables.append(_read_plain(path))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def clean_rows(table: pa.Table, num_negatives: int) -> tuple[dict[str, list], dict]:
+    """Kept rows as columns (negatives cut to ``num_negatives``) and the counts
+    ``{counts: {input, kept, dropped, quarantined}, dropped_by_reason}``."""
+    cols = table.to_pydict()
+    kept: dict[str, list] = {"query_id": [], "query": [], "positive": [], "negatives": [], "source": []}
+    reasons: Counter = Counter()
+    for qid, query, positive, negatives, source in zip(*(cols[c] for c in COLUMNS)):
+        if not (query or "").strip() or not (positive or "").strip():
+            reasons["empty_text"] += 1
+            continue
+        negatives = [n for n in (negatives or []) if n]
+        if len(negatives) < num_negatives:
+            reasons["too_few_negatives"] += 1
+            continue
+        for key, value in zip(kept, (qid, query, positive, negatives[:num_negatives], source)):
+            kept[key].append(value)
+    n = table.num_rows
+    counts = {"input": n, "kept": n - sum(reasons.values()), "dropped": sum(reasons.values()), "quarantined": 0}
+    return kept, {"counts": counts, "dropped_by_reason": dict(reasons)}
+
+
+def text_hash(text: str) -> int:
+    """A text's identity for the duplicate mask (sha256 of its UTF-8 bytes, first 64 bits)."""
+    return hash_to_int64(hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def row_lengths(tokenizer, rows: dict[str, list], query_max: int, doc_max: int) -> np.ndarray:
+    """Each row's longest text in tokens (truncated as in training): the length its group is chosen by."""
+    def lengths(texts: list[str], limit: int) -> np.ndarray:
+        ids = tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
+        return np.array([len(x) for x in ids], dtype=np.int64)
+
+    longest = lengths(rows["query"], query_max)
+    longest = np.maximum(longest, lengths(rows["positive"], doc_max))
+    k = len(rows["negatives"][0]) if rows["negatives"] else 0
+    flat = [n for negs in rows["negatives"] for n in negs]
+    if flat:
+        longest = np.maximum(longest, lengths(flat, doc_max).reshape(-1, k).max(axis=1))
+    return longest
+
+
+class HardNegativeBatches:
+    """The loop's data source: next() -> [this rank's share of one length-grouped global batch]."""
+
+    reshardable = LengthGroupBatchSampler.reshardable
+
+    def __init__(self, rows: dict[str, list], lengths: np.ndarray, tokenizer, groups: tuple[LengthGroup, ...], *,
+                 sub_batch: int, query_max_tokens: int, doc_max_tokens: int, seed: int, rank: int, world_size: int):
+        from training.cpt import tokenize_chunks
+
+        self._tokenize = tokenize_chunks
+        self.rows, self.tokenizer = rows, tokenizer
+        self.sub_batch, self.query_max, self.doc_max = sub_batch, query_max_tokens, doc_max_tokens
+        self.sampler = LengthGroupBatchSampler(lengths, groups, seed=seed, rank=rank, world_size=world_size)
+
+    def batch(self, indices: list[int]) -> dict:
+        queries = [self.rows["query"][i] for i in indices]
+        docs, doc_query, positive = [], [], []
+        for i in indices:
+            for j, text in enumerate([self.rows["positive"][i], *self.rows["negatives"][i]]):
+                docs.append(text)
+                doc_query.append(self.rows["query"][i])
+                positive.append(j == 0)
+        q_chunks, q_tokens = self._tokenize(self.tokenizer, queries, self.query_max, self.sub_batch)
+        d_chunks, d_tokens = self._tokenize(self.tokenizer, docs, self.doc_max, self.sub_batch)
+        return {"queries": q_chunks, "documents": d_chunks,
+                "query_hash": torch.tensor([text_hash(t) for t in queries], dtype=torch.int64),
+                "doc_hash": torch.tensor([text_hash(t) for t in docs], dtype=torch.int64),
+                "doc_query_hash": torch.tensor([text_hash(t) for t in doc_query], dtype=torch.int64),
+                "doc_is_positive": torch.tensor(positive, dtype=torch.bool),
+                "tokens": q_tokens + d_tokens, "group": self.sampler.last_group, "rows": list(indices)}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[dict]:
+        return [self.batch(next(self.sampler))]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)

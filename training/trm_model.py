@@ -1,0 +1,139 @@
+"""The TRM being trained: any packed encoder (ours or an HF family's adapter) + dense pooling +
+the sparse head w_t = ReLU(W h_t) (mGTE 2.2), and how it is saved.
+
+The saved directory (CONTRACT "Models") is the encoder's own HF directory (ours: ``MGTEForEmbedding``
+with the head as ``classifier``, ``auto_map`` for ``AutoModel``; another family: its
+``save_pretrained``) plus the sentence-transformers files::
+
+    modules.json                       Transformer ("") -> SparseTermWeights ("1_SparseTerms")
+    config_sentence_transformers.json  model_type SparseEncoder, dot similarity
+    sentence_bert_config.json          max_seq_length (+ trust_remote_code for our encoder)
+    mgte_sparse_terms.py               the module's code (model/st_sparse.py), for trust_remote_code
+    1_SparseTerms/                     its config (hidden, vocab size, special ids) + head weights
+    trm.json                           pooling, Matryoshka sizes, where the head is (mgte's encode API)
+
+``SparseEncoder(DIR, trust_remote_code=True)`` loads it as saved; ``SentenceTransformer(DIR)`` loads
+it through sentence-transformers' fallback for other model types (the Transformer + mean pooling),
+which is this TRM's dense vector when it trains with ``pooling: mean``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.heads import SparseHead, cls_pool, mean_pool
+from training.model_builder import is_hf_encoder
+
+SPARSE_DIR = "1_SparseTerms"
+TRM_FILE = "trm.json"
+
+
+class TRMEmbedder(nn.Module):
+    """Packed input -> (dense (n, H) pooled states, token weights (total,) >= 0)."""
+
+    def __init__(self, encoder: nn.Module, pooling: str, special_token_ids):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be cls or mean, got {pooling!r}")
+        self.encoder = encoder
+        self.sparse_head = SparseHead(encoder.config.hidden_size)
+        self.pooling = pooling
+        self.special_token_ids = tuple(int(i) for i in special_token_ids)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int | None = None):
+        hidden = self.encoder(input_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)  # (total, H)
+        pool = cls_pool if self.pooling == "cls" else mean_pool
+        return pool(hidden, cu_seqlens), self.sparse_head(hidden)  # (n, H), (total,)
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute each layer in backward (memory: one layer's activations per sub-batch)."""
+        if is_hf_encoder(self.encoder):
+            if on:
+                self.encoder.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.encoder.hf.gradient_checkpointing_disable()
+        else:
+            self.encoder.encoder.gradient_checkpointing = on
+
+
+def init_sparse_head(head: SparseHead, init_dir: Path | None) -> bool:
+    """Start the head from ``init_dir``'s (a TRM directory, ours or another family's) when it has one."""
+    if init_dir is None:
+        return False
+    from safetensors.torch import load_file
+
+    ours, theirs = init_dir / "model.safetensors", init_dir / SPARSE_DIR / "model.safetensors"
+    if theirs.is_file():
+        head.load_state_dict(load_file(str(theirs)))
+        return True
+    if ours.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(ours), framework="pt") as fh:
+            if "classifier.weight" in fh.keys():
+                head.load_state_dict({"weight": fh.get_tensor("classifier.weight"),
+                                      "bias": fh.get_tensor("classifier.bias")})
+                return True
+    return False
+
+
+def save_trm(model: TRMEmbedder, directory: Path, *, tokenizer, max_seq_length: int, dims: tuple[int, ...]) -> Path:
+    """The final model directory (see the module docstring)."""
+    from training.model_builder import save_model
+
+    directory = Path(directory)
+    if is_hf_encoder(model.encoder):
+        save_model(model.encoder, directory, tokenizer=tokenizer)
+        remote = "auto_map" in json.loads((directory / "config.json").read_text())
+    else:
+        from model import MGTEForEmbedding
+        from model.hf import save_pretrained
+
+        full = MGTEForEmbedding(model.encoder.config)
+        full.new.load_state_dict(model.encoder.state_dict())
+        full.classifier.load_state_dict(model.sparse_head.state_dict())
+        full.config.architectures = ["MGTEForEmbedding"]
+        save_pretrained(full, directory, tokenizer=tokenizer)
+        remote = True
+    write_sentence_transformers_sparse(directory, model, max_seq_length=max_seq_length, remote=remote,
+                                       vocab_size=len(tokenizer) if tokenizer is not None else None)
+    (directory / TRM_FILE).write_text(json.dumps({
+        "pooling": model.pooling, "matryoshka_dims": list(dims), "sparse_head": SPARSE_DIR,
+        "special_token_ids": list(model.special_token_ids)}, indent=2) + "\n")
+    return directory
+
+
+def write_sentence_transformers_sparse(directory: Path, model: TRMEmbedder, *, max_seq_length: int, remote: bool,
+                                       vocab_size: int | None) -> None:
+    from safetensors.torch import save_file
+
+    config = json.loads((directory / "config.json").read_text())
+    vocab = max(int(vocab_size or 0), int(config["vocab_size"]))
+    head_dir = directory / SPARSE_DIR
+    head_dir.mkdir(exist_ok=True)
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in model.sparse_head.state_dict().items()},
+              str(head_dir / "model.safetensors"))
+    extra = {"trust_remote_code": True} if remote else {}
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": SPARSE_DIR, "type": "mgte_sparse_terms.SparseTermWeights"}],
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False,
+                                      "model_args": dict(extra), "config_args": dict(extra)},
+        "config_sentence_transformers.json": {"model_type": "SparseEncoder", "similarity_fn_name": "dot",
+                                              "prompts": {}, "default_prompt_name": None},
+        f"{SPARSE_DIR}/config.json": {"hidden_size": model.hidden_size, "vocab_size": vocab,
+                                      "special_token_ids": list(model.special_token_ids)},
+    }
+    for name, obj in files.items():
+        (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
+    shutil.copy2(Path(__file__).resolve().parents[1] / "model" / "st_sparse.py", directory / "mgte_sparse_terms.py")
