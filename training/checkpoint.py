@@ -37,6 +37,8 @@ import torch
 
 from foundation.faults import fault_point
 from foundation.errors import MgteError
+from training import ckpt_remote as remote
+from training.ckpt_remote import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +75,6 @@ def _nonfinite_path(obj: Any, path: str = "") -> str | None:
     return None
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
@@ -104,6 +98,18 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, *, config: dic
     bad = _nonfinite_path(state)
     if bad is not None:
         raise CheckpointError(f"refusing to save step {step}: non-finite values in '{bad}'")
+    if remote.is_url(ckpt_dir):  # staged here, uploaded with the manifest last (training.ckpt_remote)
+        stage = remote.staging_dir()
+        try:
+            local = save_checkpoint(stage, step, state, config=config, write_extra=write_extra)
+            final_url = remote.join(ckpt_dir, step_dir_name(step))
+            remote.upload(local, final_url)
+        finally:
+            remote.drop_staging(stage)
+        log.info("checkpoint saved: %s", final_url)
+        if keep_last:
+            prune_checkpoints(ckpt_dir, keep_last)
+        return final_url
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / step_dir_name(step)
     tmp = ckpt_dir / (step_dir_name(step) + ".tmp")
@@ -141,6 +147,8 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, *, config: dic
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every ``step-N`` directory (``.tmp`` excluded), newest first."""
+    if remote.is_url(ckpt_dir):
+        return remote.list_steps(ckpt_dir)
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
@@ -154,6 +162,11 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
 
 def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
     removed = []
+    if remote.is_url(ckpt_dir):
+        for _, url in list_checkpoints(ckpt_dir)[keep_last:]:
+            remote.remove(url)
+            removed.append(url)
+        return removed
     for _, path in list_checkpoints(ckpt_dir)[keep_last:]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
@@ -167,6 +180,12 @@ def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
 
 def verify_checkpoint(path: str | Path) -> dict:
     """The manifest of a complete checkpoint; CheckpointError naming the first bad file."""
+    if remote.is_url(path):
+        local = remote.fetch(path)
+        try:
+            return verify_checkpoint(local)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path} (fetched to {local}): {exc}") from None
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -233,6 +252,12 @@ DISCARDED = ".discarded-"
 
 def discard_checkpoints(ckpt_dir: str | Path) -> Path | None:
     """Move ``ckpt_dir`` aside to ``<ckpt_dir>.discarded-<time>/`` (kept as evidence); its new path."""
+    if remote.is_url(ckpt_dir):
+        if not remote.has_any(ckpt_dir):
+            return None
+        target = remote.move_aside(ckpt_dir, DISCARDED)
+        log.warning("loop.resume=fresh: moved the old checkpoints to %s; starting at step 0", target)
+        return target
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
         return None
@@ -266,11 +291,18 @@ def prepare_resume(ckpt_dir: str | Path | None, mode: str) -> Path | None:
 
 
 def checkpoint_step(path: str | Path) -> int:
+    if remote.is_url(path):
+        path = remote.fetch(path)
     return int(json.loads((Path(path) / MANIFEST).read_text())["step"])
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
-    """The saved state dict (plus ``config`` and ``step``); verifies every sha256 first."""
+    """The saved state dict (plus ``config`` and ``step``); verifies every sha256 first.
+
+    A URL is fetched into this node's cache and always verified there."""
+    if remote.is_url(path):
+        verify_checkpoint(path)
+        path, verify = remote.fetch(path), False
     path = Path(path)
     manifest = verify_checkpoint(path) if verify else json.loads((path / MANIFEST).read_text())
     state: dict[str, Any] = {}

@@ -81,6 +81,9 @@ class LoopConfig:
     # damaged file) when some exist but none verifies; fresh: move them aside to
     # checkpoints.discarded-<time>/ and start at step 0 (give it once: --set loop.resume=fresh)
     resume: Literal["auto", "fresh"] = "auto"
+    # where the checkpoints live: null = OUTPUT/checkpoints; on a cluster a path every node mounts
+    # or an fsspec URL (s3://bucket/run/checkpoints, gs://...): the one copy, resumed from by any node
+    checkpoint_dir: str | None = None
     find_unused_parameters: bool = False  # DDP option
     tensorboard: bool = True  # when the tensorboard package is installed
     progress: bool = True  # a bar on a TTY
@@ -94,6 +97,18 @@ class LoopConfig:
             raise ValueError("loop.log_every must be >= 1")
         if self.ckpt_every < 0 or self.keep_checkpoints < 1 or self.max_nonfinite_in_row < 1:
             raise ValueError("loop.ckpt_every must be >= 0, keep_checkpoints and max_nonfinite_in_row >= 1")
+        if self.deepspeed.enabled and self.checkpoint_dir and "://" in self.checkpoint_dir:
+            raise ValueError("loop.checkpoint_dir: DeepSpeed writes a shard per rank, so its checkpoints need a "
+                             "path every node mounts, not a URL")
+
+
+def checkpoint_location(cfg: LoopConfig | dict, default: str | Path | None) -> str | Path | None:
+    """``loop.checkpoint_dir`` (a path or an fsspec URL) or the stage's ``OUTPUT/checkpoints``."""
+    chosen = cfg.get("checkpoint_dir") if isinstance(cfg, dict) else cfg.checkpoint_dir
+    chosen = chosen if chosen is not None else default
+    if chosen is None or ckpt.remote.is_url(chosen):
+        return chosen
+    return Path(chosen)
 
 
 def resolve_device(cfg: LoopConfig, world: World) -> torch.device:
@@ -194,7 +209,7 @@ def train_loop(task: Task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, outp
     """
     check_task(task)
     world = world or World()
-    ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
+    ckpt_dir = checkpoint_location(cfg, ckpt_dir)
     output_dir = Path(output_dir) if output_dir is not None else None
     is_main = world.rank == 0
     device = resolve_device(cfg, world)

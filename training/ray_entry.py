@@ -15,9 +15,11 @@ must not discard the checkpoints of this run), ``auto`` refuses early when none 
 - ``ray.address: null`` starts a local Ray (``ray.num_cpus`` caps it); an address joins a cluster
   (``--set ray.address=auto`` or ``HOST:6379``). ``FailureConfig(max_failures)`` restarts failed
   workers, which resume from the newest verified checkpoint in ``OUTPUT/checkpoints``.
-- Multi-node: the stage output (checkpoints, final model) is written by rank 0 and read by every
-  rank on resume, so it must be on storage every node reaches (a shared file system). Ray's
-  ``storage_path`` holds only Ray's small run state (results, progress), no model weights.
+- Multi-node: checkpoints are written by rank 0 and read by every rank on resume, so they must be
+  on storage every node reaches: ``loop.checkpoint_dir`` (a shared file system path or an fsspec
+  URL such as ``s3://bucket/run/checkpoints``; default ``OUTPUT/checkpoints``). The final model
+  goes to ``OUTPUT/model`` from rank 0. Ray's ``scaling.storage_path`` holds only Ray's small run
+  state (results, progress), no model weights; on a cluster it too must be shared.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ def run_training(train_func: Callable[[dict], Any], train_loop_config: dict, *, 
     ``train_loop_config`` is the stage config as a dict with a ``loop`` section: its
     ``loop.resume`` is applied here (see the module docstring) and the workers get ``auto``.
     """
+    from training.loop import checkpoint_location
+
     loop = dict(train_loop_config.get("loop") or {})
-    prepare_resume(ckpt_dir, loop.get("resume", "auto"))
+    prepare_resume(checkpoint_location(loop, ckpt_dir), loop.get("resume", "auto"))
     train_loop_config = dict(train_loop_config, loop=dict(loop, resume="auto"))
     if engine == "local":
         if scaling.num_workers != 1:
@@ -153,11 +157,12 @@ def run_training(train_func: Callable[[dict], Any], train_loop_config: dict, *, 
 
 
 def stage_identity(cfg):
-    """The stage config as pinned in the output's identity: ``loop.resume`` is how to run, not what
-    to compute, so ``--set loop.resume=fresh`` on a rerun is not refused as a config change."""
+    """The stage config as pinned in the output's identity: ``loop.resume`` and
+    ``loop.checkpoint_dir`` are how to run, not what to compute, so changing them on a rerun is not
+    refused as a config change."""
     from foundation.config import replace
 
-    return replace(cfg, loop=replace(cfg.loop, resume="auto"))
+    return replace(cfg, loop=replace(cfg.loop, resume="auto", checkpoint_dir=None))
 
 
 def clear_stale_dirs(root: Path) -> None:
