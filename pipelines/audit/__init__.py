@@ -2,7 +2,7 @@
 
 Every page shows the counts invariant, the dropped_by_reason table, dropped and quarantine
 samples and the manifest (page.py); the manifest's ``stage`` picks the stage's own sections:
-corpus, mlm-shards, pairs, train-* (loss, learning rate, skipped steps, throughput over steps;
+corpus, mlm-shards, pairs, mine (scores, ranks), train-* (loss, learning rate, skipped steps, throughput over steps;
 model and checkpoints), eval (metrics per method and per language). A stage without its own
 sections (a newer one) gets the common page. A directory that is no finished stage output is
 refused in one line.
@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 
 from foundation.errors import MgteError, UsageError
-from pipelines.audit import corpus, evaluation, pairs, shards, train
+from pipelines.audit import corpus, evaluation, mine, pairs, shards, train
 from pipelines.audit.page import dropped_samples, head, quarantine, tail, write_page
 
 # manifest "stage" -> (title, module with report(root, manifest, out) -> [html parts])
 REPORTS = {"corpus": ("Corpus", corpus), "mlm-shards": ("MLM shards", shards), "pairs": ("Pairs", pairs),
-           "eval": ("Evaluation", evaluation)}
-KINDS = "corpus, mlm-shards, pairs, train mlm/cpt/..., eval"
+           "eval": ("Evaluation", evaluation), "mine": ("Hard negatives", mine)}
+KINDS = "corpus, mlm-shards, pairs, mine, train mlm/cpt/..., eval"
 
 
 def _manifest(root: Path) -> dict:
