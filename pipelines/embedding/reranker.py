@@ -1,5 +1,9 @@
 """Cross-encoders: score ``[CLS] q [SEP] d`` pairs with our reranker head (``MGTEForSequenceClassification``)
-or any ``AutoModelForSequenceClassification``."""
+or any ``AutoModelForSequenceClassification`` (e.g. a ``mgte train reranker`` output).
+
+A pair is cut as the reranker was trained (``training.rerank_data.encode_pairs``): the query first,
+to at most ``min(query_max_tokens, max_length // 2)`` tokens, then the document to what is left
+(the tokenizer's ``only_second`` truncation)."""
 
 from __future__ import annotations
 
@@ -48,18 +52,19 @@ class Reranker:
         self.name, self.model_id = str(name_or_path), f"reranker:{model_fingerprint(model_dir)}"
 
     def score(self, queries: Sequence[str], docs: Sequence[str], *, max_length: int, max_tokens: int = 16384,
-              max_batch: int = 32) -> tuple[np.ndarray, int]:
+              max_batch: int = 32, query_max_tokens: int = 512) -> tuple[np.ndarray, int]:
         """One score per (query, doc) pair, and how many pairs were truncated.
 
-        Each distinct text is tokenised once; documents are cut to ``max_length`` tokens' worth of
-        text before pairing, so a long document is not re-tokenised for every query.
+        Each distinct text is tokenised once; queries are cut to their budget and documents to
+        ``max_length`` tokens' worth of text before pairing, so a long document is not
+        re-tokenised for every query.
         """
         import torch
 
         from model.batching import token_budget_batches
 
         max_length = min(max_length, self.context_length)
-        q_len, _ = self._lengths(queries, max_length)
+        q_len, q_cut = self._lengths(queries, max(1, min(query_max_tokens, max_length // 2)))
         d_len, d_cut = self._lengths(docs, max_length)
         extra = self.tokenizer.num_special_tokens_to_add(pair=True)
         totals = [q_len[q] + d_len[d] + extra for q, d in zip(queries, docs)]
@@ -69,9 +74,9 @@ class Reranker:
             batches = token_budget_batches([min(t, max_length) for t in totals], max_tokens, longest_first=True,
                                            padded=True, max_batch=max_batch)
             for batch in progress(batches, "rerank"):
-                inputs = self.tokenizer([queries[i] for i in batch], [d_cut[docs[i]] for i in batch], padding=True,
-                                        truncation="longest_first", max_length=max_length, return_tensors="pt",
-                                        verbose=False).to(self.device)
+                inputs = self.tokenizer([q_cut[queries[i]] for i in batch], [d_cut[docs[i]] for i in batch],
+                                        padding=True, truncation="only_second", max_length=max_length,
+                                        return_tensors="pt", verbose=False).to(self.device)
                 if "token_type_ids" not in self.forward_args:
                     inputs.pop("token_type_ids", None)
                 logits = self.model(**inputs).logits.float()  # (batch, labels)
