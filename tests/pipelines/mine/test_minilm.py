@@ -2,7 +2,6 @@
 equal a brute-force ranking computed independently with sentence-transformers."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 
