@@ -5,7 +5,8 @@
 fault fires only if that file does not exist yet (it is created first), so a rerun succeeds.
 Several faults are separated by ``;``. Actions: ``exit137``, ``enospc`` (raise OSError ENOSPC),
 ``sigterm`` (send SIGTERM to this process), ``nan`` (``fault_point`` returns True: the caller
-poisons its value). Without the variable every call is a cheap no-op.
+poisons its value), ``pause`` (sleep ``seconds``, default 120: a window in which a test kills
+something else, e.g. a node of a cluster). Without the variable every call is a cheap no-op.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ class Fault:
     count: int = 1
     action: str = "exit137"
     once: str | None = None
+    seconds: float = 120.0
 
 
 def parse(spec: str) -> list[Fault]:
@@ -33,7 +36,8 @@ def parse(spec: str) -> list[Fault]:
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         kv = dict(item.split("=", 1) for item in part.split(","))
         faults.append(Fault(point=kv["point"], count=int(kv.get("count", 1)),
-                            action=kv.get("action", "exit137"), once=kv.get("once")))
+                            action=kv.get("action", "exit137"), once=kv.get("once"),
+                            seconds=float(kv.get("seconds", 120))))
     return faults
 
 
@@ -60,5 +64,8 @@ def fault_point(name: str, path: str | None = None) -> bool:
             return False
         if fault.action == "nan":
             return True
+        if fault.action == "pause":
+            time.sleep(fault.seconds)
+            return False
         raise ValueError(f"{ENV}: unknown action {fault.action!r}")
     return False
