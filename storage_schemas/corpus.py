@@ -84,3 +84,18 @@ DEDUP_DECISION = Table(
         col("similarity", pa.float32(), "estimated Jaccard to its cluster (1.0 for exact duplicates)"),
     ]),
 )
+
+DEDUP_INDEX = Table(
+    "corpus_dedup_index",
+    "What a later incremental build (`previous: [DIR]`) de-duplicates against, without reading text "
+    "(`index/*.parquet` of every corpus output): one row per candidate of the build, i.e. every "
+    "language-identified document, kept or not, so that a later build decides exactly as one build "
+    "over all inputs would.",
+    pa.schema([
+        col("path", pa.string(), "input file of the document"),
+        col("line", pa.int64(), "its line/row"),
+        col("id", pa.string(), "document id"),
+        col("text_hash", pa.string(), "xxh3-128 of the normalised text (exact-duplicate key)"),
+        col("minhash", pa.list_(pa.uint32()), "MinHash signature (bands x rows values); empty when near-dedup is off"),
+    ]),
+)

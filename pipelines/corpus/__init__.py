@@ -2,7 +2,10 @@
 
 Outputs (CONTRACT.md): ``data/`` (clean docs), ``dropped/`` (id, reason, scores),
 ``quarantine/`` (unreadable records with path and line), ``stats/lang_stats.parquet`` (per-language
-counts and the eq. 1 sampling table), ``manifest.json``, ``_SUCCESS``.
+counts and the eq. 1 sampling table), ``stats/lang_stats_cumulative.parquet`` (the same over this
+build and its ``previous`` builds), ``index/`` (ids, text hashes, MinHash signatures of every
+candidate: what a later incremental build de-duplicates against, see
+:mod:`pipelines.corpus.incremental`), ``manifest.json``, ``_SUCCESS``.
 
 The stage only declares its phases on the stage contract (:mod:`pipelines.contract`): read each
 input, de-duplicate over all of them, write each input; the runner owns begin, input pinning,
@@ -21,6 +24,7 @@ from foundation.ledger import deps_hash
 from pipelines.contract import Phase, Result, Stage, StageSpec, run_stage, task_outputs
 from pipelines.corpus.config import Config
 from pipelines.corpus.dedup_engines import run_dedup
+from pipelines.corpus.incremental import cumulative_stats, previous_index_items, resolve_previous
 from pipelines.corpus.stats import language_stats
 from pipelines.corpus.steps import DEDUP_TASK, read_task, run_read_task, run_write_task, write_task
 from pipelines.readers import expand_inputs
@@ -29,21 +33,26 @@ from storage_schemas import LANG_STATS
 __all__ = ["Config", "run"]
 
 
-def _dedup_items(stage: Stage, cfg: Config, deps: str, earlier: dict[str, list[dict]]) -> list[tuple]:
-    candidates = [str(stage.out.root / f) for f in task_outputs(earlier["read"], "_work/candidates")]
-    return [(candidates, cfg.dedup, stage.out, deps)]
+def _dedup_items(stage: Stage, cfg: Config, deps: str, previous: list[dict],
+                 earlier: dict[str, list[dict]]) -> list[tuple]:
+    """This build's candidates (build number ``len(previous)``) and the previous builds' indexes."""
+    build = len(previous)
+    candidates = [(str(stage.out.root / f), build) for f in task_outputs(earlier["read"], "_work/candidates")]
+    return [(previous_index_items(previous) + candidates, cfg.dedup, stage.out, deps, build)]
 
 
 def phases(cfg: Config, stage: Stage) -> list[Phase]:
-    """read (one task per input, largest first) -> dedup (one, over every candidate) -> write
-    (one task per input); dedup and write are valid only for this set of read tasks (``deps``)."""
+    """read (one task per input, largest first) -> dedup (one, over every candidate and the
+    previous builds' indexes) -> write (one task per input); dedup and write are valid only for
+    this set of read tasks (``deps``)."""
     entries, out = stage.entries, stage.out
+    previous = resolve_previous(cfg)
     reads = [read_task(e) for e in entries]
     deps = deps_hash(reads)
     return [
         Phase("read", [(e, cfg, out) for e in entries], run_read_task, names=reads,
               sort_key=lambda item: -item[0]["size"]),  # largest first: workers finish together
-        Phase("dedup", functools.partial(_dedup_items, stage, cfg, deps), run_dedup, names=[DEDUP_TASK],
+        Phase("dedup", functools.partial(_dedup_items, stage, cfg, deps, previous), run_dedup, names=[DEDUP_TASK],
               deps=deps, drives_engine=True),
         Phase("write", [(e, cfg, out, deps) for e in entries], run_write_task,
               names=[write_task(e) for e in entries], deps=deps),
@@ -51,17 +60,23 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
 
 
 def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
-    """The per-language table (eq. 1) over the written documents."""
+    """The per-language table (eq. 1) over the written documents, and over every build."""
     out = stage.out
     data_files = [out.root / f for f in task_outputs(result.markers["write"], "data")]
     docs = pq.read_table(data_files, columns=["lang", "n_chars", "n_bytes", "n_tokens"]) if data_files else None
     stats_rows = language_stats(docs, cfg.stats.alpha, with_tokens=cfg.stats.tokenizer is not None)
     stats_rel = out.write_rows("stats/lang_stats.parquet", stats_rows, LANG_STATS)
+    previous = resolve_previous(cfg)
+    cumulative = cumulative_stats(previous, stats_rows, cfg.stats.alpha)
+    cumulative_rel = out.write_rows("stats/lang_stats_cumulative.parquet", cumulative, LANG_STATS)
     by_reason = result.dropped_by_reason
     extra = {"files": len(stage.entries), "languages": len(stats_rows),
              "duplicates": {k: v for k, v in by_reason.items() if k.endswith("_duplicate")},
-             "lang_stats": stats_rows}
-    return {"lang_stats": [stats_rel]}, extra
+             "lang_stats": stats_rows, "previous": previous,
+             "cumulative": {"builds": len(previous) + 1, "kept": sum(r["docs"] for r in cumulative),
+                            "languages": len(cumulative)}}
+    return {"lang_stats": [stats_rel], "lang_stats_cumulative": [cumulative_rel],
+            "dedup_index": sorted(task_outputs(result.markers["read"], "index"))}, extra
 
 
 def run(cfg: Config) -> dict:

@@ -229,3 +229,6 @@ class Config(DataStageConfig):
     quality: QualityConfig = QualityConfig()
     dedup: DedupConfig = DedupConfig()
     stats: StatsConfig = StatsConfig()
+    # earlier corpus outputs this build de-duplicates against (incremental builds,
+    # pipelines.corpus.incremental); their own `previous` are followed too
+    previous: tuple[str, ...] = ()

@@ -75,9 +75,16 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---- decisions -------------------------------------------------------------------------------
-# A "key" is the record's position in the input plus its id: (path, line, id). It orders records
-# the same way on every engine and is unique, so it decides survivors and joins decisions back.
-Key = tuple[str, int, str]
+# A "key" is the record's build, its position in the input and its id: (build, path, line, id);
+# ``build`` is 0.. for the previous builds of an incremental build (oldest first) and the highest
+# number for the build running now, and may be left out (path, line, id) in a single build. Keys
+# order records the same way on every engine and are unique, so they decide survivors (an earlier
+# build's copy always wins; inside a build the earliest record) and join decisions back.
+Key = tuple
+
+
+def _build_of(key: Key) -> int:
+    return key[0] if len(key) == 4 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +94,22 @@ class Decision:
     reason: str  # exact_duplicate | near_duplicate
     duplicate_of: str  # id of the survivor
     similarity: float
+    build: int = 0  # the build of the removed record
+
+    @classmethod
+    def of(cls, key: Key, reason: str, survivor: Key, similarity: float) -> "Decision":
+        return cls(key[-3], key[-2], reason, survivor[-1], similarity, _build_of(key))
 
     def row(self) -> dict:
         return {"path": self.path, "line": self.line, "reason": self.reason, "duplicate_of": self.duplicate_of,
-                "similarity": self.similarity}
+                "similarity": self.similarity, "build": self.build}
 
 
 def exact_group_decisions(members: Iterable[Key]) -> tuple[Key, list[Decision]]:
     """One text-hash group of keys -> (survivor, decisions for the others)."""
     ordered = sorted(members)
     survivor = ordered[0]
-    return survivor, [Decision(k[0], k[1], "exact_duplicate", survivor[2], 1.0) for k in ordered[1:]]
+    return survivor, [Decision.of(k, "exact_duplicate", survivor, 1.0) for k in ordered[1:]]
 
 
 def bucket_links(members: Iterable[tuple[Key, np.ndarray]], threshold: float) -> list[tuple[Key, Key, float]]:
@@ -143,5 +155,5 @@ def near_duplicate_decisions(links: Iterable[tuple[Key, Key, float]]) -> list[De
     for key in sorted(uf.parent):
         root = uf.find(key)
         if root != key:
-            out.append(Decision(key[0], key[1], "near_duplicate", root[2], best.get(key, 0.0)))
+            out.append(Decision.of(key, "near_duplicate", root, best.get(key, 0.0)))
     return out

@@ -28,8 +28,8 @@ from foundation.ledger import StageOutput
 from pipelines.engines import beam_error
 
 
-def _key(row: dict) -> tuple[str, int, str]:
-    return (row["path"], int(row["line"]), row["id"])
+def _key(row: dict) -> tuple[int, str, int, str]:
+    return (int(row.get("build") or 0), row["path"], int(row["line"]), row["id"])
 
 
 def exact_stage(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
@@ -75,13 +75,15 @@ def dedup_in_memory(rows: list[dict], cfg: DedupConfig) -> list[dict]:
     return decisions
 
 
-def dedup_local(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+def dedup_local(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+                build: int = 0) -> None:
     rows = [r for f in files for r in read_dedup_rows(f)]
-    write_decisions(out, dedup_in_memory(rows, cfg), len(rows), deps)
+    write_decisions(out, dedup_in_memory(rows, cfg), len(rows), deps, build)
 
 
 # ---- Apache Beam ---------------------------------------------------------------------------------
-def dedup_beam(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+               build: int = 0) -> None:
     import apache_beam as beam
 
     try:
@@ -105,11 +107,12 @@ def dedup_beam(engine, files: list[str], cfg: DedupConfig, out: StageOutput, dep
                     decisions.append(near)
                 merged = (decisions | "Merge" >> beam.Flatten()) if decisions else (p | "NoDecisions" >> beam.Create([]))
                 (merged | "AllDecisions" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n, deps), beam.pvalue.AsSingleton(n_rows)))
+                 | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n, deps, build),
+                                      beam.pvalue.AsSingleton(n_rows)))
     except MgteError:
         raise
     except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
-        raise beam_error(exc, [(f,) for f in files]) from exc
+        raise beam_error(exc, [(f,) for f, _ in files]) from exc
 
 
 def _exact_tagged(kv):
@@ -123,7 +126,8 @@ def _exact_tagged(kv):
 
 
 # ---- Ray Data ------------------------------------------------------------------------------------
-def dedup_ray(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
+def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+              build: int = 0) -> None:
     """Exact groups and LSH buckets are hash-partitioned into a few groups per CPU: Ray Data's
     ``map_groups`` costs about a task per group, so one group per text hash or band bucket
     (hundreds of thousands) would cost more than the de-duplication itself."""
@@ -133,13 +137,19 @@ def dedup_ray(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
     parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    local = all("://" not in f for f in files)
+    local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
     # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
     # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
     retry = engine.retry_args
-    ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem() if local else None,
-                               ray_remote_args=retry).select_columns(DEDUP_COLUMNS)
+    by_build: dict[int, list[str]] = defaultdict(list)
+    for f, b in files:
+        by_build[b].append(f)
+    parts_ds = [ray.data.read_parquet(fs, filesystem=pafs.LocalFileSystem() if local else None, ray_remote_args=retry)
+                .select_columns(DEDUP_COLUMNS)
+                .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
+                for b, fs in sorted(by_build.items())]
+    ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
     n_rows = ds.count()
     decisions: list[dict] = []
     survivors = ds
@@ -154,10 +164,16 @@ def dedup_ray(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps
                  .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
                                              batch_format="pyarrow")
                  .take_all())
-        triples = [((r["a_path"], r["a_line"], r["a_id"]), (r["b_path"], r["b_line"], r["b_id"]), r["sim"])
-                   for r in links]
+        triples = [((r["a_build"], r["a_path"], r["a_line"], r["a_id"]),
+                    (r["b_build"], r["b_path"], r["b_line"], r["b_id"]), r["sim"]) for r in links]
         decisions += [d.row() for d in near_duplicate_decisions(triples)]
-    write_decisions(out, decisions, n_rows, deps)
+    write_decisions(out, decisions, n_rows, deps, build)
+
+
+def _with_build(table, build: int):
+    import pyarrow as pa
+
+    return table.append_column("build", pa.array([build] * table.num_rows, pa.int64()))
 
 
 def _part(key: str, parts: int) -> int:
@@ -176,15 +192,15 @@ def _band_rows(table, cfg: DedupConfig, parts: int):
     block must have the same columns and types as a full one when Ray shuffles them."""
     import pyarrow as pa
 
-    schema = pa.schema([("band", pa.string()), ("part", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
-                        ("id", pa.string()), ("minhash", pa.list_(pa.uint32()))])
-    rows = [{"band": k, "part": _part(k, parts), "path": m[0][0], "line": m[0][1], "id": m[0][2],
+    schema = pa.schema([("band", pa.string()), ("part", pa.int64()), ("build", pa.int64()), ("path", pa.string()),
+                        ("line", pa.int64()), ("id", pa.string()), ("minhash", pa.list_(pa.uint32()))])
+    rows = [{"band": k, "part": _part(k, parts), "build": m[0][0], "path": m[0][1], "line": m[0][2], "id": m[0][3],
              "minhash": m[1].tolist()} for r in table.to_pylist() for k, m in band_items(r, cfg)]
     return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _decision(row: dict) -> dict:
-    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity")}
+    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity", "build")}
 
 
 def _ray_exact(table):
@@ -199,9 +215,11 @@ def _ray_exact(table):
         keep, dups = exact_stage(members)
         rows += [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
         rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
-                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"]} for d in dups]
+                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"],
+                  "build": d["build"]} for d in dups]
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
+        ("build", pa.int64()),
         ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
         ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
 
@@ -212,19 +230,22 @@ def _ray_links(table, threshold: float):
 
     buckets: dict[str, list] = defaultdict(list)
     for r in table.to_pylist():
-        buckets[r["band"]].append(((r["path"], int(r["line"]), r["id"]), np.asarray(r["minhash"], np.uint32)))
+        buckets[r["band"]].append(((int(r["build"]), r["path"], int(r["line"]), r["id"]),
+                                   np.asarray(r["minhash"], np.uint32)))
     links = [link for members in buckets.values() for link in bucket_stage(members, threshold)]
+    fields = ("build", "path", "line", "id")
+    types = (pa.int64(), pa.string(), pa.int64(), pa.string())
     return pa.Table.from_pylist(
-        [{"a_path": a[0], "a_line": a[1], "a_id": a[2], "b_path": b[0], "b_line": b[1], "b_id": b[2], "sim": s}
+        [{**{f"a_{f}": v for f, v in zip(fields, a)}, **{f"b_{f}": v for f, v in zip(fields, b)}, "sim": s}
          for a, b, s in links],
-        schema=pa.schema([("a_path", pa.string()), ("a_line", pa.int64()), ("a_id", pa.string()),
-                          ("b_path", pa.string()), ("b_line", pa.int64()), ("b_id", pa.string()),
-                          ("sim", pa.float64())]))
+        schema=pa.schema([(f"{side}_{f}", t) for side in "ab" for f, t in zip(fields, types)] + [("sim", pa.float64())]))
 
 
 DEDUP = {"local": dedup_local, "beam": dedup_beam, "ray": dedup_ray}
 
 
-def run_dedup(engine, files: list[str], cfg: DedupConfig, out: StageOutput, deps: str) -> None:
-    """The dedup task on ``engine`` (a :mod:`pipelines.engines` engine)."""
-    DEDUP[engine.name](engine, files, cfg, out, deps)
+def run_dedup(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+              build: int = 0) -> None:
+    """The dedup task on ``engine`` (a :mod:`pipelines.engines` engine) over ``(file, build)``
+    pairs: this build's candidates and the indexes of previous builds; decides this ``build``'s."""
+    DEDUP[engine.name](engine, files, cfg, out, deps, build)

@@ -32,3 +32,23 @@ def reason_counts(tables: list[pa.Table]) -> dict[str, int]:
             for row in pc.value_counts(t["reason"]).to_pylist():
                 out[row["values"]] = out.get(row["values"], 0) + row["counts"]
     return out
+
+
+def combine_stats(tables: list[list[dict]], alpha: float) -> list[dict]:
+    """LANG_STATS rows summed over several tables (e.g. one per build), with eq. 1 redone."""
+    totals: dict[str, dict] = {}
+    for rows in tables:
+        for r in rows:
+            t = totals.setdefault(r["lang"], {"docs": 0, "chars": 0, "bytes": 0, "tokens": 0, "has_tokens": True})
+            for k in ("docs", "chars", "bytes"):
+                t[k] += r[k]
+            if r.get("tokens") is None:
+                t["has_tokens"] = False
+            else:
+                t["tokens"] += r["tokens"]
+    if not totals:
+        return []
+    probs = eq1({lang: t["docs"] for lang, t in totals.items()}, alpha)
+    return [{"lang": lang, "docs": t["docs"], "chars": t["chars"], "bytes": t["bytes"],
+             "tokens": t["tokens"] if t["has_tokens"] else None, "p": probs[lang][0], "q": probs[lang][1],
+             "alpha": alpha} for lang, t in sorted(totals.items(), key=lambda kv: (-kv[1]["docs"], kv[0]))]

@@ -39,6 +39,7 @@ from foundation.faults import fault_point
 from pipelines.readers import Quarantined, check_text, read_records
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, QUARANTINE
+from storage_schemas.corpus import DEDUP_INDEX
 
 TEXT_PREVIEW = 2000
 DEDUP_TASK = "dedup"
@@ -153,6 +154,7 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
         })
     files = [
         out.write_rows(f"_work/candidates/{task}.parquet", candidates, CANDIDATE),
+        out.write_rows(f"index/{task}.parquet", candidates, DEDUP_INDEX),  # for later incremental builds
         out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED),
         out.write_rows(f"quarantine/{task}.parquet", quarantined, QUARANTINE),
     ]
@@ -164,19 +166,22 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
 DEDUP_COLUMNS = ["path", "line", "id", "text_hash", "minhash"]
 
 
-def read_dedup_rows(path: str | Path) -> list[dict]:
-    """The columns de-duplication needs from one candidates file."""
-    return pq.read_table(path, columns=DEDUP_COLUMNS).to_pylist()
+def read_dedup_rows(item: tuple[str, int]) -> list[dict]:
+    """The columns de-duplication needs from one candidates (or previous build's index) file,
+    ``item = (path, build)``, each row tagged with its build."""
+    path, build = item
+    return [dict(r, build=build) for r in pq.read_table(path, columns=DEDUP_COLUMNS).to_pylist()]
 
 
-def write_decisions(out: StageOutput, decisions: list[dict], n_candidates: int, deps: str) -> dict:
-    """The dedup task's output and marker; ``deps``: the read tasks whose candidates it read."""
-    decisions = sorted(decisions, key=lambda d: (d["path"], d["line"]))
+def write_decisions(out: StageOutput, decisions: list[dict], n_rows: int, deps: str, build: int = 0) -> dict:
+    """The dedup task's output and marker: the decisions about this build's records (``build``;
+    the rows of previous builds only take part). ``deps``: the read tasks whose candidates it read."""
+    decisions = sorted((d for d in decisions if d.get("build", 0) == build), key=lambda d: (d["path"], d["line"]))
     rel = out.write_rows(DEDUP_FILE, decisions, DEDUP_DECISION)
     reasons = Counter(d["reason"] for d in decisions)
     # The dedup task only decides; its records are counted by the write tasks.
     return out.mark_task(DEDUP_TASK, EMPTY_COUNTS, [rel], deps=deps,
-                         extra={"decisions": dict(reasons), "candidates": n_candidates})
+                         extra={"decisions": dict(reasons), "candidates": n_rows})
 
 
 @functools.lru_cache(maxsize=2)
