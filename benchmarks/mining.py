@@ -121,6 +121,16 @@ def synthetic_shards(n: int, root: Path, seed: int = 0) -> list[Path]:
     return paths
 
 
+QUERIES = """
+root = Path(sys.argv[1])
+shards = [np.load(p, mmap_mode="r") for p in sorted(root.glob("shard-*.npy"))]
+n = sum(s.shape[0] for s in shards)
+rng = np.random.default_rng(1)  # 1,000 queries near stored vectors (perturbed copies)
+q = np.asarray(shards[0][:1000], dtype=np.float32) + 0.3 * rng.normal(size=(1000, shards[0].shape[1])).astype(np.float32)
+q /= np.linalg.norm(q, axis=1, keepdims=True)
+keys = np.arange(n)
+"""
+
 SEARCH = """
 import threading
 import numpy as np
@@ -135,34 +145,20 @@ def sample():
         time.sleep(0.02)
 done = False
 threading.Thread(target=sample, daemon=True).start()
-root = Path(sys.argv[1])
-shards = [np.load(p, mmap_mode="r") for p in sorted(root.glob("shard-*.npy"))]
-n = sum(s.shape[0] for s in shards)
-rng = np.random.default_rng(1)
-q = np.asarray(shards[0][:1000], dtype=np.float32) + 0.3 * rng.normal(size=(1000, shards[0].shape[1])).astype(np.float32)
-q /= np.linalg.norm(q, axis=1, keepdims=True)
-keys = np.arange(n)
-t = time.perf_counter()
+{queries}t = time.perf_counter()
 exact_search(q, shards, np.full(1000, 100), keys)
 search_s = time.perf_counter() - t
 done = True
 result = {"vectors": n, "search_s": round(search_s, 2), "peak_anon_mb": round(peak[0] / 1024, 1),
           "vectors_file_mb": round(n * shards[0].shape[1] * 2 / 2**20, 1)}
-"""
+""".replace("{queries}", QUERIES)
 
 IVF = """
 import numpy as np
 from pathlib import Path
 from pipelines.mine.config import SearchConfig
 from pipelines.mine.search import ann_search, build_index, exact_search, index_params
-root = Path(sys.argv[1])
-shards = [np.load(p, mmap_mode="r") for p in sorted(root.glob("shard-*.npy"))]
-n = sum(s.shape[0] for s in shards)
-rng = np.random.default_rng(1)
-q = np.asarray(shards[0][:1000], dtype=np.float32) + 0.3 * rng.normal(size=(1000, shards[0].shape[1])).astype(np.float32)
-q /= np.linalg.norm(q, axis=1, keepdims=True)
-keys = np.arange(n)
-ks = np.full(1000, 100)
+{queries}ks = np.full(1000, 100)
 t = time.perf_counter(); exact = exact_search(q, shards, ks, keys); flat_s = time.perf_counter() - t
 cfg = SearchConfig(index="ivf", nlist=1024, nprobe=32, slack=0)
 t = time.perf_counter(); path = build_index(shards, index_params(cfg, n), root / "ivf.faiss"); build_s = time.perf_counter() - t
@@ -170,7 +166,7 @@ t = time.perf_counter(); approx = ann_search(path, cfg, q, ks, keys); ivf_s = ti
 recall = float(np.mean([len(set(a[0]) & set(b[0])) / 100 for a, b in zip(approx, exact)]))
 result = {"vectors": n, "flat_s": round(flat_s, 2), "ivf_build_s": round(build_s, 2), "ivf_search_s": round(ivf_s, 2),
           "ivf_recall@100": round(recall, 4), "flat_qps": round(1000 / flat_s, 1), "ivf_qps": round(1000 / ivf_s, 1)}
-"""
+""".replace("{queries}", QUERIES)
 
 
 def search_bench(work: Path, sizes: list[int], ivf_size: int) -> dict:

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from foundation.ledger import StageOutput
-from pipelines.mine.encode import model_identity, open_vectors, read_column, rows_of
+import pipelines.mine.encode as encode
+from pipelines.mine.encode import open_vectors, read_column, rows_of
 from pipelines.mine.inputs import dropped_row
 from pipelines.mine.search import ann_search, build_index, exact_search, index_params, index_path, use_gpu
 from pipelines.mine.select import TOO_FEW, Rule, choose, ranked_without, sample_seed
@@ -30,7 +31,7 @@ def search_task(chunk: int) -> str:
 
 
 def miner_id(cfg) -> str:
-    identity = model_identity(cfg.model)
+    identity = encode.model_identity(cfg.model)
     return f"{cfg.model} ({identity['kind']}:{identity['fingerprint']})"
 
 

@@ -15,6 +15,7 @@ shard with numpy and ranked from the full row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -44,12 +45,18 @@ def use_gpu(setting: str) -> bool:
     return setting == "auto" and hasattr(faiss, "knn_gpu") and faiss.get_num_gpus() > 0
 
 
+@functools.lru_cache(maxsize=1)
+def _gpu_resources():
+    import faiss
+
+    return faiss.StandardGpuResources()
+
+
 def _knn(queries: np.ndarray, block: np.ndarray, k: int, gpu: bool) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     if gpu:
-        res = faiss.StandardGpuResources()
-        return faiss.knn_gpu(res, queries, block, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return faiss.knn_gpu(_gpu_resources(), queries, block, k, metric=faiss.METRIC_INNER_PRODUCT)
     return faiss.knn(queries, block, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
