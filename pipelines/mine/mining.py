@@ -59,12 +59,13 @@ def mine_chunk(task: str, chunk: int, vectors: dict[str, dict], index_marker: di
     size = cfg.search.query_chunk
     lo_q = chunk * size
     qtable = pq.read_table(out.root / QUERY_TABLE).slice(lo_q, size)
-    qids, excluded = qtable.column("query_id").to_pylist(), qtable.column("excluded").to_pylist()
+    qids, removed = qtable.column("query_id").to_pylist(), qtable.column("removed").to_pylist()
+    copies = qtable.column("copies").to_pylist()
     rows = pq.read_table(out.root / ROWS, filters=[("qrow", ">=", lo_q), ("qrow", "<", lo_q + len(qids))])
     rows = rows.sort_by([("qrow", "ascending"), ("path", "ascending"), ("line", "ascending")]).to_pylist()
     queries = rows_of(open_vectors(vectors["queries"]), np.arange(lo_q, lo_q + len(qids)))
     rule = Rule.of(cfg)
-    ks = np.asarray([rule.hi + len(e) for e in excluded], dtype=np.int64)
+    ks = np.asarray([rule.hi + len(e) for e in removed], dtype=np.int64)
     keys = np.load(out.root / CANDIDATE_KEYS)
     ranked = _rank(cfg, queries, ks, vectors["candidates"], index_marker, keys)
     positives = {name: open_vectors(vectors[name]) for name in ("candidates", "positives")}
@@ -73,9 +74,10 @@ def mine_chunk(task: str, chunk: int, vectors: dict[str, dict], index_marker: di
         i = row["qrow"] - lo_q
         pos_vec = rows_of(positives[row["pos_in"]], np.asarray([row["pos_row"]]))[0]
         positive_score = float(np.float32(queries[i] @ pos_vec))
-        cand_rows, scores, ranks = ranked_without(*ranked[i], np.asarray(excluded[i], dtype=np.int64), rule.hi)
+        cand_rows, scores, ranks = ranked_without(*ranked[i], np.asarray(removed[i], dtype=np.int64), rule.hi)
         seed = sample_seed(rule.seed, row["query_id"], row["positive_id"] or row["positive_hash"])
-        chosen, facts = choose(cand_rows, scores, ranks, positive_score, rule, seed)
+        chosen, facts = choose(cand_rows, scores, ranks, positive_score, rule, seed,
+                               copies=np.isin(cand_rows, np.asarray(copies[i], dtype=np.int64)))
         if chosen is None:
             dropped.append(dropped_row(row, TOO_FEW, facts, positive_score))
             continue

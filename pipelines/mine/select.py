@@ -1,9 +1,10 @@
 """The mining rule for one (query, positive): a plain function over a ranked candidate list.
 
-1. The query's ranking loses its own positives (every candidate whose id is a positive's id or
-   whose normalised-text hash is a positive's hash, so exact copies of a positive go too); the
-   rest are ranked 1, 2, ... in score order (ties by candidate id).
-2. A candidate may be a negative when its rank is in ``rank_range`` [lo, hi], its score is below
+1. The query's ranking loses its own positives (the candidates with a positive's id; for a
+   positive without id, those with its normalised-text hash); the rest are ranked 1, 2, ... in
+   score order (ties by candidate id).
+2. A candidate may be a negative when it is not a copy of a positive (same normalised-text hash
+   under another id: it keeps its rank but is never chosen), its rank is in ``rank_range`` [lo, hi], its score is below
    ``max_score_ratio`` x the positive's score (when set) and below the positive's score minus
    ``margin`` (when set).
 3. ``select: top`` takes the best-ranked ``num_negatives`` of those; ``random`` a sample seeded by
@@ -49,11 +50,15 @@ def sample_seed(seed: int, query_id: str, positive_key: str) -> list[int]:
 
 
 def choose(rows: np.ndarray, scores: np.ndarray, ranks: np.ndarray, positive_score: float, rule: Rule,
-           seed: list[int]) -> tuple[np.ndarray | None, dict]:
-    """Indices (into ``rows``, ascending rank) of the negatives, or None; and the counts behind it."""
+           seed: list[int], copies: np.ndarray | None = None) -> tuple[np.ndarray | None, dict]:
+    """Indices (into ``rows``, ascending rank) of the negatives, or None; and the counts behind it.
+    ``copies``: a mask of the candidates that are copies of a positive (never chosen)."""
     in_window = (ranks >= rule.lo) & (ranks <= rule.hi)
-    passing = in_window.copy()
     facts = {"ranked": int(len(rows)), "in_window": int(in_window.sum())}
+    if copies is not None and copies.any():
+        in_window &= ~copies
+        facts["not_copy"] = int(in_window.sum())
+    passing = in_window.copy()
     if rule.max_score_ratio is not None:
         below = scores < rule.max_score_ratio * positive_score
         facts["below_ratio"] = int((in_window & below).sum())

@@ -9,7 +9,8 @@
 - ``group`` (:func:`group_pairs`): every pair row -> one row per (query, positive) (a repeated one
   dropped as ``duplicate_pair``), the queries in first-seen order, the pool of positives as the
   candidates when ``candidates`` is null, and per query the candidate rows that are its positives
-  (same id, or same normalised-text hash: exact copies of a positive are the positive).
+  (same id; same normalised-text hash for a positive without id), removed from its ranking, and
+  the exact copies of a positive under another id (same hash), ranked but never chosen.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ PAIR_SCHEMA = pa.schema([("path", pa.string()), ("line", pa.int64()), ("query_id
                          ("query", pa.string()), ("positive_id", pa.string()), ("positive", pa.string()),
                          ("positive_hash", pa.string()), ("source", pa.string()), ("lang", pa.string())])
 ROW_SCHEMA = pa.schema([*PAIR_SCHEMA, ("qrow", pa.int64()), ("pos_in", pa.string()), ("pos_row", pa.int64())])
-QUERY_SCHEMA = pa.schema([("qrow", pa.int64()), ("query_id", pa.string()), ("excluded", pa.list_(pa.int64()))])
+QUERY_SCHEMA = pa.schema([("qrow", pa.int64()), ("query_id", pa.string()), ("removed", pa.list_(pa.int64())),
+                          ("copies", pa.list_(pa.int64()))])
 POOL_PREFIX = "h:"  # a pooled positive without an id is named by its text hash
 
 
@@ -140,14 +142,19 @@ def _pool(rows: list[dict]) -> tuple[list[str], list[str], list[str]]:
     return ids, texts, hashes
 
 
-def _excluded(rows: list[dict], by_id: dict[str, int], by_hash: dict[str, list[int]]) -> list[int]:
-    """Candidate rows that are positives of one query: same id, or same normalised-text hash."""
-    found = set()
+def _own(rows: list[dict], by_id: dict[str, int], by_hash: dict[str, list[int]]) -> tuple[list[int], list[int]]:
+    """Candidate rows that are one query's positives (removed from its ranking: same id, or same
+    normalised-text hash for a positive without id) and copies of them (same hash, another id:
+    ranked, never chosen)."""
+    removed, copies = set(), set()
     for row in rows:
-        if row["positive_id"] is not None and row["positive_id"] in by_id:
-            found.add(by_id[row["positive_id"]])
-        found.update(by_hash.get(row["positive_hash"], ()))
-    return sorted(found)
+        if row["positive_id"] is not None:
+            if row["positive_id"] in by_id:
+                removed.add(by_id[row["positive_id"]])
+        else:
+            removed.update(by_hash.get(row["positive_hash"], ()))
+        copies.update(by_hash.get(row["positive_hash"], ()))
+    return sorted(removed), sorted(copies - removed)
 
 
 def group_pairs(pair_files: list[str], candidates_marker: dict | None, cfg, out: StageOutput, deps: str) -> dict:
@@ -207,7 +214,7 @@ def group_pairs(pair_files: list[str], candidates_marker: dict | None, cfg, out:
             extra_texts[row["pos_row"]] = row["positive"]
     rel, data_hash = write_collection(out, POSITIVES, extra_texts)
     collections["positives"] = {"rel": rel, "hash": data_hash, "rows": len(extra_texts)}
-    queries = [{"qrow": i, "query_id": qid, "excluded": _excluded(rs, by_id, by_hash)}
+    queries = [{"qrow": i, "query_id": qid, **dict(zip(("removed", "copies"), _own(rs, by_id, by_hash)))}
                for i, (qid, rs) in enumerate(by_query.items())]
     files += [QUERIES, POSITIVES,
               out.write_table(QUERY_TABLE, pa.Table.from_pylist(queries, schema=QUERY_SCHEMA)),

@@ -31,20 +31,23 @@ def reference(pairs, candidates, cfg):
     out = {}
     for p in pairs:
         own = positives[p["query_id"]]
-        bad = {i for i, (cid, h) in enumerate(zip(ids, hashes))
-               if cid in {o["positive_id"] for o in own} or h in {text_hash(o["positive"]) for o in own}}
+        own_ids = {o["positive_id"] for o in own if o.get("positive_id")}
+        no_id_hashes = {text_hash(o["positive"]) for o in own if not o.get("positive_id")}
+        own_hashes = {text_hash(o["positive"]) for o in own}
+        removed = {i for i, (cid, h) in enumerate(zip(ids, hashes)) if cid in own_ids or h in no_id_hashes}
+        copies = {i for i, h in enumerate(hashes) if h in own_hashes} - removed
         q = fake_vector(p["query"])
         scores = (vecs @ q).astype(np.float32)
-        order = [i for i in np.lexsort((keys, -scores)) if i not in bad]
+        order = [i for i in np.lexsort((keys, -scores)) if i not in removed]
         pos = float(np.float32(q @ fake_vector(p["positive"])))
         passing = []
         for rank, i in enumerate(order[:hi], 1):
-            ok = lo <= rank <= hi
+            ok = lo <= rank <= hi and i not in copies
             ok &= cfg.max_score_ratio is None or scores[i] < cfg.max_score_ratio * pos
             ok &= cfg.margin is None or scores[i] < pos - cfg.margin
             if ok:
                 passing.append((ids[i], rank))
-        out[(p["query_id"], p["positive_id"])] = passing[:cfg.num_negatives] if len(passing) >= cfg.num_negatives else None
+        out[(p["query_id"], p["positive_id"] or p["positive"])] = passing[:cfg.num_negatives] if len(passing) >= cfg.num_negatives else None
     return out
 
 
@@ -57,8 +60,9 @@ def pool(pairs):
 
 def check_against_reference(out, pairs, candidates, cfg):
     ref = reference(pairs, candidates, cfg)
-    rows = {(r["query_id"], r["positive_id"]): r for r in read_rows(out)}
-    dropped = {(r["query_id"], r["positive_id"]) for r in read_dropped(out) if r["reason"] == "too_few_negatives"}
+    rows = {(r["query_id"], r["positive_id"] or r["positive"]): r for r in read_rows(out)}
+    dropped = {(r["query_id"], r["positive_id"] or r["positive"]) for r in read_dropped(out)
+               if r["reason"] == "too_few_negatives"}
     assert set(rows) == {k for k, v in ref.items() if v is not None}
     assert dropped == {k for k, v in ref.items() if v is None}
     for key, row in rows.items():
@@ -174,3 +178,22 @@ def test_cli_bad_input_is_one_line(tmp_path):
                            str(tmp_path / "o2"), "--set", "rank_range=[5,2]"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "rank_range" in proc.stderr
+
+
+def test_pairs_without_ids_group_by_query_text_and_remove_positives_by_text(tmp_path, fake):
+    pairs = [{"query": p["query"], "positive": p["positive"]} for p in topic_pairs()]
+    pairs.append({"query": pairs[0]["query"], "positive": "  " + pairs[0]["positive"] + "  "})  # a spaced copy
+    src = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    cfg = config(tmp_path, [src], "encode.store_dtype=float32")
+    manifest = mine.run(cfg)
+    assert manifest["dropped_by_reason"].get("duplicate_pair") == 1  # the spaced copy is the same pair
+    named = [{"query_id": text_hash(p["query"]), "positive_id": None, **p} for p in pairs[:-1]]
+    pool_ids = {}
+    for p in named:
+        pool_ids.setdefault("h:" + text_hash(p["positive"]), p["positive"])
+    check_against_reference(tmp_path / "out", named, list(pool_ids.items()), cfg)
+    rows = read_rows(tmp_path / "out")
+    siblings = defaultdict(set)
+    for p in named:
+        siblings[p["query_id"]].add("h:" + text_hash(p["positive"]))
+    assert rows and all(not (set(r["negative_ids"]) & siblings[r["query_id"]]) for r in rows)
