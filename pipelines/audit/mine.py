@@ -13,7 +13,7 @@ import numpy as np
 from pipelines.audit.page import esc, image, pyplot, read_rows, short, table
 
 SAMPLE_ROWS = 3
-RULE_COUNTS = ("ranked", "in_window", "below_ratio", "below_margin", "passing")
+RULE_COUNTS = ("ranked", "in_window", "not_copy", "below_ratio", "below_margin", "passing")
 
 
 def _hist(path: Path, series: dict[str, np.ndarray], *, title: str, xlabel: str, bins) -> str:
