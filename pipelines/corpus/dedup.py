@@ -16,8 +16,11 @@ import numpy as np
 import regex
 import xxhash
 
-_SHINGLE_TOKEN = regex.compile(
-    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]\p{M}*|[\p{L}\p{N}\p{M}]+")
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+# one token per character of a script without spaces (its combining marks attached), one per word
+# elsewhere; a word stops where an unspaced script starts ("Linux系统" -> "linux", "系", "统"), so
+# technical text that mixes Latin names into Chinese, Japanese or Thai is still shingled by characters
+_SHINGLE_TOKEN = regex.compile(rf"[{_UNSPACED}]\p{{M}}*|(?:(?![{_UNSPACED}])[\p{{L}}\p{{N}}\p{{M}}])+")
 _MERSENNE = np.uint64((1 << 61) - 1)
 _CHUNK = 8192  # shingles per block: bounds memory at num_perm x 8192 x 8 bytes
 
