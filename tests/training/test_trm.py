@@ -1,0 +1,188 @@
+"""`mgte train trm`: a tiny run from the real all-MiniLM-L6-v2 on a hard-negatives table (plain
+parquet and a finished stage output), the manifest's accounting, sparsity health every step,
+exact resume after SIGTERM, sparse-collapse stop (RELIABILITY row 31), the paper config's numbers,
+and the export: AutoModel, SentenceTransformer (truncate_dim) and SparseEncoder equal to our own
+encode API, in a fresh offline process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from foundation import faults
+from foundation.config import load_config
+from storage_schemas.mine import HARD_NEGATIVES
+from training import trm
+from training.length_groups import PAPER_EMBEDDER_GROUPS
+from training.loop import Preempted
+from training.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = ["rivers", "volcanoes", "bread", "chess", "bicycles", "orchids", "glaciers", "violins", "comets", "bees",
+          "tea", "lighthouses"]
+
+
+def hard_negative_rows(n_neg: int = 3) -> list[dict]:
+    rows = []
+    for i, t in enumerate(TOPICS):
+        others = [TOPICS[(i + k) % len(TOPICS)] for k in range(1, n_neg + 1)]
+        long = " ".join(f"More on {t}, part {k}." for k in range(12)) if i % 3 == 0 else ""
+        rows.append({"query_id": f"q{i}", "query": f"what do people know about {t}?", "positive_id": f"d{i}",
+                     "positive": f"{t.capitalize()} are a favourite topic: the history of {t} and how {t} work. {long}",
+                     "positive_score": 0.8, "negative_ids": [f"d{TOPICS.index(o)}" for o in others],
+                     "negatives": [f"{o.capitalize()} are a favourite topic: the history of {o}." for o in others],
+                     "negative_ranks": list(range(10, 10 + n_neg)), "negative_scores": [0.5] * n_neg,
+                     "source": "title_body", "lang": "en", "miner": "test"})
+    rows.append({**rows[0], "query_id": "short", "negatives": ["only one"], "negative_ids": ["x"],
+                 "negative_ranks": [10], "negative_scores": [0.1]})  # too few negatives: dropped
+    return rows
+
+
+def write_table(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(HARD_NEGATIVES.from_rows(hard_negative_rows()), path)
+    return path
+
+
+def tiny_cfg(tmp_path, inputs, *sets, out="out"):
+    return load_config(trm.Config, REPO / "dags/configs/trm/tiny.yaml", [
+        "input=" + json.dumps([str(p) for p in inputs]), f"output={tmp_path / out}", "engine=local",
+        "data.num_negatives=2", "data.sub_batch=5", "data.query_max_tokens=16", "data.doc_max_tokens=48",
+        "data.groups=[{max_length: 32, batch_size: 4}, {max_length: 48, batch_size: 2}]",
+        "loop.max_steps=4", "loop.ckpt_every=2", "loop.progress=false", "loop.tensorboard=false", *sets])
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(faults.ENV, raising=False)
+    faults._calls.clear()
+    yield
+    faults._calls.clear()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trm")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    cfg = tiny_cfg(tmp, [write_table(tmp / "mined" / "part-0.parquet")])
+    return tmp, cfg, trm.run(cfg)
+
+
+def test_tiny_run_from_minilm_writes_model_health_and_an_accounted_manifest(finished_run):
+    tmp, cfg, manifest = finished_run
+    out = tmp / "out"
+    assert manifest["counts"] == {"input": 13, "kept": 12, "dropped": 1, "quarantined": 0}
+    assert manifest["dropped_by_reason"] == {"too_few_negatives": 1}
+    assert (out / "_SUCCESS").is_file() and (out / "model" / "trm.json").is_file()
+    health = [json.loads(line) for line in (out / "sparsity.jsonl").read_text().splitlines()]
+    assert len(health) == 4  # every step
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("sparse_zero_queries", "sparse_zero_docs", "sparse_terms_queries", "sparse_terms_docs",
+                "sparse_mean_weight", "loss_dense", "loss_sparse", "accuracy"):
+        assert key in rows[-1], key
+    assert rows[-1]["sparse_terms_docs"] > 0
+    info = json.loads((out / "model" / "trm.json").read_text())
+    assert info["pooling"] == "mean" and info["matryoshka_dims"] == list(range(32, 385, 32))
+
+
+EXPORT_CHECK = r"""
+import json, sys
+import numpy as np, torch
+from transformers import AutoModel
+from sentence_transformers import SentenceTransformer, SparseEncoder
+from pipelines.embedding import load_embedder
+
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+AutoModel.from_pretrained(path, trust_remote_code=True)
+ours = load_embedder(path, device="cpu", dim=64).encode(texts, max_length=48, sparse=True)
+st = SentenceTransformer(path, device="cpu", truncate_dim=64)
+st.max_seq_length = 48
+dense = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+sp = SparseEncoder(path, device="cpu", trust_remote_code=True)
+sp.max_seq_length = 48
+vec = sp.encode(texts, convert_to_tensor=True)
+vec = vec.to_dense() if vec.is_sparse else vec
+worst, same_terms = 0.0, True
+for i in range(len(texts)):
+    terms, weights = ours.sparse.row(i)
+    nz = torch.nonzero(vec[i]).flatten()
+    same_terms &= nz.tolist() == terms.tolist()
+    if len(terms):
+        worst = max(worst, float((vec[i, torch.as_tensor(terms)] - torch.as_tensor(weights)).abs().max()))
+print(json.dumps({"dense_shape": list(dense.shape), "dense_diff": float(np.abs(dense - ours.dense).max()),
+                  "sparse_dim": int(vec.shape[1]), "same_terms": same_terms, "sparse_diff": worst,
+                  "nnz": [int(ours.sparse.indptr[i + 1] - ours.sparse.indptr[i]) for i in range(len(texts))]}))
+"""
+
+
+def test_export_loads_in_transformers_and_sentence_transformers_offline(finished_run):
+    tmp, _, _ = finished_run
+    texts = ["what do people know about tea?", "Glaciers are rivers of ice and ice and ice.", "chess"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", EXPORT_CHECK, str(tmp / "out" / "model"), json.dumps(texts)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["dense_shape"] == [3, 64] and got["dense_diff"] < 1e-4
+    assert got["sparse_dim"] == 30522  # vocabulary-sized
+    assert got["same_terms"] and got["sparse_diff"] < 1e-4 and min(got["nnz"]) > 0
+
+
+def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch):
+    ref_tmp, ref_cfg, _ = finished_run
+    cfg = tiny_cfg(tmp_path, ref_cfg.input)
+    monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")
+    with pytest.raises(Preempted):
+        trm.run(cfg)
+    monkeypatch.delenv(faults.ENV)
+    manifest = trm.run(cfg)
+    assert manifest["extra"]["final"]["resumed_from"] == 3
+    losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl")}
+    ref = {r["step"]: r["loss"] for r in read_metrics(ref_tmp / "out" / "metrics.jsonl")}
+    assert losses == pytest.approx(ref, rel=1e-6)
+
+
+def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
+    """RELIABILITY row 31: a head whose weights are all zero (ReLU below 0 everywhere) is caught."""
+    def dead_head(head, init_dir):
+        head.weight.data.zero_()
+        head.bias.data.fill_(-1e4)
+        return True
+
+    monkeypatch.setattr(trm, "init_sparse_head", dead_head)
+    cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], "health.collapse_steps=2", "loop.max_steps=5",
+                   "loop.ckpt_every=0")
+    with pytest.raises(trm.SparseCollapse, match="all-zero for 2 steps in a row"):
+        trm.run(cfg)
+    assert not (tmp_path / "out" / "model").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
+    health = [json.loads(line) for line in (tmp_path / "out" / "sparsity.jsonl").read_text().splitlines()]
+    assert [h["sparse_zero_docs"] for h in health] == [1.0, 1.0]
+
+
+def test_stage_output_input_and_bad_parquet(tmp_path):
+    from foundation.errors import BadInputError
+    from training.trm_data import read_hard_negatives
+
+    table = HARD_NEGATIVES.from_rows(hard_negative_rows())
+    pq.write_table(table.drop(["negatives"]), tmp_path / "bad.parquet")
+    with pytest.raises(BadInputError, match="bad.parquet: missing field 'negatives'"):
+        read_hard_negatives([str(tmp_path / "bad.parquet")])
+    assert read_hard_negatives([str(write_table(tmp_path / "d" / "a.parquet").parent)]).num_rows == 13
+
+
+def test_paper_config_carries_the_paper_numbers():
+    cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
+    assert cfg.loss.mrl_temperature == 0.05 and cfg.loss.sparse_temperature == 0.01
+    assert cfg.loss.dim_step == 32 and cfg.loss.dim_weights == ()
+    assert cfg.data.num_negatives == 8 and cfg.data.groups == PAPER_EMBEDDER_GROUPS
+    assert cfg.epochs == 10 and cfg.scaling.num_workers == 8 and cfg.data.doc_max_tokens == 8192
+    assert cfg.data.gradient_checkpointing and cfg.loss.false_negative_margin is None
+    o = cfg.loop.optim  # "other settings as CPT"
+    assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05, 1.0)
+    assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
