@@ -26,6 +26,7 @@ marked when done so a killed run resumes where it stopped:
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from foundation.ledger import deps_hash, describe_input, input_task
 from pipelines.contract import Phase, Result, Stage, StageSpec, run_stage
@@ -114,8 +115,6 @@ def _later(root) -> list[str]:
 
 
 def run(cfg: Config) -> dict:
-    from pathlib import Path
-
     spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
                      later=lambda entries: _later(Path(cfg.output)), finish=functools.partial(finish, cfg))
     return run_stage(spec, cfg, resolve_inputs(cfg.input))
