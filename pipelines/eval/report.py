@@ -60,6 +60,8 @@ def grouped_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequenc
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     def cell(v):
+        if v is None:
+            return "-"
         return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -129,9 +131,11 @@ def write_comparison(evals: Mapping[str, str | Path], out: str | Path) -> Path:
     grouped_bars(out / "plots/compare_ndcg.png", langs_sorted,
                  {n: [pl.get(lang, {}).get("ndcg@10", 0.0) for lang in langs_sorted] for n, pl in series.items()},
                  ylabel="nDCG@10", title="nDCG@10 per language")
+    per_language = [[name, *[pl.get(lang, {}).get("ndcg@10") for lang in langs_sorted]] for name, pl in series.items()]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>mgte eval comparison</title>{_STYLE}"
             f"</head><body><h1>Evaluation: models side by side</h1>"
             f"{_table(['model / method', *MEASURES, 'queries'], rows)}"
+            f"<h2>nDCG@10 per language</h2>{_table(['model / method', *langs_sorted], per_language)}"
             f"<img src='plots/compare_ndcg.png' alt='nDCG@10 per language'>"
             f"<ul>{''.join(f'<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>' for k, v in evals.items())}"
             f"</ul></body></html>")
