@@ -32,7 +32,7 @@ def test_report_and_comparison(small_beir, tiny_models, tmp_path):
 
     out = write_comparison(dirs, tmp_path / "compare")
     html = out.read_text()
-    assert html.count("<tr>") == 1 + 2  # header, bm25 once, mlm / dense
+    assert html.count("<tr>") == 2 * (1 + 2)  # two tables (overall, per language): header, bm25 once, mlm / dense
     assert "mlm / dense" in html
     assert _png_size(tmp_path / "compare/plots/compare_ndcg.png")[0] > 300
 
