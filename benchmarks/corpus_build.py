@@ -1,6 +1,15 @@
 """Corpus build throughput and near-dup quality (issue 3), in one run.
 
     python benchmarks/corpus_build.py --copies 4 --out benchmarks/corpus_build.json
+    python benchmarks/corpus_build.py --docs 100000 --skip beam-1 beam-2 ray-1 ray-2   # a scale run
+    python benchmarks/corpus_build.py --minhash         # MinHash implementations, per core, same documents
+
+``--docs N`` writes exactly N documents (as many shuffled copies as needed) and adds the peak RSS
+of the dedup step (the dedup of the local-1 run redone alone in a fresh process, over its
+candidates). ``--minhash`` compares our numpy MinHash, rensa (Rust) and datatrove's signature
+step on the bundled corpus: signatures per second on one core, and near-duplicate recall /
+precision on the planted pairs when each one's signatures go through the stage's LSH and
+verification (same bands, rows and threshold).
 
 1. docs/s of `mgte corpus` (local, Beam, Ray engines; 1 and 2 workers) against a datatrove-only
    pipeline with the same blocks (JsonlReader -> FT176 LanguageFilter -> Gopher repetition ->
@@ -19,6 +28,7 @@ lid.176.ftz is placed in datatrove's asset cache (no download).
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -44,15 +54,20 @@ def _lines(path: Path):
                 yield json.loads(line)
 
 
-def make_input(dst: Path, copies: int) -> int:
-    """Write ``copies`` variants of the clean bundled files as plain JSONL; returns the doc count."""
+def make_input(dst: Path, copies: int, limit: int | None = None) -> int:
+    """Write ``copies`` variants of the clean bundled files as plain JSONL (at most ``limit``
+    documents); returns the doc count."""
     dst.mkdir(parents=True, exist_ok=True)
     n = 0
     for c in range(copies):
         for name in CLEAN_FILES:
+            if limit is not None and n >= limit:
+                return n
             out = dst / f"c{c}-{name.replace('.gz', '')}"
             with open(out, "w", encoding="utf-8") as fh:
                 for rec in _lines(RAW / name):
+                    if limit is not None and n >= limit:
+                        break
                     words = rec["text"].split(" ")
                     if c:  # a seeded shuffle breaks the word 5-grams: a new document, not a near copy
                         random.Random(f"{c}-{n}").shuffle(words)
@@ -187,16 +202,118 @@ def near_dup_quality(tmp: Path) -> dict:
             "planted": len(planted_rows), "recall": round(found / max(1, len(planted_rows)), 4)}
 
 
+# ---- MinHash implementations, per core ----------------------------------------------------------
+def _planted_texts() -> tuple[list[dict], dict]:
+    """Every language-identifiable record of the bundled corpus (normalised text) with its truth row."""
+    from pipelines.corpus.normalize import normalize_text
+    from pipelines.readers import Record, read_records
+
+    truth = {(t["file"], t["line"] if t["line"] is not None else t["row"]): t
+             for t in map(json.loads, (ROOT / "data/corpus/truth.jsonl").read_text().splitlines())}
+    rows = []
+    for path in sorted(RAW.iterdir()):
+        for rec in read_records(str(path), text_field="text"):
+            t = truth.get((path.name, rec.line))
+            if not isinstance(rec, Record) or t is None or t["kind"] not in ("original", "exact_duplicate", "near_duplicate"):
+                continue
+            text = rec.data.get("text")
+            if isinstance(text, str) and normalize_text(text):
+                rows.append({"path": path.name, "line": rec.line, "id": f"{path.name}:{rec.line}",
+                             "text": normalize_text(text), "kind": t["kind"]})
+    return rows, truth
+
+
+def _signers(num_perm: int, seed: int, ngram: int) -> dict:
+    """name -> text -> uint32 signature, each over its own shingling of the same text."""
+    import numpy as np
+
+    from foundation.errors import MgteError
+    from pipelines.corpus.dedup import MinHasher, RensaHasher
+
+    signers = {"ours-numpy": functools.partial(MinHasher(num_perm, seed).signature_of, n=ngram)}
+    try:
+        signers["rensa"] = functools.partial(RensaHasher(num_perm, seed).signature_of, n=ngram)
+    except MgteError as exc:
+        print(f"{exc}: skipped", file=sys.stderr)
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.hashing import HashConfig
+
+    dt = MinhashDedupSignature(output_folder=tempfile.mkdtemp(prefix="dt-sig-"), config=MinhashConfig(
+        n_grams=ngram, num_buckets=num_perm // 5, hashes_per_bucket=5, hash_config=HashConfig(precision=32)))
+    def datatrove_sig(text):
+        shingles = dt.get_shingles(text)
+        if not len(shingles):  # fewer words than n_grams: datatrove has no signature; never a duplicate
+            import xxhash
+
+            return np.full(num_perm, xxhash.xxh32_intdigest(text), dtype=np.uint32)
+        return np.asarray([h for band in dt.get_signature(shingles) for h in band], dtype=np.uint64).astype(np.uint32)
+
+    signers["datatrove"] = datatrove_sig
+    return signers
+
+
+def minhash_comparison() -> dict:
+    """Signatures/s on one core and near-dup recall/precision of each implementation."""
+    from pipelines.corpus.config import DedupConfig
+    from pipelines.corpus.dedup import text_hash
+    from pipelines.corpus.dedup_engines import dedup_in_memory
+
+    cfg = DedupConfig()
+    rows, _ = _planted_texts()
+    planted = {r["id"] for r in rows if r["kind"] == "near_duplicate"}
+    dups = {r["id"] for r in rows if r["kind"] != "original"}
+    out = {}
+    for name, sign in _signers(cfg.bands * cfg.rows, cfg.seed, cfg.ngram).items():
+        for r in rows[:50]:
+            sign(r["text"])  # warm up (regex tables, numba/JIT-free caches)
+        t0 = time.process_time()
+        sigs = [sign(r["text"]) for r in rows]
+        secs = time.process_time() - t0
+        dedup_rows = [{"path": r["path"], "line": r["line"], "id": r["id"], "text_hash": text_hash(r["text"]),
+                       "minhash": s.tolist()} for r, s in zip(rows, sigs)]
+        decided = {f"{d['path']}:{d['line']}": d["reason"] for d in dedup_in_memory(dedup_rows, cfg)}
+        near = [k for k, v in decided.items() if v == "near_duplicate"]
+        out[name] = {"docs": len(rows), "cpu_seconds": round(secs, 3), "docs_per_cpu_s": round(len(rows) / secs, 1),
+                     "near_recall": round(sum(k in decided for k in planted) / len(planted), 4),
+                     "near_precision": round(sum(k in dups for k in near) / max(1, len(near)), 4)}
+        print(name, out[name], flush=True)
+    return out
+
+
+def dedup_peak_rss(run_dir: Path) -> dict:
+    """The dedup step of a finished local run, redone alone in a fresh process: its peak RSS."""
+    code = ("import resource, sys, glob; from pipelines.corpus.steps import read_dedup_rows; "
+            "from pipelines.corpus.dedup_engines import dedup_in_memory; from pipelines.corpus.config import DedupConfig; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "rows = [r for f in sorted(glob.glob(sys.argv[1] + '/_work/candidates/*.parquet')) for r in read_dedup_rows((f, 0))]; "
+            "d = dedup_in_memory(rows, DedupConfig()); "
+            "print(len(rows), len(d), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    n_rows, n_dec, base_kb, peak_kb = map(int, proc.stdout.split()[-4:])
+    return {"candidates": n_rows, "decisions": n_dec, "rss_after_imports_mb": round(base_kb / 1024, 1),
+            "peak_rss_mb": round(peak_kb / 1024, 1), "dedup_rss_mb": round((peak_kb - base_kb) / 1024, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--docs", type=int, default=None, help="exactly this many documents (overrides --copies)")
+    ap.add_argument("--minhash", action="store_true", help="only compare the MinHash implementations")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--skip", nargs="*", default=[], help="runs to skip, e.g. ray-2 datatrove-1")
     args = ap.parse_args()
+    if args.minhash:
+        results = {"minhash": minhash_comparison(), "cpus": os.cpu_count()}
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="mgte-bench-"))
     try:
         inp = tmp / "input"
-        n_docs = make_input(inp, args.copies)
+        per_copy = sum(1 for name in CLEAN_FILES for _ in _lines(RAW / name))
+        copies = -(-args.docs // per_copy) if args.docs else args.copies
+        n_docs = make_input(inp, copies, args.docs)
         results: dict = {"docs": n_docs, "files": len(list(inp.iterdir())), "cpus": os.cpu_count(), "runs": {}}
         plan = [("local", 1), ("local", 2), ("beam", 1), ("beam", 2), ("ray", 1), ("ray", 2), ("datatrove", 1), ("datatrove", 2)]
         for engine, workers in plan:
@@ -221,6 +338,9 @@ def main() -> None:
         if "beam-2" in r and "ray-2" in r:
             ratios["beam_vs_ray_2w"] = round(r["beam-2"]["docs_per_s"] / r["ray-2"]["docs_per_s"], 2)
         results["ratios"] = ratios
+        if "local-1" not in args.skip:
+            results["dedup_rss"] = dedup_peak_rss(tmp / "local-1")
+            print("dedup step:", results["dedup_rss"], flush=True)
         results["near_dup"] = near_dup_quality(tmp)
         print(json.dumps({"ratios": ratios, "near_dup": results["near_dup"]}, indent=1))
         if args.out:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.corpus.config import Config, DedupConfig, QualityConfig
-from pipelines.corpus.dedup import MinHasher, shingle_hashes, text_hash
+from pipelines.corpus.dedup import make_hasher, text_hash
 from pipelines.corpus.lid import load_identifier
 from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
@@ -65,8 +65,8 @@ def _filters(cfg: QualityConfig) -> QualityFilters:
 
 
 @functools.lru_cache(maxsize=4)
-def _hasher(cfg: DedupConfig) -> MinHasher:
-    return MinHasher(cfg.bands * cfg.rows, cfg.seed)
+def _hasher(cfg: DedupConfig):
+    return make_hasher(cfg.minhash, cfg.bands * cfg.rows, cfg.seed)
 
 
 def _metadata(data: dict, skip: tuple[str, ...]) -> str | None:
@@ -144,7 +144,7 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
             dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
                                     lang_score=facts.get("lang_score")))
             continue
-        sig = hasher.signature(shingle_hashes(text, cfg.dedup.ngram)) if hasher else np.zeros(0, np.uint32)
+        sig = hasher.signature_of(text, cfg.dedup.ngram) if hasher else np.zeros(0, np.uint32)
         candidates.append({
             "id": doc_id, "text": text, "lang": facts["lang"], "lang_score": facts["lang_score"],
             "source": source, "path": path, "line": item.line,

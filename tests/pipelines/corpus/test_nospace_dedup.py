@@ -10,7 +10,7 @@ import pytest
 import regex
 
 from pipelines.corpus.config import DedupConfig
-from pipelines.corpus.dedup import MinHasher, shingle_hashes, text_hash
+from pipelines.corpus.dedup import make_hasher, shingle_hashes, text_hash
 from pipelines.corpus.dedup_engines import dedup_in_memory
 from pipelines.corpus.normalize import normalize_text
 from pipelines.readers import Record, read_records
@@ -70,9 +70,9 @@ def recall_and_false_merges(docs: list[str], unspaced: bool, cfg: DedupConfig) -
     rng = random.Random(7)
     copies = [edit(d, unspaced, rng) for d in docs]
     planted = {i for i, (d, c) in enumerate(zip(docs, copies)) if 0.7 <= reference_jaccard(d, c, unspaced) < 1}
-    hasher = MinHasher(cfg.bands * cfg.rows, cfg.seed)
+    hasher = make_hasher(cfg.minhash, cfg.bands * cfg.rows, cfg.seed)
     rows = [{"path": "p", "line": i, "id": f"{'o' if i < len(docs) else 'c'}{i % len(docs)}", "text_hash": text_hash(t),
-             "minhash": hasher.signature(shingle_hashes(t, cfg.ngram)).tolist()}
+             "minhash": hasher.signature_of(t, cfg.ngram).tolist()}
             for i, t in enumerate(docs + copies)]
     decisions = dedup_in_memory(rows, cfg)
     found = sum(d["line"] - len(docs) in planted and d["duplicate_of"] == f"o{d['line'] - len(docs)}"
@@ -82,8 +82,11 @@ def recall_and_false_merges(docs: list[str], unspaced: bool, cfg: DedupConfig) -
     return found / len(planted), false
 
 
-def test_unspaced_scripts_find_near_duplicates_as_well_as_latin(articles):
-    cfg = DedupConfig()
+@pytest.mark.parametrize("minhash", ["numpy", "rensa"])
+def test_unspaced_scripts_find_near_duplicates_as_well_as_latin(articles, minhash):
+    if minhash == "rensa":
+        pytest.importorskip("rensa")
+    cfg = DedupConfig(minhash=minhash)
     recall = {}
     rng = random.Random(3)
     for lang in NO_SPACE + LATIN:
