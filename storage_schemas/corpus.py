@@ -91,11 +91,5 @@ DEDUP_INDEX = Table(
     "(`index/*.parquet` of every corpus output): one row per candidate of the build, i.e. every "
     "language-identified document, kept or not, so that a later build decides exactly as one build "
     "over all inputs would.",
-    pa.schema([
-        col("path", pa.string(), "input file of the document"),
-        col("line", pa.int64(), "its line/row"),
-        col("id", pa.string(), "document id"),
-        col("text_hash", pa.string(), "xxh3-128 of the normalised text (exact-duplicate key)"),
-        col("minhash", pa.list_(pa.uint32()), "MinHash signature (bands x rows values); empty when near-dedup is off"),
-    ]),
+    pa.schema([CANDIDATE.schema.field(name) for name in ("path", "line", "id", "text_hash", "minhash")]),
 )

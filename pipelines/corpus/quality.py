@@ -163,7 +163,8 @@ class QualityFilters:
         if reason is None:
             return None, scores
         rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
-        failed = failed_statistic(reason, text, words, lang, self.cfg, self.cfg.gopher_quality_for(lang), rep_cfg)
+        failed = failed_statistic(reason, text, words, lang, self.cfg, self.cfg.gopher_quality_for(lang), rep_cfg,
+                                  stops=stop_words(lang) if reason == "gopher_enough_stop_words" else frozenset())
         return reason, {**scores, **failed}
 
     def _web_reason(self, text: str, words: list[str], lang: str, doc_id: str, no_space: bool) -> str | None:

@@ -79,9 +79,10 @@ def _fineweb(name: str, text: str, words: list[str], cfg: QualityConfig, lang: s
 
 
 def failed_statistic(reason: str, text: str, words: list[str], lang: str, cfg: QualityConfig,
-                     gopher: GopherQuality, repetition: GopherRepetition) -> dict:
-    """``{"statistic", "value", "threshold", "bound"}`` of a web-profile reason ({} when the rule
-    compares no number, e.g. ``c4_curly_bracket``: the count of the offending pattern is given)."""
+                     gopher: GopherQuality, repetition: GopherRepetition, stops: frozenset[str] = frozenset()) -> dict:
+    """``{"statistic", "value", "threshold", "bound"}`` of a web-profile reason (the count of the
+    offending pattern for C4's pattern rules; {} for a rule that compares nothing). ``stops``: the
+    language's stop words (for ``gopher_enough_stop_words``)."""
     if reason.startswith("gopher_rep_"):
         name = reason.removeprefix("gopher_rep_")
         value, thr = repetition_statistic(name, text, words, repetition)
@@ -89,9 +90,7 @@ def failed_statistic(reason: str, text: str, words: list[str], lang: str, cfg: Q
     elif reason.startswith("gopher_"):
         stat, value, thr, bound = _gopher(reason.removeprefix("gopher_"), text, words, gopher)
         if stat == "stop_words":
-            from pipelines.corpus.quality import stop_words
-
-            value = len(stop_words(lang).intersection(words))
+            value = len(stops.intersection(words))
     elif reason.startswith("fineweb_"):
         stat, value, thr, bound = _fineweb(reason.removeprefix("fineweb_"), text, words, cfg, lang)
     elif reason.startswith("c4_"):

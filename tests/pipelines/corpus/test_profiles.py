@@ -138,3 +138,20 @@ def test_unknown_source_profile_is_a_config_error(tmp_path):
 
     with pytest.raises((ConfigError, ValueError), match="source_profiles"):
         docs_config(tmp_path, "quality.source_profiles={coreutils: books}")
+
+
+NOUNS = ("apple banana cherry dolphin eagle falcon garden harbor island jungle kettle lemon mountain nectar orange "
+         "pepper quartz river saddle tomato umbrella violin walnut yellow zebra anchor basket candle desert engine "
+         "forest guitar helmet insect jacket kitchen ladder magnet needle orchid pencil rocket silver tunnel valley "
+         "window button castle dragon feather glacier hammer lantern marble noodle oyster parrot").split()
+
+
+@pytest.mark.parametrize("text,reason,statistic,value,threshold", [
+    (" ".join(NOUNS[:30]) + ".\n" + " ".join(NOUNS[30:]) + ".", "gopher_enough_stop_words", "stop_words", 0, 2),
+    ("The " + " ".join(NOUNS[:30]) + " and the " + " ".join(NOUNS[30:]) + " {x}.", "c4_curly_bracket",
+     "count_{", 1, 0),
+    ("Too short to be a document, the committee said.", "gopher_short_doc", "words", 9, 50),
+])
+def test_web_reasons_carry_their_statistic(text, reason, statistic, value, threshold):
+    got, scores = QualityFilters(QualityConfig()).score(text, "en")
+    assert (got, scores["statistic"], scores["value"], scores["threshold"]) == (reason, statistic, value, threshold)
