@@ -3,6 +3,7 @@ samples and their scores, eq. 1 sampling probabilities before and after alpha.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -79,6 +80,14 @@ def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[
     return files
 
 
+def _failed(scores: str | None) -> str:
+    """``statistic = value (min|max threshold)`` of a quality drop, from its scores."""
+    s = json.loads(scores) if scores else {}
+    if "statistic" not in s:
+        return ""
+    return f"{s['statistic']} = {s['value']} ({s.get('bound', '')} {s['threshold']}, {s.get('profile', '')})"
+
+
 def report(root: Path, manifest: dict, out: Path) -> list[str]:
     """The corpus sections: plots, languages with eq. 1 probabilities, dropped samples with scores."""
     outputs = manifest["outputs"]
@@ -92,13 +101,22 @@ def report(root: Path, manifest: dict, out: Path) -> list[str]:
     parts.append("<h2>Languages</h2>" + table(
         ["lang", "docs", "chars", "tokens", "p", "q"],
         [[s["lang"], s["docs"], s["chars"], s["tokens"], float(s["p"]), float(s["q"])] for s in stats]))
+    previous = manifest.get("extra", {}).get("previous", [])
+    if outputs.get("lang_stats_cumulative"):
+        cumulative = pq.read_table(root / outputs["lang_stats_cumulative"][0]).to_pylist()
+        parts.append(f"<h2>Incremental build: {len(previous)} previous build(s)</h2>" + table(
+            ["previous build", "finished", "kept", "config hash"],
+            [[b["path"], b["finished"], b["kept"], b["config_hash"]] for b in previous])
+            + "<h3>Cumulative languages (eq. 1 over every build)</h3>" + table(
+            ["lang", "docs", "chars", "p", "q"],
+            [[s["lang"], s["docs"], s["chars"], float(s["p"]), float(s["q"])] for s in cumulative]))
     rows = read_rows(root, outputs["dropped"],
-                     ["id", "reason", "lang", "lang_score", "duplicate_of", "path", "line", "text"])
+                     ["id", "reason", "lang", "lang_score", "duplicate_of", "scores", "path", "line", "text"])
     parts.append("<h2>Samples per drop reason</h2>")
     for reason in sorted(reasons):
         sample = [r for r in rows if r["reason"] == reason][:SAMPLES_PER_REASON]
         parts.append(f"<h3>{esc(reason)} ({reasons[reason]})</h3>" + table(
-            ["id", "lang", "duplicate of", "where", "text"],
-            [[r["id"], f"{r['lang']} {round(r['lang_score'] or 0, 3)}", r["duplicate_of"],
+            ["id", "lang", "duplicate of", "statistic (threshold)", "where", "text"],
+            [[r["id"], f"{r['lang']} {round(r['lang_score'] or 0, 3)}", r["duplicate_of"], _failed(r["scores"]),
               f"{Path(r['path']).name}:{r['line']}", (r["text"] or "")[:600]] for r in sample]))
     return parts

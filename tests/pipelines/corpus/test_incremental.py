@@ -108,3 +108,12 @@ def test_unfinished_or_other_dedup_previous_is_refused(builds, tmp_path):
                "--set", previous(unfinished), check=False)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and str(unfinished) in proc.stderr
+
+
+def test_audit_shows_previous_builds_and_failed_statistics(builds, tmp_path):
+    from pipelines.audit import write_audit
+
+    base, _ = builds
+    html = write_audit(base / "B", tmp_path).read_text()
+    assert "Incremental build: 1 previous build(s)" in html and str(base / "A") in html
+    assert "boilerplate_word_ratio = 1.0 (max 0.5, curated)" in html
