@@ -30,12 +30,12 @@ from typing import Literal
 import pyarrow as pa
 import torch
 
-from foundation.config import RayConfig, build, frozen
+from foundation.config import RayConfig, build, frozen, replace
 from foundation.errors import MgteError
 from training import stage_io
 from training.loop import LoopConfig
+from training.cpt import Config as CPTConfig
 from training.model_builder import ModelConfig, check_init
-from training.optim import OptimConfig
 from training.ray_entry import ScalingConfig
 from training.rerank_data import (CandidatePool, RerankBatches, RerankDataConfig, group_scores, read_hard_negatives,
                                   split_usable)
@@ -47,6 +47,7 @@ from training.task import MicroBatchTask
 log = logging.getLogger(__name__)
 
 STAGE = "train-reranker"
+CPT_DEFAULTS = CPTConfig()
 
 
 @frozen
@@ -59,10 +60,7 @@ class Config:
     temperature: float = 1.0  # the scores are free logits: softmax over the group as they are
     gradient_checkpointing: bool = True  # recompute encoder layers in the backward of each sub-batch
     data: RerankDataConfig = RerankDataConfig()
-    loop: LoopConfig = LoopConfig(
-        max_steps=10_000, ckpt_every=1000, log_every=50,
-        optim=OptimConfig(lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
-                          max_grad_norm=1.0))
+    loop: LoopConfig = replace(CPT_DEFAULTS.loop, max_steps=10_000)  # "other settings as CPT"
     engine: Literal["ray", "local"] = "ray"
     ray: RayConfig = RayConfig()
     scaling: ScalingConfig = ScalingConfig()

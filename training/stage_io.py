@@ -48,7 +48,8 @@ def train(train_func: Callable[[dict], Any], cfg, out: StageOutput, name: str):
     """Ray Train (or this process) over ``train_func``; returns the local loop result or Ray's."""
     storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
     return run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
-                        storage_path=storage, name=f"{name}-{out.config_hash}", ckpt_dir=Path(cfg.output) / "checkpoints")
+                        storage_path=storage, name=f"{name}-{out.config_hash}",
+                        ckpt_dir=Path(cfg.output) / "checkpoints")
 
 
 def final_metrics(out: Path, result, keys: tuple[str, ...] = ("accuracy", "lr")) -> dict:

@@ -225,7 +225,8 @@ def _one_step_grads(cfg, table):
 
 def test_sub_batches_with_checkpointing_give_the_one_pass_gradient(tmp_path):
     table = HARD_NEGATIVES.from_rows(topic_rows())
-    groups = "data.groups=[{{max_length: 40, batch_size: 4, sub_batch: {s}}}, {{max_length: 96, batch_size: 4, sub_batch: {s}}}]"
+    groups = ("data.groups=[{{max_length: 40, batch_size: 4, sub_batch: {s}}}, "
+              "{{max_length: 96, batch_size: 4, sub_batch: {s}}}]")
     base = ["model.hidden_dropout_prob=0.0"]
     one = _one_step_grads(tiny_cfg(tmp_path, [], *base, groups.format(s=1000), "gradient_checkpointing=false"), table)
     sub = _one_step_grads(tiny_cfg(tmp_path, [], *base, groups.format(s=11), "gradient_checkpointing=true"), table)
@@ -246,7 +247,8 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
     assert (d.hard_negatives, d.random_negatives, d.group_size) == (6, 4, 11)  # 1 + 10 = 6 hard + 4 random
     assert [(g.max_length, g.sub_batch) for g in d.groups] == \
         [(g.max_length, g.batch_size) for g in PAPER_RERANKER_SUB_BATCH]  # 256 / 128 / 64 / 48 / 16
-    assert [(g.max_length, g.batch_size) for g in d.groups] == [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS]
+    assert [(g.max_length, g.batch_size) for g in d.groups] == \
+        [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS]
     assert cfg.gradient_checkpointing and d.max_length == 8192
     assert cfg.init is None and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
     o = cfg.loop.optim  # other settings as CPT (B.3)

@@ -11,26 +11,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from foundation import faults
-from model import MGTEConfig, MGTEModel, save_pretrained
 from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker
 from training.loop import Preempted
 from training.metrics import read_metrics
+from tests.training.test_cpt import _fresh_faults, init_dir  # noqa: F401  (offline + faults reset; init)
 from tests.training.test_reranker import REPO, tiny_cfg, topic_rows
 
 MINILM = "all-MiniLM-L6-v2"
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-    yield
-    faults._calls.clear()
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +29,6 @@ def mined(tmp_path_factory) -> Path:
     rows.append({**rows[0], "query_id": "short", "negatives": rows[0]["negatives"][:2],
                  "negative_ids": rows[0]["negative_ids"][:2], "negative_ranks": [1, 2], "negative_scores": [0.5, 0.4]})
     pq.write_table(HARD_NEGATIVES.from_rows(rows), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def init_dir(tmp_path_factory):
-    """A tiny encoder with the real vocabulary, saved like an MLM-8192 model (RoPE base 160,000)."""
-    path = tmp_path_factory.mktemp("init") / "model"
-    torch.manual_seed(0)
-    save_pretrained(MGTEModel(MGTEConfig.tiny(rope_theta=160_000.0)), path)
     return path
 
 
