@@ -33,7 +33,7 @@ from pipelines.contract import Phase, Result, Stage, StageSpec, run_stage
 from pipelines.mine.config import Config, EncodeConfig, ReaderConfig, SearchConfig
 from pipelines.mine.encode import encode_collection
 from pipelines.mine.inputs import resolve_inputs
-from pipelines.mine.mining import build_ann, chunks, mine_chunk, miner_id, search_task
+from pipelines.mine.mining import build_ann, chunks, mine_chunk, search_task
 from pipelines.mine.select import Rule, choose, ranked_without
 from pipelines.mine.tasks import candidates_file, group_pairs, read_candidates, read_file, read_task
 
@@ -96,7 +96,7 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
     encode = {mk["task"].removeprefix("encode-"): {k: mk[k] for k in ("rows", "dim", "cache_key", "encoded_shards",
                                                                        "cached_shards", "encode_s")}
               for mk in m["encode"]}
-    extra = {"miner": miner_id(cfg), "queries": m["group"][0]["queries"], "encode": encode,
+    extra = {"miner": m["encode"][0]["miner"], "queries": m["group"][0]["queries"], "encode": encode,
              "encoded_shards": sum(e["encoded_shards"] for e in encode.values()),
              "search": {"index": cfg.search.index, **(m["index"][0]["params"] if "index" in m else {})}}
     outputs = {}

@@ -198,6 +198,7 @@ def encode_collection(engine, task: str, side: str, rel: str, data_hash: str, ro
              total - len(missing), seconds)
     return out.mark_task(task, {"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}, [], deps=deps,
                          extra={"cache_key": key, "cache_entry": str(entry), "rows": rows, "dim": dim,
+                                "miner": f"{cfg.model} ({identity['kind']}:{identity['fingerprint']})",
                                 "encoded_shards": len(missing), "cached_shards": total - len(missing),
                                 "encode_s": round(seconds, 3)})
 

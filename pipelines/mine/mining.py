@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from foundation.ledger import StageOutput
-import pipelines.mine.encode as encode
 from pipelines.mine.encode import open_vectors, read_column, rows_of
 from pipelines.mine.inputs import dropped_row
 from pipelines.mine.search import ann_search, build_index, exact_search, index_params, index_path, use_gpu
@@ -28,11 +27,6 @@ from storage_schemas.mine import HARD_NEGATIVES, HARD_NEGATIVES_DROPPED
 
 def search_task(chunk: int) -> str:
     return f"search-{chunk:05d}"
-
-
-def miner_id(cfg) -> str:
-    identity = encode.model_identity(cfg.model)
-    return f"{cfg.model} ({identity['kind']}:{identity['fingerprint']})"
 
 
 def build_ann(task: str, candidates_marker: dict, cfg, out: StageOutput, deps: str) -> dict:
@@ -86,7 +80,7 @@ def mine_chunk(task: str, chunk: int, vectors: dict[str, dict], index_marker: di
                      "positive": row["positive"], "positive_score": positive_score,
                      "negative_ranks": ranks[chosen].tolist(), "negative_scores": scores[chosen].tolist(),
                      "source": row["source"], "lang": row["lang"]})
-    _fill_negatives(out, kept, picks, miner_id(cfg))
+    _fill_negatives(out, kept, picks, vectors["queries"]["miner"])  # model (kind:fingerprint)
     files = []
     if kept:
         files.append(out.write_rows(f"data/part-{chunk:05d}.parquet", kept, HARD_NEGATIVES))
