@@ -117,3 +117,20 @@ def test_audit_shows_previous_builds_and_failed_statistics(builds, tmp_path):
     html = write_audit(base / "B", tmp_path).read_text()
     assert "Incremental build: 1 previous build(s)" in html and str(base / "A") in html
     assert "boilerplate_word_ratio = 1.0 (max 0.5, curated)" in html
+
+
+@pytest.mark.slow
+def test_bundled_corpus_in_two_builds_keeps_what_one_build_keeps(local_run, tmp_path):
+    """The issue's check on the bundled corpus (web profile, 12 files, all engines' reference):
+    files 01-06, then 07-12 against them, vs one build of all 12 (conftest's local_run)."""
+    from .conftest import RAW, corpus_config
+
+    whole_dir, _ = local_run
+    files = sorted(RAW.iterdir())
+    first, second = files[:6], files[6:]
+    run(corpus_config(tmp_path / "A", "engine=local", inputs=[str(p) for p in first]))
+    run(corpus_config(tmp_path / "B", "engine=local", previous(tmp_path / "A"), inputs=[str(p) for p in second]))
+    whole, a, b = kept(whole_dir), kept(tmp_path / "A"), kept(tmp_path / "B")
+    agree = len(set(whole) & (set(a) | set(b))) / len(set(whole) | set(a) | set(b))
+    assert agree >= 0.99, agree
+    assert len(set(a.values()) | set(b.values())) == len(a) + len(b)  # no exact duplicate kept twice
