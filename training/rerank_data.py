@@ -172,10 +172,8 @@ class CandidatePool:
 
         self.hashes_of: dict[str, set[int]] = {}  # query key -> positive text hashes (+ the query's own)
         self.ids_of: dict[str, set[str]] = {}  # query key -> positive ids
-        self.row_keys: list[str] = []
         for r in range(len(cols["query"])):
             key = self.query_key(cols["query_id"][r], cols["query"][r])
-            self.row_keys.append(key)
             self.hashes_of.setdefault(key, {norm_hash(cols["query"][r])}).add(add(cols["positive"][r],
                                                                                   cols["positive_id"][r]))
             if cols["positive_id"][r] is not None:
@@ -191,16 +189,16 @@ class CandidatePool:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def forbidden(self, row: int, extra_hashes: Sequence[int] = ()) -> tuple[set[int], set[str]]:
-        key = self.row_keys[row]
-        return self.hashes_of[key] | set(extra_hashes), self.ids_of.get(key, set())
+    def forbidden(self, key: str, extra_hashes: Sequence[int] = ()) -> tuple[set[int], set[str]]:
+        """Text hashes and ids query ``key`` must never get as a negative: its positives (and itself)."""
+        return self.hashes_of.get(key, set()) | set(extra_hashes), self.ids_of.get(key, set())
 
-    def sample(self, row: int, k: int, rng: np.random.Generator, exclude_hashes: Sequence[int] = ()) -> list[str]:
-        """``k`` distinct pool texts that are not a positive of ``row``'s query (by hash or id) and
-        not in ``exclude_hashes``: seeded rejection sampling, then (a crowded pool) a seeded scan."""
+    def sample(self, key: str, k: int, rng: np.random.Generator, exclude_hashes: Sequence[int] = ()) -> list[str]:
+        """``k`` distinct pool texts that are not a positive of query ``key`` (by hash or id) and not
+        in ``exclude_hashes``: seeded rejection sampling, then (a crowded pool) a seeded scan."""
         if k == 0:
             return []
-        bad_hashes, bad_ids = self.forbidden(row, exclude_hashes)
+        bad_hashes, bad_ids = self.forbidden(key, exclude_hashes)
         chosen: list[int] = []
         seen: set[int] = set()
 
@@ -216,7 +214,7 @@ class CandidatePool:
                 return [self.texts[j] for j in chosen]
         if any(consider(int(i)) for i in rng.permutation(len(self.texts))):
             return [self.texts[j] for j in chosen]
-        raise BadInputError(f"train reranker: query {self.row_keys[row]!r}: only {len(chosen)} candidate texts "
+        raise BadInputError(f"train reranker: query {key!r}: only {len(chosen)} candidate texts "
                             f"are not its positives or hard negatives, {k} random negatives needed")
 
 
@@ -229,16 +227,18 @@ class QueryGroups:
 def build_groups(table: pa.Table, pool: CandidatePool, rows: Sequence[int], step: int,
                  cfg: RerankDataConfig) -> QueryGroups:
     """The groups of ``rows`` at global step ``step`` (deterministic in seed, step and row)."""
-    picked = table.take(pa.array(list(rows), type=pa.int64())).select(["query", "positive", "negatives"]).to_pydict()
+    picked = table.take(pa.array(list(rows), type=pa.int64())).select(
+        ["query_id", "query", "positive", "negatives"]).to_pydict()
     queries, documents = [], []
-    for r, query, positive, negatives in zip(rows, picked["query"], picked["positive"], picked["negatives"]):
+    for r, query_id, query, positive, negatives in zip(rows, *picked.values()):
         if cfg.hard_select == "first":
             hard = list(negatives[:cfg.hard_negatives])
         else:
             rng = np.random.default_rng([cfg.seed, _SALT_HARD, step, int(r)])
             hard = [negatives[i] for i in sorted(rng.choice(len(negatives), cfg.hard_negatives, replace=False))]
         rng = np.random.default_rng([cfg.seed, _SALT_RANDOM, step, int(r)])
-        random = pool.sample(int(r), cfg.random_negatives, rng, exclude_hashes=[norm_hash(t) for t in hard])
+        random = pool.sample(pool.query_key(query_id, query), cfg.random_negatives, rng,
+                             exclude_hashes=[norm_hash(t) for t in hard])
         queries.append(query)
         documents.append([positive, *hard, *random])
     return QueryGroups(queries, documents)

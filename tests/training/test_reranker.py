@@ -121,7 +121,7 @@ def test_random_negatives_are_never_a_positive_its_duplicate_or_a_hard_negative(
         rng = np.random.default_rng([7, step])
         for row in (0, 1):
             hard = table["negatives"][row].as_py()[:1]
-            got = pool.sample(row, 4, rng, exclude_hashes=[norm_hash(t) for t in hard])
+            got = pool.sample("q0", 4, rng, exclude_hashes=[norm_hash(t) for t in hard])
             hashes = [norm_hash(t) for t in got]
             assert len(set(hashes)) == 4
             assert not set(hashes) & banned, got  # by text (the variant too) and by id (pb)
@@ -130,15 +130,31 @@ def test_random_negatives_are_never_a_positive_its_duplicate_or_a_hard_negative(
     allowed = {norm_hash(t) for t in pool.texts} - banned - {norm_hash(doc("maps"))}
     assert seen == allowed  # every other text does get drawn: the filter is not vacuous
     # another query may get q0's positives
-    other = {norm_hash(t) for s in range(50) for t in pool.sample(4, 4, np.random.default_rng(s))}
+    other = {norm_hash(t) for s in range(50) for t in pool.sample("q3", 4, np.random.default_rng(s))}
     assert banned & other
+
+
+def test_a_positive_of_a_dropped_row_stays_forbidden_for_the_kept_rows_of_its_query(tmp_path):
+    rows = topic_rows()
+    rows.insert(0, hn_row(99, "All about chess", "Chess is a board game for two players.", [doc("tea")],
+                          query_id="q3"))  # a second positive of q3, in a row dropped for too few negatives
+    table = HARD_NEGATIVES.from_rows(rows)
+    kept, info = split_usable(table, 6)
+    assert info["dropped_by_reason"] == {"too_few_negatives": 1}
+    assert (table["query_id"][3].as_py(), kept["query_id"][3].as_py()) == ("q2", "q3")  # rows shifted
+    pool = CandidatePool(table)
+    cfg = tiny_cfg(tmp_path, []).data
+    q3 = kept["query_id"].to_pylist().index("q3")
+    drawn = {d for step in range(60) for d in build_groups(kept, pool, [q3], step, cfg).documents[0][7:]}
+    assert "Chess is a board game for two players." not in drawn and doc("chess") not in drawn
+    assert len(drawn) > 6  # the other texts are drawn
 
 
 def test_a_pool_without_enough_candidates_fails_naming_the_query():
     rows = [hn_row(i, f"q {t}", doc(t), [doc(TOPICS[i + 1])]) for i, t in enumerate(TOPICS[:3])]
     pool = CandidatePool(HARD_NEGATIVES.from_rows(rows))
     with pytest.raises(BadInputError, match="q0.*random negatives"):
-        pool.sample(0, 4, np.random.default_rng(0))  # 3 of the 4 texts are not its positive
+        pool.sample("q0", 4, np.random.default_rng(0))  # 3 of the 4 texts are not its positive
 
 
 def test_groups_are_positive_hard_random_and_deterministic_per_step(tmp_path):
