@@ -1120,8 +1120,9 @@ def build(sources_dir: Path, out_dir: Path) -> None:
     constitution, bills = read_konlpy(archives["konlpy"])
     chatter = read_chatterbot(archives["chatterbot"])
 
-    for sub in ("corpus", "pairs", "eval"):
+    for sub in ("corpus/raw", "pairs", "eval"):  # corpus/docs* is data/build_docs_sample.py's
         shutil.rmtree(out_dir / sub, ignore_errors=True)
+    (out_dir / "corpus" / "truth.jsonl").unlink(missing_ok=True)
     files, by_ref = assemble_corpus(decls, topics, cjk, constitution, bills)
     truth_rows = write_corpus(files, by_ref, out_dir)
     check_truth(truth_rows, files)
@@ -1142,7 +1143,8 @@ def build(sources_dir: Path, out_dir: Path) -> None:
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels), encoding="utf-8")
 
     update_readme(out_dir / "README.md", counts_markdown(truth_rows, pairs, corpus, queries, qrels))
-    outputs = sorted(p for sub in ("corpus", "pairs", "eval") for p in (out_dir / sub).rglob("*") if p.is_file())
+    outputs = sorted(p for sub in ("corpus", "pairs", "eval") for p in (out_dir / sub).rglob("*")
+                     if p.is_file() and not p.relative_to(out_dir).as_posix().startswith("corpus/docs"))
     info = {
         "seed": SEED,
         "python": ".".join(map(str, sys.version_info[:3])),
