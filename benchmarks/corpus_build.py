@@ -295,11 +295,44 @@ def dedup_peak_rss(run_dir: Path) -> dict:
             "peak_rss_mb": round(peak_kb / 1024, 1), "dedup_rss_mb": round((peak_kb - base_kb) / 1024, 1)}
 
 
+def dedup_scale(n_docs: int, tmp: Path) -> dict:
+    """The dedup step alone at ``n_docs`` documents: candidates (text hash, MinHash of the stage's
+    default hasher) of ``n_docs`` shuffled-copy documents, then :func:`dedup_peak_rss` over them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.corpus.config import DedupConfig
+    from pipelines.corpus.dedup import make_hasher, text_hash
+    from pipelines.corpus.normalize import normalize_text
+
+    cfg = DedupConfig()
+    per_copy = sum(1 for name in CLEAN_FILES for _ in _lines(RAW / name))
+    inp, run_dir = tmp / f"dedup-input-{n_docs}", tmp / f"dedup-{n_docs}"
+    make_input(inp, -(-n_docs // per_copy), n_docs)
+    hasher = make_hasher(cfg.minhash, cfg.bands * cfg.rows, cfg.seed)
+    (run_dir / "_work" / "candidates").mkdir(parents=True)
+    t0 = time.perf_counter()
+    for k, path in enumerate(sorted(inp.iterdir())):
+        rows = []
+        for line, rec in enumerate(_lines(path), 1):
+            text = normalize_text(rec["text"])
+            rows.append({"path": str(path), "line": line, "id": rec["id"], "text_hash": text_hash(text),
+                         "minhash": hasher.signature_of(text, cfg.ngram).tolist()})
+        pq.write_table(pa.Table.from_pylist(rows), run_dir / "_work" / "candidates" / f"part-{k:04d}.parquet")
+    signing = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rss = dedup_peak_rss(run_dir)
+    return {"docs": n_docs, "minhash": cfg.minhash, "signature_seconds": round(signing, 1),
+            "dedup_seconds_incl_start": round(time.perf_counter() - t0, 1), **rss}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--docs", type=int, default=None, help="exactly this many documents (overrides --copies)")
     ap.add_argument("--minhash", action="store_true", help="only compare the MinHash implementations")
+    ap.add_argument("--dedup-scale", type=int, nargs="*", default=None, metavar="N",
+                    help="only the dedup step's time and peak RSS at these document counts, e.g. 10000 100000")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--skip", nargs="*", default=[], help="runs to skip, e.g. ray-2 datatrove-1")
     args = ap.parse_args()
@@ -309,6 +342,15 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(results, indent=1))
         return
     tmp = Path(tempfile.mkdtemp(prefix="mgte-bench-"))
+    if args.dedup_scale:
+        try:
+            results = {"dedup_scale": [dedup_scale(n, tmp) for n in args.dedup_scale]}
+            print(json.dumps(results, indent=1))
+            if args.out:
+                Path(args.out).write_text(json.dumps(results, indent=1))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         inp = tmp / "input"
         per_copy = sum(1 for name in CLEAN_FILES for _ in _lines(RAW / name))
