@@ -24,7 +24,6 @@ import functools
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa

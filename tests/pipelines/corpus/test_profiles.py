@@ -2,7 +2,6 @@
 (data/corpus/docs, truth in data/corpus/docs_truth.jsonl), and the curated rules one by one."""
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
