@@ -186,3 +186,70 @@ def test_paper_config_carries_the_paper_numbers():
     o = cfg.loop.optim  # "other settings as CPT"
     assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05, 1.0)
     assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
+
+
+def beir_subset(out: Path, n_queries: int = 12, n_docs: int = 60) -> Path:
+    """The first queries of data/eval/tiny-beir with their judged documents and some others."""
+    src = REPO / "data/eval/tiny-beir"
+    queries = [json.loads(x) for x in (src / "queries.jsonl").read_text().splitlines()][:n_queries]
+    keep_q = {q["_id"] for q in queries}
+    lines = (src / "qrels/test.tsv").read_text().splitlines()
+    qrels = [line for line in lines[1:] if line.split("\t")[0] in keep_q]
+    judged = {line.split("\t")[1] for line in qrels}
+    corpus = [json.loads(x) for x in (src / "corpus.jsonl").read_text().splitlines()]
+    docs = [d for d in corpus if d["_id"] in judged] + [d for d in corpus if d["_id"] not in judged][:n_docs]
+    (out / "qrels").mkdir(parents=True)
+    (out / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (out / "qrels/test.tsv").write_text("\n".join([lines[0], *qrels]) + "\n")
+    return out
+
+
+def test_eval_of_the_trm_runs_dense_sparse_and_hybrid(finished_run, tmp_path):
+    from pipelines import eval as mgte_eval
+
+    tmp, _, _ = finished_run
+    cfg = load_config(mgte_eval.Config, REPO / "dags/configs/eval/tiny.yaml", [
+        f"input=[{beir_subset(tmp_path / 'beir')}]", f"output={tmp_path / 'eval'}", f"model={tmp / 'out'}",
+        "cache=false", "report=false", "format.doc_max_length=128"])
+    mgte_eval.run(cfg)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"dense", "sparse", "hybrid"} <= set(metrics["methods"])
+    assert metrics["methods"]["sparse"]["ndcg@10"] > 0  # the sparse head retrieves on its own
+
+
+def test_trm_from_our_encoder_saves_mgte_for_embedding_with_the_head(tmp_path):
+    """init = one of our models: [CLS] pooling, the head saved as `classifier`; our encode API and
+    SparseEncoder agree on the sparse vectors; a second TRM continues the trained head."""
+    import torch
+    from safetensors import safe_open
+    from sentence_transformers import SparseEncoder
+
+    from model import MGTEConfig, MGTEModel, save_pretrained
+    from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
+    from pipelines.embedding import load_embedder
+
+    torch.manual_seed(0)
+    init = tmp_path / "init"
+    save_pretrained(MGTEModel(MGTEConfig.tiny()), init, tokenizer=load_tokenizer(str(bundled_xlmr_tokenizer_json())))
+    cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], f"init={init}", "loop.max_steps=2",
+                   "loop.ckpt_every=0")
+    trm.run(cfg)
+    model_dir = tmp_path / "out" / "model"
+    assert json.loads((model_dir / "trm.json").read_text())["pooling"] == "cls"
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as fh:
+        assert "classifier.weight" in fh.keys()
+    texts = ["what do people know about tea?", "Glaciers are rivers of ice and ice."]
+    ours = load_embedder(str(model_dir), device="cpu", dim=32).encode(texts, max_length=48, sparse=True)
+    assert ours.dense.shape == (2, 32) and ours.sparse is not None
+    vec = SparseEncoder(str(model_dir), device="cpu", trust_remote_code=True).encode(texts, convert_to_tensor=True)
+    vec = vec.to_dense() if vec.is_sparse else vec
+    for i in range(2):
+        terms, weights = ours.sparse.row(i)
+        assert torch.nonzero(vec[i]).flatten().tolist() == terms.tolist()
+        torch.testing.assert_close(vec[i, torch.as_tensor(terms)], torch.as_tensor(weights), rtol=1e-4, atol=1e-5)
+    again = tiny_cfg(tmp_path, cfg.input, f"init={model_dir}", "loop.max_steps=1", out="again")
+    task = trm.TRMTask(again)
+    head = task.build_model().sparse_head
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as fh:
+        torch.testing.assert_close(head.weight.data, fh.get_tensor("classifier.weight"))
