@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
-from foundation.errors import MgteError
+from foundation.errors import ConfigError, MgteError
 from training.contrastive import gather_no_grad, gather_with_grad, rank
 from training.cpt import CPTTask, nonfinite_on_any_rank, run_train_stage
 from training.distributed import all_reduce_sum
@@ -134,6 +134,9 @@ class Config:
 
 def resolve_pooling(pooling: str, init_dir: Path | None, ours: bool) -> str:
     """``auto``: [CLS] for our encoder; else the init's sentence-transformers / TRM pooling, [CLS] if none."""
+    if pooling == "mean" and ours:
+        raise ConfigError("pooling=mean: our encoder's TRM pools [CLS] (mGTE 2.2; its encode API and AutoModel "
+                          "users read the first token); use pooling: cls or auto")
     if pooling != "auto":
         return pooling
     if ours or init_dir is None:
@@ -153,7 +156,8 @@ class TRMTask(CPTTask):
     def __init__(self, cfg: Config, rows: dict | None = None):
         super().__init__(cfg)
         self._rows = rows
-        self.zero_streak = 0
+        self.zero_streak = 0  # steps in a row whose sparse vectors were all zero
+        self.steps_seen = 0
         self.dims: tuple[int, ...] = ()
         self.health_log: Path | None = Path(cfg.output) / "sparsity.jsonl" if cfg.output else None
 
@@ -247,7 +251,7 @@ class TRMTask(CPTTask):
                   "sparse_terms_queries": qt / max(qc, 1), "sparse_terms_docs": dt / max(dc, 1),
                   "sparse_mean_weight": (qm + dm) / max(qt + dt, 1)}
         self.zero_streak = self.zero_streak + 1 if qz + dz >= qc + dc else 0
-        self.steps_seen = getattr(self, "steps_seen", 0) + 1
+        self.steps_seen += 1
         if self.health_log is not None and ctx.world.rank == 0:
             self.health_log.parent.mkdir(parents=True, exist_ok=True)
             with open(self.health_log, "a", encoding="utf-8") as fh:
