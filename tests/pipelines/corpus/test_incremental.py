@@ -72,7 +72,7 @@ def test_cumulative_stats_are_the_whole_builds(builds):
 
 @pytest.mark.parametrize("engine,sets", [
     ("beam", ["beam.options=--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"]),
-    ("ray", ["ray.num_cpus=2"]),
+    pytest.param("ray", ["ray.num_cpus=2"], marks=pytest.mark.slow),  # Ray Data's shuffles: 25-100 s
 ])
 def test_engines_agree_on_an_incremental_build(engine, sets, builds, tmp_path):
     base, manifests = builds
