@@ -131,7 +131,8 @@ def main() -> None:
                 raise SystemExit(f"{mode} length {length} failed:\n{out.stderr[-3000:]}")
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{row['mode']:>5} length {row['length']:>5} ({row['texts']} texts, sub-batch {row['sub_batch']:>2}): "
+            print(f"{row['mode']:>5} length {row['length']:>5} ({row['texts']} texts, "
+                  f"sub-batch {row['sub_batch']:>2}): "
                   f"{row['pairs_per_s']:>7.3f} pairs/s, {row['step_s']:>7.2f} s/step, "
                   f"peak step memory {row['peak_step_mb']:>8.1f} MiB", flush=True)
     if args.json:

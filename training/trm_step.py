@@ -96,7 +96,8 @@ def split_row(x: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def trm_loss(q: torch.Tensor, d: torch.Tensor, q_terms: torch.Tensor, d_terms: torch.Tensor, s: LossSettings, *,
-             labels: torch.Tensor, mask: torch.Tensor | None, l1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             labels: torch.Tensor, mask: torch.Tensor | None,
+             l1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The parts and the total: ``{"dense", "sparse", "l1", "loss"}`` (scalars, fp32).
 
     q (B, H), d (N, H) dense; q_terms (B, V), d_terms (N, V) term weights; labels (B,) positives;

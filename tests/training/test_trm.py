@@ -148,7 +148,21 @@ def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monk
     assert losses == pytest.approx(ref, rel=1e-6)
 
 
-def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    """A tiny random encoder of ours with the XLM-R tokenizer (fast runs)."""
+    import torch
+
+    from model import MGTEConfig, MGTEModel, save_pretrained
+    from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
+
+    torch.manual_seed(0)
+    init = tmp_path_factory.mktemp("tiny") / "init"
+    save_pretrained(MGTEModel(MGTEConfig.tiny()), init, tokenizer=load_tokenizer(str(bundled_xlmr_tokenizer_json())))
+    return init
+
+
+def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch, tiny_init):
     """RELIABILITY row 31: a head whose weights are all zero (ReLU below 0 everywhere) is caught."""
     def dead_head(head, init_dir):
         head.weight.data.zero_()
@@ -157,7 +171,7 @@ def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch)
 
     monkeypatch.setattr(trm, "init_sparse_head", dead_head)
     cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], "health.collapse_steps=2", "loop.max_steps=5",
-                   "loop.ckpt_every=0")
+                   "loop.ckpt_every=0", f"init={tiny_init}")
     with pytest.raises(trm.SparseCollapse, match="all-zero for 2 steps in a row"):
         trm.run(cfg)
     assert not (tmp_path / "out" / "model").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
@@ -218,21 +232,16 @@ def test_eval_of_the_trm_runs_dense_sparse_and_hybrid(finished_run, tmp_path):
     assert metrics["methods"]["sparse"]["ndcg@10"] > 0  # the sparse head retrieves on its own
 
 
-def test_trm_from_our_encoder_saves_mgte_for_embedding_with_the_head(tmp_path):
+def test_trm_from_our_encoder_saves_mgte_for_embedding_with_the_head(tmp_path, tiny_init):
     """init = one of our models: [CLS] pooling, the head saved as `classifier`; our encode API and
     SparseEncoder agree on the sparse vectors; a second TRM continues the trained head."""
     import torch
     from safetensors import safe_open
     from sentence_transformers import SparseEncoder
 
-    from model import MGTEConfig, MGTEModel, save_pretrained
-    from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
     from pipelines.embedding import load_embedder
 
-    torch.manual_seed(0)
-    init = tmp_path / "init"
-    save_pretrained(MGTEModel(MGTEConfig.tiny()), init, tokenizer=load_tokenizer(str(bundled_xlmr_tokenizer_json())))
-    cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], f"init={init}", "loop.max_steps=2",
+    cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], f"init={tiny_init}", "loop.max_steps=2",
                    "loop.ckpt_every=0")
     trm.run(cfg)
     model_dir = tmp_path / "out" / "model"
