@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from foundation import faults
 from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker
 from training.loop import Preempted
