@@ -14,7 +14,9 @@ from dags.full import DAG
 REPO = Path(__file__).resolve().parents[2]
 SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.loop.ckpt_every=2",
           "mlm-8192.loop.max_steps=2", "mlm-8192.loop.log_every=1",
-          "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2"]
+          "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2",
+          "trm.loop.max_steps=3", "trm.loop.log_every=1", "trm.loop.ckpt_every=2",
+          "reranker.loop.max_steps=3", "reranker.loop.log_every=1", "reranker.loop.ckpt_every=2"]
 
 
 @pytest.mark.slow
@@ -34,10 +36,14 @@ def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys)
         manifest = json.loads((out / step.name / "manifest.json").read_text())
         assert rec["config_hash"] == manifest["config_hash"] and rec["counts"] == manifest["counts"]
         assert len(rec["identity"]) == 16 and rec["seconds"] >= 0
-        upstream = {ref.split("/")[0] for ref in (*step.inputs, step.init, step.model) if ref}
+        upstream = {ref.split("/")[0] for ref in step.refs()}
         assert {u: steps[u]["identity"] for u in upstream}.items() <= rec["upstream"].items(), step.name
     assert steps["cpt"]["upstream"] == {"pairs": steps["pairs"]["identity"], "mlm-8192": steps["mlm-8192"]["identity"]}
     assert set(steps["corpus"]["upstream"]) == {"input:data/corpus/raw"}
+    assert steps["mine"]["upstream"] == {"pairs": steps["pairs"]["identity"], "cpt": steps["cpt"]["identity"]}
+    assert set(steps["eval-trm"]["upstream"]) >= {"trm", "reranker"}
+    methods = json.loads((out / "eval-trm" / "metrics.json").read_text())["methods"]
+    assert {"bm25", "dense", "sparse", "hybrid", "rerank"} <= set(methods), sorted(methods)
     assert Path(first["comparison"]).is_file() and Path(first["comparison"]).stat().st_size > 0
     assert json.loads((out / "mlm-2048" / "manifest.json").read_text())["extra"]["steps"] == 3
     for step in DAG.steps:  # every real stage output has an audit page
