@@ -40,7 +40,8 @@ from storage_schemas import Table, check_counts, validate_manifest, validate_tas
 # Keys of a stage config that do not change its result: where it runs, where it writes, how many
 # bad records it tolerates before giving up, what to do when its input set changed. A dotted key
 # names a nested one (``reader.error_budget``).
-RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress", "on_input_change", "reader.error_budget")
+RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress", "on_input_change", "reader.error_budget",
+                 "cache_dir")  # where a cache lives never changes a result
 EMPTY_COUNTS = {"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}
 
 
