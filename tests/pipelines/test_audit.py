@@ -149,11 +149,11 @@ def test_eval(tmp_path, capsys):
 
 def test_a_stage_without_its_own_report_gets_the_common_page(tmp_path, capsys):
     counts = {"input": 5, "kept": 3, "dropped": 2, "quarantined": 0}
-    root = _stage(tmp_path / "mine", "mine", {"dropped/d.parquet": pa.table(
-        {"query_id": ["a", "b"], "reason": ["too_few_negatives"] * 2})}, counts, {"too_few_negatives": 2})
+    root = _stage(tmp_path / "future", "future-stage", {"dropped/d.parquet": pa.table(
+        {"item_id": ["a", "b"], "reason": ["too_short"] * 2})}, counts, {"too_short": 2})
     text = _audit(root, capsys)
-    _common(text, counts, {"too_few_negatives": 2})
-    assert "too_few_negatives (2)" in text
+    _common(text, counts, {"too_short": 2})
+    assert "too_short (2)" in text
 
 
 @pytest.mark.parametrize("case", ["plain", "unfinished", "missing", "bad-json"])
