@@ -31,22 +31,20 @@ from typing import Literal
 import pyarrow as pa
 import torch
 
-from foundation.config import RayConfig, build, config_to_dict, frozen, replace
+from foundation.config import RayConfig, build, frozen, replace
 from model.heads import cls_pool
-from model.hf import absolute_if_local
-from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest
 from foundation.errors import MgteError
 from training.contrastive import gather_no_grad, in_batch_loss
 from training.gradcache import cached_step
 from training.distributed import all_reduce_sum
-from training.loop import LoopConfig, train_loop
+from training.loop import LoopConfig
 from training.model_builder import ModelConfig, build_encoder, check_init, is_hf_encoder, save_model
 from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
 from training.steppers import StepContext
 from training.task import CustomStepTask
-from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
-                                worker_world)
+from training import stage_io
+from training.ray_entry import ScalingConfig
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +285,7 @@ class CPTTask(CustomStepTask):
 
 def train_func(config: dict) -> None:
     """What every Ray Train worker (or this process, ``engine: local``) runs."""
-    local = bool(config.pop("_local", False))
-    cfg = build(Config, config, source="train cpt worker config")
-    out = Path(cfg.output)
-    result = train_loop(CPTTask(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out,
-                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter)
-    if local:
-        return result
-    return None
+    return stage_io.worker_main(config, lambda c: build(Config, c, source="train cpt worker config"), CPTTask)
 
 
 def run(cfg: Config) -> dict:
@@ -315,43 +306,17 @@ def run_train_stage(cfg, stage: str, short: str, train_func, load_input) -> dict
     the output begun (a finished one is a no-op), the input read (``load_input(cfg)`` ->
     (``{counts, dropped_by_reason}``, manifest extras, the config to train with, e.g. with the
     step count of its epochs)), training on Ray or here, the manifest."""
-    cfg = replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
-                  output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
+    cfg = stage_io.resolve_paths(cfg)
     family = check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
-    out = StageOutput(cfg.output, stage, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
-    clear_stale_dirs(Path(cfg.output))
-    if out.begin():
-        return read_manifest(cfg.output)
+    out, finished = stage_io.open_output(cfg, stage)
+    if finished is not None:
+        return finished
     data, extra, cfg = load_input(cfg)
-    storage = cfg.scaling.storage_path or str(Path(cfg.output) / "ray")
-    result = run_training(train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray, scaling=cfg.scaling,
-                          storage_path=storage, name=f"{short}-{out.config_hash}",
-                          ckpt_dir=Path(cfg.output) / "checkpoints")
+    result = stage_io.train(train_func, cfg, out, short)
     return out.finish(
         counts=data["counts"], dropped_by_reason=data["dropped_by_reason"],
-        inputs=[{"path": p, "size": _size(p)} for p in cfg.input],
-        outputs={"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]},
+        inputs=stage_io.input_sizes(cfg.input), outputs=stage_io.MODEL_OUTPUTS,
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, **extra,
-               "final": _final_metrics(Path(cfg.output), result),
+               "final": stage_io.final_metrics(Path(cfg.output), result),
                "rope_theta_training": f"model base / {cfg.reversed_ntk:g}" if family is None
                else f"not applicable ({family} positions)"})
-
-
-def _final_metrics(out: Path, result) -> dict:
-    from training.metrics import read_metrics
-
-    rows = read_metrics(out / "metrics.jsonl")
-    last = rows[-1] if rows else {}
-    if hasattr(result, "step"):  # a LoopResult (engine: local)
-        return {"step": result.step, "loss": result.loss, "nonfinite_steps": result.nonfinite_steps,
-                "resumed_from": result.resumed_from, **{k: last.get(k) for k in ("accuracy", "lr")}}
-    return {k: last.get(k) for k in ("step", "loss", "accuracy", "lr", "nonfinite_skipped")}
-
-
-def _size(path: str) -> int | None:
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return None

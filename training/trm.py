@@ -30,18 +30,19 @@ from typing import Literal
 
 import torch
 
-from foundation.config import RayConfig, build, config_to_dict, frozen, replace
+from foundation.config import RayConfig, build, frozen, replace
 from foundation.errors import ConfigError, MgteError
 from training.contrastive import gather_no_grad, gather_with_grad, rank
 from training.cpt import CPTTask, nonfinite_on_any_rank, run_train_stage
 from training.distributed import all_reduce_sum
 from training.gradcache import cached_step
 from training.length_groups import PAPER_EMBEDDER_GROUPS, LengthGroup
-from training.loop import LoopConfig, train_loop
+from training.loop import LoopConfig
 from training.matryoshka import dim_weights, matryoshka_dims
 from training.model_builder import ModelConfig, is_hf_encoder, resolve_init
 from training.optim import OptimConfig
-from training.ray_entry import ScalingConfig, ray_reporter, worker_world
+from training import stage_io
+from training.ray_entry import ScalingConfig
 from training.sparse_contrastive import sparsity_health
 from training.steppers import StepContext
 from training.trm_data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
@@ -298,12 +299,7 @@ def steps_for_epochs(cfg: Config, rows: dict) -> int:
 
 def train_func(config: dict):
     """What every Ray Train worker (or this process, ``engine: local``) runs."""
-    local = bool(config.pop("_local", False))
-    cfg = build(Config, config, source="train trm worker config")
-    out = Path(cfg.output)
-    result = train_loop(TRMTask(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out,
-                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter)
-    return result if local else None
+    return stage_io.worker_main(config, lambda c: build(Config, c, source="train trm worker config"), TRMTask)
 
 
 def run(cfg: Config) -> dict:
