@@ -36,10 +36,15 @@ class OptimConfig:
     schedule: str = "linear"  # linear decay to 0 after warm-up; "constant" keeps the peak
     min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of the peak
     max_grad_norm: float = 0.0  # 0 = no clipping (the MLM setting)
+    # peak lr of the task head (the parameters outside the model's base encoder, e.g. a fresh
+    # reranker scoring head on a pretrained encoder); null = lr for every parameter
+    head_lr: float | None = None
 
     def validate(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ValueError(f"optim.head_lr must be > 0 (or null = lr), got {self.head_lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not all(0 <= b < 1 for b in self.betas):
@@ -50,24 +55,38 @@ class OptimConfig:
             raise ValueError("optim.max_grad_norm must be >= 0 (0 = no clipping)")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed (>= 2-D weights) and not decayed (biases, norm weights: < 2-D)."""
-    decay, no_decay = [], []
-    for _name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+def head_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters outside the model's base encoder (``base_model_prefix``, the Hugging
+    Face convention): the task head. Empty when the model has no base encoder attribute."""
+    model = getattr(model, "module", model)  # DDP
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not isinstance(getattr(model, prefix, None), torch.nn.Module):
+        return set()
+    return {name for name, _ in model.named_parameters() if not name.startswith(prefix + ".")}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Decayed (>= 2-D weights) and not decayed (biases, norm weights: < 2-D) parameters; with
+    ``head_lr`` the head's (:func:`head_parameter_names`) in groups of their own at that lr."""
+    head = head_parameter_names(model) if head_lr is not None else set()
+    inner = getattr(model, "module", model)
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in inner.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name in head, param.ndim >= 2), []).append(param)
+    out = [{"params": groups.get((False, True), []), "weight_decay": weight_decay}]
+    for is_head, decayed in ((False, False), (True, True), (True, False)):
+        if groups.get((is_head, decayed)):
+            group = {"params": groups[(is_head, decayed)], "weight_decay": weight_decay if decayed else 0.0}
+            out.append({**group, "lr": head_lr} if is_head else group)
+    return out
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     params = list(model.parameters())
     fused = bool(params) and params[0].is_cuda
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
-                             eps=cfg.eps, fused=fused or None)
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.head_lr), lr=cfg.lr,
+                             betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:

@@ -53,3 +53,29 @@ def test_scheduler_steps():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4])
+
+
+def test_head_lr_puts_the_parameters_outside_the_base_encoder_in_their_own_groups():
+    class Classifier(torch.nn.Module):
+        base_model_prefix = "encoder"
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4))
+            self.classifier = torch.nn.Linear(4, 1)
+
+    model = Classifier()
+    assert len(param_groups(model, 0.01)) == 2  # no head_lr: one lr for all
+    cfg = OptimConfig(lr=1e-4, head_lr=1e-3, weight_decay=0.01, warmup_ratio=0.5)
+    opt = build_optimizer(model, cfg)
+    body_decay, body_plain, head_decay, head_plain = opt.param_groups
+    assert [p is q for p, q in zip(head_decay["params"] + head_plain["params"],
+                                   [model.classifier.weight, model.classifier.bias])] == [True, True]
+    assert body_decay["params"] == [model.encoder[0].weight] and len(body_plain["params"]) == 2
+    assert (head_decay["weight_decay"], head_plain["weight_decay"]) == (0.01, 0.0)
+    sched = build_scheduler(opt, cfg, 4)  # warm-up over 2 steps scales both peaks alike
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([5e-5, 5e-5, 5e-4, 5e-4])
+    opt.step(), sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
+    with pytest.raises(ValueError, match="head_lr"):
+        OptimConfig(head_lr=0.0).validate()
