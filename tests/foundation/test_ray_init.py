@@ -55,7 +55,7 @@ def token_cluster(tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)  # `ray start --block` may not exit on SIGTERM: the group is killed
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
