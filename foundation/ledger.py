@@ -395,9 +395,10 @@ def read_stage_output(root: str | Path, subdir: str, schema: Table | None = None
     files = stage_output_files(root, subdir, schema, columns)
     if not files:
         manifest = read_manifest(root)
-        counts, reasons = manifest.get("counts", {}), manifest.get("dropped_by_reason", {})
+        counts = manifest.get("counts", {})
         if counts.get("kept") == 0:
-            why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "no input"
+            lost = {**manifest.get("dropped_by_reason", {}), "quarantined": counts.get("quarantined", 0)}
+            why = ", ".join(f"{k} {v}" for k, v in sorted(lost.items()) if v) or "no input"
             raise BadInputError(f"{root}: the {manifest.get('stage', 'finished')} stage kept 0 of "
                                 f"{counts.get('input', 0)} records ({why}): nothing to read")
         raise BadInputError(f"{root}: the finished stage has no '{subdir}' files of marked tasks")

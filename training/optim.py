@@ -58,7 +58,6 @@ class OptimConfig:
 def head_parameter_names(model: torch.nn.Module) -> set[str]:
     """Names of the parameters outside the model's base encoder (``base_model_prefix``, the Hugging
     Face convention): the task head. Empty when the model has no base encoder attribute."""
-    model = getattr(model, "module", model)  # DDP
     prefix = getattr(model, "base_model_prefix", "")
     if not prefix or not isinstance(getattr(model, prefix, None), torch.nn.Module):
         return set()
@@ -68,10 +67,10 @@ def head_parameter_names(model: torch.nn.Module) -> set[str]:
 def param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
     """Decayed (>= 2-D weights) and not decayed (biases, norm weights: < 2-D) parameters; with
     ``head_lr`` the head's (:func:`head_parameter_names`) in groups of their own at that lr."""
+    model = getattr(model, "module", model)  # DDP: the wrapped model's names
     head = head_parameter_names(model) if head_lr is not None else set()
-    inner = getattr(model, "module", model)
     groups: dict[tuple[bool, bool], list] = {}
-    for name, param in inner.named_parameters():
+    for name, param in model.named_parameters():
         if param.requires_grad:
             groups.setdefault((name in head, param.ndim >= 2), []).append(param)
     out = [{"params": groups.get((False, True), []), "weight_decay": weight_decay}]

@@ -120,6 +120,8 @@ def test_read_stage_output_reads_marked_tasks_only_and_names_file_and_field(tmp_
                outputs={"quarantine": [rel]})
     assert read_stage_output(tmp_path, "quarantine", QUARANTINE).to_pylist()[0]["path"] == "f"
     assert stage_output_files(tmp_path, "quarantine") == [tmp_path / rel]
+    with pytest.raises(BadInputError, match=r"the demo stage kept 0 of 1 records \(quarantined 1\): nothing to read"):
+        read_stage_output(tmp_path, "data")  # a finished stage that kept nothing says so
     import pyarrow as pa
     import pyarrow.parquet as pq
 
