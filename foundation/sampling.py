@@ -6,6 +6,7 @@ in XLM). Groups with no items get no probability and no key.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 
@@ -15,7 +16,7 @@ def eq1(counts: Mapping[str, int], alpha: float = 0.5) -> dict[str, tuple[float,
     if total == 0:
         return {}
     p = {k: n / total for k, n in counts.items() if n > 0}
-    z = sum(v ** alpha for v in p.values())
+    z = math.fsum(v ** alpha for v in p.values())  # exactly rounded: the same q whatever the groups' order
     return {k: (v, v ** alpha / z) for k, v in p.items()}
 
 
