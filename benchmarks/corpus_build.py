@@ -280,19 +280,28 @@ def minhash_comparison() -> dict:
     return out
 
 
-def dedup_peak_rss(run_dir: Path) -> dict:
-    """The dedup step of a finished local run, redone alone in a fresh process: its peak RSS."""
-    code = ("import resource, sys, glob; from pipelines.corpus.steps import read_dedup_rows; "
-            "from pipelines.corpus.dedup_engines import dedup_in_memory; from pipelines.corpus.config import DedupConfig; "
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "rows = [r for f in sorted(glob.glob(sys.argv[1] + '/_work/candidates/*.parquet')) for r in read_dedup_rows((f, 0))]; "
-            "d = dedup_in_memory(rows, DedupConfig()); "
-            "print(len(rows), len(d), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+DEDUP_IMPLS = {  # the local engine's columnar step, and the row-by-row reference the other engines follow
+    "columnar": "c = DedupColumns.read(files, DedupConfig()); n = len(c); d = dedup_columnar(c, DedupConfig())",
+    "reference": "rows = [r for f in files for r in read_dedup_rows(f)]; n = len(rows); d = dedup_in_memory(rows, DedupConfig())",
+}
+
+
+def dedup_peak_rss(run_dir: Path, impl: str = "columnar") -> dict:
+    """The dedup step of a finished local run, redone alone in a fresh process: its time and peak RSS."""
+    code = ("import resource, sys, glob, time; from pipelines.corpus.steps import read_dedup_rows; "
+            "from pipelines.corpus.dedup_engines import dedup_in_memory, dedup_columnar, DedupColumns; "
+            "from pipelines.corpus.config import DedupConfig; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t0 = time.perf_counter(); "
+            "files = [(f, 0) for f in sorted(glob.glob(sys.argv[1] + '/_work/candidates/*.parquet'))]; "
+            f"{DEDUP_IMPLS[impl]}; "
+            "print(n, len(d), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0)")
     proc = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, capture_output=True, text=True,
                           check=True)
-    n_rows, n_dec, base_kb, peak_kb = map(int, proc.stdout.split()[-4:])
-    return {"candidates": n_rows, "decisions": n_dec, "rss_after_imports_mb": round(base_kb / 1024, 1),
-            "peak_rss_mb": round(peak_kb / 1024, 1), "dedup_rss_mb": round((peak_kb - base_kb) / 1024, 1)}
+    *ints, secs = proc.stdout.split()[-5:]
+    n_rows, n_dec, base_kb, peak_kb = map(int, ints)
+    return {"impl": impl, "candidates": n_rows, "decisions": n_dec, "seconds": round(float(secs), 2),
+            "rss_after_imports_mb": round(base_kb / 1024, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
+            "dedup_rss_mb": round((peak_kb - base_kb) / 1024, 1)}
 
 
 def dedup_scale(n_docs: int, tmp: Path) -> dict:
@@ -320,10 +329,8 @@ def dedup_scale(n_docs: int, tmp: Path) -> dict:
                          "minhash": hasher.signature_of(text, cfg.ngram).tolist()})
         pq.write_table(pa.Table.from_pylist(rows), run_dir / "_work" / "candidates" / f"part-{k:04d}.parquet")
     signing = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rss = dedup_peak_rss(run_dir)
     return {"docs": n_docs, "minhash": cfg.minhash, "signature_seconds": round(signing, 1),
-            "dedup_seconds_incl_start": round(time.perf_counter() - t0, 1), **rss}
+            "dedup": [dedup_peak_rss(run_dir, impl) for impl in DEDUP_IMPLS]}
 
 
 def main() -> None:
