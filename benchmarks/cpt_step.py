@@ -38,6 +38,23 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def run_child(script: str, args: argparse.Namespace, fixed: dict, skip: tuple[str, ...]) -> dict:
+    """One measurement in a fresh interpreter (so peak memory is its own): ``script`` with the
+    ``fixed`` flags and every other flag of ``args`` but ``skip``; its last output line, as JSON."""
+    cmd = [sys.executable, script] + [a for k, v in fixed.items() for a in (f"--{k.replace('_', '-')}", str(v))] + [
+        a for k, v in vars(args).items() if k not in fixed and k not in skip for a in (f"--{k.replace('_', '-')}", str(v))]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if out.returncode:
+        raise SystemExit(f"{' '.join(f'{k} {v}' for k, v in fixed.items())} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_rows(rows: list[dict], path: str | None) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
 def one(args: argparse.Namespace) -> dict:
     import torch
 
@@ -117,19 +134,11 @@ def main() -> None:
     rows = []
     runs = [("cached", b) for b in args.sizes] + [("plain", b) for b in args.plain_sizes]
     for mode, b in runs:
-        cmd = [sys.executable, __file__, "--mode", mode, "--batch", str(b)] + [
-            a for k, v in vars(args).items() if k not in ("mode", "batch", "json", "sizes", "plain_sizes")
-            for a in (f"--{k.replace('_', '-')}", str(v))]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-        if out.returncode:
-            raise SystemExit(f"{mode} batch {b} failed:\n{out.stderr[-3000:]}")
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = run_child(__file__, args, {"mode": mode, "batch": b}, skip=("json", "sizes", "plain_sizes"))
         rows.append(row)
         print(f"{row['mode']:>6} batch {row['batch']:>5} chunk {row['chunk']:>5}: {row['pairs_per_s']:>8.1f} pairs/s, "
               f"{row['step_s']:>7.2f} s/step, peak step memory {row['peak_step_mb']:>8.1f} MiB", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

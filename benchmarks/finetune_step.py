@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
 
-from benchmarks.cpt_step import peak_mb, rss_mb  # noqa: E402
+from benchmarks.cpt_step import peak_mb, rss_mb, run_child, write_rows  # noqa: E402
 
 
 def one(args: argparse.Namespace) -> dict:
@@ -123,21 +122,13 @@ def main() -> None:
     rows = []
     for length in args.lengths:
         for mode in ("sub", "plain"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--length", str(length)] + [
-                a for k, v in vars(args).items() if k not in ("mode", "length", "json", "lengths")
-                for a in (f"--{k.replace('_', '-')}", str(v))]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-            if out.returncode:
-                raise SystemExit(f"{mode} length {length} failed:\n{out.stderr[-3000:]}")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row = run_child(__file__, args, {"mode": mode, "length": length}, skip=("json", "lengths"))
             rows.append(row)
             print(f"{row['mode']:>5} length {row['length']:>5} ({row['texts']} texts, "
                   f"sub-batch {row['sub_batch']:>2}): "
                   f"{row['pairs_per_s']:>7.3f} pairs/s, {row['step_s']:>7.2f} s/step, "
                   f"peak step memory {row['peak_step_mb']:>8.1f} MiB", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,43 @@ result = {"kept": len(out), "queries": len(set(r["query"] for r in rows))}
 """
 
 
+ST_OURS = ST.replace('SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu")',
+                     'SentenceTransformer(sys.argv[2], device="cpu", trust_remote_code=True, local_files_only=True)')
+
+
+def our_encoder_dir(path: Path) -> Path:
+    """An mgte encoder of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, GLU 1536), random
+    weights (speed does not depend on them), saved with its sentence-transformers files ([CLS])."""
+    import torch
+
+    from model import MGTEConfig, MGTEModel, save_pretrained
+    from model.tokenizer import load_tokenizer
+    from training.cpt import write_sentence_transformers_files
+
+    torch.manual_seed(0)
+    cfg = MGTEConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    save_pretrained(MGTEModel(cfg), path, tokenizer=load_tokenizer())
+    write_sentence_transformers_files(path, max_seq_length=256)
+    return path
+
+
+def ours_vs_st(work: Path, n_pairs: int) -> dict:
+    """The same comparison on our encoder: sentence-transformers runs it padded (through its
+    Hugging Face remote code), `mgte mine` unpadded on token-budget batches."""
+    src = pairs_file(n_pairs, work / "pairs.jsonl")
+    model = our_encoder_dir(work / "ours-minilm-shape")
+    tiny = str(ROOT / "dags" / "configs" / "mine" / "tiny.yaml")
+    res = {"pairs": n_pairs, "model": "mgte encoder, 6 x 384 (random weights)"}
+    res["sentence_transformers"] = child(ST_OURS, str(src), str(model))
+    res["mgte_unpadded"] = child(MGTE, tiny, f"input=[{src}]", f"model={model}", "encode.doc_max_length=256",
+                                 "encode.query_max_length=256", "progress=false", f"output={work / 'ours'}",
+                                 f"cache_dir={work / 'cache-ours'}")
+    for key in ("sentence_transformers", "mgte_unpadded"):
+        res[key]["queries_per_s"] = round(res[key]["queries"] / res[key]["wall_s"], 2)
+    res["speedup_vs_st"] = round(res["sentence_transformers"]["wall_s"] / res["mgte_unpadded"]["wall_s"], 2)
+    return res
+
+
 def end_to_end(work: Path, n_pairs: int) -> dict:
     src = pairs_file(n_pairs, work / "pairs.jsonl")
     tiny = str(ROOT / "dags" / "configs" / "mine" / "tiny.yaml")
@@ -190,11 +227,19 @@ def main() -> None:
     ap.add_argument("--search-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--ivf-size", type=int, default=100_000)
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--ours", action="store_true", help="only the end-to-end comparison on our encoder")
     args = ap.parse_args()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_avg_at_start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.ours:
+            result["ours_vs_st"] = ours_vs_st(work, args.pairs)
+            text = json.dumps(result, indent=1)
+            print(text)
+            if args.out:
+                Path(args.out).write_text(text + "\n")
+            return
         if not args.skip_e2e:
             result["end_to_end"] = end_to_end(work, args.pairs)
             print(json.dumps(result["end_to_end"], indent=1), flush=True)

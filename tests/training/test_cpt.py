@@ -53,15 +53,6 @@ def write_pairs(directory: Path) -> Path:
     return directory
 
 
-@pytest.fixture(autouse=True)
-def _fresh_faults(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-    yield
-    faults._calls.clear()
-
-
 @pytest.fixture(scope="module")
 def init_dir(tmp_path_factory):
     """A tiny encoder with the real vocabulary, saved like an MLM-8192 model (RoPE base 160,000)."""

@@ -24,13 +24,6 @@ POSITIONS = 24  # the tiny XLM-R's usable positions: CPT clips to it, MLM cuts w
 TEXTS = ["All about bees", "What should I know about comets? Most people know little about comets."]
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-
-
 def _small(cls, **kw):
     return cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **kw)
 

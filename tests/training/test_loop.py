@@ -36,14 +36,6 @@ def _params(tmp: Path):
     return torch.load(tmp / "model" / "model.pt")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fault_counter(monkeypatch):
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-    yield
-    faults._calls.clear()
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")

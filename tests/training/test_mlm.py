@@ -28,13 +28,6 @@ TEST_SETS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     from pipelines.mlm_shards import Config as ShardConfig

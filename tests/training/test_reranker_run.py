@@ -17,7 +17,7 @@ from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker
 from training.loop import Preempted
 from training.metrics import read_metrics
-from tests.training.test_cpt import _fresh_faults, init_dir  # noqa: F401  (offline + faults reset; init)
+from tests.training.test_cpt import init_dir  # noqa: F401  (the tiny encoder fixture)
 from tests.training.test_reranker import REPO, tiny_cfg, topic_rows
 
 MINILM = "all-MiniLM-L6-v2"

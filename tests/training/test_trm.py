@@ -56,15 +56,6 @@ def tiny_cfg(tmp_path, inputs, *sets, out="out"):
         "loop.max_steps=4", "loop.ckpt_every=2", "loop.progress=false", "loop.tensorboard=false", *sets])
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults._calls.clear()
-    yield
-    faults._calls.clear()
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trm")
