@@ -144,8 +144,8 @@ def _sorted_runs(group: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.nd
 def dedup_columnar(cols: DedupColumns, cfg: DedupConfig) -> list[dict]:
     """:func:`dedup_in_memory`'s decisions, computed on arrays: buckets are the exact band values
     grouped with numpy, links are verified on the signature matrix, and Python touches only the
-    duplicates. At 100k documents about 4x faster than the row-by-row reference in a quarter of
-    its memory (benchmarks/corpus_build.py --dedup-scale)."""
+    duplicates. At 100k documents 5.5x faster than the row-by-row reference, growing by ~1.8 kB per
+    document instead of ~14 kB (benchmarks/corpus_build.py --dedup-scale)."""
     n = len(cols)
     if n == 0:
         return []
