@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-ATTN_BACKENDS = ("auto", "eager", "sdpa", "flex", "xformers", "flash")
+ATTN_BACKENDS = ("auto", "eager", "sdpa", "njt", "flex", "varlen", "xformers", "flash")
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 
 

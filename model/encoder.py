@@ -215,17 +215,56 @@ def flash_attention(q, k, v, varlen: Varlen):
     return flash_attn_varlen_func(q, k, v, cu, cu, n, n, dropout_p=0.0, causal=False)
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def varlen_attention(q, k, v, varlen: Varlen):
+    """PyTorch's own flash varlen kernel (``torch.nn.attention.varlen``, torch >= 2.10; CUDA,
+    fp16/bf16): the whole packed batch in one call, no extra package."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    if q.device.type != "cuda":
+        raise RuntimeError("attn_backend='varlen' runs on CUDA GPUs only; on CPU use 'sdpa' or 'njt'")
+    if q.dtype not in _HALF:
+        raise RuntimeError(f"attn_backend='varlen' needs float16 or bfloat16 (flash kernels), got {q.dtype}: "
+                           "run the model in bf16 (or under autocast) or use 'njt'")
+    cu, n = varlen.cu_seqlens, varlen.max_seqlen
+    return varlen_attn(q, k, v, cu, cu, n, n)
+
+
+def njt_attention(q, k, v, varlen: Varlen):
+    """SDPA on nested jagged tensors: one call for the whole packed batch (the packed tensors are
+    the jagged values); forward and backward on CPU and CUDA, any dtype. On CPU PyTorch runs it
+    as its math kernel document by document, so `sdpa` stays the CPU default."""
+    if "njt" not in varlen.cache:
+        varlen.cache["njt"] = varlen.cu_seqlens.to(device=q.device, dtype=torch.int64)
+    offsets = varlen.cache["njt"]
+
+    def nest(x):  # (total, heads, d) -> (batch, heads, jagged len, d); the kernels want dense values
+        nested = torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets, max_seqlen=varlen.max_seqlen)
+        return nested.transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(nest(q), nest(k), nest(v))
+    return out.transpose(1, 2).values()
+
+
 ATTENTION_BACKENDS = {
     "eager": eager_attention,
     "sdpa": sdpa_attention,
+    "njt": njt_attention,
     "flex": flex_attention,
+    "varlen": varlen_attention,
     "xformers": xformers_attention,
     "flash": flash_attention,
 }
-_BACKEND_PACKAGES = {"xformers": "xformers", "flash": "flash_attn", "flex": "torch.nn.attention.flex_attention"}
+_BACKEND_PACKAGES = {"xformers": "xformers", "flash": "flash_attn", "flex": "torch.nn.attention.flex_attention",
+                     "varlen": "torch.nn.attention.varlen"}
 
 
 def _missing_message(backend: str) -> str:
+    if backend == "varlen":
+        return (f"attn_backend='varlen' needs torch >= 2.10 (torch.nn.attention.varlen); this is torch "
+                f"{torch.__version__}: upgrade torch, or use 'flash', 'xformers' or 'njt'")
     install = "pip install mgte[gpu]" if backend == "xformers" else "pip install flash-attn --no-build-isolation"
     return f"attn_backend={backend!r} needs the {_BACKEND_PACKAGES[backend]} package, which is not installed: {install}"
 
@@ -248,15 +287,25 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"unknown attn_backend {backend!r}; choose from {['auto', *ATTENTION_BACKENDS]}")
     if not backend_available(backend):
         raise ImportError(_missing_message(backend))
+    if backend == "varlen" and not torch.cuda.is_available():
+        raise RuntimeError("attn_backend='varlen' runs on CUDA GPUs only and this machine has none; "
+                           "use 'auto', 'sdpa' or 'njt'")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """`auto`: xformers on CUDA when installed, else PyTorch SDPA (the fastest CPU path)."""
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """`auto` on CUDA: flash-attn's varlen kernel (if installed), PyTorch's ``varlen_attn`` (torch
+    >= 2.10) -- both in fp16/bf16 only --, xformers (if installed), else SDPA on nested jagged
+    tensors; never the per-document loop, which pays a launch per document and layer on a GPU.
+    On CPU: the per-document SDPA loop, the fastest CPU path measured (benchmarks/RESULTS.md)."""
     if backend != "auto":
         return backend
-    if device.type == "cuda" and backend_available("xformers"):
-        return "xformers"
-    return "sdpa"
+    if device.type != "cuda":
+        return "sdpa"
+    half = dtype in _HALF
+    for name, ok in (("flash", half), ("varlen", half), ("xformers", True)):
+        if ok and backend_available(name):
+            return name
+    return "njt"
 
 
 class MGTEAttention(nn.Module):
@@ -438,11 +487,18 @@ class MGTEModel(MGTEPreTrainedModel):
             position_ids = position_ids_from_cu_seqlens(cu_seqlens, varlen.total)  # (total,)
         hidden = self.embeddings(input_ids, token_type_ids)  # (total, hidden)
         cos, sin = self.rotary(position_ids)
-        backend = resolve_backend(self.config.attn_backend, hidden.device)
+        backend = resolve_backend(self.config.attn_backend, hidden.device, self._attention_dtype(hidden))
         if backend != self.attn_backend_used:
             logger.info("mgte encoder: attention backend %r (config: %r)", backend, self.config.attn_backend)
             self.attn_backend_used = backend
         return self.encoder(hidden, cos, sin, varlen, ATTENTION_BACKENDS[backend])
+
+    @staticmethod
+    def _attention_dtype(hidden: torch.Tensor) -> torch.dtype:
+        """The dtype attention will see: autocast's when it is on for this device, else the tensor's."""
+        if hidden.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            return torch.get_autocast_dtype("cuda")
+        return hidden.dtype
 
     def set_rope_theta(self, theta: float | None) -> None:
         """Run RoPE with base `theta` (no NTK scaling) until reset with None; the config is untouched."""

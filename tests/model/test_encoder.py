@@ -13,7 +13,7 @@ from model import MGTEConfig, MGTEModel
 from model.encoder import apply_rope, backend_available, rope_inv_freq
 from model.unpad import unpad_input
 
-CPU_BACKENDS = ["sdpa"]
+CPU_BACKENDS = ["sdpa", "njt"]
 if shutil.which("g++") or shutil.which("c++"):
     CPU_BACKENDS.append("flex")  # forward only on CPU; needs a C++ compiler for torch.compile
 
@@ -97,7 +97,7 @@ def _long_ragged_packed(vocab=1000):
     return ids, torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
 
 
-@pytest.mark.parametrize("backend", ["sdpa"])
+@pytest.mark.parametrize("backend", ["sdpa", "njt"])
 def test_backend_matches_eager_fp32_forward_and_gradients(tiny_config, backend):
     ids, cu = _long_ragged_packed()
     m = _model(tiny_config, backend="eager")
@@ -139,7 +139,7 @@ def test_sdpa_bf16_error_within_3x_of_eager_bf16(tiny_config):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("backend", ["sdpa", "flex", "xformers", "flash"])
+@pytest.mark.parametrize("backend", ["sdpa", "njt", "varlen", "flex", "xformers", "flash"])
 def test_gpu_backend_matches_eager_in_bf16_forward_and_gradients(tiny_config, backend):
     """bf16 on the GPU: max|ours - fp32 eager| <= 3 x max|bf16 eager - fp32 eager|, outputs and grads."""
     if not backend_available(backend):
@@ -182,6 +182,54 @@ def test_missing_backend_raises_at_construction_naming_the_extra(tiny_config, mo
     )
     tiny_config.attn_backend = "xformers"
     with pytest.raises(ImportError, match=r"pip install mgte\[gpu\]"):
+        MGTEModel(tiny_config)
+
+
+@pytest.mark.parametrize("installed,device,dtype,expected", [
+    ({"flash", "varlen", "xformers"}, "cuda", torch.bfloat16, "flash"),
+    ({"varlen", "xformers"}, "cuda", torch.bfloat16, "varlen"),
+    ({"varlen", "xformers"}, "cuda", torch.float16, "varlen"),
+    ({"flash", "varlen", "xformers"}, "cuda", torch.float32, "xformers"),  # flash kernels: half precision only
+    ({"xformers"}, "cuda", torch.bfloat16, "xformers"),
+    ({"varlen"}, "cuda", torch.float32, "njt"),
+    (set(), "cuda", torch.bfloat16, "njt"),  # never the per-document loop on a GPU
+    ({"flash", "varlen", "xformers"}, "cpu", torch.float32, "sdpa"),
+    ({"flash", "varlen", "xformers"}, "cpu", torch.bfloat16, "sdpa"),
+])
+def test_auto_picks_in_order(installed, device, dtype, expected, monkeypatch):
+    monkeypatch.setattr(encoder_module, "backend_available", lambda name: name in installed or name in ("sdpa", "njt"))
+    assert encoder_module.resolve_backend("auto", torch.device(device), dtype) == expected
+    assert encoder_module.resolve_backend("eager", torch.device(device), dtype) == "eager"  # a named one is kept
+
+
+def test_auto_sees_the_autocast_dtype():
+    hidden = torch.zeros(3, 4)
+    assert MGTEModel._attention_dtype(hidden) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast on CPU: attention stays the CPU path
+        assert MGTEModel._attention_dtype(hidden) == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_varlen_without_a_gpu_says_why_at_construction(tiny_config):
+    tiny_config.attn_backend = "varlen"
+    with pytest.raises(RuntimeError, match="'varlen' runs on CUDA GPUs only and this machine has none"):
+        MGTEModel(tiny_config)
+
+
+def test_varlen_on_cpu_tensors_or_fp32_is_one_line(tiny_config):
+    from model.encoder import Varlen, varlen_attention
+
+    q = torch.zeros(5, 2, 8)
+    with pytest.raises(RuntimeError, match="CUDA GPUs only; on CPU use 'sdpa' or 'njt'"):
+        varlen_attention(q, q, q, Varlen.from_cu_seqlens(torch.tensor([0, 2, 5])))
+
+
+def test_varlen_needs_a_torch_that_has_it(tiny_config, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch.nn.attention.varlen" else real_find_spec(name, *a))
+    tiny_config.attn_backend = "varlen"
+    with pytest.raises(ImportError, match=r"needs torch >= 2.10"):
         MGTEModel(tiny_config)
 
 

@@ -1,0 +1,271 @@
+"""The encoder on a GPU (issue 11, the Table 6 protocol): our unpadded encoder with every
+attention backend that runs here against Hugging Face `XLMRobertaModel` on padded batches
+(SDPA) of the same size, in the same run.
+
+Two protocols, each forward and forward + backward, over all of its batches:
+
+* ``long``: lengths like MLDR (lognormal, mean ~4.5k tokens, at most ``--max-len``), 16
+  documents a batch, in arrival order and length-sorted;
+* ``short``: at most 512 tokens (median ~256), 128 documents a batch.
+
+Reported per (protocol, order, mode, variant): real tokens/s, the ratio to HF padded SDPA,
+TFLOP/s on real tokens (2 x matmul params x tokens + 4 x sum(len^2) x hidden x layers, x3 with
+backward) and its share of the matmul peak measured in the same process, peak memory (CUDA
+max allocated, or RSS on CPU). Also an MLM step (our MLM head on 30 % masked tokens, loss,
+backward) in tokens/s. bf16 (autocast) on CUDA, fp32 on CPU.
+
+    python benchmarks/gpu_encoder.py --size base --out benchmarks/gpu_encoder.json      # on a GPU
+    python benchmarks/gpu_encoder.py --device cpu --size tiny --docs 8                   # smoke run, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
+
+from benchmarks.encoder_throughput import CLS, EOS, PAD, VOCAB, model_flops  # noqa: E402
+
+SIZES = {
+    "base": dict(hidden=768, layers=12, heads=12, inner=3072),
+    "small": dict(hidden=384, layers=6, heads=6, inner=1536),
+    "tiny": dict(hidden=64, layers=2, heads=4, inner=128),
+}
+PROTOCOLS = {  # lognormal lengths: median, sigma, cap; documents a batch
+    "long": dict(median=3600.0, sigma=0.7, cap=8192, batch=16),
+    "short": dict(median=256.0, sigma=0.6, cap=512, batch=128),
+}
+
+
+def lengths_for(protocol: str, docs: int, max_len: int | None, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    p = PROTOCOLS[protocol]
+    cap = min(p["cap"], max_len or p["cap"])
+    rng = np.random.default_rng(seed)
+    return [int(min(cap, max(8, rng.lognormal(math.log(min(p["median"], cap / 2)), p["sigma"])))) for _ in range(docs)]
+
+
+def batches_of(lengths: list[int], size: int, order: str) -> list[list[int]]:
+    if order == "sorted":
+        lengths = sorted(lengths, reverse=True)
+    return [lengths[i:i + size] for i in range(0, len(lengths), size)]
+
+
+def make_ids(lengths: list[int], device, seed: int):
+    """Packed ids with cu_seqlens, and the same documents padded: (packed, cu, padded, mask)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    docs = [torch.randint(4, VOCAB, (n,), generator=g) for n in lengths]
+    for d in docs:
+        d[0], d[-1] = CLS, EOS
+    packed = torch.cat(docs)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    padded = torch.full((len(docs), max(lengths)), PAD, dtype=torch.long)
+    mask = torch.zeros_like(padded)
+    for row, d in enumerate(docs):
+        padded[row, :len(d)], mask[row, :len(d)] = d, 1
+    return packed.to(device), cu.to(device), padded.to(device), mask.to(device)
+
+
+class Meter:
+    """Wall time with device synchronisation, and peak memory since the last reset."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.cuda = torch, device.type == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def reset(self):
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak_gb(self) -> float:
+        if self.cuda:
+            return self.torch.cuda.max_memory_allocated() / 2**30
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def matmul_tflops(device, dtype, n: int) -> float:
+    import torch
+
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    meter = Meter(device)
+    a @ b
+    meter.sync()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a @ b
+        meter.sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
+def build(variant: str, size: dict, device, max_len: int):
+    """-> (model, call(packed, cu, padded, mask) -> a tensor over real tokens only)."""
+    import torch
+
+    if variant.startswith("ours-"):
+        from model import MGTEConfig, MGTEModel
+
+        config = MGTEConfig(hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+                            num_attention_heads=size["heads"], intermediate_size=size["inner"],
+                            hidden_dropout_prob=0.0, attn_backend=variant[len("ours-"):])
+        model = MGTEModel(config).to(device)
+        return model, lambda packed, cu, padded, mask: model(packed, cu_seqlens=cu)
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    config = XLMRobertaConfig(vocab_size=VOCAB, hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+                              num_attention_heads=size["heads"], intermediate_size=size["inner"], type_vocab_size=1,
+                              max_position_embeddings=max_len + 2, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
+    config._attn_implementation = "sdpa"
+    model = XLMRobertaModel(config, add_pooling_layer=False).to(device)
+    return model, lambda packed, cu, padded, mask: model(input_ids=padded, attention_mask=mask).last_hidden_state[
+        mask.bool()]
+
+
+def run_batches(call, model, inputs, backward: bool, autocast, meter: Meter) -> float:
+    import torch
+
+    model.train(backward)
+    meter.sync()
+    t0 = time.perf_counter()
+    for packed, cu, padded, mask in inputs:
+        with autocast():
+            if backward:
+                call(packed, cu, padded, mask).float().square().mean().backward()
+            else:
+                with torch.inference_mode():
+                    call(packed, cu, padded, mask)
+    if backward:
+        model.zero_grad(set_to_none=True)
+    meter.sync()
+    return time.perf_counter() - t0
+
+
+def mlm_step(size: dict, inputs, device, autocast, meter: Meter, backend: str) -> dict:
+    """Our MLM model (head on masked tokens only): loss + backward over the batches."""
+    import torch
+
+    from model import MGTEConfig, MGTEForMaskedLM
+
+    config = MGTEConfig(hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+                        num_attention_heads=size["heads"], intermediate_size=size["inner"], attn_backend=backend)
+    model = MGTEForMaskedLM(config).to(device).train()
+    g = torch.Generator().manual_seed(3)
+
+    def step(packed, cu):
+        labels = torch.full_like(packed, -100)
+        chosen = (torch.rand(packed.shape, generator=g) < 0.3).to(device)
+        labels[chosen] = packed[chosen]
+        with autocast():
+            loss = model(packed.masked_fill(chosen, 4), cu_seqlens=cu, labels=labels).loss
+        loss.backward()
+
+    step(*inputs[0][:2])  # warm-up
+    model.zero_grad(set_to_none=True)
+    meter.reset()
+    meter.sync()
+    t0 = time.perf_counter()
+    for packed, cu, _, _ in inputs:
+        step(packed, cu)
+    meter.sync()
+    seconds = time.perf_counter() - t0
+    tokens = sum(int(cu[-1]) for _, cu, _, _ in inputs)
+    return {"variant": "ours-mlm-step", "backend_used": model.new.attn_backend_used,
+            "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 3),
+            "peak_gb": round(meter.peak_gb(), 2)}
+
+
+def main(argv=None) -> int:
+    import contextlib
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", choices=sorted(SIZES), default="base")
+    ap.add_argument("--docs", type=int, default=None, help="documents per protocol (default: 256 long, 4096 short)")
+    ap.add_argument("--max-len", type=int, default=None, help="cap the lengths (smoke runs)")
+    ap.add_argument("--protocols", nargs="+", default=["long", "short"], choices=sorted(PROTOCOLS))
+    ap.add_argument("--backends", nargs="+", default=None, help="ours: attention backends (default: all that run)")
+    ap.add_argument("--no-mlm", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from model.encoder import backend_available
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if cuda else contextlib.nullcontext
+    if args.backends is None:
+        args.backends = ["auto", "njt", "sdpa"] + [b for b in ("varlen", "flash", "xformers", "flex")
+                                                    if cuda and backend_available(b)]
+    size, meter = SIZES[args.size], Meter(device)
+    peak = matmul_tflops(device, dtype, 4096 if cuda else 1024)
+    rows: list[dict] = []
+    for protocol in args.protocols:
+        docs = args.docs or (256 if protocol == "long" else 4096)
+        lengths = lengths_for(protocol, docs, args.max_len)
+        max_len = max(lengths)
+        for order in ("arrival", "sorted") if protocol == "long" else ("arrival",):
+            inputs = [make_ids(b, device, seed=i) for i, b in enumerate(batches_of(lengths, PROTOCOLS[protocol]["batch"],
+                                                                                      order))]
+            for mode in ("fwd", "fwdbwd"):
+                backward = mode == "fwdbwd"
+                flops = sum(model_flops(size, [int(n) for n in (cu[1:] - cu[:-1]).tolist()], glu=True,
+                                        backward=backward) for _, cu, _, _ in inputs)
+                group = []
+                for variant in ["hf-sdpa"] + [f"ours-{b}" for b in args.backends]:
+                    row = {"protocol": protocol, "order": order, "mode": mode, "variant": variant,
+                           "docs": docs, "tokens": sum(lengths)}
+                    try:
+                        model, call = build(variant, size, device, max_len)
+                        run_batches(call, model, inputs[:1], backward, autocast, meter)  # warm-up
+                        meter.reset()
+                        seconds = run_batches(call, model, inputs, backward, autocast, meter)
+                    except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is a row that says why
+                        row["skipped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                        group.append(row)
+                        continue
+                    row.update(seconds=round(seconds, 3), tokens_per_s=round(sum(lengths) / seconds, 1),
+                               tflops_real=round(flops / seconds / 1e12, 3),
+                               peak_share=round(flops / seconds / 1e12 / peak, 3), peak_gb=round(meter.peak_gb(), 2),
+                               backend_used=getattr(model, "attn_backend_used", None))
+                    group.append(row)
+                    del model
+                    if cuda:
+                        torch.cuda.empty_cache()
+                hf = next((r for r in group if r["variant"] == "hf-sdpa" and "seconds" in r), None)
+                for r in group:
+                    if hf and "seconds" in r:
+                        r["x_hf_padded"] = round(r["tokens_per_s"] / hf["tokens_per_s"], 2)
+                    print(json.dumps(r), flush=True)
+                rows += group
+            if not args.no_mlm and order == "arrival":
+                r = {"protocol": protocol, "order": order, "mode": "mlm-step",
+                     **mlm_step(size, inputs, device, autocast, meter, "auto")}
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+    result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
+              "dtype": str(dtype), "size": args.size, "matmul_peak_tflops": round(peak, 2), "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
