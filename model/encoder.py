@@ -170,23 +170,56 @@ def sdpa_attention(q, k, v, varlen: Varlen):
 
 
 _compiled_flex_attention = None
+FLEX_BLOCK = 128  # FlexAttention's default block size
+
+
+def document_block_mask(seqlens: list[int], device, block: int = FLEX_BLOCK):
+    """FlexAttention's block mask of "same document" over a packed sequence, built from the
+    document boundaries: (blocks x blocks) booleans, never a (total x total) tensor (what
+    ``create_block_mask`` evaluates), so memory stays flat in the packed length.
+
+    A query block attends to the key blocks that hold its documents, a contiguous range; a pair of
+    blocks is *full* (no mask evaluated inside) when both lie inside one and the same document."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    lengths = torch.tensor(seqlens, device=device)
+    total, n_blocks = int(lengths.sum()), -(-int(lengths.sum()) // block)
+    doc = torch.repeat_interleave(torch.arange(len(seqlens), device=device), lengths)  # (total,)
+    ends = lengths.cumsum(0)
+    starts = ends - lengths
+    first_tok = torch.arange(n_blocks, device=device) * block
+    last_tok = torch.clamp(first_tok + block, max=total) - 1
+    doc_first, doc_last = doc[first_tok], doc[last_tok]
+    lo = (starts[doc_first] // block)[:, None]  # (blocks, 1): the key blocks each query block needs
+    hi = ((ends[doc_last] - 1) // block)[:, None]
+    cols = torch.arange(n_blocks, device=device)[None, :]
+    touched = (cols >= lo) & (cols <= hi)
+    whole = (doc_first == doc_last) & (last_tok - first_tok + 1 == block)  # one document, a whole block
+    full = touched & whole[:, None] & whole[None, :] & (doc_first[:, None] == doc_first[None, :])
+    partial = touched & ~full
+
+    def as_indices(m):  # (blocks, blocks) bool -> counts (1, 1, blocks), indices (1, 1, blocks, blocks)
+        order = torch.where(m, cols, n_blocks).sort(dim=-1).values
+        return m.sum(-1).to(torch.int32)[None, None], torch.where(order < n_blocks, order, 0).to(torch.int32)[None, None]
+
+    def same_doc(b, h, q_idx, kv_idx):
+        return doc[q_idx] == doc[kv_idx]
+
+    kv_num, kv_idx = as_indices(partial)
+    full_num, full_idx = as_indices(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=same_doc,
+                                    seq_lengths=(total, total))
 
 
 def flex_attention(q, k, v, varlen: Varlen):
     """FlexAttention over the whole packed sequence with a per-document block mask."""
     global _compiled_flex_attention
-    from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
     if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
         raise RuntimeError("attn_backend='flex' has no CPU backward in this torch; train on CPU with 'sdpa'")
     if "flex" not in varlen.cache:
-        doc = torch.repeat_interleave(  # (total,) document index of every token
-            torch.arange(len(varlen.bounds), device=q.device),
-            torch.tensor(varlen.seqlens, device=q.device),
-        )
-        same_doc = lambda b, h, q_idx, kv_idx: doc[q_idx] == doc[kv_idx]  # noqa: E731
-        varlen.cache["flex"] = create_block_mask(same_doc, None, None, varlen.total, varlen.total, device=q.device)
+        varlen.cache["flex"] = document_block_mask(varlen.seqlens, q.device)
     if _compiled_flex_attention is None:
         _compiled_flex_attention = torch.compile(flex, dynamic=True)  # one compile for all lengths
     qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, heads, total, head_dim)

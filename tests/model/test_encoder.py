@@ -233,6 +233,26 @@ def test_varlen_needs_a_torch_that_has_it(tiny_config, monkeypatch):
         MGTEModel(tiny_config)
 
 
+@pytest.mark.parametrize("lengths", [[128, 256, 100, 28, 512], [700, 33, 1, 130], [1000], [64] * 8, [5, 3],
+                                     [300, 5, 1, 206, 256, 256]])
+def test_flex_document_block_mask_equals_create_block_mask(lengths):
+    """Built from the boundaries (blocks x blocks), the same partial and full blocks as
+    create_block_mask, which evaluates the mask over every (query, key) pair."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    total = sum(lengths)
+    doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    ref = create_block_mask(lambda b, h, q, k: doc[q] == doc[k], None, None, total, total, device="cpu")
+    ours = encoder_module.document_block_mask(lengths, "cpu")
+
+    def rows(num, idx):
+        return [sorted(idx[0, 0, i, :num[0, 0, i]].tolist()) for i in range(num.shape[-1])]
+
+    assert rows(ours.kv_num_blocks, ours.kv_indices) == rows(ref.kv_num_blocks, ref.kv_indices)
+    assert rows(ours.full_kv_num_blocks, ours.full_kv_indices) == rows(ref.full_kv_num_blocks, ref.full_kv_indices)
+    assert ours.seq_lengths == (total, total)
+
+
 def test_unknown_backend_is_a_config_error():
     with pytest.raises(ValueError, match="attn_backend"):
         MGTEConfig.tiny(attn_backend="magic")
