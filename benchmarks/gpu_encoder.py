@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from model.encoder import backend_available
+    from model.attention import backend_available
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -1,10 +1,11 @@
 """mGTE models: the unpadded RoPE + GLU encoder, its heads, and Hugging Face I/O.
 
 Importing this package needs no GPU package; GPU attention backends import their kernels
-only when they run (see `model.encoder.ATTENTION_BACKENDS`).
+only when they run (see `model.attention.ATTENTION_BACKENDS`).
 """
+from .attention import ATTENTION_BACKENDS, backend_available
 from .config import MGTEConfig
-from .encoder import ATTENTION_BACKENDS, MGTEModel, backend_available
+from .encoder import MGTEModel
 from .heads import MLMHead, RerankerHead, SparseHead, batch_vocab, cls_pool, sparse_term_matrix, sparse_term_weights
 from .hf import load_pretrained, save_pretrained
 from .modeling import EmbeddingOutput, MGTEForEmbedding, MGTEForMaskedLM, MGTEForSequenceClassification

@@ -28,7 +28,7 @@ from .modeling import MGTEForEmbedding, MGTEForMaskedLM, MGTEForSequenceClassifi
 
 logger = logging.getLogger(__name__)
 
-SOURCE_FILES = ("config.py", "unpad.py", "encoder.py", "heads.py", "batching.py", "modeling.py")
+SOURCE_FILES = ("config.py", "unpad.py", "attention.py", "encoder.py", "heads.py", "batching.py", "modeling.py")
 AUTO_MAP = {
     "AutoConfig": "config.MGTEConfig",
     "AutoModel": "encoder.MGTEModel",

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model.encoder as encoder_module
+import model.attention as attention_module
 from model import MGTEConfig, MGTEModel
-from model.encoder import apply_rope, backend_available, rope_inv_freq
+from model.attention import backend_available
+from model.encoder import apply_rope, rope_inv_freq
 from model.unpad import unpad_input
 
 CPU_BACKENDS = ["sdpa", "njt"]
@@ -197,9 +198,9 @@ def test_missing_backend_raises_at_construction_naming_the_extra(tiny_config, mo
     ({"flash", "varlen", "xformers"}, "cpu", torch.bfloat16, "sdpa"),
 ])
 def test_auto_picks_in_order(installed, device, dtype, expected, monkeypatch):
-    monkeypatch.setattr(encoder_module, "backend_available", lambda name: name in installed or name in ("sdpa", "njt"))
-    assert encoder_module.resolve_backend("auto", torch.device(device), dtype) == expected
-    assert encoder_module.resolve_backend("eager", torch.device(device), dtype) == "eager"  # a named one is kept
+    monkeypatch.setattr(attention_module, "backend_available", lambda name: name in installed or name in ("sdpa", "njt"))
+    assert attention_module.resolve_backend("auto", torch.device(device), dtype) == expected
+    assert attention_module.resolve_backend("eager", torch.device(device), dtype) == "eager"  # a named one is kept
 
 
 def test_auto_sees_the_autocast_dtype():
@@ -217,7 +218,7 @@ def test_varlen_without_a_gpu_says_why_at_construction(tiny_config):
 
 
 def test_varlen_on_cpu_tensors_or_fp32_is_one_line(tiny_config):
-    from model.encoder import Varlen, varlen_attention
+    from model.attention import Varlen, varlen_attention
 
     q = torch.zeros(5, 2, 8)
     with pytest.raises(RuntimeError, match="CUDA GPUs only; on CPU use 'sdpa' or 'njt'"):
@@ -243,7 +244,7 @@ def test_flex_document_block_mask_equals_create_block_mask(lengths):
     total = sum(lengths)
     doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
     ref = create_block_mask(lambda b, h, q, k: doc[q] == doc[k], None, None, total, total, device="cpu")
-    ours = encoder_module.document_block_mask(lengths, "cpu")
+    ours = attention_module.document_block_mask(lengths, "cpu")
 
     def rows(num, idx):
         return [sorted(idx[0, 0, i, :num[0, 0, i]].tolist()) for i in range(num.shape[-1])]
@@ -263,7 +264,7 @@ def test_auto_records_the_backend_that_ran(tiny_config, ragged_batch):
     assert m.attn_backend_used is None
     with torch.no_grad():
         m(*ragged_batch)
-    assert m.attn_backend_used == encoder_module.resolve_backend("auto", torch.device("cpu")) == "sdpa"
+    assert m.attn_backend_used == attention_module.resolve_backend("auto", torch.device("cpu")) == "sdpa"
 
 
 def test_import_model_without_gpu_packages():
