@@ -11,8 +11,15 @@ Two protocols, each forward and forward + backward, over all of its batches:
 Reported per (protocol, order, mode, variant): real tokens/s, the ratio to HF padded SDPA,
 TFLOP/s on real tokens (2 x matmul params x tokens + 4 x sum(len^2) x hidden x layers, x3 with
 backward) and its share of the matmul peak measured in the same process, peak memory (CUDA
-max allocated, or RSS on CPU). Also an MLM step (our MLM head on 30 % masked tokens, loss,
-backward) in tokens/s. bf16 (autocast) on CUDA, fp32 on CPU.
+max allocated; on CPU the resident set sampled every 5 ms during the row, so rows do not inherit
+each other's peaks). Our rows run with `fused_layers='auto'` (fused elementwise stretches on
+CUDA, eager on CPU); ``--unfused`` backends also run with ``fused_layers='off'`` (variant
+``ours-<backend>-unfused``), which shows what the fusion is worth; ``--fused`` backends run
+with ``fused_layers='compile'`` (``ours-<backend>-fused``, e.g. to measure the fusion on CPU). Also two training steps in
+tokens/s: an MLM step (our MLM head on 30 % masked tokens, loss, backward) and a CPT
+cached-gradient step (``training.gradcache.cached_step``: queries = each document's first 64
+tokens, InfoNCE over the batch, documents in chunks of ``--cpt-chunk``). bf16 (autocast) on
+CUDA, fp32 on CPU.
 
     python benchmarks/gpu_encoder.py --size base --out benchmarks/gpu_encoder.json      # on a GPU
     python benchmarks/gpu_encoder.py --device cpu --size tiny --docs 8                   # smoke run, seconds
@@ -22,8 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +48,11 @@ PROTOCOLS = {  # lognormal lengths: median, sigma, cap; documents a batch
     "long": dict(median=3600.0, sigma=0.7, cap=8192, batch=16),
     "short": dict(median=256.0, sigma=0.6, cap=512, batch=128),
 }
+
+
+def significant(x: float, digits: int = 3) -> float:
+    """`x` to `digits` significant figures (a tiny model's TFLOP/s must not round to 0)."""
+    return float(f"{x:.{digits}g}")
 
 
 def lengths_for(protocol: str, docs: int, max_len: int | None, seed: int = 0) -> list[int]:
@@ -75,25 +88,49 @@ def make_ids(lengths: list[int], device, seed: int):
 
 
 class Meter:
-    """Wall time with device synchronisation, and peak memory since the last reset."""
+    """Wall time with device synchronisation, and peak memory since the last reset: CUDA's max
+    allocated, or on CPU the resident set sampled every 5 ms by a thread (``ru_maxrss`` is the
+    whole process's peak, so a row would report the largest earlier row's)."""
 
     def __init__(self, device):
         import torch
 
         self.torch, self.cuda = torch, device.type == "cuda"
+        self._peak, self._stop, self._thread = 0, threading.Event(), None
 
     def sync(self):
         if self.cuda:
             self.torch.cuda.synchronize()
 
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self.rss())
+
     def reset(self):
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats()
+            return
+        self._halt()
+        self._peak, self._stop = self.rss(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _halt(self):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
 
     def peak_gb(self) -> float:
         if self.cuda:
             return self.torch.cuda.max_memory_allocated() / 2**30
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        self._halt()
+        return max(self._peak, self.rss()) / 2**30
 
 
 def matmul_tflops(device, dtype, n: int) -> float:
@@ -117,12 +154,11 @@ def build(variant: str, size: dict, device, max_len: int):
     import torch
 
     if variant.startswith("ours-"):
-        from model import MGTEConfig, MGTEModel
+        from model import MGTEModel
 
-        config = MGTEConfig(hidden_size=size["hidden"], num_hidden_layers=size["layers"],
-                            num_attention_heads=size["heads"], intermediate_size=size["inner"],
-                            hidden_dropout_prob=0.0, attn_backend=variant[len("ours-"):])
-        model = MGTEModel(config).to(device)
+        backend, _, suffix = variant[len("ours-"):].partition("-")
+        fused = {"": "auto", "unfused": "off", "fused": "compile"}[suffix]
+        model = MGTEModel(our_config(size, backend, fused, dropout=0.0)).to(device)
         return model, lambda packed, cu, padded, mask: model(packed, cu_seqlens=cu)
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -155,15 +191,39 @@ def run_batches(call, model, inputs, backward: bool, autocast, meter: Meter) -> 
     return time.perf_counter() - t0
 
 
+def our_config(size: dict, backend: str, fused: str, dropout: float = 0.1):
+    from model import MGTEConfig
+
+    return MGTEConfig(hidden_size=size["hidden"], num_hidden_layers=size["layers"], num_attention_heads=size["heads"],
+                      intermediate_size=size["inner"], hidden_dropout_prob=dropout, attn_backend=backend,
+                      fused_layers=fused)
+
+
+def timed_steps(step, inputs, meter: Meter) -> float:
+    """One warm-up step (compiles, plans), then every batch; seconds."""
+    step(inputs[0])
+    meter.reset()
+    meter.sync()
+    t0 = time.perf_counter()
+    for batch in inputs:
+        step(batch)
+    meter.sync()
+    return time.perf_counter() - t0
+
+
+def step_row(variant: str, model, tokens: int, seconds: float, meter: Meter) -> dict:
+    return {"variant": variant, "backend_used": model.attn_backend_used, "fused_used": model.fused_layers_used,
+            "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 3),
+            "peak_gb": round(meter.peak_gb(), 2)}
+
+
 def mlm_step(size: dict, inputs, device, autocast, meter: Meter, backend: str) -> dict:
     """Our MLM model (head on masked tokens only): loss + backward over the batches."""
     import torch
 
-    from model import MGTEConfig, MGTEForMaskedLM
+    from model import MGTEForMaskedLM
 
-    config = MGTEConfig(hidden_size=size["hidden"], num_hidden_layers=size["layers"],
-                        num_attention_heads=size["heads"], intermediate_size=size["inner"], attn_backend=backend)
-    model = MGTEForMaskedLM(config).to(device).train()
+    model = MGTEForMaskedLM(our_config(size, backend, "auto")).to(device).train()
     g = torch.Generator().manual_seed(3)
 
     def step(packed, cu):
@@ -174,19 +234,47 @@ def mlm_step(size: dict, inputs, device, autocast, meter: Meter, backend: str) -
             loss = model(packed.masked_fill(chosen, 4), cu_seqlens=cu, labels=labels).loss
         loss.backward()
 
-    step(*inputs[0][:2])  # warm-up
-    model.zero_grad(set_to_none=True)
-    meter.reset()
-    meter.sync()
-    t0 = time.perf_counter()
-    for packed, cu, _, _ in inputs:
-        step(packed, cu)
-    meter.sync()
-    seconds = time.perf_counter() - t0
-    tokens = sum(int(cu[-1]) for _, cu, _, _ in inputs)
-    return {"variant": "ours-mlm-step", "backend_used": model.new.attn_backend_used,
-            "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 3),
-            "peak_gb": round(meter.peak_gb(), 2)}
+    seconds = timed_steps(lambda batch: (step(*batch[:2]), model.zero_grad(set_to_none=True)), inputs, meter)
+    return step_row("ours-mlm-step", model.new, sum(int(cu[-1]) for _, cu, _, _ in inputs), seconds, meter)
+
+
+def cpt_step(size: dict, inputs, device, autocast, meter: Meter, backend: str, chunk: int) -> dict:
+    """Our encoder in a CPT cached-gradient step: queries = every document's first 64 tokens,
+    InfoNCE (t = 0.05) of the queries against the batch's documents, embeddings without grad
+    first, then each chunk of ``chunk`` documents re-run with its cached embedding gradient."""
+    import torch
+
+    from model import MGTEModel
+    from training.contrastive import in_batch_loss
+    from training.gradcache import cached_step
+
+    model = MGTEModel(our_config(size, backend, "auto")).to(device).train()
+
+    def encode(piece):
+        ids, cu = piece
+        with autocast():
+            hidden = model(ids, cu_seqlens=cu)
+        return hidden[cu[:-1].long()]  # [CLS] (n, H)
+
+    def pieces(packed, cu, first: int | None):
+        bounds, out = cu.tolist(), []
+        for i in range(0, len(bounds) - 1, chunk):
+            docs = [packed[a:(b if first is None else min(b, a + first))] for a, b in zip(bounds[i:i + chunk],
+                                                                                       bounds[i + 1:i + chunk + 1])]
+            lengths = torch.tensor([0] + [len(d) for d in docs])
+            out.append((torch.cat(docs), lengths.cumsum(0).to(torch.int32).to(device)))
+        return out
+
+    prepared = [(pieces(packed, cu, 64), pieces(packed, cu, None)) for packed, cu, _, _ in inputs]
+
+    def step(batch):
+        queries, documents = batch
+        cached_step(encode, queries, documents, lambda q, d: in_batch_loss(q, d, 0.05), device=device)
+        model.zero_grad(set_to_none=True)
+
+    seconds = timed_steps(step, prepared, meter)
+    tokens = sum(int(cu[-1]) for q, d in prepared for _, cu in q + d)
+    return step_row("ours-cpt-cached-step", model, tokens, seconds, meter) | {"chunk_docs": chunk}
 
 
 def main(argv=None) -> int:
@@ -201,7 +289,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-len", type=int, default=None, help="cap the lengths (smoke runs)")
     ap.add_argument("--protocols", nargs="+", default=["long", "short"], choices=sorted(PROTOCOLS))
     ap.add_argument("--backends", nargs="+", default=None, help="ours: attention backends (default: all that run)")
+    ap.add_argument("--unfused", nargs="*", default=None,
+                    help="backends also run with fused_layers='off' (default: auto on CUDA, none on CPU)")
+    ap.add_argument("--fused", nargs="*", default=[],
+                    help="backends also run with fused_layers='compile' (variant ours-<backend>-fused; CPU: compiles)")
     ap.add_argument("--no-mlm", action="store_true")
+    ap.add_argument("--no-cpt", action="store_true")
+    ap.add_argument("--cpt-chunk", type=int, default=None, help="documents a CPT chunk (default: 4 long, 32 short)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -214,6 +308,10 @@ def main(argv=None) -> int:
     if args.backends is None:
         args.backends = ["auto", "njt", "sdpa"] + [b for b in ("varlen", "flash", "xformers", "flex")
                                                     if cuda and backend_available(b)]
+    if args.unfused is None:
+        args.unfused = ["auto"] if cuda else []
+    variants = ["hf-sdpa"] + [f"ours-{b}" for b in args.backends] + [f"ours-{b}-unfused" for b in args.unfused] \
+        + [f"ours-{b}-fused" for b in args.fused]
     size, meter = SIZES[args.size], Meter(device)
     peak = matmul_tflops(device, dtype, 4096 if cuda else 1024)
     rows: list[dict] = []
@@ -229,7 +327,7 @@ def main(argv=None) -> int:
                 flops = sum(model_flops(size, [int(n) for n in (cu[1:] - cu[:-1]).tolist()], glu=True,
                                         backward=backward) for _, cu, _, _ in inputs)
                 group = []
-                for variant in ["hf-sdpa"] + [f"ours-{b}" for b in args.backends]:
+                for variant in variants:
                     row = {"protocol": protocol, "order": order, "mode": mode, "variant": variant,
                            "docs": docs, "tokens": sum(lengths)}
                     try:
@@ -242,9 +340,10 @@ def main(argv=None) -> int:
                         group.append(row)
                         continue
                     row.update(seconds=round(seconds, 3), tokens_per_s=round(sum(lengths) / seconds, 1),
-                               tflops_real=round(flops / seconds / 1e12, 3),
-                               peak_share=round(flops / seconds / 1e12 / peak, 3), peak_gb=round(meter.peak_gb(), 2),
-                               backend_used=getattr(model, "attn_backend_used", None))
+                               tflops_real=significant(flops / seconds / 1e12),
+                               peak_share=significant(flops / seconds / 1e12 / peak), peak_gb=round(meter.peak_gb(), 2),
+                               backend_used=getattr(model, "attn_backend_used", None),
+                               fused_used=getattr(model, "fused_layers_used", None))
                     group.append(row)
                     del model
                     if cuda:
@@ -252,12 +351,18 @@ def main(argv=None) -> int:
                 hf = next((r for r in group if r["variant"] == "hf-sdpa" and "seconds" in r), None)
                 for r in group:
                     if hf and "seconds" in r:
-                        r["x_hf_padded"] = round(r["tokens_per_s"] / hf["tokens_per_s"], 2)
+                        r["x_hf_padded"] = significant(r["tokens_per_s"] / hf["tokens_per_s"])
                     print(json.dumps(r), flush=True)
                 rows += group
             if not args.no_mlm and order == "arrival":
                 r = {"protocol": protocol, "order": order, "mode": "mlm-step",
                      **mlm_step(size, inputs, device, autocast, meter, "auto")}
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+            if not args.no_cpt and order == "arrival":
+                chunk = args.cpt_chunk or (4 if protocol == "long" else 32)
+                r = {"protocol": protocol, "order": order, "mode": "cpt-step",
+                     **cpt_step(size, inputs, device, autocast, meter, "auto", chunk)}
                 print(json.dumps(r), flush=True)
                 rows.append(r)
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,

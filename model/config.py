@@ -21,6 +21,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 ATTN_BACKENDS = ("auto", "eager", "sdpa", "njt", "flex", "varlen", "xformers", "flash")
+FUSED_LAYERS = ("auto", "compile", "off")  # model/fused.py
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 
 
@@ -51,6 +52,7 @@ class MGTEConfig(PretrainedConfig):
         rope_theta: float = 10_000.0,
         rope_scaling: dict | None = None,
         attn_backend: str = "auto",
+        fused_layers: str = "auto",
         initializer_range: float = 0.02,
         classifier_pooler: bool = False,
         **kwargs,
@@ -69,6 +71,7 @@ class MGTEConfig(PretrainedConfig):
         self.rope_theta = float(rope_theta)
         self.rope_scaling = dict(rope_scaling) if rope_scaling else None
         self.attn_backend = attn_backend
+        self.fused_layers = fused_layers
         self.initializer_range = initializer_range
         # The released reranker puts BERT's pooler (dense + tanh) before its classifier.
         self.classifier_pooler = classifier_pooler
@@ -89,6 +92,8 @@ class MGTEConfig(PretrainedConfig):
             fail("num_attention_heads", f"head_dim={self.head_dim} must be even for RoPE")
         if self.attn_backend not in ATTN_BACKENDS:
             fail("attn_backend", f"{self.attn_backend!r} is not one of {ATTN_BACKENDS}")
+        if self.fused_layers not in FUSED_LAYERS:
+            fail("fused_layers", f"{self.fused_layers!r} is not one of {FUSED_LAYERS}")
         if self.hidden_act not in HIDDEN_ACTS:
             fail("hidden_act", f"{self.hidden_act!r} is not one of {HIDDEN_ACTS}")
         if self.rope_theta <= 0:

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .attention import ATTENTION_BACKENDS, Varlen, check_backend, resolve_backend
 from .config import MGTEConfig
+from .fused import LayerOps, apply_rope, check_fused, glu, layer_ops, resolve_fused  # noqa: F401 (apply_rope re-exported)
 from .heads import cls_pool
 from .unpad import pad_input, position_ids_from_cu_seqlens, unpad_input
 
@@ -49,19 +49,16 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None, devi
     return 1.0 / ((theta * factor) ** exponent) / factor ** (2.0 / head_dim)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the two halves of the last dim: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
-    x1, x2 = x.chunk(2, dim=-1)  # (..., head_dim/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-
-
 class RotaryEmbedding(nn.Module):
     """cos/sin of the rotary angle at every packed token's position inside its own document.
 
-    Holds no buffers: the (total_tokens, head_dim/2) table is recomputed per forward, which
-    costs nothing next to one matmul and lets the base change during training (reversed NTK).
+    The tables (positions, head_dim/2) are computed once per (base, device, dtype) -- in fp32,
+    then cast once to the dtype attention runs in -- grown to the longest position seen, and
+    indexed per forward: no per-layer fp32 table or cast. No buffers, so the base can change
+    during training (reversed NTK): another base is another table.
     """
+
+    _MIN_TABLE = 512
 
     def __init__(self, config: MGTEConfig):
         super().__init__()
@@ -69,16 +66,34 @@ class RotaryEmbedding(nn.Module):
         self.theta = config.rope_theta
         self.scaling = config.rope_scaling
         self.theta_override: float | None = None  # set by MGTEModel.rope_theta_override
+        self._tables: dict = {}
 
     def inv_freq(self, device=None) -> torch.Tensor:
         if self.theta_override is not None:
             return rope_inv_freq(self.head_dim, self.theta_override, None, device)
         return rope_inv_freq(self.head_dim, self.theta, self.scaling, device)
 
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = position_ids.float()[:, None] * self.inv_freq(position_ids.device)[None, :]  # (total, head_dim/2)
+    def tables(self, length: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (>= length, head_dim/2) in `dtype`, cached."""
+        base = (self.theta_override, None) if self.theta_override is not None else (self.theta, str(self.scaling))
+        key = (base, torch.device(device), dtype)
+        cached = self._tables.get(key)
+        if cached is None or cached[0].shape[0] < length:
+            size = max(self._MIN_TABLE, 1 << max(length - 1, 0).bit_length())  # powers of two: few regrowths
+            angles = torch.arange(size, device=device).float()[:, None] * self.inv_freq(device)[None, :]
+            if len(self._tables) >= 8:  # bases come and go (reversed NTK on and off): keep a few
+                self._tables.clear()
+            cached = self._tables[key] = (angles.cos().to(dtype), angles.sin().to(dtype))
+        return cached
+
+    def forward(self, position_ids: torch.Tensor, max_position: int | None = None, dtype=torch.float32):
+        """position_ids (total,) -> cos, sin (total, 1, 1, head_dim/2) in `dtype`; `max_position`
+        (> every position id) saves a device sync when the caller knows it."""
+        if max_position is None:
+            max_position = int(position_ids.max()) + 1 if position_ids.numel() else 1
+        cos, sin = self.tables(max_position, position_ids.device, dtype)
         # (total, 1, 1, head_dim/2): broadcasts over the (q, k) and heads dims of (total, 2, heads, head_dim/2)
-        return angles.cos()[:, None, None, :], angles.sin()[:, None, None, :]
+        return cos[position_ids][:, None, None, :], sin[position_ids][:, None, None, :]
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -113,32 +128,27 @@ class MGTEAttention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # one matmul for q, k, v
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden, cos, sin, varlen: Varlen, attn_fn) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden).view(-1, 3, self.num_heads, self.head_dim)  # (total, 3, heads, head_dim)
-        # split/unbind rather than indexing: their backward is one cat/stack, not zero-fill + copy
-        qk, v = qkv.split([2, 1], dim=1)  # (total, 2, heads, head_dim), (total, 1, heads, head_dim)
-        q, k = apply_rope(qk, cos, sin).unbind(1)  # (total, heads, head_dim) each
-        out = attn_fn(q, k, v.squeeze(1), varlen)  # (total, heads, head_dim)
+    def forward(self, hidden, cos, sin, varlen: Varlen, ops: LayerOps) -> torch.Tensor:
+        q, k, v = ops.rope_qkv(self.qkv_proj(hidden), cos, sin, self.num_heads, self.head_dim)  # (total, heads, hd)
+        out = ops.attention(q, k, v, varlen)  # (total, heads, head_dim)
         return self.o_proj(out.reshape(-1, self.num_heads * self.head_dim))  # (total, hidden)
 
 
 # ----------------------------------------------------------------------------- GLU, layer, encoder
 class GatedMLP(nn.Module):
-    """GLU feed-forward: down(act(gate) * up), with up and gate from one fused projection."""
+    """GLU feed-forward: down(dropout(act(gate) * up)), with up and gate from one fused projection."""
 
     def __init__(self, config: MGTEConfig):
         super().__init__()
         self.intermediate_size = config.intermediate_size
         self.up_gate_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.act = ACT2FN[config.hidden_act]
+        self.act_name = config.hidden_act
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        up, gate = self.up_gate_proj(hidden).split(self.intermediate_size, dim=-1)  # (total, inner) each
-        if torch.is_grad_enabled() and up.requires_grad:
-            return self.down_proj(self.dropout(self.act(gate) * up))
-        return self.down_proj(self.dropout(self.act(gate).mul_(up)))  # inference: no extra (total, inner) buffer
+    def forward(self, hidden: torch.Tensor, ops: LayerOps | None = None) -> torch.Tensor:
+        inner = (ops.glu if ops is not None else glu)(self.up_gate_proj(hidden), self.act_name, self.dropout.p, self.training)  # (total, inner)
+        return self.down_proj(inner)
 
 
 class MGTELayer(nn.Module):
@@ -150,9 +160,11 @@ class MGTELayer(nn.Module):
         self.mlp_ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden, cos, sin, varlen: Varlen, attn_fn) -> torch.Tensor:
-        hidden = self.attn_ln(hidden + self.dropout(self.attention(hidden, cos, sin, varlen, attn_fn)))
-        return self.mlp_ln(hidden + self.dropout(self.mlp(hidden)))
+    def forward(self, hidden, cos, sin, varlen: Varlen, ops: LayerOps) -> torch.Tensor:
+        p, ln1, ln2 = self.dropout.p, self.attn_ln, self.mlp_ln
+        attended = self.attention(hidden, cos, sin, varlen, ops)
+        hidden = ops.add_norm(hidden, attended, ln1.weight, ln1.bias, ln1.eps, p, self.training)
+        return ops.add_norm(hidden, self.mlp(hidden, ops), ln2.weight, ln2.bias, ln2.eps, p, self.training)
 
 
 class MGTEEncoder(nn.Module):
@@ -161,12 +173,12 @@ class MGTEEncoder(nn.Module):
         self.layer = nn.ModuleList(MGTELayer(config) for _ in range(config.num_hidden_layers))
         self.gradient_checkpointing = False  # recompute each layer in backward (TRM sub-batches)
 
-    def forward(self, hidden, cos, sin, varlen: Varlen, attn_fn) -> torch.Tensor:
+    def forward(self, hidden, cos, sin, varlen: Varlen, ops: LayerOps) -> torch.Tensor:
         for layer in self.layer:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden = checkpoint(layer, hidden, cos, sin, varlen, attn_fn, use_reentrant=False)
+                hidden = checkpoint(layer, hidden, cos, sin, varlen, ops, use_reentrant=False)
             else:
-                hidden = layer(hidden, cos, sin, varlen, attn_fn)
+                hidden = layer(hidden, cos, sin, varlen, ops)
         return hidden
 
 
@@ -211,11 +223,13 @@ class MGTEModel(MGTEPreTrainedModel):
     def __init__(self, config: MGTEConfig, add_pooling_layer: bool = False):
         super().__init__(config)
         check_backend(config.attn_backend)
+        check_fused(config.fused_layers)
         self.embeddings = MGTEEmbeddings(config)
         self.rotary = RotaryEmbedding(config)
         self.encoder = MGTEEncoder(config)
         self.pooler = MGTEPooler(config) if add_pooling_layer else None
         self.attn_backend_used: str | None = None  # what `auto` (or the named backend) last ran
+        self.fused_layers_used: bool | None = None  # whether the last forward ran the fused elementwise stretches
         self.post_init()
 
     def forward(
@@ -281,21 +295,25 @@ class MGTEModel(MGTEPreTrainedModel):
         varlen = Varlen.from_cu_seqlens(cu_seqlens, max_seqlen)
         if varlen.total != input_ids.numel():
             raise ValueError(f"cu_seqlens covers {varlen.total} tokens but input_ids has {input_ids.numel()}")
+        known_max = varlen.max_seqlen if position_ids is None else None
         if position_ids is None:
             position_ids = position_ids_from_cu_seqlens(cu_seqlens, varlen.total)  # (total,)
         hidden = self.embeddings(input_ids, token_type_ids)  # (total, hidden)
-        cos, sin = self.rotary(position_ids)
-        backend = resolve_backend(self.config.attn_backend, hidden.device, self._attention_dtype(hidden))
-        if backend != self.attn_backend_used:
-            logger.info("mgte encoder: attention backend %r (config: %r)", backend, self.config.attn_backend)
-            self.attn_backend_used = backend
-        return self.encoder(hidden, cos, sin, varlen, ATTENTION_BACKENDS[backend])
+        dtype = self._attention_dtype(hidden)
+        cos, sin = self.rotary(position_ids, known_max, dtype)  # (total, 1, 1, head_dim/2) in attention's dtype
+        backend = resolve_backend(self.config.attn_backend, hidden.device, dtype)
+        fuse = resolve_fused(self.config.fused_layers, hidden.device)
+        if backend != self.attn_backend_used or fuse != self.fused_layers_used:
+            logger.info("mgte encoder: attention backend %r (config: %r), fused layers %s (config: %r)",
+                        backend, self.config.attn_backend, fuse, self.config.fused_layers)
+            self.attn_backend_used, self.fused_layers_used = backend, fuse
+        return self.encoder(hidden, cos, sin, varlen, layer_ops(ATTENTION_BACKENDS[backend], fuse))
 
     @staticmethod
     def _attention_dtype(hidden: torch.Tensor) -> torch.dtype:
         """The dtype attention will see: autocast's when it is on for this device, else the tensor's."""
-        if hidden.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-            return torch.get_autocast_dtype("cuda")
+        if torch.is_autocast_enabled(hidden.device.type):
+            return torch.get_autocast_dtype(hidden.device.type)
         return hidden.dtype
 
     def set_rope_theta(self, theta: float | None) -> None:

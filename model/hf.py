@@ -28,7 +28,7 @@ from .modeling import MGTEForEmbedding, MGTEForMaskedLM, MGTEForSequenceClassifi
 
 logger = logging.getLogger(__name__)
 
-SOURCE_FILES = ("config.py", "unpad.py", "attention.py", "encoder.py", "heads.py", "batching.py", "modeling.py")
+SOURCE_FILES = ("config.py", "unpad.py", "attention.py", "fused.py", "encoder.py", "heads.py", "batching.py", "modeling.py")
 AUTO_MAP = {
     "AutoConfig": "config.MGTEConfig",
     "AutoModel": "encoder.MGTEModel",
@@ -85,6 +85,7 @@ def load_pretrained(
     cls: type = MGTEModel,
     *,
     attn_backend: str | None = None,
+    fused_layers: str | None = None,
     local_files_only: bool | None = None,
     with_tokenizer: bool = True,
 ):
@@ -106,6 +107,8 @@ def load_pretrained(
         state = convert_released_state_dict(_read_state_dict(path))
     else:
         raise ValueError(f"{path / 'config.json'}: model_type {model_type!r} is neither 'mgte' nor a released gte 'new' model")
+    if fused_layers is not None:
+        config.fused_layers = fused_layers
     model = cls(config)
     _load_state(model, state, source=str(path))
     if with_tokenizer and any((path / f).exists() for f in TOKENIZER_FILES):

@@ -44,10 +44,15 @@ class ModelConfig:
     # saved with it (null: the init model's own, e.g. 160,000 for MLM-8192)
     rope_theta: float | None = None
     attn_backend: str = "auto"
+    fused_layers: str = "auto"  # ours only: fuse each layer's elementwise work (auto: on CUDA; model/fused.py)
     hidden_dropout_prob: float | None = None  # null = the preset's / init model's value; else set and saved
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # random init only: other MGTEConfig fields
 
     def validate(self) -> None:
+        from model.config import FUSED_LAYERS
+
+        if self.fused_layers not in FUSED_LAYERS:
+            raise ValueError(f"model.fused_layers must be one of {list(FUSED_LAYERS)}, got {self.fused_layers!r}")
         if self.hidden_dropout_prob is not None and not 0.0 <= self.hidden_dropout_prob < 1.0:
             raise ValueError("model.hidden_dropout_prob must be in [0, 1) or null")
         if self.rope_theta is not None and self.rope_theta <= 0:
@@ -130,7 +135,8 @@ def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, 
         if model_type not in MGTE_MODEL_TYPES:
             return _build_hf(m, init, path, model_type, cls, with_tokenizer)
         try:
-            model = load_pretrained(path, cls=cls, attn_backend=m.attn_backend, with_tokenizer=with_tokenizer)
+            model = load_pretrained(path, cls=cls, attn_backend=m.attn_backend, fused_layers=m.fused_layers,
+                                    with_tokenizer=with_tokenizer)
         except (OSError, ValueError) as exc:
             raise BadInputError(f"init={init}: cannot be loaded as an mGTE model ({exc}); give one of our model "
                                 "directories or a released gte-multilingual checkpoint") from exc
@@ -138,7 +144,7 @@ def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, 
         if m.rope_theta is not None:
             set_rope_theta(model, m.rope_theta)
     else:
-        fields = dict(attn_backend=m.attn_backend, **dict(m.overrides))
+        fields = dict(attn_backend=m.attn_backend, fused_layers=m.fused_layers, **dict(m.overrides))
         if m.rope_theta is not None:
             fields["rope_theta"] = m.rope_theta
         model = cls(getattr(MGTEConfig, m.preset)(**fields))

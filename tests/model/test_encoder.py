@@ -206,8 +206,9 @@ def test_auto_picks_in_order(installed, device, dtype, expected, monkeypatch):
 def test_auto_sees_the_autocast_dtype():
     hidden = torch.zeros(3, 4)
     assert MGTEModel._attention_dtype(hidden) == torch.float32
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast on CPU: attention stays the CPU path
-        assert MGTEModel._attention_dtype(hidden) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # q, k, v come out of autocast's linear in bf16
+        assert MGTEModel._attention_dtype(hidden) == torch.bfloat16
+        assert attention_module.resolve_backend("auto", hidden.device, torch.bfloat16) == "sdpa"  # CPU path kept
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

@@ -30,5 +30,8 @@ def test_cpu_smoke_run(tmp_path):
         if r["variant"].startswith("ours-"):
             expected = "sdpa" if r["variant"] == "ours-auto" else r["variant"][len("ours-"):]
             assert r["backend_used"] == expected  # auto on CPU: the per-document SDPA path
-    mlm = [r for r in result["rows"] if r["mode"] == "mlm-step"]
-    assert len(mlm) == 2 and all(r["tokens_per_s"] > 0 and r["backend_used"] == "sdpa" for r in mlm)
+            assert r["fused_used"] is False  # fused_layers='auto' stays eager on CPU
+        assert r["peak_gb"] > 0
+    for mode in ("mlm-step", "cpt-step"):
+        steps = [r for r in result["rows"] if r["mode"] == mode]
+        assert len(steps) == 2 and all(r["tokens_per_s"] > 0 and r["backend_used"] == "sdpa" for r in steps), mode

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from training.metrics import read_metrics
 
@@ -23,33 +24,50 @@ from training.loop import LoopConfig, train_loop
 from training.steppers import DeepSpeedConfig
 from training.optim import OptimConfig
 from tests.training.toy import ToyTask
-dist.init_process_group("gloo", rank=0, world_size=1)
-cfg = LoopConfig(max_steps=6, log_every=1, ckpt_every=2, progress=False, tensorboard=False,
-                 optim=OptimConfig(lr=0.05, warmup_ratio=0.1), deepspeed=DeepSpeedConfig(enabled=True, zero_stage=2))
+stage, backend, precision = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group(backend, rank=0, world_size=1)
+cfg = LoopConfig(max_steps=6, log_every=1, ckpt_every=2, progress=False, tensorboard=False, precision=precision,
+                 optim=OptimConfig(lr=0.05, warmup_ratio=0.1), deepspeed=DeepSpeedConfig(enabled=True, zero_stage=stage))
 out = Path(sys.argv[1])
 train_loop(ToyTask(), cfg, ckpt_dir=out / "checkpoints", output_dir=out)
 """
 
 
-def _run(out: Path, port: int, fault: str | None = None) -> int:
+def _run(out: Path, port: int, fault: str | None = None, stage: int = 2, gpu: bool = False) -> int:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_RANK": "0", "DS_ACCELERATOR": "cpu"}
+           "LOCAL_RANK": "0"}
+    if not gpu:
+        env["DS_ACCELERATOR"] = "cpu"
     env.pop("MGTE_FAULT", None)
     if fault:
         env["MGTE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-c", CODE, str(out)], cwd=REPO, env=env, capture_output=True,
+    args = [str(out), str(stage), "nccl" if gpu else "gloo", "bf16" if gpu else "fp32"]
+    return subprocess.run([sys.executable, "-c", CODE, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900).returncode
 
 
-def test_zero2_kill_and_resume(tmp_path):
-    assert _run(tmp_path / "ref", 29611) == 0
+def _kill_and_resume(tmp_path: Path, port: int, **kw) -> tuple[dict, dict]:
+    assert _run(tmp_path / "ref", port, **kw) == 0
     ckpt = tmp_path / "ref" / "checkpoints" / "step-6"
     assert (ckpt / "deepspeed").is_dir() and (ckpt / "manifest.json").is_file()
-    assert _run(tmp_path / "run", 29612, "point=train_step,count=5,action=exit137") == 137
-    assert _run(tmp_path / "run", 29613) == 0
+    assert _run(tmp_path / "run", port + 1, "point=train_step,count=5,action=exit137", **kw) == 137
+    assert _run(tmp_path / "run", port + 2, **kw) == 0
     ref = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")}
     got = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")}
+    return got, ref
+
+
+def test_zero2_kill_and_resume(tmp_path):
+    got, ref = _kill_and_resume(tmp_path, 29611)
     assert got == ref
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="RELIABILITY row 25: needs a CUDA GPU (nccl, bf16)")
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_on_gpu_kill_and_resume_reproduces_the_loss_curve(tmp_path, stage):
+    got, ref = _kill_and_resume(tmp_path, 29621 + 3 * stage, stage=stage, gpu=True)
+    assert got.keys() == ref.keys() == set(range(1, 7))
+    assert got == pytest.approx(ref, rel=1e-5)
 
 
 CPT_CODE = """

@@ -35,6 +35,14 @@ def test_init_keeps_weights_and_forces_theta_and_dropout_into_the_saved_config(t
     save_pretrained(mlm, tmp_path / "mlm")
     saved = json.loads((tmp_path / "mlm" / "config.json").read_text())
     assert saved["rope_theta"] == 160_000.0 and saved["hidden_dropout_prob"] == 0.05
+    off = build_encoder(ModelConfig(fused_layers="off"), str(tmp_path / "enc"), with_tokenizer=False)
+    assert off.config.fused_layers == "off" and same.config.fused_layers == "auto"
+
+
+def test_fused_layers_setting_reaches_a_random_init_and_is_checked():
+    assert build_encoder(ModelConfig(preset="tiny", fused_layers="off", overrides=SMALL), None).config.fused_layers == "off"
+    with pytest.raises(ValueError, match="model.fused_layers must be one of"):
+        ModelConfig(fused_layers="yes").validate()
 
 
 def test_unloadable_init_is_one_line_bad_input(tmp_path):

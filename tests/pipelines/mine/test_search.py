@@ -68,3 +68,25 @@ def test_ivf_probing_every_list_is_exact_and_hnsw_recall(tmp_path):
     found = ann_search(path, hnsw, queries, ks, keys)
     recall = np.mean([len(set(a[0]) & set(b[0])) / 20 for a, b in zip(found, ref)])
     assert recall > 0.95
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "knn_gpu") else 0
+
+
+@pytest.mark.skipif(_faiss_gpus() == 0, reason="needs faiss-gpu and a CUDA GPU (faiss-cpu here)")
+def test_faiss_gpu_ranks_like_faiss_cpu():
+    """`mgte mine` searches with faiss-gpu when it sees a GPU (`search.use_gpu`): the same
+    negatives as faiss-cpu, ties by id included."""
+    from pipelines.mine.search import use_gpu
+
+    assert use_gpu("auto")
+    docs, queries, keys = data()
+    shards = [docs[i:i + 250] for i in range(0, len(docs), 250)]
+    ks = np.asarray([5, 10, 31, 50] * 10)
+    for (rows, scores), (ref_rows, ref_scores) in zip(exact_search(queries, shards, ks, keys, gpu=True),
+                                                      exact_search(queries, shards, ks, keys, gpu=False)):
+        np.testing.assert_array_equal(rows, ref_rows)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
