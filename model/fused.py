@@ -10,7 +10,8 @@ work between them; eagerly each stretch is several kernels over (total_tokens, .
 Fused, each stretch is one generated kernel (forward and backward), compiled once per process
 with the packed length dynamic (``maybe_mark_dynamic`` on dim 0), so new batch lengths do not
 recompile; the GEMMs and attention stay what they are. `config.fused_layers`: ``"auto"``
-fuses on CUDA when Triton is installed (every CUDA build of torch ships it) and runs eagerly
+fuses on CUDA when Triton (every CUDA build of torch ships it) and a C compiler (Triton builds
+its launcher with it) are there, and runs eagerly
 on CPU, where the compile costs more than a short job gains; ``"compile"`` fuses on any device
 (CPU needs a C++ compiler); ``"off"`` never does. Both paths compute the same function
 (tests/model/test_fused.py: forward and gradients, and no recompile across lengths).
@@ -110,7 +111,12 @@ def resolve_fused(setting: str, device: torch.device) -> bool:
         return False
     if setting == "compile":
         return True
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None and _c_compiler()
+
+
+def _c_compiler() -> bool:
+    """Triton builds its launcher with the system C compiler; without one, `auto` stays eager."""
+    return any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
 
 
 def check_fused(setting: str) -> None:
