@@ -16,7 +16,11 @@ SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.lo
           "mlm-8192.loop.max_steps=2", "mlm-8192.loop.log_every=1",
           "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2",
           "trm.loop.max_steps=3", "trm.loop.log_every=1", "trm.loop.ckpt_every=2",
-          "reranker.loop.max_steps=3", "reranker.loop.log_every=1", "reranker.loop.ckpt_every=2"]
+          "reranker.loop.max_steps=3", "reranker.loop.log_every=1", "reranker.loop.ckpt_every=2",
+          # engines: each stage's engines are compared with its local one in its own tests; here one Ray
+          # Train stage (cpt) is enough, the others run in this process (a Ray Train start is ~30 s each)
+          "corpus.engine=local", "mlm-2048.engine=local", "mlm-2048.scaling.num_workers=1",
+          "mlm-8192.engine=local", "mlm-8192.scaling.num_workers=1", "trm.engine=local", "reranker.engine=local"]
 
 
 @pytest.mark.slow
