@@ -93,6 +93,25 @@ def test_fused_layers_equal_eager_forward_and_gradients_without_recompiling():
 
 
 @pytest.mark.skipif(not HAS_CXX, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_fused_layers_under_gradient_checkpointing_give_the_eager_gradients():
+    """TRM and the reranker recompute each layer in backward: the fused stretches run twice."""
+    torch.manual_seed(1)
+    config = MGTEConfig.tiny(vocab_size=1000, hidden_dropout_prob=0.0, attn_backend="sdpa", fused_layers="off")
+    eager = MGTEModel(config).train()
+    fused = copy.deepcopy(eager)
+    fused.config.fused_layers = "compile"
+    fused.encoder.gradient_checkpointing = True
+    ids, cu = packed([12, 5, 30])
+    weights = torch.randn(len(ids), config.hidden_size)
+    (eager(ids, cu_seqlens=cu) * weights).sum().backward()
+    (fused(ids, cu_seqlens=cu) * weights).sum().backward()
+    assert fused.fused_layers_used is True
+    for (name, p_e), p_f in zip(eager.named_parameters(), fused.parameters()):
+        if p_e.grad is not None:
+            torch.testing.assert_close(p_f.grad, p_e.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="torch.compile's CPU backend needs a C++ compiler")
 def test_fused_dropout_is_dropout():
     """In training the fused stretches drop at rate p and scale by 1 / (1 - p), as eager does."""
     torch.manual_seed(0)
