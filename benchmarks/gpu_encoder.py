@@ -15,8 +15,8 @@ max allocated; on CPU the resident set sampled every 5 ms during the row, so row
 each other's peaks). Our rows run with `fused_layers='auto'` (fused elementwise stretches on
 CUDA, eager on CPU); ``--unfused`` backends also run with ``fused_layers='off'`` (variant
 ``ours-<backend>-unfused``), which shows what the fusion is worth; ``--fused`` backends run
-with ``fused_layers='compile'`` (``ours-<backend>-fused``, e.g. to measure the fusion on CPU). Also two training steps in
-tokens/s: an MLM step (our MLM head on 30 % masked tokens, loss, backward) and a CPT
+with ``fused_layers='compile'`` (``ours-<backend>-fused``, e.g. to measure the fusion on CPU).
+Also two training steps in tokens/s: an MLM step (our MLM head on 30 % masked tokens, loss, backward) and a CPT
 cached-gradient step (``training.gradcache.cached_step``: queries = each document's first 64
 tokens, InfoNCE over the batch, documents in chunks of ``--cpt-chunk``). bf16 (autocast) on
 CUDA, fp32 on CPU.
@@ -226,15 +226,17 @@ def mlm_step(size: dict, inputs, device, autocast, meter: Meter, backend: str) -
     model = MGTEForMaskedLM(our_config(size, backend, "auto")).to(device).train()
     g = torch.Generator().manual_seed(3)
 
-    def step(packed, cu):
+    def step(batch):
+        packed, cu = batch[:2]
         labels = torch.full_like(packed, -100)
         chosen = (torch.rand(packed.shape, generator=g) < 0.3).to(device)
         labels[chosen] = packed[chosen]
         with autocast():
             loss = model(packed.masked_fill(chosen, 4), cu_seqlens=cu, labels=labels).loss
         loss.backward()
+        model.zero_grad(set_to_none=True)
 
-    seconds = timed_steps(lambda batch: (step(*batch[:2]), model.zero_grad(set_to_none=True)), inputs, meter)
+    seconds = timed_steps(step, inputs, meter)
     return step_row("ours-mlm-step", model.new, sum(int(cu[-1]) for _, cu, _, _ in inputs), seconds, meter)
 
 
@@ -354,17 +356,16 @@ def main(argv=None) -> int:
                         r["x_hf_padded"] = significant(r["tokens_per_s"] / hf["tokens_per_s"])
                     print(json.dumps(r), flush=True)
                 rows += group
-            if not args.no_mlm and order == "arrival":
-                r = {"protocol": protocol, "order": order, "mode": "mlm-step",
-                     **mlm_step(size, inputs, device, autocast, meter, "auto")}
-                print(json.dumps(r), flush=True)
-                rows.append(r)
-            if not args.no_cpt and order == "arrival":
-                chunk = args.cpt_chunk or (4 if protocol == "long" else 32)
-                r = {"protocol": protocol, "order": order, "mode": "cpt-step",
-                     **cpt_step(size, inputs, device, autocast, meter, "auto", chunk)}
-                print(json.dumps(r), flush=True)
-                rows.append(r)
+            if order != "arrival":
+                continue
+            chunk = args.cpt_chunk or (4 if protocol == "long" else 32)
+            for mode, skip, run_step in (
+                    ("mlm-step", args.no_mlm, lambda: mlm_step(size, inputs, device, autocast, meter, "auto")),
+                    ("cpt-step", args.no_cpt, lambda: cpt_step(size, inputs, device, autocast, meter, "auto", chunk))):
+                if not skip:
+                    r = {"protocol": protocol, "order": order, "mode": mode, **run_step()}
+                    print(json.dumps(r), flush=True)
+                    rows.append(r)
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
               "dtype": str(dtype), "size": args.size, "matmul_peak_tflops": round(peak, 2), "rows": rows}
     if args.out:

@@ -147,8 +147,8 @@ class GatedMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, ops: LayerOps | None = None) -> torch.Tensor:
-        inner = (ops.glu if ops is not None else glu)(self.up_gate_proj(hidden), self.act_name, self.dropout.p, self.training)  # (total, inner)
-        return self.down_proj(inner)
+        glu_fn = glu if ops is None else ops.glu
+        return self.down_proj(glu_fn(self.up_gate_proj(hidden), self.act_name, self.dropout.p, self.training))
 
 
 class MGTELayer(nn.Module):
@@ -230,6 +230,7 @@ class MGTEModel(MGTEPreTrainedModel):
         self.pooler = MGTEPooler(config) if add_pooling_layer else None
         self.attn_backend_used: str | None = None  # what `auto` (or the named backend) last ran
         self.fused_layers_used: bool | None = None  # whether the last forward ran the fused elementwise stretches
+        self._plans: dict = {}  # (device, dtype, settings) -> (backend, fuse): resolved once, not per forward
         self.post_init()
 
     def forward(
@@ -301,13 +302,21 @@ class MGTEModel(MGTEPreTrainedModel):
         hidden = self.embeddings(input_ids, token_type_ids)  # (total, hidden)
         dtype = self._attention_dtype(hidden)
         cos, sin = self.rotary(position_ids, known_max, dtype)  # (total, 1, 1, head_dim/2) in attention's dtype
-        backend = resolve_backend(self.config.attn_backend, hidden.device, dtype)
-        fuse = resolve_fused(self.config.fused_layers, hidden.device)
-        if backend != self.attn_backend_used or fuse != self.fused_layers_used:
-            logger.info("mgte encoder: attention backend %r (config: %r), fused layers %s (config: %r)",
-                        backend, self.config.attn_backend, fuse, self.config.fused_layers)
-            self.attn_backend_used, self.fused_layers_used = backend, fuse
+        backend, fuse = self._plan(hidden.device, dtype)
+        self.attn_backend_used, self.fused_layers_used = backend, fuse
         return self.encoder(hidden, cos, sin, varlen, layer_ops(ATTENTION_BACKENDS[backend], fuse))
+
+    def _plan(self, device: torch.device, dtype: torch.dtype) -> tuple[str, bool]:
+        """The attention backend and whether to fuse, for this device, dtype and config; resolved
+        once per key (resolving looks for installed packages on disk)."""
+        key = (device, dtype, self.config.attn_backend, self.config.fused_layers)
+        if key not in self._plans:
+            backend = resolve_backend(self.config.attn_backend, device, dtype)
+            fuse = resolve_fused(self.config.fused_layers, device)
+            logger.info("mgte encoder on %s/%s: attention backend %r (config: %r), fused layers %s (config: %r)",
+                        device, dtype, backend, self.config.attn_backend, fuse, self.config.fused_layers)
+            self._plans[key] = (backend, fuse)
+        return self._plans[key]
 
     @staticmethod
     def _attention_dtype(hidden: torch.Tensor) -> torch.dtype:

@@ -75,7 +75,6 @@ class LayerOps:
     rope_qkv: Callable = rope_qkv
     glu: Callable = glu
     add_norm: Callable = add_norm
-    fused: bool = False
 
 
 def _packed_dynamic(fn: Callable) -> Callable:
@@ -101,8 +100,7 @@ def fused_ops() -> tuple[Callable, Callable, Callable]:
 def layer_ops(attention: Callable, fuse: bool) -> LayerOps:
     if not fuse:
         return LayerOps(attention)
-    rope, glu_fn, norm = fused_ops()
-    return LayerOps(attention, rope, glu_fn, norm, fused=True)
+    return LayerOps(attention, *fused_ops())
 
 
 def resolve_fused(setting: str, device: torch.device) -> bool:
@@ -111,12 +109,13 @@ def resolve_fused(setting: str, device: torch.device) -> bool:
         return False
     if setting == "compile":
         return True
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None and _c_compiler()
+    return device.type == "cuda" and _triton_can_build()
 
 
-def _c_compiler() -> bool:
-    """Triton builds its launcher with the system C compiler; without one, `auto` stays eager."""
-    return any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
+def _triton_can_build() -> bool:
+    """Triton is installed and a system C compiler is there (Triton builds its launcher with it);
+    without them `auto` stays eager."""
+    return importlib.util.find_spec("triton") is not None and any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
 
 
 def check_fused(setting: str) -> None:
