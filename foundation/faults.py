@@ -41,6 +41,11 @@ def parse(spec: str) -> list[Fault]:
     return faults
 
 
+def reset() -> None:
+    """Forget how often each point was reached (a new fault plan starts counting from zero)."""
+    _calls.clear()
+
+
 def fault_point(name: str, path: str | None = None) -> bool:
     """Mark a point; fire a configured fault there. Returns True only for action ``nan``."""
     spec = os.environ.get(ENV)

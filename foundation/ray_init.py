@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from foundation import faults
 from foundation.config import RayConfig
 from foundation.errors import MgteError
 
@@ -34,7 +35,10 @@ def driver_env() -> dict[str, str | None]:
 def apply_env(env: dict[str, str | None]) -> None:
     """Give a Ray worker the driver's environment as a task starts: Ray may already be running
     (started by an earlier stage or a cluster) with another one, so ``ray.init(runtime_env=...)``
-    alone does not reach it."""
+    alone does not reach it. A worker kept from an earlier stage whose fault plan differs counts
+    the new plan's points from zero, as a fresh process would."""
+    if env.get(faults.ENV) != os.environ.get(faults.ENV):
+        faults.reset()
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)
@@ -142,6 +146,6 @@ def init_ray(cfg: RayConfig) -> bool:
             ray.init(address=cfg.address, **kwargs)
         except (ConnectionError, RuntimeError) as exc:
             raise _connect_error(cfg.address, exc) from exc
-    else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+    else:  # "local": a Ray of our own, never the cluster a past `ray start` recorded in /tmp/ray
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
     return True

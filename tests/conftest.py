@@ -1,14 +1,55 @@
-"""Suite-wide isolation: a test module that started Ray shuts it down when it ends, so the next
-module starts from a clean machine (its own `ray.num_cpus`, its own worker environment)."""
+"""Suite-wide set-up (tests/README.md says what is shared and why).
 
+- ``local_ray``: one local Ray per test process (per pytest-xdist worker), started on first use and
+  shut down when the session ends. A Ray start costs 5-10 s on the 2-core CI machine and every
+  stage joins a running Ray (``init_ray`` is idempotent), so the Ray stages of all modules share
+  it; a test that needs a Ray of its own (another ``num_cpus``, a cluster by address, a Ray started
+  without some variable) shuts it down first, and the next ``local_ray`` starts it again.
+- Ray Train's controller polls its workers every 2 s by default, so every Ray Train run ended ~5 s
+  after its last step; the suite polls every 0.2 s (set before any Ray starts, so the controller
+  and the ``mgte`` subprocesses inherit it).
+- Under pytest-xdist each worker runs torch on one thread: two workers on two cores, not four
+  threads fighting for them.
+"""
+
+import os
 import sys
 
 import pytest
 
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-@pytest.fixture(autouse=True, scope="module")
-def _ray_down_after_module():
-    yield
+RAY_CPUS = 2  # what the Ray stages of the suite ask for (ray.num_cpus=2; 2 Ray Train workers of 1 CPU)
+
+
+@pytest.fixture
+def local_ray():
+    """The session's local Ray, started here with a clean fault plan if no test has it running."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        from foundation import faults
+        from foundation.config import RayConfig
+        from foundation.ray_init import init_ray
+
+        plan = os.environ.pop(faults.ENV, None)  # Ray's workers must not inherit a test's fault plan
+        try:
+            init_ray(RayConfig(num_cpus=RAY_CPUS))
+        finally:
+            if plan is not None:
+                os.environ[faults.ENV] = plan
+    return ray
+
+
+def pytest_sessionfinish(session, exitstatus):
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files with end-to-end tests (``@pytest.mark.slow``) run first: the two xdist workers take
+    whole files (``--dist loadfile``), and a long file started last would run alone at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: order kept within each group

@@ -24,7 +24,7 @@ SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.lo
 
 
 @pytest.mark.slow
-def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys):
+def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys, local_ray):
     monkeypatch.chdir(REPO)  # the DAG config's `input` paths are relative to the repository
     out = tmp_path / "full"
     argv = ["dag", "run", "full", "--config", "dags/configs/full/tiny.yaml", "--output", str(out)]

@@ -32,6 +32,16 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
 
 
+@pytest.fixture(autouse=True)
+def _no_local_ray():
+    """These tests start or join Ray themselves: the session's local Ray (tests/conftest.py) is stopped
+    first (``init_ray`` joins a running Ray whatever its address)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory):
     """A one-CPU head with token authentication on; yields its address."""
@@ -104,3 +114,30 @@ def test_token_auth(token_cluster, tmp_path):
     token_file.write_text(TOKEN)
     right = _client(token_cluster, {**env, "RAY_AUTH_TOKEN_PATH": str(token_file)}, tmp_path)
     assert "CPUS 1.0" in right.stdout, (right.stdout + right.stderr)[-2000:]
+
+
+OWN_RAY = """
+import os, sys, ray
+from foundation.config import RayConfig
+from foundation.ray_init import init_ray
+record = os.path.join(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")
+os.makedirs(os.path.dirname(record), exist_ok=True)
+for left in sys.argv[1:]:  # what a past `ray start` left: a live head's address, then a dead one
+    with open(record, "w") as fh:
+        fh.write(left)
+    init_ray(RayConfig(num_cpus=3))
+    print("CPUS", ray.cluster_resources().get("CPU"), flush=True)
+    ray.shutdown()
+"""
+
+
+def test_no_address_starts_our_own_ray_whatever_ray_start_left(token_cluster):
+    """Without ray.address, mgte never joins the cluster recorded in RAY_TMPDIR/ray/ray_current_cluster
+    (Ray's ``ray.init()`` would, and then refuses ``num_cpus``): live head beside it, or a stale file."""
+    import tempfile
+
+    short = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**_clean_env(), "RAY_TMPDIR": short}
+    done = subprocess.run([sys.executable, "-c", OWN_RAY, token_cluster, f"127.0.0.1:{_free_port()}"], env=env,
+                          capture_output=True, text=True, timeout=180, cwd=os.getcwd())
+    assert done.stdout.split() == ["CPUS", "3.0", "CPUS", "3.0"], (done.stdout + done.stderr)[-2000:]

@@ -139,14 +139,10 @@ def test_killed_task_is_redone_alone(tmp_path):
     assert a.equals(b)
 
 
-def test_ray_engine_equals_local(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_ray_engine_equals_local(tmp_path, local_ray):
     files = write_clean_docs(tmp_path / "in", [clean_doc_rows(30, long_every=7)])
     local = run(_cfg(files, tmp_path / "local", "max_len=64"))
-    try:
-        remote = run(_cfg(files, tmp_path / "ray", "max_len=64", "engine=ray", "ray.num_cpus=2", "batch_size=8"))
-    finally:
-        ray.shutdown()
+    remote = run(_cfg(files, tmp_path / "ray", "max_len=64", "engine=ray", "ray.num_cpus=2", "batch_size=8"))
     assert remote["counts"] == local["counts"]
     a = read_output_table(tmp_path / "local", "data")
     b = read_output_table(tmp_path / "ray", "data")

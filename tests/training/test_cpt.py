@@ -268,7 +268,7 @@ def test_duplicate_texts_share_hashes_in_a_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_train_worker_runs_the_same_task(tmp_path, init_dir):
+def test_ray_train_worker_runs_the_same_task(tmp_path, init_dir, local_ray):
     """The tiny config's engine: one Ray Train worker (gloo) on a local Ray."""
     cfg = tiny_cfg(tmp_path, [write_pairs(tmp_path / "pairs")], "engine=ray", "loop.max_steps=2",
                    "loop.ckpt_every=1", init=init_dir)

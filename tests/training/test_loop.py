@@ -175,9 +175,8 @@ def test_run_training_applies_fresh_once_in_the_driver(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_run_keeps_one_copy_of_each_checkpoint_and_refuses_when_all_are_damaged(tmp_path):
+def test_ray_run_keeps_one_copy_of_each_checkpoint_and_refuses_when_all_are_damaged(tmp_path, local_ray):
     """1 Ray Train worker: checkpoints only under OUTPUT/checkpoints, no weights in Ray's storage."""
-    ray = pytest.importorskip("ray")
     from foundation.config import RayConfig
     from tests.training.toy import toy_train_func
     from training.ray_entry import ScalingConfig, run_training
@@ -187,10 +186,7 @@ def test_ray_run_keeps_one_copy_of_each_checkpoint_and_refuses_when_all_are_dama
                             ray_cfg=RayConfig(num_cpus=2), scaling=ScalingConfig(), storage_path=tmp_path / "ray",
                             name="toy", ckpt_dir=tmp_path / "checkpoints")
 
-    try:
-        launch()
-    finally:
-        ray.shutdown()
+    launch()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-4"]
     assert (tmp_path / "ray").is_dir()
     weights = [p for p in (tmp_path / "ray").rglob("*") if p.suffix in (".pt", ".safetensors", ".bin")]

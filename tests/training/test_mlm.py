@@ -115,11 +115,11 @@ def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path, monkeypatch):
+def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path, monkeypatch,
+                                                                     local_ray):
     """Rows 22, 23, 7 and data parallelism in one run: 1 local worker preempted (SIGTERM) at step 3;
     the same stage resumed on 2 Ray Train workers (gloo, re-sharded), one killed at step 5
     (max_failures=1) and restarted from the step-4 checkpoint; every loss equals the 1-worker run."""
-    ray = pytest.importorskip("ray")
     from training.loop import Preempted
 
     ref_out, _ = reference
@@ -131,11 +131,8 @@ def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, re
     once = tmp_path / "fired"
     monkeypatch.setenv(faults.ENV, f"point=train_step,count=2,action=exit137,once={once}")  # the worker's 2nd step: 5
     faults._calls.clear()
-    try:
-        manifest = run(mlm_cfg(shards, out, "engine=ray", "scaling.num_workers=2", "scaling.max_failures=1",
-                               "ray.num_cpus=2"))
-    finally:
-        ray.shutdown()
+    manifest = run(mlm_cfg(shards, out, "engine=ray", "scaling.num_workers=2", "scaling.max_failures=1",
+                           "ray.num_cpus=2"))
     assert once.exists() and manifest["extra"]["num_workers"] == 2
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # never restarted from 0, nor from step-3 after the kill

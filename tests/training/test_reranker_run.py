@@ -145,7 +145,7 @@ def test_eval_reranks_with_trained_rerankers(finished_run, minilm_run, tmp_path)
 
 
 @pytest.mark.slow
-def test_ray_train_worker_runs_the_same_task(tmp_path, mined, init_dir):
+def test_ray_train_worker_runs_the_same_task(tmp_path, mined, init_dir, local_ray):
     """The tiny config's engine: one Ray Train worker (gloo) on a local Ray."""
     cfg = tiny_cfg(tmp_path, [mined], f"init={init_dir}", "engine=ray", "loop.max_steps=2", "loop.ckpt_every=1")
     manifest = reranker.run(cfg)

@@ -12,7 +12,7 @@ from .test_inputs import make_inputs, reference
 
 @pytest.mark.parametrize("sets", [["engine=ray", "ray.num_cpus=2", "ray.max_retries=2"],
                                   ["engine=local", "local.workers=2"]])
-def test_worker_killed_mid_map_finishes_with_rows_exactly_once(sets, tmp_path, monkeypatch):
+def test_worker_killed_mid_map_finishes_with_rows_exactly_once(sets, tmp_path, monkeypatch, local_ray):
     src = make_inputs(tmp_path)
     ref = reference(src, tmp_path / "ref")
     monkeypatch.setenv("MGTE_FAULT", f"point=after_records,count=5,action=exit137,once={tmp_path / 'killed'}")

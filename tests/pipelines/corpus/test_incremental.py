@@ -74,7 +74,7 @@ def test_cumulative_stats_are_the_whole_builds(builds):
     ("beam", ["beam.options=--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"]),
     pytest.param("ray", ["ray.num_cpus=2"], marks=pytest.mark.slow),  # Ray Data's shuffles: 25-100 s
 ])
-def test_engines_agree_on_an_incremental_build(engine, sets, builds, tmp_path):
+def test_engines_agree_on_an_incremental_build(engine, sets, builds, tmp_path, local_ray):
     base, manifests = builds
     manifest = build(tmp_path, SECOND, previous(base / "A"), f"engine={engine}", *sets)
     assert outcome(tmp_path) == outcome(base / "B")

@@ -24,7 +24,7 @@ def tiny_encoder(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ray_actor_pool_encoding_equals_local(tmp_path, tiny_encoder):
+def test_ray_actor_pool_encoding_equals_local(tmp_path, tiny_encoder, local_ray):
     src = write_jsonl(tmp_path / "pairs.jsonl", topic_pairs(4))
     sets = ["encode.shard_size=16", "encode.device=cpu", "encode.doc_max_length=32", "encode.query_max_length=32"]
     local = mine.run(config(tmp_path, [src], *sets, out="local", model=tiny_encoder, cache_dir=str(tmp_path / "c1")))

@@ -21,7 +21,7 @@ def local_run(tmp_path_factory):
     ("ray", ["ray.num_cpus=2"]),
     ("local", ["local.workers=2"]),
 ])
-def test_engine_equals_local(engine, sets, local_run, tmp_path):
+def test_engine_equals_local(engine, sets, local_run, tmp_path, local_ray):
     inputs, ref_dir, ref_manifest = local_run
     manifest = pairs.run(config(tmp_path, inputs, f"engine={engine}", *sets, "lang.min_chars=30",
                                 "reader.error_budget=0.2"))
