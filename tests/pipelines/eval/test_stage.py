@@ -13,7 +13,7 @@ from foundation.config import load_config
 from foundation.errors import ConfigError
 from pipelines.eval import Config, run
 from pipelines.eval.beir import read_beir
-from foundation.ledger import read_manifest, read_output_table
+from foundation.ledger import read_manifest, read_stage_output
 from foundation.errors import StageConflict
 from tests.pipelines.eval.conftest import BUNDLED_BEIR, assert_metrics_match, pytrec_from_files
 
@@ -52,7 +52,7 @@ def test_all_methods_with_tiny_models(small_beir, tiny_models, tmp_path):
     assert manifest["dropped_by_reason"] == {"no_qrels": 1}
     assert manifest["extra"]["dense_dim"] == 32 and manifest["extra"]["cache_hit"] is False
     assert (out / "_SUCCESS").is_file() and read_manifest(out)["stage"] == "eval"
-    table = read_output_table(out, "data")
+    table = read_stage_output(out, "data")
     assert set(table["method"].to_pylist()) == set(metrics["methods"])
     per_query = pq.read_table(out / "data/per_query.parquet").to_pylist()
     assert {r["query_id"] for r in per_query} == {"q1", "q2", "q3", "q4", "q5", "q6"}
@@ -110,9 +110,9 @@ def test_bm25_only_on_messy_input(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["final_method"] == "bm25" and set(metrics["methods"]) == {"bm25"}
     assert manifest["counts"] == {"input": 6, "kept": 2, "dropped": 3, "quarantined": 1}
-    quarantine = read_output_table(out, "quarantine").to_pylist()
+    quarantine = read_stage_output(out, "quarantine").to_pylist()
     assert {Path(r["path"]).name for r in quarantine} == {"corpus.jsonl", "queries.jsonl.gz", "test.tsv"}
-    dropped = read_output_table(out, "dropped").to_pylist()
+    dropped = read_stage_output(out, "dropped").to_pylist()
     assert {(r["kind"], r["reason"]) for r in dropped} >= {("query", "no_qrels"), ("qrel", "duplicate_qrel"),
                                                             ("doc", "duplicate_id"), ("doc", "empty_text")}
     # the run reaches every document (zero-score ones in trec_eval tie order); metrics match pytrec_eval
