@@ -1,4 +1,4 @@
-"""One stage contract for data stages: what every ``run()`` used to repeat, in one place.
+"""One stage contract for data stages: what every stage's ``run()`` would otherwise repeat.
 
 A data stage declares its config, its tasks and a per-task function; the runner owns the rest:
 begin (config pinning), input pinning and input changes, skipping finished tasks, the engine, the
@@ -6,8 +6,8 @@ error budget, reason tallies and the manifest. Tasks are named by their input's 
 (:func:`foundation.ledger.input_task`), so a task never reads another file than the one its
 marker names.
 
-Usage: a stage declares a :class:`StageSpec` and calls :func:`run_stage` (``mgte corpus`` and
-``mgte mlm-shards`` do; pairs and mining adopt it the same way)::
+Usage: a stage declares a :class:`StageSpec` and calls :func:`run_stage` (every data stage does:
+corpus, mlm-shards, pairs, mine, eval)::
 
     from pipelines.contract import Phase, StageSpec, run_stage
 
@@ -33,8 +33,9 @@ unfinished tasks of each phase on the engine (:func:`pipelines.engines.make_engi
 ``spec.engine``), checks the error budget after each phase, then sums the counts
 (:func:`stage_counts`: the first phase's input, the last phase's kept, every phase's dropped and
 quarantined), tallies the dropped reasons and writes the manifest (the invariant is checked
-there). The pieces (:meth:`Stage.begin`, :func:`run_phases`, :func:`check_error_budget`,
-:func:`reason_tallies`) stay usable on their own for a stage that composes them itself.
+there). A read task accounts for each record with :class:`Outcomes` (kept / dropped with a reason
+/ quarantined), which also writes its ``dropped/`` and ``quarantine/`` files, only when they hold
+rows. ``StageSpec.later`` names the later phases' tasks, usually :func:`later_tasks` by prefix.
 
 A later phase (corpus: dedup, then write) passes ``deps=deps_hash(names of the previous phase)``
 to :meth:`StageOutput.task_marker` / ``mark_task``: over another input set its markers are stale
