@@ -16,13 +16,13 @@ from foundation.ledger.identity import RUN_ONLY_KEYS, code_version, deps_hash, i
 from foundation.ledger.inputs import FINGERPRINT_EDGE, InputChange, describe_input, describe_inputs, diff_inputs
 from foundation.ledger.output import EMPTY_COUNTS, StageOutput, sum_counts
 from foundation.ledger.readers import (
-    is_stage_output, read_manifest, read_stage_output, stage_output, stage_output_files,
+    is_finished, is_stage_output, read_manifest, read_stage_output, stage_output, stage_output_files,
 )
 
 __all__ = [
     "EMPTY_COUNTS", "FINGERPRINT_EDGE", "RUN_ONLY_KEYS", "InputChange", "StageOutput", "atomic_write",
     "atomic_write_arrow", "atomic_write_bytes", "atomic_write_json", "atomic_write_npy", "atomic_write_parquet",
     "code_version", "deps_hash", "describe_input", "describe_inputs", "diff_inputs", "identity_hash", "input_task",
-    "is_stage_output", "now", "read_manifest", "read_stage_output", "stage_output", "stage_output_files",
+    "is_finished", "is_stage_output", "now", "read_manifest", "read_stage_output", "stage_output", "stage_output_files",
     "sum_counts",
 ]

@@ -24,6 +24,7 @@ from foundation.faults import fault_point
 from foundation.ledger.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from foundation.ledger.identity import RUN_ONLY_KEYS, code_version, identity_hash, now
 from foundation.ledger.inputs import InputChange, diff_inputs
+from foundation.ledger.readers import is_finished
 from storage_schemas import Table, check_counts, validate_manifest, validate_task_marker
 
 EMPTY_COUNTS = {"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}
@@ -42,7 +43,7 @@ class StageOutput:
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return (self.root / "_SUCCESS").is_file() and (self.root / "manifest.json").is_file()
+        return is_finished(self.root)
 
     def begin(self) -> bool:
         """Pin the config; True when the stage is already complete (a rerun is then a no-op)."""

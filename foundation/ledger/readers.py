@@ -1,6 +1,7 @@
 """The one reader of finished stage outputs, and the one check of what a directory is.
 
 - :func:`is_stage_output`: a directory a stage wrote (finished or not), as opposed to raw files;
+  :func:`is_finished`: one whose manifest and ``_SUCCESS`` are written;
 - :func:`read_manifest` (``kind``: which stage must have written it): the manifest of a finished
   output; an unfinished one or one of another kind is refused in one line;
 - :func:`stage_output`: the two together, for an input that may be a stage output or raw files;
@@ -30,12 +31,18 @@ def is_stage_output(path: str | Path) -> bool:
     return path.is_dir() and ((path / "_config.json").is_file() or (path / "manifest.json").is_file())
 
 
+def is_finished(path: str | Path) -> bool:
+    """True for a finished stage output: its manifest written, then ``_SUCCESS``."""
+    path = Path(path)
+    return (path / "_SUCCESS").is_file() and (path / "manifest.json").is_file()
+
+
 def read_manifest(root: str | Path, kind: str | tuple[str, ...] | None = None, *, who: str = "") -> dict:
     """The manifest of a finished stage output (of a stage named ``kind``, when given); an
     unfinished output or one of another kind is a one-line :class:`BadInputError`."""
     root = Path(root)
     prefix = f"{who}: " if who else ""
-    if not (root / "_SUCCESS").is_file() or not (root / "manifest.json").is_file():
+    if not is_finished(root):
         raise BadInputError(f"{prefix}{root} is an unfinished stage output (no _SUCCESS / manifest.json): "
                             "the stage did not finish; rerun it to complete it")
     manifest = validate_manifest(json.loads((root / "manifest.json").read_text()), where=str(root / "manifest.json"))
