@@ -24,7 +24,7 @@ def corpus_config(output, *sets, inputs=(str(RAW),)):
 def rows(sub_dir: Path, columns: list[str]) -> list[dict]:
     """The rows of a table directory; none when no task wrote one (dropped/ and quarantine/ files
     exist only where a task has such rows)."""
-    return pq.read_table(sub_dir).select(columns).to_pylist() if sub_dir.is_dir() else []
+    return pq.read_table(sub_dir).select(columns).to_pylist() if any(sub_dir.rglob("*.parquet")) else []
 
 
 def outcome(out_dir) -> dict:
