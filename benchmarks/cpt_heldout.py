@@ -40,7 +40,7 @@ def build_sets(pairs: list[str], out: Path) -> dict[str, dict]:
 
 def evaluate(model: str, beir_dir: Path, out: Path, config: Path, sets: list[str]) -> dict:
     from foundation.config import load_config
-    from pipelines.eval import stage
+    import pipelines.eval as stage
 
     cfg = load_config(stage.Config, config, [f"input=[{beir_dir}]", f"output={out}", f"model={model}",
                                              "reranker=null", *sets])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.config import config_hash, config_to_dict
+from foundation.ledger import is_finished
 
 ID_LEN = 16  # hex digits of sha256 kept in dag.json
 
@@ -40,7 +41,7 @@ def output_identity(step_dir: Path, upstream: dict[str, str | None] | None = Non
     step below it.
     """
     manifest = step_dir / "manifest.json"
-    if not ((step_dir / "_SUCCESS").is_file() and manifest.is_file()):
+    if not is_finished(step_dir):
         return None
     h = hashlib.sha256(manifest.read_bytes())
     h.update(str(manifest.stat().st_mtime_ns).encode())  # a rebuild within the same second differs too
@@ -111,7 +112,7 @@ def decide(prev: dict | None, upstream: dict[str, str | None], settings: str, st
         changed.append(f"no longer reads {', '.join(gone)}")
     if changed:
         return "rebuild", "; ".join(changed)
-    if not (step_dir / "_SUCCESS").is_file():
+    if not is_finished(step_dir):
         return "run", "unfinished: resumed"
     if prev.get("settings") != settings:
         return "check", "config changed"

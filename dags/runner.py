@@ -19,7 +19,7 @@ from dags.dag import Dag
 from dags.lineage import (decide, input_identity, move_aside, output_identity, pinned_config_hash,
                            settings_hash, upstream_steps)
 from foundation.errors import StageConflict, UsageError
-from foundation.ledger import atomic_write_json
+from foundation.ledger import atomic_write_json, read_manifest
 
 log = logging.getLogger("mgte.dag")
 
@@ -85,7 +85,7 @@ def _run_step(step, module, stage_cfg, prev: dict | None, upstream: dict, settin
     root = Path(stage_cfg.output)
     action, why = decide(prev, upstream, settings, root)
     if action == "skip":
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = read_manifest(root)
         return _step_record(step, stage_cfg, "skipped", why, upstream, settings, None, manifest)
     more: dict = {}
     old_identity, old_hash = output_identity(root, upstream), pinned_config_hash(root)

@@ -1,4 +1,4 @@
-"""A deterministic fault hook for tests (RELIABILITY.md): fail at a named point, once.
+"""A deterministic fault hook for tests (docs/reliability.md): fail at a named point, once.
 
 ``MGTE_FAULT="point=before_marker,count=2,action=exit137,once=/tmp/f"`` makes the 2nd call of
 ``fault_point("before_marker")`` in this process kill it with ``os._exit(137)``; with ``once`` the

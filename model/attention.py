@@ -221,7 +221,7 @@ def backend_available(backend: str) -> bool:
 
 
 def check_backend(backend: str) -> None:
-    """Raise at construction when a requested backend cannot run here (RELIABILITY row 24)."""
+    """Raise at construction when a requested backend cannot run here (docs/reliability.md row 24)."""
     if backend == "auto":
         return
     if backend not in ATTENTION_BACKENDS:

@@ -24,7 +24,6 @@ import torch
 
 from .config import MGTEConfig
 from .encoder import MGTEModel
-from .modeling import MGTEForEmbedding, MGTEForMaskedLM, MGTEForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
@@ -204,11 +203,3 @@ def _local_dir(name_or_path: str | os.PathLike, local_files_only: bool | None) -
     if not (path / "model.safetensors").exists():  # older repositories: PyTorch pickles only
         path = Path(snapshot_download(str(name_or_path), allow_patterns=["*.bin"], local_files_only=local_only))
     return path
-
-
-MODEL_CLASSES = {
-    "encoder": MGTEModel,
-    "mlm": MGTEForMaskedLM,
-    "reranker": MGTEForSequenceClassification,
-    "embedding": MGTEForEmbedding,
-}

@@ -51,11 +51,6 @@ def pad_input(packed: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: i
     return out.view(batch, seqlen, *packed.shape[1:])
 
 
-def seqlens_from_cu_seqlens(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """(batch + 1,) cumulative lengths -> (batch,) lengths."""
-    return cu_seqlens[1:] - cu_seqlens[:-1]
-
-
 def position_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int | None = None) -> torch.Tensor:
     """Position of every packed token inside its own document: 0, 1, ... restarting per document.
 

@@ -1,4 +1,4 @@
-"""One stage contract for data stages: what every ``run()`` used to repeat, in one place.
+"""One stage contract for data stages: what every stage's ``run()`` would otherwise repeat.
 
 A data stage declares its config, its tasks and a per-task function; the runner owns the rest:
 begin (config pinning), input pinning and input changes, skipping finished tasks, the engine, the
@@ -6,15 +6,16 @@ error budget, reason tallies and the manifest. Tasks are named by their input's 
 (:func:`foundation.ledger.input_task`), so a task never reads another file than the one its
 marker names.
 
-Usage: a stage declares a :class:`StageSpec` and calls :func:`run_stage` (``mgte corpus`` and
-``mgte mlm-shards`` do; pairs and mining adopt it the same way)::
+Usage: a stage declares a :class:`StageSpec` and calls :func:`run_stage` (every data stage does:
+corpus, mlm-shards, pairs, mine, eval)::
 
     from pipelines.contract import Phase, StageSpec, run_stage
 
     def read_one(entry, cfg, out):           # one task: writes its files, marks last, returns the marker
         task = input_task("read", entry)
-        ...                                  # per record: kept / Dropped(reason, scores) / Quarantined(...)
-        return out.mark_task(task, counts, files, input=entry)
+        outcomes = Outcomes()                # per record: .keep(row) / .drop(row with reason) / .quarantine(bad)
+        files = [*kept_files, *outcomes.write(out, task, DROPPED)]
+        return out.mark_task(task, outcomes.counts(), files, input=entry)
 
     def run(cfg):
         spec = StageSpec(
@@ -32,8 +33,9 @@ unfinished tasks of each phase on the engine (:func:`pipelines.engines.make_engi
 ``spec.engine``), checks the error budget after each phase, then sums the counts
 (:func:`stage_counts`: the first phase's input, the last phase's kept, every phase's dropped and
 quarantined), tallies the dropped reasons and writes the manifest (the invariant is checked
-there). The pieces (:meth:`Stage.begin`, :func:`run_phases`, :func:`check_error_budget`,
-:func:`reason_tallies`) stay usable on their own for a stage that composes them itself.
+there). A read task accounts for each record with :class:`Outcomes` (kept / dropped with a reason
+/ quarantined), which also writes its ``dropped/`` and ``quarantine/`` files, only when they hold
+rows. ``StageSpec.later`` names the later phases' tasks, usually :func:`later_tasks` by prefix.
 
 A later phase (corpus: dedup, then write) passes ``deps=deps_hash(names of the previous phase)``
 to :meth:`StageOutput.task_marker` / ``mark_task``: over another input set its markers are stale
@@ -53,31 +55,55 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foundation.progress import Progress
 from foundation.errors import BadInputError, TaskFailed
-from foundation.ledger import InputChange, StageOutput, describe_inputs, read_manifest, sum_counts
+from foundation.ledger import RUN_ONLY_KEYS, InputChange, StageOutput, describe_inputs, read_manifest, sum_counts
+from storage_schemas import QUARANTINE, Table
 
 log = logging.getLogger("mgte.stage")
 
 
-@dataclasses.dataclass(frozen=True)
-class Dropped:
-    """A record a stage keeps out of its output on purpose: the reason and the scores behind it."""
+@dataclasses.dataclass
+class Outcomes:
+    """What a read task did with each record it read: kept, dropped with a reason (a row of the
+    stage's dropped table, its ``reason`` set) or quarantined (a QUARANTINE row: path, line, field,
+    error). ``input = kept + dropped + quarantined`` holds by construction (:meth:`counts`).
+    :meth:`write` writes ``dropped/<name>.parquet`` and ``quarantine/<name>.parquet`` only when
+    they hold rows: readers and audits take a missing file as none. Rows may be lists of dicts or
+    Arrow tables (a columnar task)."""
 
-    reason: str
-    scores: dict | None = None
+    kept: list | pa.Table = dataclasses.field(default_factory=list)
+    dropped: list[dict] | pa.Table = dataclasses.field(default_factory=list)
+    quarantined: list[dict] | pa.Table = dataclasses.field(default_factory=list)
 
+    def keep(self, row: Any) -> None:
+        self.kept.append(row)
 
-@dataclasses.dataclass(frozen=True)
-class Quarantined:
-    """A record a stage could not read or use: where it is and what was wrong with which field."""
+    def drop(self, row: dict) -> None:
+        if not row.get("reason"):
+            raise ValueError(f"a dropped record needs its reason: {row}")
+        self.dropped.append(row)
 
-    path: str
-    line: int
-    field: str
-    error: str
+    def quarantine(self, bad) -> None:
+        """``bad``: a :class:`pipelines.readers.Quarantined` (or its row)."""
+        self.quarantined.append(bad.row() if hasattr(bad, "row") else bad)
+
+    def counts(self) -> dict[str, int]:
+        kept, dropped, quarantined = len(self.kept), len(self.dropped), len(self.quarantined)
+        return {"input": kept + dropped + quarantined, "kept": kept, "dropped": dropped, "quarantined": quarantined}
+
+    def write(self, out: StageOutput, name: str, dropped_schema: Table) -> list[str]:
+        """The task's dropped and quarantine files (only those with rows), relative to ``out``."""
+        files = []
+        for sub, rows, schema in (("dropped", self.dropped, dropped_schema), ("quarantine", self.quarantined, QUARANTINE)):
+            if len(rows):
+                rel = f"{sub}/{name}.parquet"
+                files.append(out.write_table(rel, rows, schema) if isinstance(rows, pa.Table)
+                             else out.write_rows(rel, rows, schema))
+        return files
 
 
 @dataclasses.dataclass
@@ -92,13 +118,16 @@ class Stage:
 
     @classmethod
     def begin(cls, name: str, cfg: Any, files: Iterable[str], *, per_input: Callable[[dict], list[str]],
-              later: Callable[[list[dict]], list[str]] = lambda entries: []) -> "Stage":
-        """Pin the config and the input list. On a changed input set: refuse (one line naming the
-        files) or, with ``on_input_change: redo``, forget the tasks ``per_input`` names for the
-        removed and changed files and every task ``later`` names, then pin the new list."""
-        out = StageOutput(cfg.output, name, cfg)
+              later: Callable[[list[dict]], list[str]] = lambda entries: [],
+              exclude: Iterable[str] = RUN_ONLY_KEYS,
+              describe: Callable[[Iterable[str]], list[dict]] = describe_inputs) -> "Stage":
+        """Pin the config (``exclude``: keys left out of its hash) and the input list (``describe``:
+        files -> their ``{path, size, fingerprint}``). On a changed input set: refuse (one line
+        naming the files) or, with ``on_input_change: redo``, forget the tasks ``per_input`` names
+        for the removed and changed files and every task ``later`` names, then pin the new list."""
+        out = StageOutput(cfg.output, name, cfg, exclude=exclude)
         done = out.begin()
-        entries = describe_inputs(files)
+        entries = describe(files)
         change = out.pin_inputs(entries, getattr(cfg, "on_input_change", "refuse"))
         if change:
             log.warning("%s: input set changed (%s): redoing it (on_input_change=redo)", name, change.summary())
@@ -179,7 +208,7 @@ def run_phases(stage: Stage, engine, phases: list[Phase], *, budget: float | Non
     return markers
 
 
-def check_error_budget(markers: list[dict], out: StageOutput, budget: float, *, quarantine_of=None) -> None:
+def check_error_budget(markers: list[dict], out: StageOutput, budget: float) -> None:
     """Fail (one line naming the worst file, its first bad record and field) when more than
     ``budget`` of the records were quarantined."""
     total = sum_counts(markers)
@@ -200,6 +229,12 @@ def reason_tallies(files: Iterable[Path]) -> dict[str, int]:
     for f in files:
         reasons.update(pq.read_table(f, columns=["reason"]).column("reason").to_pylist())
     return dict(sorted(reasons.items()))
+
+
+def later_tasks(root: str | Path, prefixes: tuple[str, ...]) -> list[str]:
+    """The tasks on disk whose names start with one of ``prefixes``: a stage's later phases, which
+    read every input, so a changed input set forgets them (``StageSpec.later``)."""
+    return sorted(p.stem for p in (Path(root) / "_tasks").glob("*.json") if p.stem.startswith(prefixes))
 
 
 def task_outputs(markers: list[dict], subdir: str) -> list[str]:
@@ -227,6 +262,10 @@ class StageSpec:
     finish: Callable[[Stage, "Result"], tuple[dict, dict]] | None = None
     error_budget: Callable[[Any], float | None] = lambda cfg: cfg.reader.error_budget
     engine: Callable[[Any], Any] | None = None  # default: pipelines.engines.make_engine
+    exclude: tuple[str, ...] = RUN_ONLY_KEYS  # config keys that do not change the result
+    describe: Callable[[Iterable[str]], list[dict]] = describe_inputs  # inputs -> pinned entries
+    tally: Callable[[Iterable[Path]], dict[str, int]] = reason_tallies  # dropped files -> reasons
+    counts: Callable[[dict[str, list[dict]]], dict[str, int]] | None = None  # markers -> counts (stage_counts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +290,8 @@ def stage_counts(markers: dict[str, list[dict]]) -> dict[str, int]:
 def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
     """Begin (config and input pinning, input changes), skip a complete stage, run the phases on
     the engine with the error budget after each, then counts, reason tallies and the manifest."""
-    stage = Stage.begin(spec.name, cfg, files, per_input=spec.per_input, later=spec.later)
+    stage = Stage.begin(spec.name, cfg, files, per_input=spec.per_input, later=spec.later, exclude=spec.exclude,
+                        describe=spec.describe)
     if stage.done:
         log.info("%s is complete for this config (hash %s): nothing to do", cfg.output, stage.out.config_hash)
         return read_manifest(cfg.output)
@@ -266,8 +306,8 @@ def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
     out = stage.out
     every = [m for ms in markers.values() for m in ms]
     dropped = sorted(task_outputs(every, "dropped"))
-    result = Result(markers=markers, counts=stage_counts(markers), engine=engine.name,
-                    dropped_by_reason=reason_tallies(out.root / f for f in dropped))
+    result = Result(markers=markers, counts=(spec.counts or stage_counts)(markers), engine=engine.name,
+                    dropped_by_reason=spec.tally(out.root / f for f in dropped))
     outputs, extra = spec.finish(stage, result) if spec.finish else ({}, {})
     outputs = {"data": task_outputs(every, "data"), "dropped": dropped,
                "quarantine": sorted(task_outputs(every, "quarantine")), **outputs}

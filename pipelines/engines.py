@@ -5,7 +5,7 @@ item, each call one task that writes its own files and marker last, so a task th
 (a retried bundle, a restarted worker) is idempotent. A stage picks its engine with
 :func:`make_engine` from its config (``engine``, ``local``, ``beam``, ``ray``).
 
-Retries are bounded everywhere (RELIABILITY.md rows 3 and 29):
+Retries are bounded everywhere (docs/reliability.md rows 3 and 29):
 
 * a deterministic Python error inside a task fails at once: :func:`call_task` turns it into a
   one-line :class:`TaskFailed` naming the task's input file and the error; no engine retries it

@@ -1,4 +1,4 @@
-"""Atomic, verified training checkpoints (RELIABILITY.md rule 5).
+"""Atomic, verified training checkpoints (docs/reliability.md rule 5).
 
 A checkpoint is a directory ``step-N/`` under the run's checkpoint directory::
 
@@ -207,26 +207,13 @@ def verify_checkpoint(path: str | Path) -> dict:
     return manifest
 
 
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The newest checkpoint that verifies, else None; broken or unfinished ones are skipped with a
-    warning. Resuming uses :func:`resume_checkpoint`, which refuses instead of returning None."""
-    for _, path in list_checkpoints(ckpt_dir):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as exc:
-            log.warning("skipping checkpoint: %s", exc)
-            continue
-        return path
-    return None
-
-
 def resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     """The checkpoint a run resumes from (``loop.resume: auto``).
 
     The newest one that verifies; newer damaged ones are named in a warning and left in place.
     None when there is no ``step-N`` directory at all (a first run). When some exist but none
     verifies: CheckpointError naming the newest damaged file and how to start over, never a
-    silent restart from step 0 over the evidence (RELIABILITY rows 10, 28).
+    silent restart from step 0 over the evidence (docs/reliability.md rows 10, 28).
     """
     damaged: list[CheckpointError] = []
     for _, path in list_checkpoints(ckpt_dir):
@@ -288,12 +275,6 @@ def prepare_resume(ckpt_dir: str | Path | None, mode: str) -> Path | None:
         discard_checkpoints(ckpt_dir)
         return None
     return resume_checkpoint(ckpt_dir)
-
-
-def checkpoint_step(path: str | Path) -> int:
-    if remote.is_url(path):
-        path = remote.fetch(path)
-    return int(json.loads((Path(path) / MANIFEST).read_text())["step"])
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:

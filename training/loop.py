@@ -7,7 +7,7 @@ the model, the data and the loss; the loop owns everything else:
 - resume first: the newest verified checkpoint in ``ckpt_dir`` (our checkpoints are the only
   copy, with or without Ray, also after a Ray Train restart) restores model, optimizer, scheduler,
   scaler, step, sampler position and RNG, so the batch sequence and losses continue exactly
-  (RELIABILITY rule 5); when some exist but none verifies the run refuses (``loop.resume``);
+  (docs/reliability.md rule 5); when some exist but none verifies the run refuses (``loop.resume``);
 - precision: BF16 autocast on GPU, fp32 on CPU (``precision: auto``), FP16 + GradScaler on request;
 - gradient averaging across ranks (DDP) or DeepSpeed ZeRO (``deepspeed.enabled``, GPU workers),
   both behind one stepper interface (:mod:`training.steppers`; cross-rank helpers in
@@ -62,7 +62,7 @@ class Preempted(MgteError):
 
 
 class NonFiniteLoss(MgteError):
-    """Too many non-finite losses in a row (RELIABILITY rule 6)."""
+    """Too many non-finite losses in a row (docs/reliability.md rule 6)."""
 
 
 @frozen

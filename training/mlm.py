@@ -25,8 +25,9 @@ from torch.utils.checkpoint import checkpoint
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
 from model.heads import mlm_loss_sum
 from model.hf import absolute_if_local
-from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_output_table
+from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_stage_output, stage_output_files
 from foundation.errors import BadInputError
+from storage_schemas.mlm import MLM_CHUNK, MLM_SHARD_STATS
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.masking import IGNORE_INDEX, MaskingSpec
 from training.model_builder import ModelConfig, build_encoder, check_init, is_hf_encoder, save_model
@@ -133,10 +134,7 @@ def shards_input(cfg: Config) -> tuple[Path, dict]:
     if not cfg.input:
         raise BadInputError("train mlm: no input (give --input <mlm-shards output dir>)")
     root = Path(cfg.input[0])
-    manifest = read_manifest(root)
-    if manifest["stage"] != "mlm-shards":
-        raise BadInputError(f"{root}: a '{manifest['stage']}' output, expected an mlm-shards output")
-    return root, manifest
+    return root, read_manifest(root, "mlm-shards", who="train mlm")
 
 
 class MLMTask(MicroBatchTask):
@@ -164,7 +162,7 @@ class MLMTask(MicroBatchTask):
 
     def build_data(self, rank: int, world_size: int) -> PackedMLMBatches:
         d = self.cfg.data
-        stats = read_output_table(self.root, "shard_stats")
+        stats = read_stage_output(self.root, "stats/shard_stats.parquet", MLM_SHARD_STATS, columns=["lang", "q"])
         q = dict(zip(stats.column("lang").to_pylist(), stats.column("q").to_pylist()))
         max_tokens = d.max_tokens or d.max_sequences * self.max_len
         if max_tokens < world_size * self.max_len or d.max_sequences < world_size:
@@ -172,7 +170,7 @@ class MLMTask(MicroBatchTask):
                                 f"{world_size} workers a sequence of up to {self.max_len} tokens")
         if d.micro_tokens and d.micro_tokens < self.max_len:
             raise BadInputError(f"data.micro_tokens={d.micro_tokens} < the shards' max_len {self.max_len}")
-        files = shard_files([self.root / f for f in self.manifest["outputs"]["data"]])
+        files = shard_files(stage_output_files(self.root, "data", MLM_CHUNK, manifest=self.manifest))
         return PackedMLMBatches(files, q, seed=d.seed, max_sequences=d.max_sequences, max_tokens=max_tokens,
                                 micro_tokens=d.micro_tokens, masking=self.masking, rank=rank, world_size=world_size)
 

@@ -5,7 +5,7 @@ worker runs the stage's ``train_func(config)``, which builds its task and calls
 :func:`training.loop.train_loop` with :func:`worker_world` and :func:`ray_reporter`. Every worker
 calls ``ray.train.report`` equally often (after each checkpoint and at the end), with metrics
 only: the checkpoints are ours, ``OUTPUT/checkpoints/step-N`` written by rank 0, the one copy
-(RELIABILITY rule 5), and the loop resumes from them with or without Ray, also when Ray Train's
+(docs/reliability.md rule 5), and the loop resumes from them with or without Ray, also when Ray Train's
 ``FailureConfig`` restarts the workers. ``loop.resume`` is applied here, once, in the driver
 (:func:`run_training`): ``fresh`` moves old checkpoints aside before any worker starts (a restart
 must not discard the checkpoints of this run), ``auto`` refuses early when none verifies.
@@ -126,7 +126,7 @@ def worker_world() -> World:
 def ray_reporter(metrics: dict) -> None:
     """``ray.train.report`` of the numeric metrics from every worker, with no checkpoint.
 
-    Our ``checkpoints/`` directory is the one copy of each checkpoint (RELIABILITY rule 5): handing
+    Our ``checkpoints/`` directory is the one copy of each checkpoint (docs/reliability.md rule 5): handing
     it to Ray as well would copy every checkpoint into Ray's storage, and a rerun could resume from
     that copy after ours was found damaged.
     """

@@ -97,10 +97,6 @@ def norm_hash(text: str) -> int:
     return xxhash.xxh3_64_intdigest(key.encode("utf-8")) - (1 << 63)
 
 
-def _is_stage_output(path: Path) -> bool:
-    return path.is_dir() and (path / "manifest.json").is_file()
-
-
 def _parquet_files(spec: str) -> list[Path]:
     path = Path(spec)
     if path.is_dir():
@@ -110,13 +106,11 @@ def _parquet_files(spec: str) -> list[Path]:
 
 def read_hard_negatives(inputs: Sequence[str], who: str = "train reranker") -> pa.Table:
     """Every input's rows (mine outputs and/or parquet files of the HARD_NEGATIVES schema)."""
-    from foundation.ledger import read_stage_output
+    from foundation.ledger import read_stage_output, stage_output
 
     tables = []
     for spec in inputs:
-        if _is_stage_output(Path(spec)):
-            if not (Path(spec) / "_SUCCESS").is_file():
-                raise BadInputError(f"{who}: {spec} is an unfinished stage output (no _SUCCESS); finish `mgte mine`")
+        if stage_output(spec, "mine", who=who) is not None:
             tables.append(HARD_NEGATIVES.validate(read_stage_output(spec, "data", HARD_NEGATIVES), where=spec))
             continue
         files = _parquet_files(spec)

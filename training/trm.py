@@ -56,7 +56,7 @@ STAGE = "train-trm"
 
 
 class SparseCollapse(MgteError):
-    """The sparse head gave only all-zero vectors for too many steps in a row (RELIABILITY row 31)."""
+    """The sparse head gave only all-zero vectors for too many steps in a row (docs/reliability.md row 31)."""
 
 
 @frozen

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from foundation.errors import BadInputError
-from foundation.ledger import read_stage_output
+from foundation.ledger import read_stage_output, stage_output
 from storage_schemas.mine import HARD_NEGATIVES
 from training.length_groups import LengthGroup, LengthGroupBatchSampler
 from training.pair_sampler import hash_to_int64
@@ -63,7 +63,7 @@ def read_hard_negatives(inputs: tuple[str, ...] | list[str]) -> pa.Table:
         path = Path(item)
         if not path.exists():
             raise BadInputError(f"{path}: input does not exist")
-        if path.is_dir() and (path / "manifest.json").is_file():
+        if stage_output(path, "mine", who="train trm") is not None:
             tables.append(read_stage_output(path, "data", HARD_NEGATIVES, columns=COLUMNS))
         else:
             tables.append(_read_plain(path))

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from foundation.errors import MgteError, UsageError
+from foundation.ledger import stage_output_files
 from pipelines.audit import corpus, evaluation, mine, pairs, shards, train
 from pipelines.audit.page import dropped_samples, head, quarantine, tail, write_page
 
@@ -42,10 +43,20 @@ def _manifest(root: Path) -> dict:
         raise MgteError(f"{path}: not a valid stage manifest ({' '.join(str(exc).split())})") from None
 
 
+def _readable(root: Path, manifest: dict) -> dict:
+    """The manifest with its ``outputs`` cut to the files the one reader of stage outputs allows
+    (:func:`foundation.ledger.stage_output_files`: files of marked tasks, listed stage-level files)."""
+    tops = sorted({f.split("/")[0] for files in manifest["outputs"].values() for f in files if "/" in f})
+    ok = {str(p.relative_to(root)) for top in tops for p in stage_output_files(root, top, manifest=manifest)}
+    return {**manifest, "outputs": {key: [f for f in files if "/" not in f or f in ok]
+                                    for key, files in manifest["outputs"].items()}}
+
+
 def write_audit(root: Path, out: Path | None = None) -> Path:
     """Write the audit page of the stage output ``root`` into ``out`` (default ``root/audit``)."""
     root = Path(root)
-    manifest = _manifest(root)
+    shown = _manifest(root)
+    manifest = _readable(root, shown)
     stage = str(manifest["stage"])
     if stage.startswith("train") or (root / "metrics.jsonl").is_file():
         title, module = f"Training ({stage})", train
@@ -55,7 +66,7 @@ def write_audit(root: Path, out: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     own = module.report(root, manifest, out) if module else []
     samples = [] if module is corpus else dropped_samples(root, manifest)  # the corpus report has its own
-    return write_page(out, head(title, root, manifest) + own + samples + quarantine(root, manifest) + tail(manifest))
+    return write_page(out, head(title, root, manifest) + own + samples + quarantine(root, manifest) + tail(shown))
 
 
 __all__ = ["write_audit"]

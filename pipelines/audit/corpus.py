@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.audit.page import SAMPLES_PER_REASON, esc, image, read_rows, table
+from pipelines.audit.page import SAMPLES_PER_REASON, esc, image, read_rows, save_figure, table
 
 
 def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[str, str]:
@@ -28,7 +28,7 @@ def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[
     ax.set_title("Documents per language")
     ax.tick_params(axis="x", rotation=90, labelsize=8)
     fig.tight_layout()
-    fig.savefig(out / "docs_per_language.png", dpi=110)
+    save_figure(fig, out / "docs_per_language.png")
     files["docs_per_language"] = "docs_per_language.png"
     plt.close(fig)
 
@@ -49,7 +49,7 @@ def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[
     if top:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "length_histograms.png", dpi=110)
+    save_figure(fig, out / "length_histograms.png")
     files["length_histograms"] = "length_histograms.png"
     plt.close(fig)
 
@@ -59,7 +59,7 @@ def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[
     ax.set_xlabel("dropped records")
     ax.set_title("Drop reasons")
     fig.tight_layout()
-    fig.savefig(out / "drop_reasons.png", dpi=110)
+    save_figure(fig, out / "drop_reasons.png")
     files["drop_reasons"] = "drop_reasons.png"
     plt.close(fig)
 
@@ -74,7 +74,7 @@ def _plots(out: Path, docs, stats: list[dict], reasons: dict[str, int]) -> dict[
     ax.set_title("Language sampling before and after alpha (mGTE eq. 1)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "sampling.png", dpi=110)
+    save_figure(fig, out / "sampling.png")
     files["sampling"] = "sampling.png"
     plt.close(fig)
     return files

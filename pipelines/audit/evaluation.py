@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from foundation.errors import MgteError
-from pipelines.audit.page import esc, image, pyplot, table
+from pipelines.audit.page import esc, image, pyplot, save_figure, table
 
 MEASURES = ("ndcg@10", "recall@10", "recall@20", "recall@100", "mrr@10", "map")
 
@@ -27,7 +27,7 @@ def _per_language_plot(path: Path, langs: list[str], methods: dict) -> str:
     ax.set_title("nDCG@10 per language and method")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path.name
 

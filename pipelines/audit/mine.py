@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.audit.page import esc, image, pyplot, read_rows, short, table
+from pipelines.audit.page import esc, image, pyplot, read_rows, save_figure, short, table
 
 SAMPLE_ROWS = 3
 RULE_COUNTS = ("ranked", "in_window", "not_copy", "below_ratio", "below_margin", "passing")
@@ -27,7 +27,7 @@ def _hist(path: Path, series: dict[str, np.ndarray], *, title: str, xlabel: str,
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path.name
 

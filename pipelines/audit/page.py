@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 
 import pyarrow.parquet as pq
 
+from foundation.ledger import atomic_write, atomic_write_bytes
+
 SAMPLES_PER_REASON = 3
 QUARANTINE_ROWS = 50
 STYLE = ("<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
@@ -121,8 +123,13 @@ def image(src: str, title: str) -> str:
 
 def write_page(out: Path, parts: list[str]) -> Path:
     page = out / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_bytes(page, "\n".join(parts).encode("utf-8"))
     return page
+
+
+def save_figure(fig, path: Path) -> None:
+    """A plot as PNG, through the one atomic writer."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def pyplot():
@@ -145,6 +152,6 @@ def bar_plot(path: Path, labels: Sequence[str], values: Sequence[float], *, titl
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=90, labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path.name

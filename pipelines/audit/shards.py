@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.audit.page import bar_plot, esc, image, pyplot, table
+from pipelines.audit.page import bar_plot, esc, image, pyplot, save_figure, table
 
 
 def _lengths_plot(path: Path, lengths: list[int], max_len) -> str:
@@ -19,7 +19,7 @@ def _lengths_plot(path: Path, lengths: list[int], max_len) -> str:
     ax.set_ylabel("chunks")
     ax.set_title("Chunk lengths")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path.name
 

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from foundation.errors import MgteError
-from pipelines.audit.page import esc, image, pyplot, table
+from pipelines.audit.page import esc, image, pyplot, save_figure, table
 
 # (plot file, title, metric keys drawn on it)
 PLOTS = (("loss.png", "Loss", ("loss", "loss_avg")), ("lr.png", "Learning rate", ("lr",)),
@@ -63,7 +63,7 @@ def _plot(path: Path, rows: list[dict], keys: tuple[str, ...], title: str) -> st
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path.name
 

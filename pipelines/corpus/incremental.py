@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from foundation.config import config_to_dict
-from foundation.errors import ConfigError
-from foundation.ledger import read_manifest
+from foundation.errors import BadInputError, ConfigError
+from foundation.ledger import read_manifest, read_stage_output, stage_output_files
 from pipelines.corpus.stats import combine_stats
+from storage_schemas.corpus import DEDUP_INDEX, LANG_STATS
+
+STATS = "stats/lang_stats.parquet"
 
 
 def _dedup_settings(config: dict) -> dict:
@@ -48,10 +49,12 @@ def _check(path: Path, manifest: dict, ours: dict) -> None:
 
 
 def _record(path: Path, manifest: dict) -> dict:
+    """A previous build, its files through the one reader of stage outputs (marked tasks only,
+    schema checked)."""
+    index = stage_output_files(path, "index", DEDUP_INDEX, manifest=manifest)
+    stats = stage_output_files(path, STATS, LANG_STATS, manifest=manifest)
     return {"path": str(path), "config_hash": manifest["config_hash"], "finished": manifest["finished"],
-            "kept": manifest["counts"]["kept"],
-            "index": [str(path / f) for f in manifest["outputs"]["dedup_index"]],
-            "lang_stats": [str(path / f) for f in manifest["outputs"].get("lang_stats", [])]}
+            "kept": manifest["counts"]["kept"], "index": [str(f) for f in index], "lang_stats": [str(f) for f in stats]}
 
 
 def resolve_previous(cfg) -> list[dict]:
@@ -66,12 +69,16 @@ def resolve_previous(cfg) -> list[dict]:
             raise ConfigError(f"previous: {entry} is this build's own output")
         try:
             manifest = read_manifest(path)
-        except FileNotFoundError:
+        except BadInputError:
             raise ConfigError(f"previous: {entry} is not a finished corpus output (no _SUCCESS/manifest.json); "
                               "finish that build first or leave it out") from None
         _check(path, manifest, ours)
         for earlier in manifest.get("extra", {}).get("previous", []):
-            if not all(Path(f).is_file() for f in earlier["index"]):
+            try:
+                now = _record(Path(earlier["path"]), read_manifest(earlier["path"], "corpus"))
+            except BadInputError:
+                now = None
+            if now is None or now["index"] != earlier["index"]:
                 raise ConfigError(f"previous: {earlier['path']} (a previous build of {entry}) is gone or moved; "
                                   "an incremental build needs every earlier build's index/")
             builds.setdefault(earlier["path"], earlier)
@@ -86,5 +93,5 @@ def previous_index_items(builds: list[dict]) -> list[tuple[str, int]]:
 
 def cumulative_stats(builds: list[dict], own_rows: list[dict], alpha: float) -> list[dict]:
     """The eq. 1 table over the kept documents of every build (previous ones and this one)."""
-    tables = [pq.read_table(f).to_pylist() for b in builds for f in b["lang_stats"]]
+    tables = [read_stage_output(b["path"], STATS, LANG_STATS).to_pylist() for b in builds if b["lang_stats"]]
     return combine_stats([*tables, own_rows], alpha)

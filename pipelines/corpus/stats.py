@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from foundation.sampling import eq1
 
@@ -23,15 +22,6 @@ def language_stats(docs: pa.Table, alpha: float, with_tokens: bool) -> list[dict
         rows.append({"lang": g["lang"], "docs": g["lang_count"], "chars": g["n_chars_sum"], "bytes": g["n_bytes_sum"],
                      "tokens": g.get("n_tokens_sum") if with_tokens else None, "p": p, "q": q, "alpha": alpha})
     return rows
-
-
-def reason_counts(tables: list[pa.Table]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in tables:
-        if t.num_rows:
-            for row in pc.value_counts(t["reason"]).to_pylist():
-                out[row["values"]] = out.get(row["values"], 0) + row["counts"]
-    return out
 
 
 def combine_stats(tables: list[list[dict]], alpha: float) -> list[dict]:

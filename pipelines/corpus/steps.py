@@ -35,9 +35,10 @@ from pipelines.corpus.lid import load_identifier
 from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
 from foundation.faults import fault_point
+from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined, check_text, read_records
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
-from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED, QUARANTINE
+from storage_schemas import CANDIDATE, CLEAN_DOC, DEDUP_DECISION, DROPPED
 from storage_schemas.corpus import DEDUP_INDEX
 
 TEXT_PREVIEW = 2000
@@ -119,19 +120,17 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
     hasher = _hasher(cfg.dedup) if cfg.dedup.near else None
     name = os.path.basename(path)
     skip = (r.text_field, r.id_field)
-    candidates, dropped, quarantined = [], [], []
+    outcomes = Outcomes()  # kept: the candidates of de-duplication
     normalized = Counter()  # characters normalisation removed, by kind, over the task's records
-    n_input = 0
     for item in read_records(path, text_field=r.text_field, max_record_bytes=r.max_record_bytes,
                              on_schema_error=r.on_schema_error):
-        n_input += 1
         fault_point("after_records", path)
         if isinstance(item, Quarantined):
-            quarantined.append(item.row())
+            outcomes.quarantine(item)
             continue
         raw = check_text(item, r.text_field)
         if isinstance(raw, Quarantined):
-            quarantined.append(raw.row())
+            outcomes.quarantine(raw)
             continue
         doc_id = item.data.get(r.id_field)
         doc_id = str(doc_id) if doc_id not in (None, "") else f"{name}:{item.line}"
@@ -140,11 +139,11 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
         text, reason, facts = process_document(raw, cfg, source)
         normalized.update(facts.get("normalized", {}))
         if reason is not None and "scores" not in facts:  # failed before the quality filters
-            dropped.append(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
-                                    lang_score=facts.get("lang_score")))
+            outcomes.drop(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
+                                   lang_score=facts.get("lang_score")))
             continue
         sig = hasher.signature_of(text, cfg.dedup.ngram) if hasher else np.zeros(0, np.uint32)
-        candidates.append({
+        outcomes.keep({
             "id": doc_id, "text": text, "lang": facts["lang"], "lang_score": facts["lang_score"],
             "source": source, "path": path, "line": item.line,
             "n_chars": len(text), "n_bytes": len(text.encode("utf-8")), "n_tokens": None,
@@ -152,13 +151,12 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
             "quality_reason": reason, "scores": json.dumps(facts["scores"], sort_keys=True),
         })
     files = [
-        out.write_rows(f"_work/candidates/{task}.parquet", candidates, CANDIDATE),
-        out.write_rows(f"index/{task}.parquet", candidates, DEDUP_INDEX),  # for later incremental builds
-        out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED),
-        out.write_rows(f"quarantine/{task}.parquet", quarantined, QUARANTINE),
+        out.write_rows(f"_work/candidates/{task}.parquet", outcomes.kept, CANDIDATE),
+        out.write_rows(f"index/{task}.parquet", outcomes.kept, DEDUP_INDEX),  # for later incremental builds
+        *outcomes.write(out, task, DROPPED),
     ]
-    counts = {"input": n_input, "kept": len(candidates), "dropped": len(dropped), "quarantined": len(quarantined)}
-    return out.mark_task(task, counts, files, input=entry, extra={"normalized": dict(sorted(normalized.items()))})
+    return out.mark_task(task, outcomes.counts(), files, input=entry,
+                         extra={"normalized": dict(sorted(normalized.items()))})
 
 
 # ---- de-duplication inputs/outputs ---------------------------------------------------------------
@@ -206,7 +204,7 @@ def run_write_task(entry: dict, cfg: Config, out: StageOutput, deps: str) -> dic
     st = dec_path.stat()
     decisions = _decisions_by_key(str(dec_path), st.st_mtime_ns, st.st_size)
     cand = pq.read_table(out.root / f"_work/candidates/{read_task(entry)}.parquet")
-    keep_mask, dropped = [], []
+    keep_mask, outcomes = [], Outcomes()
     for row in cand.select(["id", "path", "line", "text", "lang", "lang_score", "quality_reason", "scores"]).to_pylist():
         d = decisions.get((row["path"], row["line"]))
         keep_mask.append(d is None and row["quality_reason"] is None)
@@ -214,19 +212,18 @@ def run_write_task(entry: dict, cfg: Config, out: StageOutput, deps: str) -> dic
             drop = _dropped(row["id"], d["reason"], row["path"], row["line"], row["text"], lang=row["lang"],
                             lang_score=row["lang_score"])
             drop.update(duplicate_of=d["duplicate_of"], similarity=d["similarity"])
-            dropped.append(drop)
+            outcomes.drop(drop)
         elif row["quality_reason"] is not None:
             drop = _dropped(row["id"], row["quality_reason"], row["path"], row["line"], row["text"], lang=row["lang"],
                             lang_score=row["lang_score"])
             drop["scores"] = row["scores"]
-            dropped.append(drop)
+            outcomes.drop(drop)
     kept = cand.filter(pa.array(keep_mask, type=pa.bool_())).drop_columns(["minhash", "quality_reason", "scores"])
     if cfg.stats.tokenizer and kept.num_rows:
         counts_tok = _token_counter(cfg.stats.tokenizer)(kept["text"].to_pylist())
         kept = kept.set_column(kept.schema.get_field_index("n_tokens"), "n_tokens", pa.array(counts_tok, pa.int64()))
-    files = [out.write_table(data_file(entry), kept, CLEAN_DOC),
-             out.write_rows(f"dropped/{task}.parquet", dropped, DROPPED)]
-    counts = {"input": cand.num_rows, "kept": kept.num_rows, "dropped": len(dropped), "quarantined": 0}
-    return out.mark_task(task, counts, files, input=entry, deps=deps)
+    outcomes.kept = kept
+    files = [out.write_table(data_file(entry), kept, CLEAN_DOC), *outcomes.write(out, task, DROPPED)]
+    return out.mark_task(task, outcomes.counts(), files, input=entry, deps=deps)
 
 

@@ -21,8 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.readers import Quarantined, Record, check_string_field, read_jsonl
 from foundation.errors import BadInputError
+from foundation.ledger import atomic_write_bytes
+from pipelines.readers import Quarantined, Record, check_string_field, read_jsonl
 
 UNDEFINED_LANG = "und"
 
@@ -287,12 +288,10 @@ def write_beir_from_pairs(table, root: str | Path, split: str = "test") -> dict:
         queries.setdefault(qid, {"_id": qid, "text": row["query"], "lang": q_lang or UNDEFINED_LANG})
         docs.setdefault(did, {"_id": did, "title": "", "text": row["positive"], "lang": d_lang or UNDEFINED_LANG})
         qrels.setdefault(qid, set()).add(did)
-    (root / "qrels").mkdir(parents=True, exist_ok=True)
     for name, records in (("corpus.jsonl", docs), ("queries.jsonl", queries)):
-        with open(root / name, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
-    with open(root / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        fh.writelines(f"{q}\t{d}\t1\n" for q, ds in qrels.items() for d in sorted(ds))
+        atomic_write_bytes(root / name, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                for r in records.values()).encode("utf-8"))
+    qrels_text = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, ds in qrels.items() for d in sorted(ds))
+    atomic_write_bytes(root / "qrels" / f"{split}.tsv", qrels_text.encode("utf-8"))
     return {"pairs": table.num_rows, "queries": len(queries), "documents": len(docs),
             "judgements": sum(len(ds) for ds in qrels.values())}

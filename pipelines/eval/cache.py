@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from foundation.ledger import atomic_write, atomic_write_json, atomic_write_npy
 from pipelines.embedding import Encoded, SparseVectors
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,19 @@ class EmbeddingCache:
         tmp = self.root / f"{key}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        np.save(tmp / "dense.npy", encoded.dense)
+        atomic_write_npy(tmp / "dense.npy", encoded.dense)  # each file synced; the entry renamed whole below
         if encoded.sparse is not None:
-            np.savez(tmp / "sparse.npz", indptr=encoded.sparse.indptr, terms=encoded.sparse.terms,
-                     weights=encoded.sparse.weights)
+            sparse = encoded.sparse
+
+            def write_sparse(path: Path) -> None:
+                with open(path, "wb") as fh:
+                    np.savez(fh, indptr=sparse.indptr, terms=sparse.terms, weights=sparse.weights)
+
+            atomic_write(tmp / "sparse.npz", write_sparse)
         full = {**meta, "key": key, "n_docs": int(encoded.dense.shape[0]), "dim": int(encoded.dense.shape[1]),
                 "has_sparse": encoded.sparse is not None, "n_truncated": encoded.n_truncated,
                 "max_length": encoded.max_length}
-        (tmp / "meta.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+        atomic_write_json(tmp / "meta.json", full)
         try:
             os.replace(tmp, entry)
         except OSError:  # another run stored the same entry first: keep theirs

@@ -1,7 +1,8 @@
-"""``mgte eval``: dense, sparse, hybrid, reranked and BM25 retrieval on a BEIR set, with metrics.
+"""``mgte eval``'s config and its steps: dense, sparse, hybrid, reranked and BM25 retrieval on a
+BEIR set, with metrics.
 
 One model per output directory (the full DAG runs it once per model into subdirectories; BM25 is
-in every report). The steps are plain functions; ``run`` wires them:
+in every report). The steps are plain functions; the tasks of :mod:`pipelines.eval.tasks` run them:
 
     read_beir -> format texts -> encode corpus (cached) + queries -> dense / sparse / hybrid /
     rerank / bm25 runs -> runs/<method>.trec + metrics (trec_eval semantics) -> run.trec (the final
@@ -10,8 +11,6 @@ in every report). The steps are plain functions; ``run`` wires them:
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from typing import Literal, Sequence
 
@@ -19,23 +18,18 @@ import numpy as np
 
 from foundation.config import frozen
 import pipelines.eval.metrics as M
-from pipelines.eval.beir import BeirSet, read_beir
+from pipelines.eval.beir import BeirSet
 from pipelines.eval.retrieval import (
     Hits,
     InvertedIndex,
     dense_search,
-    doc_order_keys,
     fill_with_zeros,
     hybrid,
     rerank,
     truncate_dim,
 )
-from foundation.ledger import RUN_ONLY_KEYS, StageOutput, atomic_write_bytes, atomic_write_json
-from foundation.errors import BadInputError, MgteError
-from storage_schemas.corpus import QUARANTINE
-from storage_schemas.eval import EVAL_DROPPED, EVAL_QUERY_METRICS, EVAL_RUN
+from foundation.errors import MgteError
 
-log = logging.getLogger(__name__)
 
 STAGE = "eval"
 METHODS = ("bm25", "dense", "sparse", "hybrid", "rerank")
@@ -141,6 +135,7 @@ class Config:
     cache_dir: str | None = None  # null = $MGTE_CACHE/embeddings, else ~/.cache/mgte/embeddings
     report: bool = True
     max_record_bytes: int = 64_000_000  # a longer JSONL line is quarantined as oversized
+    on_input_change: Literal["refuse", "redo"] = "refuse"  # a changed BEIR file or model: refuse, or rerun what read it
 
     def validate(self) -> None:
         if self.top_k < 100:
@@ -310,7 +305,7 @@ def rerank_run(model, cfg: Config, beir: BeirSet, doc_texts: list[str], first: l
     return out
 
 
-def _why_not(method: str, cfg: Config, facts: dict) -> str:
+def why_not(method: str, cfg: Config, facts: dict) -> str:
     """Why a method has no run (for metrics.json and the report)."""
     if method == "rerank":
         return "reranker is null"
@@ -323,7 +318,7 @@ def _why_not(method: str, cfg: Config, facts: dict) -> str:
     return f"{method}.enabled is false"
 
 
-def _queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[str, float]:
+def queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[str, float]:
     """Query throughput of each method: query encoding plus its own search/fusion/rerank time."""
     enc = timings.get("query_encode_s", 0.0)
     cost = {
@@ -338,36 +333,6 @@ def _queries_per_second(n: int, timings: dict, methods: Sequence[str]) -> dict[s
                  "bm25": cost.get("bm25")}.get(timings.get("rerank_first_stage", ""), 0.0) or 0.0
         cost["rerank"] = first + timings["rerank_s"]
     return {m: round(n / cost[m], 3) for m in methods if cost.get(m)}
-
-
-def write_runs(out: StageOutput, runs: dict[str, list[Hits]], beir: BeirSet, final: str) -> tuple[dict, list[str]]:
-    """runs/<method>.trec, run.trec (= the final method), data/*.parquet; returns (per-method metrics, files)."""
-    import pyarrow as pa
-
-    root = out.root
-    run_tables, per_query_rows, methods, files = [], [], {}, []
-    lang_of = dict(zip(beir.queries.ids, beir.query_langs))
-    for method in (m for m in METHODS if m in runs):
-        q, d, r, s = run_rows(runs[method], beir.queries.ids, beir.corpus.ids)
-        text = trec_text(q, d, r, s, f"mgte-{method}").encode()
-        rel = f"runs/{method}.trec"
-        atomic_write_bytes(root / rel, text)
-        files.append(rel)
-        if method == final:
-            atomic_write_bytes(root / "run.trec", text)
-            files.append("run.trec")
-        summary, per_query = evaluate_run(q, d, s, beir)
-        methods[method] = {**summary, "run": rel}
-        run_tables.append(EVAL_RUN.from_rows([{"method": method, "query_id": a, "doc_id": b, "rank": c, "score": e}
-                                              for a, b, c, e in zip(q, d, r, s)]))
-        per_query_rows += [{"method": method, "query_id": qid, "lang": lang_of.get(qid, "und"),
-                            **{m: v[m] for m in M.MEASURES}, "num_rel": v["num_rel"], "num_ret": v["num_ret"]}
-                           for qid, v in per_query.items()]
-    files.append(out.write_table("data/run.parquet", pa.concat_tables(run_tables), EVAL_RUN))
-    files.append(out.write_rows("data/per_query.parquet", per_query_rows, EVAL_QUERY_METRICS))
-    files.append(out.write_rows("dropped/dropped.parquet", beir.dropped, EVAL_DROPPED))
-    files.append(out.write_rows("quarantine/quarantine.parquet", beir.quarantine, QUARANTINE))
-    return methods, files
 
 
 def metrics_document(cfg: Config, beir: BeirSet, methods: dict, final: str, skipped: dict, qps: dict,
@@ -392,58 +357,3 @@ def metrics_document(cfg: Config, beir: BeirSet, methods: dict, final: str, skip
                      "descending; relevant = grade >= 1; mrr@10 = recip_rank on the 10 best documents",
     }
 
-
-def run(cfg: Config) -> dict:
-    out = StageOutput(cfg.output, STAGE, cfg, exclude=RUN_ONLY_KEYS + ("cache", "cache_dir", "report"))
-    if out.begin():
-        return json.loads((out.root / "manifest.json").read_text())
-    beir = read_beir(cfg.input, cfg.split, max_record_bytes=cfg.max_record_bytes)
-    if not len(beir.corpus):
-        raise BadInputError(f"{beir.root}: corpus has no usable documents ({beir.accounts['corpus'].as_dict()})")
-    doc_texts = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
-    from pipelines.embedding import load_embedder, load_reranker
-
-    # models load first: a wrong name fails before any work
-    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype,
-                             pooling=cfg.encode.pooling) if cfg.model else None
-    reranker = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype) if cfg.reranker else None
-    keys = doc_order_keys(beir.corpus.ids)
-    timings: dict = {}
-    facts: dict = {}
-    runs = {"bm25": bm25_run(cfg, beir, doc_texts, keys, timings)} if cfg.bm25.enabled else {}
-    if embedder is not None:
-        runs.update(model_runs(embedder, cfg, beir, doc_texts, keys, timings, facts))
-    if not runs:
-        raise MgteError(f"no retrieval method ran: {[_why_not(m, cfg, facts) for m in METHODS]}")
-    if reranker is not None:
-        first = next(m for m in FINAL_PREFERENCE[1:] if m in runs)
-        timings["rerank_first_stage"] = first
-        runs["rerank"] = rerank_run(reranker, cfg, beir, doc_texts, runs[first], keys, timings, facts)
-    final = next(m for m in FINAL_PREFERENCE if m in runs)
-
-    methods, files = write_runs(out, runs, beir, final)
-    qps = _queries_per_second(len(beir.queries), timings, list(runs))
-    skipped = {m: _why_not(m, cfg, facts) for m in METHODS if m not in runs}
-    metrics = metrics_document(cfg, beir, methods, final, skipped, qps, facts)
-    atomic_write_json(out.root / "metrics.json", metrics)
-    files.append("metrics.json")
-    if cfg.report:
-        from pipelines.eval.report import write_report
-
-        files += write_report(out.root, metrics)
-
-    acc = beir.accounts["queries"]
-    counts = {"input": acc.input, "kept": acc.kept, "dropped": sum(acc.dropped.values()),
-              "quarantined": acc.quarantined}
-    out.mark_task("eval", counts, files)
-    return out.finish(
-        counts=counts, dropped_by_reason=dict(acc.dropped), inputs=beir.files,
-        outputs={"data": ["data/run.parquet"], "per_query": ["data/per_query.parquet"],
-                 "dropped": ["dropped/dropped.parquet"], "quarantine": ["quarantine/quarantine.parquet"],
-                 "runs": sorted(f for f in files if f.endswith(".trec")), "metrics": ["metrics.json"],
-                 "report": [f for f in files if f.endswith((".html", ".png"))]},
-        extra={"final_method": final, "timings_s": {k: (round(v, 4) if isinstance(v, float) else v)
-                                                    for k, v in timings.items()},
-               "queries_per_s": qps, **facts, **{f"{k}_accounts": v.as_dict() for k, v in beir.accounts.items()},
-               **beir.stats},
-    )

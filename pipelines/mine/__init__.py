@@ -26,10 +26,9 @@ marked when done so a killed run resumes where it stopped:
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 from foundation.ledger import deps_hash, describe_input, input_task
-from pipelines.contract import Phase, Result, Stage, StageSpec, run_stage
+from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run_stage
 from pipelines.mine.config import Config, EncodeConfig, ReaderConfig, SearchConfig
 from pipelines.mine.encode import encode_collection
 from pipelines.mine.inputs import resolve_inputs
@@ -41,7 +40,7 @@ __all__ = ["Config", "EncodeConfig", "ReaderConfig", "Rule", "SearchConfig", "ST
            "run"]
 STAGE = "mine"
 COLLECTIONS = (("queries", "query"), ("candidates", "doc"), ("positives", "doc"))
-LATER = ("group", "encode-", "index", "search-")
+LATER = ("group", "encode-", "index", "search-")  # they read every input
 
 
 def _by_name(markers: list[dict]) -> dict[str, dict]:
@@ -110,11 +109,7 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
     return outputs, extra
 
 
-def _later(root) -> list[str]:
-    return sorted(p.stem for p in (root / "_tasks").glob("*.json") if p.stem.startswith(LATER))
-
-
 def run(cfg: Config) -> dict:
     spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
-                     later=lambda entries: _later(Path(cfg.output)), finish=functools.partial(finish, cfg))
+                     later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg))
     return run_stage(spec, cfg, resolve_inputs(cfg.input))

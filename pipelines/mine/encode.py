@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from foundation.errors import MgteError, StageIOError
+from foundation.errors import MgteError
 from foundation.faults import fault_point
-from foundation.ledger import StageOutput, atomic_write_json
+from foundation.ledger import StageOutput, atomic_write_arrow, atomic_write_json, atomic_write_npy
 from foundation.ray_init import apply_env, driver_env
 
 log = logging.getLogger(__name__)
@@ -82,18 +82,9 @@ def cache_key(identity: dict, settings: dict, data_hash: str) -> str:
 def write_collection(out: StageOutput, rel: str, texts: list[str], **columns: list[str]) -> tuple[str, str]:
     """Texts of one collection (and other string ``columns``) -> ``rel``, an uncompressed Arrow file
     (read by slices, memory-mapped); returns ``rel`` and the hash of the texts."""
-    path = out.root / rel
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"text": pa.array(texts, pa.string()),
                       **{name: pa.array(values, pa.string()) for name, values in columns.items()}})
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=65536)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StageIOError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    atomic_write_arrow(out.root / rel, table)
     return rel, texts_hash(texts)
 
 
@@ -133,14 +124,7 @@ def encode_shard(job: dict, shard: int) -> int:
         bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
         raise MgteError(f"model {job['model']} gave a non-finite embedding for text {lo + bad} of {job['texts']}")
     fault_point("encode_shard", str(target))
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, vectors.astype(job["store_dtype"]))
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StageIOError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    atomic_write_npy(target, vectors.astype(job["store_dtype"]), private=True)  # a cache other runs may fill too
     return len(chunk)
 
 

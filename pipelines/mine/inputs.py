@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from foundation.errors import BadInputError
-from foundation.ledger import read_manifest, stage_output_files
+from foundation.ledger import stage_output, stage_output_files
 from pipelines.pairs.records import AUDIT_CHARS, file_stem, text_hash
 from pipelines.corpus.normalize import normalize_text
 from pipelines.readers import Quarantined, Record, check_string_field, expand_inputs, read_records
@@ -38,11 +38,9 @@ def resolve_inputs(inputs: tuple[str, ...]) -> list[str]:
     files: list[str] = []
     for item in inputs:
         root = Path(item)
-        if root.is_dir() and (root / "manifest.json").is_file():
-            stage = read_manifest(root)["stage"]
-            if stage != "pairs":
-                raise BadInputError(f"mine: {root} is a '{stage}' output, not a `mgte pairs` one")
-            files += [str(p.resolve()) for p in stage_output_files(root, "data", PAIR, fields=("query", "positive"))]
+        if (manifest := stage_output(root, "pairs", who="mine")) is not None:
+            files += [str(p.resolve()) for p in stage_output_files(root, "data", PAIR, fields=("query", "positive"),
+                                                                     manifest=manifest)]
         else:
             files += expand_inputs([item])
     return sorted(dict.fromkeys(files))

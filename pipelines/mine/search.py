@@ -19,12 +19,11 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from foundation.errors import StageIOError
+from foundation.ledger import atomic_write
 
 log = logging.getLogger(__name__)
 IVF_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
@@ -160,13 +159,13 @@ def build_index(shards: list[np.ndarray], params: dict, path: Path) -> Path:
             index.add(np.ascontiguousarray(shard, dtype=np.float32))
     finally:
         faiss.omp_set_num_threads(threads)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise StageIOError(f"cannot write {path}: {exc}") from exc
+    def write(tmp: Path) -> None:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as exc:  # FAISS reports an I/O failure as a RuntimeError
+            raise OSError(str(exc)) from exc
+
+    atomic_write(path, write, private=True)  # a cache other runs may fill too
     log.info("mine: built %s over %d candidates -> %s", params, n, path)
     return path
 

@@ -15,19 +15,18 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foundation.errors import BadInputError
-from foundation.ledger import StageOutput, input_task
+from foundation.ledger import StageOutput, atomic_write_npy, input_task
 from pipelines.mine.encode import read_column, write_collection
 from pipelines.mine.inputs import dropped_row, empty_reason, read_candidate_file, read_pair_file
 from pipelines.mine.search import order_keys
+from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.mine import HARD_NEGATIVES_DROPPED
@@ -61,21 +60,17 @@ def read_file(entry: dict, cfg, out: StageOutput) -> dict:
     task = read_task(entry)
     if (marker := out.task_marker(task)) is not None:
         return marker
-    kept, dropped, quarantine = [], [], []
+    outcomes = Outcomes()
     for item in read_pair_file(entry["path"], cfg.reader.max_record_bytes, cfg.reader.on_schema_error):
         if isinstance(item, Quarantined):
-            quarantine.append(item.row())
+            outcomes.quarantine(item)
         elif (reason := empty_reason(item)) is not None:
-            dropped.append(dropped_row(item, reason))
+            outcomes.drop(dropped_row(item, reason))
         else:
-            kept.append(item)
-    files = [out.write_table(f"{WORK}/pairs/{task}.parquet", pa.Table.from_pylist(kept, schema=PAIR_SCHEMA))]
-    if dropped:
-        files.append(out.write_rows(f"dropped/{task}.parquet", dropped, HARD_NEGATIVES_DROPPED))
-    if quarantine:
-        files.append(out.write_rows(f"quarantine/{task}.parquet", quarantine, QUARANTINE))
-    n = len(kept) + len(dropped) + len(quarantine)
-    return out.mark_task(task, counts(n, len(kept), len(dropped), len(quarantine)), files, input=entry)
+            outcomes.keep(item)
+    files = [out.write_table(f"{WORK}/pairs/{task}.parquet", pa.Table.from_pylist(outcomes.kept, schema=PAIR_SCHEMA)),
+             *outcomes.write(out, task, HARD_NEGATIVES_DROPPED)]
+    return out.mark_task(task, outcomes.counts(), files, input=entry)
 
 
 # ---- candidates: the documents to mine from --------------------------------------------------------
@@ -185,10 +180,7 @@ def group_pairs(pair_files: list[str], candidates_marker: dict | None, cfg, out:
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(hashes):
         by_hash[h].append(i)
-    tmp = out.root / (CANDIDATE_KEYS + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, order_keys(ids))
-    os.replace(tmp, out.root / CANDIDATE_KEYS)
+    atomic_write_npy(out.root / CANDIDATE_KEYS, order_keys(ids))
     files.append(CANDIDATE_KEYS)
 
     by_query: dict[str, list[dict]] = {}

@@ -14,10 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from foundation.errors import BadInputError
-from foundation.ledger import StageOutput, input_task, read_manifest, stage_output_files
+from foundation.ledger import StageOutput, input_task, stage_output, stage_output_files
 from pipelines.mlm_shards.config import Config
 from pipelines.mlm_shards.tokens import Tokenize, split_outcomes, tokenize_batch
-from storage_schemas import CLEAN_DOC, QUARANTINE
+from pipelines.contract import Outcomes
+from storage_schemas import CLEAN_DOC
 from storage_schemas.mlm import MLM_CHUNK, MLM_DROPPED, MLM_SHARD_STATS
 
 NEEDED = ("id", "text", "lang")  # columns every input file must have (source is optional)
@@ -29,10 +30,8 @@ def resolve_inputs(paths: tuple[str, ...]) -> tuple[list[Path], Path | None]:
     lang_stats = None
     for item in paths:
         p = Path(item)
-        if p.is_dir() and (p / "manifest.json").is_file():
-            manifest = read_manifest(p)
-            # one reader of upstream outputs: files of marked tasks only, schema checked per file
-            files += stage_output_files(p, "data", CLEAN_DOC, fields=NEEDED)
+        if (manifest := stage_output(p, who="mlm-shards")) is not None:
+            files += stage_output_files(p, "data", CLEAN_DOC, fields=NEEDED, manifest=manifest)
             stats = manifest["outputs"].get("lang_stats", [])
             if stats and lang_stats is None:
                 lang_stats = p / stats[0]
@@ -97,14 +96,12 @@ def run_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
     files = []
     for lang, chunks in chunk_tables.items():
         files.append(out.write_table(f"data/lang={lang}/part-{task}.parquet", chunks, MLM_CHUNK))
-    if dropped.num_rows:
-        files.append(out.write_table(f"dropped/part-{task}.parquet", dropped, MLM_DROPPED))
-    if quarantined.num_rows:
-        files.append(out.write_table(f"quarantine/part-{task}.parquet", quarantined, QUARANTINE))
-    kept = sum(1 for o in outcomes.column("outcome").to_pylist() if o == "")
-    counts = {"input": outcomes.num_rows, "kept": kept, "dropped": dropped.num_rows,
-              "quarantined": quarantined.num_rows}
-    return out.mark_task(task, counts, files, input=entry)
+    kept_docs = [row for row, o in enumerate(outcomes.column("outcome").to_pylist()) if o == ""]
+    accounts = Outcomes(kept=kept_docs, dropped=dropped, quarantined=quarantined)
+    files += accounts.write(out, f"part-{task}", MLM_DROPPED)
+    if accounts.counts()["input"] != outcomes.num_rows:
+        raise RuntimeError(f"{path}: {outcomes.num_rows} documents, {accounts.counts()} outcomes")
+    return out.mark_task(task, accounts.counts(), files, input=entry)
 
 
 def shard_stats(out_root: Path, data_files: list[str], lang_stats: Path | None, alpha: float) -> pa.Table:

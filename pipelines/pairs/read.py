@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from foundation.errors import MgteError
-from foundation.ledger import read_manifest, read_stage_output, stage_output_files
+from foundation.ledger import is_stage_output, read_stage_output, stage_output, stage_output_files
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config, raw_config
 from pipelines.pairs.records import pick_survivor, read_pair_records, survivor_key
@@ -39,7 +39,8 @@ def read_pairs(root: str | Path) -> dict[str, pa.Table]:
 
 
 def is_pairs_output(path: Path) -> bool:
-    return path.is_dir() and (path / "manifest.json").is_file() and (path / "_SUCCESS").is_file()
+    """A stage output (refused later unless it is a finished pairs one), not raw pair files."""
+    return is_stage_output(path)
 
 
 def read_raw_pairs(inputs: list[str], cfg: Config | None = None) -> tuple[dict[str, pa.Table], dict]:
@@ -87,9 +88,7 @@ def load_pair_inputs(inputs: tuple[str, ...] | list[str], who: str) -> tuple[dic
     total: Counter = Counter(input=0, kept=0, dropped=0, quarantined=0)
     reasons: Counter = Counter()
     for out in outputs:
-        manifest = read_manifest(out)
-        if manifest["stage"] != "pairs":
-            raise MgteError(f"{who}: {out} is a '{manifest['stage']}' output, not a `mgte pairs` one")
+        manifest = stage_output(out, "pairs", who=who)
         total.update(manifest["counts"])
         reasons.update(manifest["dropped_by_reason"])
         for source, table in read_pairs(out).items():

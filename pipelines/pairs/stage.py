@@ -1,5 +1,5 @@
-"""``mgte pairs`` run on the stage contract (:mod:`pipelines.contract`): three phases of tasks on
-the config's engine (``engine: beam | ray | local``), then per-source stats (eq. 1) and manifest.
+"""``mgte pairs`` run on the stage contract (:func:`pipelines.contract.run_stage`): three phases of
+tasks on the config's engine (``engine: beam | ray | local``), then per-source stats (eq. 1).
 
 1. ``read`` per input file, named by its content: read + parse + check -> candidates, keys,
    dropped, quarantine; then the error budget over all of them;
@@ -10,13 +10,12 @@ the config's engine (``engine: beam | ray | local``), then per-source stats (eq.
 The dedup is a phase of ordinary tasks rather than an engine-specific shuffle (as corpus's
 MinHash is): pairs dedup only groups by one hash, so cutting the hash space into parts lets each
 part decide alone, and the same task functions run on every engine. The later phases carry the
-identity of the read tasks they read (``deps``), so a changed input set reruns them;
-``Stage.begin`` pins the config and the input list and refuses or redoes what changed.
+identity of the read tasks they read (``deps``), so a changed input set reruns them.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -25,20 +24,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foundation.errors import MgteError
-from foundation.ledger import StageOutput, deps_hash, read_manifest, sum_counts
+from foundation.ledger import StageOutput, deps_hash, sum_counts
 from foundation.sampling import eq1
-from pipelines.contract import Phase, Stage, check_error_budget, reason_tallies, run_phase, task_outputs
-from pipelines.engines import make_engine
+from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run_stage, task_outputs
 from pipelines.pairs.config import Config
 from pipelines.pairs.tasks import (
-    WORK, counts as task_counts, dedup_part, part_files, read_file, read_task, source_items, write_source,
+    DEDUP_PARTS, WORK, dedup_part, dedup_task, part_files, read_file, read_task, source_items, write_source,
 )
 from pipelines.readers import expand_inputs
 from storage_schemas.pairs import PAIR_SOURCE_STATS
 
-log = logging.getLogger(__name__)
-
 STAGE = "pairs"
+LATER = ("dedup-", "source-")  # they read every file
 
 
 def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
@@ -58,11 +55,6 @@ def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
          "p": table[s][0], "q": table[s][1], "alpha": cfg.alpha} for s in sorted(pairs)])
 
 
-def _later_tasks(root: Path) -> list[str]:
-    """The dedup and source tasks on disk: they read every file, so a changed input set forgets them."""
-    return sorted(p.stem for prefix in ("dedup-", "source-") for p in (root / "_tasks").glob(f"{prefix}*.json"))
-
-
 def _forget_cleaned(out: StageOutput, names: list[str]) -> None:
     """Read tasks whose work files are gone (a finished run removes ``_work/``): redo them when a
     changed input set makes the later phases run again."""
@@ -72,61 +64,57 @@ def _forget_cleaned(out: StageOutput, names: list[str]) -> None:
             out.drop_task(name)
 
 
-def run(cfg: Config) -> dict:
-    if not cfg.input:
-        raise MgteError("pairs: no input (give --input or set `input` in the config)")
-    root = Path(cfg.output)
-    stage = Stage.begin(STAGE, cfg, expand_inputs(cfg.input), per_input=lambda e: [read_task(e)],
-                        later=lambda entries: _later_tasks(root))
-    if stage.done:
-        return read_manifest(cfg.output)
+def phases(cfg: Config, stage: Stage) -> list[Phase]:
+    """read (one task per input, largest first) -> dedup (one per hash part) -> source (one per
+    source); dedup and source are valid only for the read tasks they read (``deps``)."""
     out, entries = stage.out, stage.entries
     reads = [read_task(e) for e in entries]
     _forget_cleaned(out, reads)
-    with make_engine(cfg) as engine:
-        read_markers = run_phase(stage, engine, Phase(
-            "read", [(e, cfg, out) for e in entries], read_file, names=reads, sort_key=lambda item: -item[0]["size"]))
-        check_error_budget(read_markers, out, cfg.reader.error_budget)
-        deps = deps_hash(reads)
-        parts = part_files(read_markers)
-        dedup_markers = run_phase(stage, engine, Phase(
-            "dedup", [(t, files, out, deps) for t, files in parts.items()], dedup_part, names=list(parts), deps=deps))
-        dups = task_outputs(dedup_markers, f"{WORK}/dups")
-        sources = source_items(read_markers)
-        source_deps = deps_hash([*reads, *parts])
-        source_markers = run_phase(stage, engine, Phase(
-            "source", [(t, files, dups, cfg.shard_rows, out, source_deps) for t, files in sources.items()],
-            write_source, names=list(sources), deps=source_deps))
-    candidates = sum_counts(dedup_markers)["input"]
-    if sum_counts(source_markers)["input"] != candidates:
-        raise MgteError(f"pairs: source tasks account for {sum_counts(source_markers)['input']} "
+    deps = deps_hash(reads)
+
+    parts = [dedup_task(p) for p in range(DEDUP_PARTS)]  # an empty part still runs
+    source_deps = deps_hash([*reads, *parts])
+
+    def dedup_items(m):
+        files = part_files(m["read"])
+        return [(t, files[t], out, deps) for t in parts]
+
+    def source_items_of(m):
+        dups = task_outputs(m["dedup"], f"{WORK}/dups")
+        return [(t, files, dups, cfg.shard_rows, out, source_deps) for t, files in source_items(m["read"]).items()]
+
+    return [Phase("read", [(e, cfg, out) for e in entries], read_file, names=reads,
+                  sort_key=lambda item: -item[0]["size"]),
+            Phase("dedup", dedup_items, dedup_part, names=parts, deps=deps),
+            Phase("source", source_items_of, write_source, names=lambda m: list(source_items(m["read"])),
+                  deps=source_deps)]
+
+
+def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
+    """Per-source stats (eq. 1) over the written pairs; ``_work/`` removed unless ``keep_candidates``."""
+    out, m = stage.out, result.markers
+    candidates = sum(mk["candidates"] for mk in m["dedup"])
+    if sum_counts(m["source"])["input"] != candidates:
+        raise MgteError(f"pairs: source tasks account for {sum_counts(m['source'])['input']} "
                         f"of {candidates} candidate pairs")
-    return _finish(cfg, out, entries, engine.name, read_markers, source_markers)
-
-
-def _finish(cfg: Config, out: StageOutput, entries: list[dict], engine: str, read_markers: list[dict],
-            source_markers: list[dict]) -> dict:
-    data = sorted(task_outputs(source_markers, "data"))
-    dropped = sorted(task_outputs(read_markers, "dropped") + task_outputs(source_markers, "dropped"))
-    quarantine = sorted(task_outputs(read_markers, "quarantine"))
+    data = sorted(task_outputs(m["source"], "data"))
     stats = source_stats(cfg, [out.root / f for f in data])
     out.write_table("stats/source_stats.parquet", stats, PAIR_SOURCE_STATS)
-    read, written = sum_counts(read_markers), sum_counts(source_markers)
-    counts = task_counts(read["input"], written["kept"], read["dropped"] + written["dropped"], read["quarantined"])
-    stats_rows = stats.to_pylist()
-    extra = {"engine": engine,
-             "sources": {r["source"]: {k: r[k] for k in ("pairs", "query_truncated", "positive_truncated", "q")}
-                         for r in stats_rows},
-             "query_truncated": sum(r["query_truncated"] for r in stats_rows),
-             "positive_truncated": sum(r["positive_truncated"] for r in stats_rows)}
-    if engine == "beam":
+    rows = stats.to_pylist()
+    extra = {"sources": {r["source"]: {k: r[k] for k in ("pairs", "query_truncated", "positive_truncated", "q")}
+                         for r in rows},
+             "query_truncated": sum(r["query_truncated"] for r in rows),
+             "positive_truncated": sum(r["positive_truncated"] for r in rows)}
+    if result.engine == "beam":
         extra["beam_options"] = cfg.beam.options
-    manifest = out.finish(
-        counts=counts, dropped_by_reason=reason_tallies(out.root / f for f in dropped), inputs=entries,
-        outputs={"data": data, "dropped": dropped, "quarantine": quarantine,
-                 "source_stats": ["stats/source_stats.parquet"]},
-        extra=extra)
     if not cfg.keep_candidates:
         shutil.rmtree(out.root / WORK, ignore_errors=True)
-    log.info("pairs: %s", counts)
-    return manifest
+    return {"data": data, "source_stats": ["stats/source_stats.parquet"]}, extra
+
+
+def run(cfg: Config) -> dict:
+    if not cfg.input:
+        raise MgteError("pairs: no input (give --input or set `input` in the config)")
+    spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
+                     later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg))
+    return run_stage(spec, cfg, expand_inputs(cfg.input))

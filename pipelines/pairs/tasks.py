@@ -22,12 +22,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foundation.ledger import StageOutput, input_task
+from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
 from pipelines.pairs.records import duplicate_row, read_pair_records, safe_name, split_survivor, survivor_key
+from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined
-from storage_schemas.corpus import QUARANTINE
 from storage_schemas.pairs import PAIR, PAIR_DROPPED
 
 WORK = "_work"
@@ -49,10 +49,6 @@ def source_task(safe: str) -> str:
     return "source-" + safe
 
 
-def counts(input_: int, kept: int, dropped: int, quarantined: int) -> dict:
-    return {"input": input_, "kept": kept, "dropped": dropped, "quarantined": quarantined}
-
-
 def hash_part(pair_hash: str) -> int:
     return int(pair_hash[:8], 16) % DEDUP_PARTS  # the hash is uniform: so are the parts
 
@@ -65,17 +61,17 @@ def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
     if (marker := out.task_marker(task)) is not None:
         return marker
     check = PairChecker(cfg)
-    kept, dropped, quarantine = [], [], []
+    outcomes = Outcomes()  # kept: the candidates
     for item in read_pair_records(entry["path"], cfg.reader):
         if isinstance(item, Quarantined):
-            quarantine.append(item.row())
+            outcomes.quarantine(item)
             continue
         row, drop = check(item)
-        (kept if row is not None else dropped).append(row if row is not None else drop)
+        outcomes.keep(row) if row is not None else outcomes.drop(drop)
     files = []
     by_source: dict[str, list[dict]] = defaultdict(list)
     by_part: dict[int, list[dict]] = defaultdict(list)
-    for row in sorted(kept, key=survivor_key):
+    for row in sorted(outcomes.kept, key=survivor_key):
         by_source[safe_name(row["source"])].append(row)
         by_part[hash_part(row["pair_hash"])].append({k: row[k] for k in KEY_SCHEMA.names})
     for safe, rows in sorted(by_source.items()):
@@ -83,13 +79,10 @@ def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
     for part, rows in sorted(by_part.items()):
         files.append(out.write_table(f"{WORK}/keys/{task}/part-{part:02d}.parquet",
                                      pa.Table.from_pylist(rows, schema=KEY_SCHEMA)))
-    if dropped:
-        files.append(out.write_rows(f"dropped/{task}.parquet", sorted(dropped, key=survivor_key), PAIR_DROPPED))
-    if quarantine:
-        quarantine.sort(key=lambda r: (r["line"], r["field"]))
-        files.append(out.write_rows(f"quarantine/{task}.parquet", quarantine, QUARANTINE))
-    n = len(kept) + len(dropped) + len(quarantine)
-    return out.mark_task(task, counts(n, len(kept), len(dropped), len(quarantine)), files, input=entry)
+    outcomes.dropped.sort(key=survivor_key)
+    outcomes.quarantined.sort(key=lambda r: (r["line"], r["field"]))
+    files += outcomes.write(out, task, PAIR_DROPPED)
+    return out.mark_task(task, outcomes.counts(), files, input=entry)
 
 
 # ---- dedup: one part of the pair-hash space --------------------------------------------------------
@@ -109,7 +102,8 @@ def dedup_part(task: str, key_files: list[str], out: StageOutput, deps: str) -> 
         dups += [dict(r, duplicate_of=first["pair_id"]) for r in rest]
     dups.sort(key=survivor_key)
     files = [out.write_table(f"{WORK}/dups/{task}.parquet", pa.Table.from_pylist(dups, schema=DUP_SCHEMA))] if dups else []
-    return out.mark_task(task, counts(n, n - len(dups), len(dups), 0), files, deps=deps)
+    # the part only decides: its pairs are counted by the source tasks (kept, or dropped as duplicates)
+    return out.mark_task(task, EMPTY_COUNTS, files, deps=deps, extra={"candidates": n, "duplicates": len(dups)})
 
 
 # ---- source: one output shard directory ------------------------------------------------------------
@@ -124,20 +118,16 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
     for f in dup_files:
         for d in pq.read_table(out.root / f, filters=[("source", "==", source)]).to_pylist():
             duplicate_of[survivor_key(d)] = d["duplicate_of"]
-    kept, dropped = [], []
+    outcomes = Outcomes()
     for row in sorted(rows, key=survivor_key):
         survivor = duplicate_of.get(survivor_key(row))
-        if survivor is None:
-            kept.append(row)
-        else:
-            dropped.append(duplicate_row(row, survivor))
-    files = []
+        outcomes.keep(row) if survivor is None else outcomes.drop(duplicate_row(row, survivor))
+    kept, files = outcomes.kept, []
     for part, start in enumerate(range(0, len(kept), shard_rows)):
         rel = f"data/source={safe_name(source)}/part-{part:05d}.parquet"
         files.append(out.write_rows(rel, kept[start:start + shard_rows], PAIR))
-    if dropped:
-        files.append(out.write_rows(f"dropped/{task}.parquet", dropped, PAIR_DROPPED))
-    return out.mark_task(task, counts(len(rows), len(kept), len(dropped), 0), files, deps=deps)
+    files += outcomes.write(out, task, PAIR_DROPPED)
+    return out.mark_task(task, outcomes.counts(), files, deps=deps)
 
 
 def source_items(read_markers: list[dict]) -> dict[str, list[str]]:

@@ -128,3 +128,59 @@ def test_read_stage_output_reads_marked_tasks_only_and_names_file_and_field(tmp_
     pq.write_table(pa.table({"path": ["f"], "line": ["one"]}), tmp_path / rel)  # damaged upstream file
     with pytest.raises(BadInputError, match=r"t0.parquet: field 'line' expected int64, got string"):
         stage_output_files(tmp_path, "quarantine", QUARANTINE, fields=["path", "line"])
+
+
+def test_stage_level_files_are_read_when_listed_and_task_files_only_when_marked(tmp_path):
+    from foundation.ledger import read_stage_output, stage_output_files
+
+    out = StageOutput(tmp_path, "demo", Cfg())
+    out.begin()
+    row = {"path": "f", "line": 1, "field": "text", "error": "e"}
+    rel = out.write_rows("quarantine/t0.parquet", [row], QUARANTINE)
+    out.mark_task("t0", {"input": 1, "kept": 0, "dropped": 0, "quarantined": 1}, [rel])
+    stats = out.write_rows("stats/table.parquet", [row, row], QUARANTINE)  # written by the stage, not a task
+    out.finish(counts={"input": 1, "kept": 0, "dropped": 0, "quarantined": 1}, dropped_by_reason={}, inputs=[],
+               outputs={"quarantine": [rel], "table": [stats]})
+    assert read_stage_output(tmp_path, "stats/table.parquet", QUARANTINE).num_rows == 2
+    marker = tmp_path / "_tasks" / "t0.json"  # its task now of another config: its file is not readable
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "config_hash": "other"}))
+    assert stage_output_files(tmp_path, "quarantine") == []
+
+
+def test_stage_output_is_the_one_check_of_what_a_directory_is(tmp_path):
+    from foundation.errors import BadInputError
+    from foundation.ledger import is_stage_output, read_manifest, stage_output
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "pairs.jsonl").write_text("{}\n")
+    assert not is_stage_output(raw) and stage_output(raw, "pairs") is None  # raw files: the caller reads them
+    out = StageOutput(tmp_path / "o", "demo", Cfg())
+    out.begin()
+    assert is_stage_output(tmp_path / "o")
+    with pytest.raises(BadInputError, match="who: .*o is an unfinished stage output"):
+        stage_output(tmp_path / "o", "demo", who="who")  # begun, not finished: never read as raw files
+    out.finish(counts={"input": 0, "kept": 0, "dropped": 0, "quarantined": 0}, dropped_by_reason={}, inputs=[],
+               outputs={})
+    assert stage_output(tmp_path / "o", "demo")["stage"] == "demo"
+    assert read_manifest(tmp_path / "o", ("pairs", "demo"))["stage"] == "demo"
+    with pytest.raises(BadInputError, match=r"is a 'demo' output, not a `mgte pairs` one"):
+        stage_output(tmp_path / "o", "pairs")
+
+
+def test_the_atomic_writer_syncs_renames_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from foundation.errors import StageIOError
+    from foundation.ledger import atomic_write, atomic_write_npy
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    target = tmp_path / "d" / "x.bin"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole" and synced
+    monkeypatch.setenv("MGTE_FAULT", "point=before_rename,action=enospc")
+    with pytest.raises(StageIOError, match=r"cannot write .*keys.npy"):
+        atomic_write_npy(tmp_path / "d" / "keys.npy", [1, 2, 3], private=True)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.bin"]  # no final file, no tmp left

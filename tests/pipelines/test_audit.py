@@ -156,6 +156,18 @@ def test_a_stage_without_its_own_report_gets_the_common_page(tmp_path, capsys):
     assert "too_short (2)" in text
 
 
+def test_the_audit_reads_through_the_one_reader_of_stage_outputs(tmp_path, capsys):
+    """A listed file whose task is marked for another config is not shown (docs/reliability.md row 2)."""
+    counts = {"input": 5, "kept": 3, "dropped": 2, "quarantined": 0}
+    root = _stage(tmp_path / "future", "future-stage", {"dropped/d.parquet": pa.table(
+        {"item_id": ["a", "b"], "reason": ["too_short"] * 2})}, counts, {"too_short": 2})
+    (root / "_tasks").mkdir(exist_ok=True)
+    (root / "_tasks" / "t.json").write_text(json.dumps({"task": "t", "config_hash": "another", "files": ["dropped/d.parquet"],
+                                                        "counts": counts}))
+    text = _audit(root, capsys)
+    assert "too_short (2)" not in text and "dropped/d.parquet" in text  # listed in the manifest, not read
+
+
 @pytest.mark.parametrize("case", ["plain", "unfinished", "missing", "bad-json"])
 def test_no_stage_output_is_one_line(tmp_path, capsys, case):
     root = tmp_path / "x"

@@ -9,8 +9,8 @@ import pytest
 
 from foundation.config import frozen
 from foundation.errors import BadInputError, StageConflict, TaskFailed
-from foundation.ledger import deps_hash, input_task, read_manifest
-from pipelines.contract import Dropped, Phase, Quarantined, Stage, StageSpec, check_error_budget, run_phases, run_stage
+from foundation.ledger import StageOutput, deps_hash, input_task, read_manifest
+from pipelines.contract import Outcomes, Phase, Stage, StageSpec, check_error_budget, run_phases, run_stage
 from pipelines.engines import LocalEngine
 from storage_schemas import DROPPED, QUARANTINE
 from storage_schemas.base import Table
@@ -94,36 +94,40 @@ class ToyCfg:
     lossy: bool = False  # phase "keep" loses a record without saying why (the invariant must catch it)
 
 
-def judge(text: str, path: str, line: int):
+def judge(text: str, path: str, line: int, outcomes: Outcomes) -> None:
+    row = {"path": path, "line": line, "text": text}
     if not text:
-        return Quarantined(path, line, "text", "empty")
-    return Dropped("comment", {"chars": len(text)}) if text.startswith("#") else text
+        outcomes.quarantine({"path": path, "line": line, "field": "text", "error": "empty"})
+    elif text.startswith("#"):
+        outcomes.drop({"id": f"{line}", "reason": "comment", "path": path, "line": line})
+    else:
+        outcomes.keep(row)
 
 
-def write_outcomes(out, task, entry, outcomes, deps=None):
-    kept = [{"path": entry["path"], "line": n, "text": o} for n, o in outcomes if isinstance(o, str)]
-    dropped = [{"id": f"{n}", "reason": o.reason, "path": entry["path"], "line": n} for n, o in outcomes
-               if isinstance(o, Dropped)]
-    bad = [{"path": o.path, "line": o.line, "field": o.field, "error": o.error} for _n, o in outcomes
-           if isinstance(o, Quarantined)]
-    files = [out.write_rows(f"{sub}/{task}.parquet", rows, schema)
-             for sub, rows, schema in (("data", kept, LINES), ("dropped", dropped, DROPPED), ("quarantine", bad, QUARANTINE))]
-    counts = {"input": len(outcomes), "kept": len(kept), "dropped": len(dropped), "quarantined": len(bad)}
-    return out.mark_task(task, counts, files, input=entry, deps=deps)
+def write_outcomes(out, task, entry, outcomes: Outcomes, deps=None):
+    files = [out.write_rows(f"data/{task}.parquet", outcomes.kept, LINES), *outcomes.write(out, task, DROPPED)]
+    return out.mark_task(task, outcomes.counts(), files, input=entry, deps=deps)
 
 
 def read_one(entry, out):
     CALLS.append(("read", entry["path"]))
     lines = open(entry["path"]).read().split("\n")[:-1]
-    task = input_task("read", entry)
-    return write_outcomes(out, task, entry, [(n + 1, judge(t, entry["path"], n + 1)) for n, t in enumerate(lines)])
+    outcomes = Outcomes()
+    for n, t in enumerate(lines):
+        judge(t, entry["path"], n + 1, outcomes)
+    return write_outcomes(out, input_task("read", entry), entry, outcomes)
 
 
 def keep_one(entry, cfg, out, deps):
     CALLS.append(("keep", entry["path"]))
     rows = pq.read_table(out.root / f"data/{input_task('read', entry)}.parquet").to_pylist()
     rows = rows[1:] if cfg.lossy else rows
-    outcomes = [(r["line"], r["text"] if len(r["text"]) >= 3 else Dropped("short")) for r in rows]
+    outcomes = Outcomes()
+    for r in rows:
+        if len(r["text"]) >= 3:
+            outcomes.keep(r)
+        else:
+            outcomes.drop({"id": f"{r['line']}", "reason": "short", "path": r["path"], "line": r["line"]})
     return write_outcomes(out, input_task("keep", entry), entry, outcomes, deps)
 
 
@@ -158,7 +162,9 @@ def test_runner_accounts_for_every_record_and_skips_finished_tasks(tmp_path):
     assert manifest["counts"] == {"input": 8, "kept": 3, "dropped": 4, "quarantined": 1}
     assert manifest["dropped_by_reason"] == {"comment": 3, "short": 1}
     assert manifest["extra"] == {"engine": "local", "phases": ["keep", "read"]}
-    assert manifest["outputs"]["summary"] == [] and len(manifest["outputs"]["quarantine"]) == 4  # one per task
+    # dropped / quarantine files only where a task has such rows (b.txt has no bad line)
+    assert manifest["outputs"]["summary"] == [] and len(manifest["outputs"]["quarantine"]) == 1
+    assert len(manifest["outputs"]["dropped"]) == 3  # read a, read b, keep a (keep b drops nothing)
     assert [e["path"] for e in manifest["inputs"]] == [str(a), str(b)]
     kept = pq.read_table([tmp_path / "out" / f for f in manifest["outputs"]["data"]
                           if f.startswith("data/keep-")]).to_pylist()
@@ -176,6 +182,21 @@ def test_runner_accounts_for_every_record_and_skips_finished_tasks(tmp_path):
     assert CALLS == [("keep", str(b))]
     assert again["counts"] == manifest["counts"] and again["outputs"] == manifest["outputs"]
     assert read_manifest(out)["dropped_by_reason"] == manifest["dropped_by_reason"]
+
+
+def test_outcomes_count_every_record_and_write_only_what_exists(tmp_path):
+    out = StageOutput(tmp_path, "toy", ToyCfg(output=str(tmp_path)))
+    out.begin()
+    outcomes = Outcomes()
+    outcomes.keep({"text": "a"})
+    outcomes.drop({"id": "2", "reason": "comment", "path": "f", "line": 2})
+    assert outcomes.counts() == {"input": 2, "kept": 1, "dropped": 1, "quarantined": 0}
+    assert outcomes.write(out, "t", DROPPED) == ["dropped/t.parquet"]  # no empty quarantine file
+    with pytest.raises(ValueError, match="needs its reason"):
+        outcomes.drop({"id": "3", "reason": None})
+    outcomes.quarantine({"path": "f", "line": 3, "field": "text", "error": "empty"})
+    assert outcomes.counts() == {"input": 3, "kept": 1, "dropped": 1, "quarantined": 1}
+    assert Outcomes().write(out, "none", DROPPED) == []
 
 
 def test_runner_refuses_a_stage_that_loses_a_record(tmp_path):

@@ -1,4 +1,4 @@
-"""The shared engines (RELIABILITY rows 3, 29): bounded retries, a deterministic error fails fast
+"""The shared engines (docs/reliability.md rows 3, 29): bounded retries, a deterministic error fails fast
 naming the task's input in one line, a dead worker is rerun a bounded number of times."""
 
 import time

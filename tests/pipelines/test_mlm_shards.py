@@ -10,7 +10,7 @@ import pytest
 from foundation.config import load_config
 from foundation import faults
 from pipelines.mlm_shards import Config, chunk_tokens, keep_score, run, task_name
-from foundation.ledger import describe_input, read_manifest, read_output_table
+from foundation.ledger import describe_input, read_manifest, read_stage_output
 from foundation.errors import BadInputError, StageConflict
 from storage_schemas.corpus import CLEAN_DOC
 
@@ -67,7 +67,7 @@ def test_shards_by_language_with_accounting(tmp_path):
     counts = manifest["counts"]
     assert counts == {"input": 40, "kept": 39, "dropped": 1, "quarantined": 0}
     assert manifest["dropped_by_reason"] == {"empty_after_tokenize": 1}
-    chunks = read_output_table(tmp_path / "out", "data")
+    chunks = read_stage_output(tmp_path / "out", "data")
     assert max(chunks.column("n_tokens").to_pylist()) <= 64
     assert all(p.split("/")[1].startswith("lang=") for p in manifest["outputs"]["data"])
     by_doc = {}
@@ -79,7 +79,7 @@ def test_shards_by_language_with_accounting(tmp_path):
     for f in manifest["outputs"]["data"]:  # one language per shard directory
         lang = f.split("lang=")[1].split("/")[0]
         assert set(pq.read_table(tmp_path / "out" / f).column("lang").to_pylist()) == {lang}
-    stats = read_output_table(tmp_path / "out", "shard_stats")
+    stats = read_stage_output(tmp_path / "out", "stats/shard_stats.parquet")
     assert sum(stats.column("chunks").to_pylist()) == chunks.num_rows
     assert sum(stats.column("q").to_pylist()) == pytest.approx(1.0)
     assert run(_cfg(files, tmp_path / "out", "max_len=64"))["finished"] == manifest["finished"]  # no-op rerun
@@ -91,11 +91,11 @@ def test_8192_phase_downsamples_short_texts_deterministically(tmp_path):
     files = write_clean_docs(tmp_path / "in", [clean_doc_rows(60, long_every=6)])
     sets = ("max_len=128", "short_threshold=100", "short_keep_rate=0.3", "seed=5")
     manifest = run(_cfg(files, tmp_path / "a", *sets))
-    dropped = read_output_table(tmp_path / "a", "dropped").to_pylist()
+    dropped = read_stage_output(tmp_path / "a", "dropped").to_pylist()
     assert {d["reason"] for d in dropped} == {"downsampled_short"}
     assert all(d["doc_tokens"] < 100 and d["keep_score"] >= 0.3 for d in dropped)
     assert all(keep_score(d["id"], 5) == d["keep_score"] for d in dropped)
-    kept = set(read_output_table(tmp_path / "a", "data").column("doc_id").to_pylist())
+    kept = set(read_stage_output(tmp_path / "a", "data").column("doc_id").to_pylist())
     assert 0 < len(dropped) < 60 and len(kept) + len(dropped) == 60
     again = run(_cfg(files, tmp_path / "b", *sets))
     assert again["counts"] == manifest["counts"]
@@ -111,7 +111,7 @@ def test_quarantine_and_wrong_schema(tmp_path):
     pq.write_table(bad, tmp_path / "in" / "a.parquet")
     manifest = run(_cfg([tmp_path / "in" / "a.parquet"], tmp_path / "out"))
     assert manifest["counts"] == {"input": 5, "kept": 4, "dropped": 0, "quarantined": 1}
-    q = read_output_table(tmp_path / "out", "quarantine").to_pylist()
+    q = read_stage_output(tmp_path / "out", "quarantine").to_pylist()
     assert q[0]["line"] == 2 and q[0]["field"] == "text"
     pq.write_table(pa.table({"id": ["x"], "body": ["y"], "lang": ["en"]}), tmp_path / "wrong.parquet")
     with pytest.raises(BadInputError, match="wrong.parquet: missing field 'text'"):
@@ -134,8 +134,8 @@ def test_killed_task_is_redone_alone(tmp_path):
     reference = run(_cfg(files, tmp_path / "ref"))
     assert manifest["counts"] == reference["counts"] == {"input": 30, "kept": 30, "dropped": 0, "quarantined": 0}
     assert not list((tmp_path / "out").rglob("*.tmp"))
-    a = read_output_table(tmp_path / "out", "data").sort_by("id")
-    b = read_output_table(tmp_path / "ref", "data").sort_by("id")
+    a = read_stage_output(tmp_path / "out", "data").sort_by("id")
+    b = read_stage_output(tmp_path / "ref", "data").sort_by("id")
     assert a.equals(b)
 
 
@@ -144,8 +144,8 @@ def test_ray_engine_equals_local(tmp_path, local_ray):
     local = run(_cfg(files, tmp_path / "local", "max_len=64"))
     remote = run(_cfg(files, tmp_path / "ray", "max_len=64", "engine=ray", "ray.num_cpus=2", "batch_size=8"))
     assert remote["counts"] == local["counts"]
-    a = read_output_table(tmp_path / "local", "data")
-    b = read_output_table(tmp_path / "ray", "data")
+    a = read_stage_output(tmp_path / "local", "data")
+    b = read_stage_output(tmp_path / "ray", "data")
     assert a.sort_by("id").equals(b.sort_by("id"))
     assert read_manifest(tmp_path / "ray")["extra"]["engine"] == "ray"
 
@@ -187,8 +187,8 @@ def test_changed_upstream_output_refuses_naming_the_file_or_is_redone(tmp_path):
     redone = run(_cfg([up], tmp_path / "out", "max_len=64", "on_input_change=redo"))
     reference = run(_cfg([up], tmp_path / "ref", "max_len=64"))
     assert redone["counts"] == reference["counts"] == {"input": 15, "kept": 15, "dropped": 0, "quarantined": 0}
-    a = read_output_table(tmp_path / "out", "data").sort_by("id")
-    b = read_output_table(tmp_path / "ref", "data").sort_by("id")
+    a = read_stage_output(tmp_path / "out", "data").sort_by("id")
+    b = read_stage_output(tmp_path / "ref", "data").sort_by("id")
     assert a.equals(b)
     # exactly what changed was redone: the unchanged file's task kept its marker, the old one is gone
     now = sorted(p.name for p in (tmp_path / "out" / "_tasks").glob("*.json"))
@@ -217,9 +217,9 @@ def test_beam_and_local_workers_equal_this_process(tmp_path):
     pytest.importorskip("apache_beam")
     files = write_clean_docs(tmp_path / "in", [clean_doc_rows(12, long_every=5), clean_doc_rows(12, start=12)])
     local = run(_cfg(files, tmp_path / "local", "max_len=64"))
-    reference = read_output_table(tmp_path / "local", "data").sort_by("id")
+    reference = read_stage_output(tmp_path / "local", "data").sort_by("id")
     for name, sets in (("beam", ["engine=beam"]), ("workers", ["local.workers=2"])):
         other = run(_cfg(files, tmp_path / name, "max_len=64", *sets))
         assert other["counts"] == local["counts"] and other["config_hash"] == local["config_hash"]
-        assert read_output_table(tmp_path / name, "data").sort_by("id").equals(reference)
+        assert read_stage_output(tmp_path / name, "data").sort_by("id").equals(reference)
     assert read_manifest(tmp_path / "beam")["extra"]["engine"] == "beam"

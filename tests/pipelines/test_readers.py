@@ -1,4 +1,4 @@
-"""RELIABILITY.md rows 11-14: every bad record or file is quarantined with path and line."""
+"""docs/reliability.md rows 11-14: every bad record or file is quarantined with path and line."""
 
 import gzip
 import io

@@ -30,7 +30,7 @@ def test_latest_ignores_tmp_and_unfinished(tmp_path):
     (tmp_path / "step-9.tmp").mkdir()  # a save killed before its rename
     (tmp_path / "step-5").mkdir()  # renamed by hand, no manifest
     torch.save({}, tmp_path / "step-5" / "model.pt")
-    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step-2"
+    assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "step-2"
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -45,7 +45,8 @@ def test_damaged_checkpoint_names_the_file(tmp_path, damage):
     target.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match="model.pt"):
         ckpt.load_checkpoint(path)
-    assert ckpt.latest_checkpoint(tmp_path) is None
+    with pytest.raises(ckpt.CheckpointError, match="model.pt"):
+        ckpt.resume_checkpoint(tmp_path)
 
 
 def test_refuses_non_finite(tmp_path):
@@ -75,7 +76,7 @@ def test_kill_during_save_keeps_previous(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, cwd=str(_repo()))
     assert proc.returncode == 137
     assert (tmp_path / "step-2.tmp").is_dir() and not (tmp_path / "step-2").exists()
-    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step-1"
+    assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "step-1"
 
 
 def test_rng_state_round_trip(tmp_path):

@@ -1,7 +1,7 @@
 """A real 2-node Ray cluster on this machine (two `ray start --block`, 1 CPU each, token auth on):
 the corpus stage on Ray by address equals the local run; `train mlm` with 2 workers (one per
 node) loses the second node mid-run, resumes from the last checkpoint when the node is back
-(`max_failures=1`), and ends with the losses of the single-node run (RELIABILITY row 7 across
+(`max_failures=1`), and ends with the losses of the single-node run (docs/reliability.md row 7 across
 nodes). Stages are started as users start them (the `mgte` CLI); the cluster is stopped by the
 process groups this test started, never by `ray stop`."""
 

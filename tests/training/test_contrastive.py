@@ -32,7 +32,7 @@ def test_info_nce_equals_formula():
 
 
 def test_fp16_inputs_and_overflow_equal_the_fp32_formula():
-    """RELIABILITY row 18: fp16 embeddings with huge norms, t = 0.01 (|logits| up to 100)."""
+    """docs/reliability.md row 18: fp16 embeddings with huge norms, t = 0.01 (|logits| up to 100)."""
     g = torch.Generator().manual_seed(1)
     q = (torch.randn(8, 32, generator=g) * 2000).half()  # squared norms overflow fp16
     d = (q.float() + torch.randn(8, 32, generator=g) * 300).half()

@@ -62,7 +62,7 @@ def test_zero2_kill_and_resume(tmp_path):
     assert got == ref
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="RELIABILITY row 25: needs a CUDA GPU (nccl, bf16)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="docs/reliability.md row 25: needs a CUDA GPU (nccl, bf16)")
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_on_gpu_kill_and_resume_reproduces_the_loss_curve(tmp_path, stage):
     got, ref = _kill_and_resume(tmp_path, 29621 + 3 * stage, stage=stage, gpu=True)

@@ -52,7 +52,7 @@ def test_groups_drawn_in_proportion_to_rows():
 
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_state_round_trip_across_epoch_boundary(world_size):
-    """RELIABILITY row 8: take N, save, rebuild, load: the next K batches are identical per rank."""
+    """docs/reliability.md row 8: take N, save, rebuild, load: the next K batches are identical per rank."""
     for rank in range(world_size):
         ref = LengthGroupBatchSampler(LENGTHS, GROUPS, seed=9, rank=rank, world_size=world_size)
         batches = [next(ref) for _ in range(60)]  # ~4 epochs

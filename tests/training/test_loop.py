@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from foundation import faults
-from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, resume_checkpoint
 from training.distributed import World
 from training.loop import LoopConfig, NonFiniteLoss, Preempted, train_loop
 from training.metrics import read_metrics
@@ -49,7 +49,7 @@ def test_reference_learns(reference):
     assert result.step == 12 and task.data.seen == list(range(12))
     assert losses[12] < 0.5 * losses[1]
     assert [s for s in sorted(losses)] == list(range(1, 13))
-    assert latest_checkpoint(tmp / "checkpoints").name == "step-12"
+    assert resume_checkpoint(tmp / "checkpoints").name == "step-12"
     row = read_metrics(tmp / "metrics.jsonl")[-1]
     assert {"loss", "abs_err", "lr", "tokens_per_s", "grad_norm"} <= set(row)
 
@@ -61,7 +61,7 @@ def test_kill_and_resume_reproduces_reference(reference, tmp_path):
     env = {**os.environ, faults.ENV: "point=train_step,count=7,action=exit137"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env)
     assert proc.returncode == 137
-    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-4"
+    assert resume_checkpoint(tmp_path / "checkpoints").name == "step-4"
     task, result = _run(tmp_path)
     assert result.resumed_from == 4 and task.data.seen == list(range(4, 12))
     assert _losses(tmp_path) == _losses(ref_dir)
@@ -75,7 +75,7 @@ def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
     assert result.step == 12 and result.nonfinite_steps == 1
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[2]["loss"] == "nan" and rows[2]["nonfinite_skipped"] == 1
-    state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    state = load_checkpoint(resume_checkpoint(tmp_path / "checkpoints"))
     assert state["loop"]["nonfinite_total"] == 1
 
 
@@ -83,7 +83,7 @@ def test_k_nan_in_a_row_abort(tmp_path, monkeypatch):
     monkeypatch.setenv(faults.ENV, ";".join(f"point=train_step,count={c},action=nan" for c in (6, 7, 8)))
     with pytest.raises(NonFiniteLoss, match="3 non-finite"):
         _run(tmp_path, LoopConfig(**{**_fields(CFG), "max_nonfinite_in_row": 3}))
-    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-4"
+    assert resume_checkpoint(tmp_path / "checkpoints").name == "step-4"
 
 
 def test_sigterm_checkpoints_then_resume_matches(reference, tmp_path, monkeypatch):
@@ -91,7 +91,7 @@ def test_sigterm_checkpoints_then_resume_matches(reference, tmp_path, monkeypatc
     monkeypatch.setenv(faults.ENV, "point=train_step,count=6,action=sigterm")
     with pytest.raises(Preempted, match="preempted"):
         _run(tmp_path)
-    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-6"
+    assert resume_checkpoint(tmp_path / "checkpoints").name == "step-6"
     monkeypatch.delenv(faults.ENV)
     _, result = _run(tmp_path)
     assert result.resumed_from == 6
@@ -141,7 +141,7 @@ def test_every_checkpoint_damaged_refuses_then_fresh_starts_over(tmp_path):
     assert result.resumed_from is None and result.step == 8 and task.data.seen == list(range(8))
     (discarded,) = tmp_path.glob("checkpoints.discarded-*")
     assert sorted(p.name for p in discarded.iterdir()) == ["step-4", "step-8"]
-    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-8"
+    assert resume_checkpoint(tmp_path / "checkpoints").name == "step-8"
 
 
 def test_newer_damaged_checkpoint_resumes_from_the_older_verified_one(tmp_path, caplog):

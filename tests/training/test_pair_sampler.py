@@ -50,7 +50,7 @@ def test_small_source_gives_its_whole_rounded_size():
 
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_state_round_trip_across_epoch_boundaries(world_size):
-    """RELIABILITY row 8: take N, save, rebuild, load, the next K are identical on every rank."""
+    """docs/reliability.md row 8: take N, save, rebuild, load, the next K are identical on every rank."""
     for rank in range(world_size):
         ref = SourceBatchSampler(SIZES, 4, seed=9, rank=rank, world_size=world_size)
         batches = [next(ref) for _ in range(40)]

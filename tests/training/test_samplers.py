@@ -1,4 +1,4 @@
-"""Sampler state (RELIABILITY row 8), eq. 1 sampling, packing without pads, re-sharding (row 23)."""
+"""Sampler state (docs/reliability.md row 8), eq. 1 sampling, packing without pads, re-sharding (row 23)."""
 
 import numpy as np
 import pytest
@@ -99,7 +99,7 @@ def test_batches_are_packed_without_pads_and_within_budget(shards):
 
 
 def test_state_round_trip_across_epoch_boundary(shards):
-    """RELIABILITY row 8: take N batches, save, rebuild, load, the next K are identical per rank."""
+    """docs/reliability.md row 8: take N batches, save, rebuild, load, the next K are identical per rank."""
     for world in (1, 2):
         for rank in range(world):
             source = _source(shards, rank, world)
@@ -114,7 +114,7 @@ def test_state_round_trip_across_epoch_boundary(shards):
 
 
 def test_world_size_reshards_the_same_global_batch(shards):
-    """RELIABILITY row 23: 2 ranks see exactly the 1-rank batch, split, with identical masks."""
+    """docs/reliability.md row 23: 2 ranks see exactly the 1-rank batch, split, with identical masks."""
     one = _source(shards)
     two = [_source(shards, r, 2) for r in range(2)]
     for _ in range(6):

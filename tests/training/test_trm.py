@@ -1,6 +1,6 @@
 """`mgte train trm`: a tiny run from the real all-MiniLM-L6-v2 on a hard-negatives table (plain
 parquet and a finished stage output), the manifest's accounting, sparsity health every step,
-exact resume after SIGTERM, sparse-collapse stop (RELIABILITY row 31), the paper config's numbers,
+exact resume after SIGTERM, sparse-collapse stop (docs/reliability.md row 31), the paper config's numbers,
 and the export: AutoModel, SentenceTransformer (truncate_dim) and SparseEncoder equal to our own
 encode API, in a fresh offline process."""
 
@@ -154,7 +154,7 @@ def tiny_init(tmp_path_factory):
 
 
 def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch, tiny_init):
-    """RELIABILITY row 31: a head whose weights are all zero (ReLU below 0 everywhere) is caught."""
+    """docs/reliability.md row 31: a head whose weights are all zero (ReLU below 0 everywhere) is caught."""
     def dead_head(head, init_dir):
         head.weight.data.zero_()
         head.bias.data.fill_(-1e4)

@@ -21,15 +21,21 @@ def corpus_config(output, *sets, inputs=(str(RAW),)):
     return load_config(Config, TINY, overrides)
 
 
+def rows(sub_dir: Path, columns: list[str]) -> list[dict]:
+    """The rows of a table directory; none when no task wrote one (dropped/ and quarantine/ files
+    exist only where a task has such rows)."""
+    return pq.read_table(sub_dir).select(columns).to_pylist() if any(sub_dir.rglob("*.parquet")) else []
+
+
 def outcome(out_dir) -> dict:
     """(file name, line) -> (fate, lang, reason, duplicate_of) for every record read."""
     out_dir = Path(out_dir)
     got = {}
-    for r in pq.read_table(out_dir / "data").select(["path", "line", "lang", "id"]).to_pylist():
+    for r in rows(out_dir / "data", ["path", "line", "lang", "id"]):
         got[(Path(r["path"]).name, r["line"])] = ("kept", r["lang"], None, None)
-    for r in pq.read_table(out_dir / "dropped").select(["path", "line", "lang", "reason", "duplicate_of"]).to_pylist():
+    for r in rows(out_dir / "dropped", ["path", "line", "lang", "reason", "duplicate_of"]):
         got[(Path(r["path"]).name, r["line"])] = ("dropped", r["lang"], r["reason"], r["duplicate_of"])
-    for r in pq.read_table(out_dir / "quarantine").select(["path", "line", "error"]).to_pylist():
+    for r in rows(out_dir / "quarantine", ["path", "line", "error"]):
         got[(Path(r["path"]).name, r["line"])] = ("quarantined", None, r["error"], None)
     return got
 

@@ -1,4 +1,4 @@
-"""A worker killed mid-map (RELIABILITY row 3): the task is rerun a bounded number of times and
+"""A worker killed mid-map (docs/reliability.md row 3): the task is rerun a bounded number of times and
 every record is written exactly once (the output equals an uninterrupted local run)."""
 
 import pyarrow.parquet as pq

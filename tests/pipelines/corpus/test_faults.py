@@ -1,4 +1,4 @@
-"""RELIABILITY.md rows 1, 2, 15, 22: killed or failing runs leave no half output and rerun to the same result."""
+"""docs/reliability.md rows 1, 2, 15, 22: killed or failing runs leave no half output and rerun to the same result."""
 
 import pyarrow.parquet as pq
 import pytest

@@ -1,4 +1,4 @@
-"""RELIABILITY.md row 12: a normalisation that removes characters says what it removed."""
+"""docs/reliability.md row 12: a normalisation that removes characters says what it removed."""
 
 import unicodedata
 

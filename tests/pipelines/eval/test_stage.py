@@ -13,7 +13,7 @@ from foundation.config import load_config
 from foundation.errors import ConfigError
 from pipelines.eval import Config, run
 from pipelines.eval.beir import read_beir
-from foundation.ledger import read_manifest, read_output_table
+from foundation.ledger import read_manifest, read_stage_output
 from foundation.errors import StageConflict
 from tests.pipelines.eval.conftest import BUNDLED_BEIR, assert_metrics_match, pytrec_from_files
 
@@ -52,7 +52,7 @@ def test_all_methods_with_tiny_models(small_beir, tiny_models, tmp_path):
     assert manifest["dropped_by_reason"] == {"no_qrels": 1}
     assert manifest["extra"]["dense_dim"] == 32 and manifest["extra"]["cache_hit"] is False
     assert (out / "_SUCCESS").is_file() and read_manifest(out)["stage"] == "eval"
-    table = read_output_table(out, "data")
+    table = read_stage_output(out, "data")
     assert set(table["method"].to_pylist()) == set(metrics["methods"])
     per_query = pq.read_table(out / "data/per_query.parquet").to_pylist()
     assert {r["query_id"] for r in per_query} == {"q1", "q2", "q3", "q4", "q5", "q6"}
@@ -74,6 +74,58 @@ def test_all_methods_with_tiny_models(small_beir, tiny_models, tmp_path):
     assert again["extra"]["cache_hit"] is True and again["extra"]["cache_key"] == manifest["extra"]["cache_key"]
     assert json.loads((tmp_path / "b/metrics.json").read_text())["methods"]["hybrid"]["ndcg@10"] == \
         metrics["methods"]["hybrid"]["ndcg@10"]
+
+
+def _tasks(out: Path) -> dict[str, bytes]:
+    return {p.stem: p.read_bytes() for p in (out / "_tasks").glob("*.json")}
+
+
+def test_a_changed_model_reruns_exactly_the_methods_that_used_it(small_beir, tiny_models, tmp_path):
+    """The BEIR files and both models are pinned by content; a retrained model in the same
+    directory is refused by default, and with on_input_change=redo reruns only its tasks."""
+    import shutil
+
+    import torch
+
+    import model
+    from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
+
+    models = tmp_path / "models"
+    for name in ("trm", "reranker"):
+        shutil.copytree(tiny_models[name], models / name)
+    sets = [f"model='{models / 'trm'}'", f"reranker='{models / 'reranker'}'", f"cache_dir='{tmp_path / 'cache'}'",
+            "format.doc_max_length=64", "rerank.top_k=5", "hybrid.weight=0.01"]
+    out = tmp_path / "eval"
+    first = run(_cfg(small_beir, out, *sets))
+    assert {e.get("role") for e in first["inputs"]} == {None, "model", "reranker"}
+    before = _tasks(out)
+    assert sorted(t.split("-")[0] for t in before) == ["bm25", "model", "read", "rerank"]
+    runs = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
+
+    torch.manual_seed(1)  # a retrained reranker, written over the old one
+    reranker = model.MGTEForSequenceClassification(model.MGTEConfig.tiny(num_labels=1))
+    model.save_pretrained(reranker, models / "reranker", tokenizer=load_tokenizer(bundled_xlmr_tokenizer_json()))
+    with pytest.raises(StageConflict, match="1 changed .*reranker"):
+        run(_cfg(small_beir, out, *sets))
+    again = run(_cfg(small_beir, out, *sets, "on_input_change=redo"))
+    after = _tasks(out)
+    rerun = {t for t in after if before.get(t) != after[t]}
+    assert [t.split("-")[0] for t in rerun] == ["rerank"]
+    assert set(before) - set(after) == {t for t in before if t.startswith("rerank-")}  # the old reranker's
+    assert {p.name: p.read_bytes() for p in (out / "runs").iterdir() if p.name != "rerank.trec"} == {
+        k: v for k, v in runs.items() if k != "rerank.trec"}
+    assert again["extra"]["reranker_id"] != first["extra"]["reranker_id"]
+    assert again["extra"]["model_id"] == first["extra"]["model_id"] and again["counts"] == first["counts"]
+    _check_all_runs(out, small_beir)
+
+    torch.manual_seed(2)  # a retrained embedding model: its runs and the rerank over them, not BM25
+    trm = model.MGTEForEmbedding(model.MGTEConfig.tiny())
+    model.save_pretrained(trm, models / "trm", tokenizer=load_tokenizer(bundled_xlmr_tokenizer_json()))
+    run(_cfg(small_beir, out, *sets, "on_input_change=redo"))
+    later = _tasks(out)
+    assert sorted(t.split("-")[0] for t in later if after.get(t) != later[t]) == ["model", "rerank"]
+    assert later["bm25"] == after["bm25"] and (out / "runs/bm25.trec").read_bytes() == runs["bm25.trec"]
+    _check_all_runs(out, small_beir)
 
 
 def test_mlm_encoder_and_bundled_set(tiny_models, tmp_path):
@@ -110,9 +162,9 @@ def test_bm25_only_on_messy_input(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["final_method"] == "bm25" and set(metrics["methods"]) == {"bm25"}
     assert manifest["counts"] == {"input": 6, "kept": 2, "dropped": 3, "quarantined": 1}
-    quarantine = read_output_table(out, "quarantine").to_pylist()
+    quarantine = read_stage_output(out, "quarantine").to_pylist()
     assert {Path(r["path"]).name for r in quarantine} == {"corpus.jsonl", "queries.jsonl.gz", "test.tsv"}
-    dropped = read_output_table(out, "dropped").to_pylist()
+    dropped = read_stage_output(out, "dropped").to_pylist()
     assert {(r["kind"], r["reason"]) for r in dropped} >= {("query", "no_qrels"), ("qrel", "duplicate_qrel"),
                                                             ("doc", "duplicate_id"), ("doc", "empty_text")}
     # the run reaches every document (zero-score ones in trec_eval tie order); metrics match pytrec_eval

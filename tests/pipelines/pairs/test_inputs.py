@@ -1,4 +1,4 @@
-"""Tasks named by their input's content, the input list pinned at the first run (RELIABILITY row 26):
+"""Tasks named by their input's content, the input list pinned at the first run (docs/reliability.md row 26):
 a rerun over another input set refuses naming the files, or with ``on_input_change=redo`` gives
 exactly the output of a clean run over the new set: no file read twice, none skipped."""
 

@@ -57,7 +57,7 @@ def test_parquet_without_the_query_column_fails_naming_file_and_field(tmp_path):
 
 
 def test_killed_task_is_redone_and_the_output_equals_a_clean_run(tmp_path):
-    """RELIABILITY rows 1-2: killed between a task's files and its marker; the rerun finishes it."""
+    """docs/reliability.md rows 1-2: killed between a task's files and its marker; the rerun finishes it."""
     inputs = small_inputs(tmp_path)
     ref = config(tmp_path / "ref", inputs, "reader.error_budget=0.2")
     (tmp_path / "ref").mkdir()
