@@ -276,5 +276,6 @@ def test_ray_train_worker_runs_the_same_task(tmp_path, init_dir, local_ray):
     assert manifest["extra"]["final"]["step"] == 2
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert [r["step"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl")] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-1", "step-2"]
     ray_files = [p for p in (tmp_path / "out" / "ray").rglob("*") if p.is_file()]
     assert ray_files and not [p for p in ray_files if p.suffix in (".pt", ".safetensors", ".bin")]  # one copy (rule 5)

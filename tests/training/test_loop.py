@@ -174,25 +174,23 @@ def test_run_training_applies_fresh_once_in_the_driver(tmp_path):
     assert len(list(tmp_path.glob("checkpoints.discarded-*"))) == 1
 
 
-@pytest.mark.slow
-def test_ray_run_keeps_one_copy_of_each_checkpoint_and_refuses_when_all_are_damaged(tmp_path, local_ray):
-    """1 Ray Train worker: checkpoints only under OUTPUT/checkpoints, no weights in Ray's storage."""
+def test_run_training_refuses_when_every_checkpoint_is_damaged(tmp_path):
+    """Checkpoints only under OUTPUT/checkpoints; when every one fails verification the driver refuses
+    naming the newest damaged file, before any worker starts (the same call precedes Ray Train's
+    launch; a Ray Train run keeping one copy of each checkpoint is held by test_cpt.py's Ray test)."""
     from foundation.config import RayConfig
     from tests.training.toy import toy_train_func
     from training.ray_entry import ScalingConfig, run_training
 
     def launch():
-        return run_training(toy_train_func, {"max_steps": 4, "ckpt_every": 2, "out": str(tmp_path)}, engine="ray",
+        return run_training(toy_train_func, {"max_steps": 4, "ckpt_every": 2, "out": str(tmp_path)}, engine="local",
                             ray_cfg=RayConfig(num_cpus=2), scaling=ScalingConfig(), storage_path=tmp_path / "ray",
                             name="toy", ckpt_dir=tmp_path / "checkpoints")
 
     launch()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-4"]
-    assert (tmp_path / "ray").is_dir()
-    weights = [p for p in (tmp_path / "ray").rglob("*") if p.suffix in (".pt", ".safetensors", ".bin")]
-    assert weights == []
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
     for name in ("step-2", "step-4"):
         _flip(tmp_path / "checkpoints" / name / "model.pt")
-    with pytest.raises(CheckpointError, match="step-4/model.pt"):  # refused in the driver, before Ray starts
+    with pytest.raises(CheckpointError, match="step-4/model.pt"):
         launch()
