@@ -42,6 +42,16 @@ def local_ray():
     return ray
 
 
+@pytest.fixture
+def no_ray():
+    """For a test that preempts its own process (the ``sigterm`` fault in this process): the session's
+    Ray is stopped first. The driver of a local Ray does not survive a SIGTERM to its process: the
+    next Ray call hung (seen with the suite's shared Ray). The next ``local_ray`` starts it again."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def pytest_sessionfinish(session, exitstatus):
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

@@ -48,7 +48,10 @@ def token_cluster(tmp_path_factory):
     port = _free_port()
     env = {**_clean_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
     tmp = tmp_path_factory.mktemp("ray")
-    proc = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+    ports = [f"--{flag}={_free_port()}" for flag in (  # Ray's fixed defaults may be taken by another Ray here
+        "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        "metrics-export-port", "runtime-env-agent-port")]
+    proc = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=1", *ports,
                              "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={tmp}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -49,8 +49,13 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
 
     def _start(self, name: str, args: list[str]) -> None:
+        # every port of the node chosen free: Ray's fixed defaults (the dashboard agent's 52365, ...)
+        # may be held by another Ray on this machine (the suite's local Ray, a parallel test worker)
+        ports = [f"--{flag}={_free_port()}" for flag in (
+            "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+            "metrics-export-port", "runtime-env-agent-port")]
         self.procs[name] = subprocess.Popen(
-            ["ray", "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", *args],
+            ["ray", "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", *ports, *args],
             env=_env(RAY_AUTH_MODE="token"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
 

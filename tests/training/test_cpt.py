@@ -210,7 +210,7 @@ def test_saved_model_loads_with_sentence_transformers_and_pools_cls(finished_run
     torch.testing.assert_close(torch.as_tensor(st.encode(texts)), cls, rtol=1e-4, atol=1e-5)
 
 
-def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, init_dir):
+def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, init_dir, no_ray):
     ref_dir, ref_cfg, _ = finished_run
     cfg = tiny_cfg(tmp_path, ref_cfg.input, init=init_dir)
     monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")

@@ -145,7 +145,7 @@ def test_cpt_refuses_a_rope_base_for_an_hf_init_before_writing_anything(tmp_path
 
 
 def test_mlm_from_a_tiny_xlmr_trains_windows_saves_an_xlmr_mlm_and_resumes(shards, tmp_path, xlmr_dir,  # noqa: F811
-                                                                            monkeypatch):
+                                                                            monkeypatch, no_ray):
     from transformers import AutoModelForMaskedLM
 
     from training.loop import Preempted

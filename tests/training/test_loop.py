@@ -86,7 +86,7 @@ def test_k_nan_in_a_row_abort(tmp_path, monkeypatch):
     assert resume_checkpoint(tmp_path / "checkpoints").name == "step-4"
 
 
-def test_sigterm_checkpoints_then_resume_matches(reference, tmp_path, monkeypatch):
+def test_sigterm_checkpoints_then_resume_matches(reference, tmp_path, monkeypatch, no_ray):
     ref_dir, _, _ = reference
     monkeypatch.setenv(faults.ENV, "point=train_step,count=6,action=sigterm")
     with pytest.raises(Preempted, match="preempted"):

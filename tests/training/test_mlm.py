@@ -116,7 +116,7 @@ def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
 
 
 def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path, monkeypatch,
-                                                                     local_ray):
+                                                                     no_ray, request):
     """Rows 22, 23, 7 and data parallelism in one run: 1 local worker preempted (SIGTERM) at step 3;
     the same stage resumed on 2 Ray Train workers (gloo, re-sharded), one killed at step 5
     (max_failures=1) and restarted from the step-4 checkpoint; every loss equals the 1-worker run."""
@@ -128,6 +128,7 @@ def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, re
     with pytest.raises(Preempted, match="preempted"):
         run(mlm_cfg(shards, out))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    request.getfixturevalue("local_ray")  # Ray only after the signal (see tests/conftest.py no_ray)
     once = tmp_path / "fired"
     monkeypatch.setenv(faults.ENV, f"point=train_step,count=2,action=exit137,once={once}")  # the worker's 2nd step: 5
     faults._calls.clear()

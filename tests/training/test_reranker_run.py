@@ -66,7 +66,7 @@ def test_tiny_run_writes_model_checkpoints_and_an_accounted_manifest(finished_ru
     assert reranker.run(cfg) == manifest  # a rerun of a finished run is a no-op
 
 
-def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, init_dir):
+def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, init_dir, no_ray):
     ref_dir, ref_cfg, _ = finished_run
     cfg = tiny_cfg(tmp_path, ref_cfg.input, f"init={init_dir}")
     monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")

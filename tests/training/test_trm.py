@@ -125,7 +125,7 @@ def test_export_loads_in_transformers_and_sentence_transformers_offline(finished
     assert got["same_terms"] and got["sparse_diff"] < 1e-4 and min(got["nnz"]) > 0
 
 
-def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch):
+def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, no_ray):
     ref_tmp, ref_cfg, _ = finished_run
     cfg = tiny_cfg(tmp_path, ref_cfg.input)
     monkeypatch.setenv(faults.ENV, "point=train_step,count=3,action=sigterm")
