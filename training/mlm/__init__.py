@@ -28,14 +28,14 @@ from model.hf import absolute_if_local
 from foundation.ledger import RUN_ONLY_KEYS, StageOutput, read_manifest, read_output_table
 from foundation.errors import BadInputError
 from training.loop import LoopConfig, LoopResult, train_loop
-from training.masking import IGNORE_INDEX, MaskingSpec
+from training.mlm.masking import IGNORE_INDEX, MaskingSpec
 from training.model_builder import ModelConfig, build_encoder, check_init, is_hf_encoder, save_model
 from training.metrics import read_metrics
 from training.optim import OptimConfig
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
 from training.task import MicroBatchTask
-from training.samplers import PackedBatch, PackedMLMBatches, shard_files
+from training.mlm.data import PackedBatch, PackedMLMBatches, shard_files
 
 log = logging.getLogger(__name__)
 

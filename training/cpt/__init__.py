@@ -43,7 +43,7 @@ from training.optim import OptimConfig
 from training.pair_sampler import PairBatch, SourceBatchSampler, take_batch
 from training.steppers import StepContext
 from training.task import CustomStepTask
-from training import stage_io
+from training import stage as stage_io
 from training.ray_entry import ScalingConfig
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from model.batching import token_budget_batches
-from training.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
+from training.mlm.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
 
 _LANG_SALT = 0x4C414E47
 _STREAM_SALT = 0x5354524D

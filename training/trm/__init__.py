@@ -3,8 +3,8 @@
 
     L_TRM = lambda * L_sparse + sum_{d in D} w_d * L_{:d},   D = {32k | k >= 1, 32k <= H}
 
-The loss (:mod:`training.trm_step`; its parts in :mod:`training.matryoshka` and
-:mod:`training.sparse_contrastive`) sees each query's positive and mined hard negatives plus every
+The loss (:mod:`training.trm.loss`; its parts in :mod:`training.trm.matryoshka` and
+:mod:`training.trm.sparse`) sees each query's positive and mined hard negatives plus every
 other document of the global batch, from every worker; duplicate texts are masked by hash. The
 global batch is one length group (:mod:`training.length_groups`, the paper's 768 / 384 / 256 / 160
 / 80 by length), encoded in sub-batches by the cached-gradient step (memory: one sub-batch, with
@@ -15,8 +15,8 @@ steps stop the run with :class:`SparseCollapse` and no model is saved.
 ``init``: our CPT model (the DAG's default), a TRM directory (continues its sparse head), or any
 Hugging Face encoder (through :mod:`model.hf_encoder`; pooling ``auto`` = [CLS] for ours, the
 sentence-transformers pooling of the init otherwise). Input: ``mgte mine`` outputs or parquet files
-of the HARD_NEGATIVES table (:mod:`training.trm_data`). Output: ``OUTPUT/model`` (HF directory +
-sentence-transformers dense and sparse files, :mod:`training.trm_model`), ``OUTPUT/checkpoints``,
+of the HARD_NEGATIVES table (:mod:`training.trm.data`). Output: ``OUTPUT/model`` (HF directory +
+sentence-transformers dense and sparse files, :mod:`training.trm.model`), ``OUTPUT/checkpoints``,
 ``OUTPUT/metrics.jsonl``, ``OUTPUT/manifest.json``. Everything else (Ray Train, resume, precision,
 the run's shell) is shared with CPT.
 """
@@ -38,16 +38,16 @@ from training.distributed import all_reduce_sum
 from training.gradcache import cached_step
 from training.length_groups import PAPER_EMBEDDER_GROUPS, LengthGroup
 from training.loop import LoopConfig
-from training.matryoshka import dim_weights, matryoshka_dims
+from training.trm.matryoshka import dim_weights, matryoshka_dims
 from training.model_builder import ModelConfig, is_hf_encoder, resolve_init
 from training.optim import OptimConfig
-from training import stage_io
+from training import stage as stage_io
 from training.ray_entry import ScalingConfig
-from training.sparse_contrastive import sparsity_health
+from training.trm.sparse import sparsity_health
 from training.steppers import StepContext
-from training.trm_data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
-from training.trm_model import TRMEmbedder, init_sparse_head, save_trm
-from training.trm_step import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
+from training.trm.data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
+from training.trm.model import TRMEmbedder, init_sparse_head, save_trm
+from training.trm.loss import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
                                query_vocab, split_row, trm_loss)
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 Input ``[CLS] q [SEP] d`` (the tokenizer's pair encoding; the query cut first, then the document),
 score = W h_[CLS], trained in one stage from the MLM-8192 encoder (no contrastive pre-training) with
-group-wise InfoNCE (:mod:`training.rerank_loss`): each query's positive against 10 negatives, 6
+group-wise InfoNCE (:mod:`training.reranker.loss`): each query's positive against 10 negatives, 6
 mined hard + 4 random from the candidate pool, never a positive of the query
-(:mod:`training.rerank_data`). Batches come from one length group each; a batch is split into
+(:mod:`training.reranker.data`). Batches come from one length group each; a batch is split into
 sub-batches of whole query groups (the group's sub-batch size in pairs: 256 / 128 / 64 / 48 / 16
 at paper scale) whose gradients the shared loop accumulates, with gradient checkpointing in the
 encoder (``gradient_checkpointing``). ``init`` may also name any Hugging Face encoder (its
@@ -32,15 +32,15 @@ import torch
 
 from foundation.config import RayConfig, build, frozen, replace
 from foundation.errors import MgteError
-from training import stage_io
+from training import stage as stage_io
 from training.loop import LoopConfig
 from training.cpt import Config as CPTConfig
 from training.model_builder import ModelConfig, check_init
 from training.ray_entry import ScalingConfig
-from training.rerank_data import (CandidatePool, RerankBatches, RerankDataConfig, group_scores, read_hard_negatives,
+from training.reranker.data import (CandidatePool, RerankBatches, RerankDataConfig, group_scores, read_hard_negatives,
                                   split_usable)
-from training.rerank_loss import group_info_nce, positive_ranked_first
-from training.reranker_model import (build_reranker, enable_gradient_checkpointing, max_pair_tokens, pair_logits,
+from training.reranker.loss import group_info_nce, positive_ranked_first
+from training.reranker.model import (build_reranker, enable_gradient_checkpointing, max_pair_tokens, pair_logits,
                                      save_reranker)
 from training.task import MicroBatchTask
 
