@@ -160,7 +160,7 @@ def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch,
         head.bias.data.fill_(-1e4)
         return True
 
-    monkeypatch.setattr(trm, "init_sparse_head", dead_head)
+    monkeypatch.setattr(trm.task, "init_sparse_head", dead_head)
     cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], "health.collapse_steps=2", "loop.max_steps=5",
                    "loop.ckpt_every=0", f"init={tiny_init}")
     with pytest.raises(trm.SparseCollapse, match="all-zero for 2 steps in a row"):
