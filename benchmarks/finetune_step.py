@@ -2,9 +2,9 @@
 sub-batching + gradient checkpointing.
 
 Each (mode, length) runs in a fresh process: the encoder with the TRM's sparse head
-(:class:`training.trm_model.TRMEmbedder`), ``--queries`` queries of ``--query-len`` tokens, each
+(:class:`training.trm.model.TRMEmbedder`), ``--queries`` queries of ``--query-len`` tokens, each
 with 1 positive + ``--negatives`` hard negatives of ``length`` tokens, the joint loss (Matryoshka
-InfoNCE + lambda x sparse InfoNCE, :func:`training.trm_step.trm_loss`) and AdamW:
+InfoNCE + lambda x sparse InfoNCE, :func:`training.trm.loss.trm_loss`) and AdamW:
 
 - ``sub``: the cached-gradient step in sub-batches of ``--sub-batch`` texts with gradient
   checkpointing inside each (what ``mgte train trm`` runs): memory is one sub-batch's;
@@ -38,9 +38,9 @@ def one(args: argparse.Namespace) -> dict:
     from model.heads import batch_vocab
     from model.unpad import pack_sequences
     from training.gradcache import cached_step, full_batch_step
-    from training.matryoshka import dim_weights, matryoshka_dims
-    from training.trm_model import TRMEmbedder
-    from training.trm_step import LossSettings, encode_row, split_row, trm_loss
+    from training.trm.matryoshka import dim_weights, matryoshka_dims
+    from training.trm.model import TRMEmbedder
+    from training.trm.loss import LossSettings, encode_row, split_row, trm_loss
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

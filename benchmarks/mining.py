@@ -99,7 +99,7 @@ def our_encoder_dir(path: Path) -> Path:
 
     from model import MGTEConfig, MGTEModel, save_pretrained
     from model.tokenizer import load_tokenizer
-    from training.cpt import write_sentence_transformers_files
+    from training.embedder import write_sentence_transformers_files
 
     torch.manual_seed(0)
     cfg = MGTEConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)

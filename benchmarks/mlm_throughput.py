@@ -36,7 +36,7 @@ def _batch(args):
     import numpy as np
     import torch
 
-    from training.masking import MaskingSpec, mask_tokens, sequence_rng
+    from training.mlm.masking import MaskingSpec, mask_tokens, sequence_rng
 
     spec = MaskingSpec(mask_token_id=250001, vocab_size=250002, special_ids=(0, 1, 2, 3, 250001))
     rng = np.random.default_rng(args.seed)

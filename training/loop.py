@@ -16,6 +16,10 @@ the model, the data and the loss; the loop owns everything else:
 - metrics every ``log_every`` steps, a checkpoint every ``ckpt_every`` steps, SIGTERM -> checkpoint
   and :class:`Preempted`; at the end the final model goes to ``output_dir/model``.
 
+The run reads as its phases: :func:`set_up` (device, precision, seed, model in its stepper, data),
+:func:`resume`, then per step :func:`one_step` and :func:`save_checkpoint` (every ``ckpt_every``
+steps, on SIGTERM, at the end); the parts and counters of a run travel in one :class:`Run`.
+
 The task is typed: :class:`training.task.MicroBatchTask` (``step`` per micro-batch; the loop does
 the backward) or :class:`training.task.CustomStepTask` (``train_step`` over the global batch, e.g.
 CPT's cached-gradient step), both :class:`training.task.TrainTask` (``build_model``,
@@ -206,168 +210,244 @@ def train_loop(task: Task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, outp
     called on EVERY rank, equally often, after each checkpoint and at the end: the hook
     ``training.ray_entry`` uses for ``ray.train.report`` (metrics only: the checkpoint stays in
     ``ckpt_dir``, the one copy).
+
+    The phases: :func:`set_up` (device, precision, model, stepper, data), :func:`resume` (the
+    newest verified checkpoint), then per step :func:`one_step`, and :func:`save_checkpoint` every
+    ``ckpt_every`` steps, on SIGTERM and at the end.
     """
+    run = set_up(task, cfg, world or World(), checkpoint_location(cfg, ckpt_dir),
+                 Path(output_dir) if output_dir is not None else None, config or {})
+    resume(run)
+    run.stepper.wrap()
+    return _train(run, report)
+
+
+@dataclass
+class Run:
+    """One training run's parts and counters (the counters go into every checkpoint)."""
+
+    task: Task
+    cfg: LoopConfig
+    world: World
+    ckpt_dir: str | Path | None
+    output_dir: Path | None
+    config: dict
+    device: torch.device
+    precision: str
+    stepper: Any
+    data: Any
+    step: int = 0
+    resumed_from: int | None = None
+    nonfinite_total: int = 0
+    tokens_total: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.rank == 0
+
+
+@dataclass
+class StepResult:
+    """One optimizer step's global numbers (summed over ranks)."""
+
+    loss: float  # global mean over units
+    units: float
+    tokens: int
+    applied: bool  # False: a non-finite loss or gradient, the update skipped
+    grad_norm: float
+    metrics: dict  # metric sums / units
+    stop: bool  # some rank got SIGTERM
+
+
+def set_up(task: Task, cfg: LoopConfig, world: World, ckpt_dir, output_dir: Path | None, config: dict) -> Run:
+    """Device and precision, the seed, the task's model in a stepper, and its data for this rank."""
     check_task(task)
-    world = world or World()
-    ckpt_dir = checkpoint_location(cfg, ckpt_dir)
-    output_dir = Path(output_dir) if output_dir is not None else None
-    is_main = world.rank == 0
     device = resolve_device(cfg, world)
     precision = resolve_precision(cfg, device)
     if precision == "bf16" and device.type == "cpu":
         log.info("bf16 autocast on CPU was asked for explicitly")
-
     ckpt.seed_everything(cfg.seed)
     module = task.build_model().to(device)
     stepper = make_stepper(module, cfg, device, precision)
     data = task.build_data(world.rank, world.world_size)
+    return Run(task=task, cfg=cfg, world=world, ckpt_dir=ckpt_dir, output_dir=output_dir, config=config,
+               device=device, precision=precision, stepper=stepper, data=data)
 
-    # -- resume ------------------------------------------------------------------------------
-    step, resumed_from, nonfinite_total, tokens_total = 0, None, 0, 0
-    # rank 0 decides; a CheckpointError there (none verifies) must stop every rank, not hang them
+
+def resume(run: Run) -> None:
+    """Restore the newest verified checkpoint, if any: model, optimizer, counters, data position, RNG.
+
+    Rank 0 decides; a CheckpointError there (some exist, none verifies) stops every rank, not hangs them."""
     choice = None
-    if is_main:
+    if run.is_main:
         try:
-            choice = ("ok", ckpt.prepare_resume(ckpt_dir, cfg.resume))
+            choice = ("ok", ckpt.prepare_resume(run.ckpt_dir, run.cfg.resume))
         except ckpt.CheckpointError as exc:
             choice = ("error", str(exc))
     outcome, where = broadcast_object(choice)
     if outcome == "error":
         raise ckpt.CheckpointError(where)
-    if where is not None:
-        try:
-            state = ckpt.load_checkpoint(where, verify=not is_main)  # rank 0 verified it just now
-        except FileNotFoundError as exc:
-            raise ckpt.CheckpointError(f"rank {world.rank}: cannot read checkpoint {where}: {exc} "
-                                       "(put the output on storage every worker can read)") from exc
-        stepper.load_state_dict(state)
-        if cfg.deepspeed.enabled:
-            stepper.load_extra(where)
-        step = int(state["step"])
-        loop_state = state.get("loop", {})
-        nonfinite_total = int(loop_state.get("nonfinite_total", 0))
-        tokens_total = int(loop_state.get("tokens_total", 0))
-        saved_world = int(loop_state.get("world_size", 1))
-        samplers, rngs = state["sampler"], state["rng"]
-        if saved_world == world.world_size:
-            data.load_state_dict(samplers[world.rank])
-            ckpt.set_rng_state(rngs[world.rank])
-        elif getattr(data, "reshardable", False):
-            log.warning("checkpoint written by %d workers, resuming on %d: the data source re-shards the "
-                        "same global batches; per-rank RNG (dropout) is reseeded", saved_world, world.world_size)
-            data.load_state_dict(samplers[0])
-            ckpt.seed_everything(cfg.seed + 1_000_003 * step + world.rank)
-        else:
-            raise ckpt.CheckpointError(
-                f"checkpoint at step {step} was written by {saved_world} workers but this run has "
-                f"{world.world_size}, and this data source cannot re-shard: rerun with {saved_world} workers")
-        resumed_from = step
-        if is_main:
-            log.info("resumed from step %d (%s)", step, where)
-    stepper.wrap()
+    if where is None:
+        return
+    try:
+        state = ckpt.load_checkpoint(where, verify=not run.is_main)  # rank 0 verified it just now
+    except FileNotFoundError as exc:
+        raise ckpt.CheckpointError(f"rank {run.world.rank}: cannot read checkpoint {where}: {exc} "
+                                   "(put the output on storage every worker can read)") from exc
+    run.stepper.load_state_dict(state)
+    if run.cfg.deepspeed.enabled:
+        run.stepper.load_extra(where)
+    run.step = int(state["step"])
+    loop_state = state.get("loop", {})
+    run.nonfinite_total = int(loop_state.get("nonfinite_total", 0))
+    run.tokens_total = int(loop_state.get("tokens_total", 0))
+    _restore_data_position(run, state, int(loop_state.get("world_size", 1)))
+    run.resumed_from = run.step
+    if run.is_main:
+        log.info("resumed from step %d (%s)", run.step, where)
 
-    writer = MetricsWriter(output_dir / "metrics.jsonl" if output_dir else None,
-                           tensorboard_dir=(output_dir / "tensorboard") if (output_dir and cfg.tensorboard) else None,
-                           enabled=is_main)
-    progress = Progress(cfg.max_steps, step, enabled=is_main and cfg.progress)
-    ctx = StepContext(stepper, device, precision, world)
+
+def _restore_data_position(run: Run, state: dict, saved_world: int) -> None:
+    """This rank's sampler position and RNG; over another world size, a re-shardable source
+    re-splits the same global batches (per-rank RNG reseeded), any other refuses."""
+    world, samplers, rngs = run.world, state["sampler"], state["rng"]
+    if saved_world == world.world_size:
+        run.data.load_state_dict(samplers[world.rank])
+        ckpt.set_rng_state(rngs[world.rank])
+    elif getattr(run.data, "reshardable", False):
+        log.warning("checkpoint written by %d workers, resuming on %d: the data source re-shards the "
+                    "same global batches; per-rank RNG (dropout) is reseeded", saved_world, world.world_size)
+        run.data.load_state_dict(samplers[0])
+        ckpt.seed_everything(run.cfg.seed + 1_000_003 * run.step + world.rank)
+    else:
+        raise ckpt.CheckpointError(
+            f"checkpoint at step {run.step} was written by {saved_world} workers but this run has "
+            f"{world.world_size}, and this data source cannot re-shard: rerun with {saved_world} workers")
+
+
+def one_step(run: Run, ctx: StepContext, signals: _Signals) -> StepResult:
+    """One optimizer step: the task's forward/backward over this rank's micro-batches, the global
+    loss, units, tokens, metric sums and SIGTERM flag (set during this step too; one all-reduce),
+    then the update, or its skip when the global loss is not finite. Advances ``run.step`` and the
+    token count."""
+    micro_batches = _to_device(next(run.data), run.device)
+    run.stepper.model.train()
+    ctx.poison = fault_point("train_step")  # exit137 / sigterm / nan for the fault tests
+    if isinstance(run.task, CustomStepTask):
+        loss_sum, units, sums, tokens = run.task.train_step(ctx, run.stepper.model, micro_batches)
+    else:
+        loss_sum, units, sums, tokens = _default_train_step(run.task, ctx, run.stepper.model, micro_batches)
+    if ctx.poison:
+        loss_sum = float("nan")
+    keys = sorted(sums)
+    packed = torch.tensor([loss_sum, units, tokens, float(signals.flag)] + [sums[k] for k in keys],
+                          dtype=torch.float64, device=run.device)
+    packed = all_reduce_sum(packed).tolist()
+    g_loss_sum, g_units, g_tokens, g_stop = packed[:4]
+    g_loss = g_loss_sum / max(g_units, 1.0)
+    if math.isfinite(g_loss):
+        applied, grad_norm = run.stepper.step()
+    else:
+        run.stepper.skip()
+        applied, grad_norm = False, float("nan")
+    run.step += 1
+    run.tokens_total += int(g_tokens)
+    return StepResult(loss=g_loss, units=g_units, tokens=int(g_tokens), applied=applied, grad_norm=grad_norm,
+                      metrics={k: v / max(g_units, 1.0) for k, v in zip(keys, packed[4:])}, stop=g_stop > 0)
+
+
+def save_checkpoint(run: Run) -> Path | None:
+    """Every rank gathers its sampler + RNG state (and, with DeepSpeed, writes its engine shard);
+    rank 0 writes the verified checkpoint of ``run.step``."""
+    cfg, ckpt_dir, step = run.cfg, run.ckpt_dir, run.step
+    samplers = all_gather_objects(run.data.state_dict())
+    rngs = all_gather_objects(ckpt.rng_state())
+    state = run.stepper.state_dict()
+    if cfg.deepspeed.enabled:  # collective: every rank writes its engine shard
+        run.stepper.write_extra(ckpt_dir / f"step-{step}.engine")
+    if not run.is_main or ckpt_dir is None:
+        if dist_ready():
+            dist.barrier()
+        return None
+    state.update(step=step, sampler=samplers, rng=rngs,
+                 loop={"nonfinite_total": run.nonfinite_total, "tokens_total": run.tokens_total,
+                       "world_size": run.world.world_size})
+
+    def move_engine(tmp: Path) -> None:
+        os.replace(ckpt_dir / f"step-{step}.engine" / "deepspeed", tmp / "deepspeed")
+        (ckpt_dir / f"step-{step}.engine").rmdir()
+
+    saved = ckpt.save_checkpoint(ckpt_dir, step, state, config=run.config, keep_last=cfg.keep_checkpoints,
+                                 write_extra=move_engine if cfg.deepspeed.enabled else None)
+    if dist_ready():
+        dist.barrier()
+    return saved
+
+
+def _count_nonfinite(run: Run, r: StepResult, in_a_row: int) -> int:
+    """Non-finite steps in a row after this one (0 when it was applied); K in a row abort the run."""
+    if r.applied:
+        return 0
+    in_a_row += 1
+    run.nonfinite_total += 1
+    log.warning("step %d: non-finite loss/gradient (%s), update skipped (%d in a row)", run.step, r.loss, in_a_row)
+    if in_a_row >= run.cfg.max_nonfinite_in_row:
+        raise NonFiniteLoss(f"{in_a_row} non-finite losses in a row at step {run.step}; "
+                            f"last checkpoint is kept in {run.ckpt_dir}")
+    return in_a_row
+
+
+def _train(run: Run, report) -> LoopResult:
+    """Steps until ``max_steps``: metrics every ``log_every``, a checkpoint every ``ckpt_every`` and on
+    SIGTERM (then :class:`Preempted`), K non-finite steps in a row abort; at the end the last
+    checkpoint and the model."""
+    cfg, out = run.cfg, run.output_dir
+    writer = MetricsWriter(out / "metrics.jsonl" if out else None,
+                           tensorboard_dir=(out / "tensorboard") if (out and cfg.tensorboard) else None,
+                           enabled=run.is_main)
+    progress = Progress(cfg.max_steps, run.step, enabled=run.is_main and cfg.progress)
+    ctx = StepContext(run.stepper, run.device, run.precision, run.world)
     throughput = Throughput()
-    in_a_row, last_loss, last_metrics, last_saved = 0, None, {}, step if resumed_from is not None else -1
+    in_a_row, last_loss, last_metrics = 0, None, {}
+    last_saved = run.step if run.resumed_from is not None else -1
     window: list[float] = []  # losses of the applied steps since the last log line
     started = time.perf_counter()
 
-    def save(step: int) -> Path | None:
-        """Every rank gathers its sampler + RNG state; rank 0 writes the checkpoint."""
-        samplers = all_gather_objects(data.state_dict())
-        rngs = all_gather_objects(ckpt.rng_state())
-        state = stepper.state_dict()
-        if cfg.deepspeed.enabled:  # collective: every rank writes its engine shard
-            extra_dir = ckpt_dir / f"step-{step}.engine"
-            stepper.write_extra(extra_dir)
-        if not is_main or ckpt_dir is None:
-            if dist_ready():
-                dist.barrier()
-            return None
-        state.update(step=step, sampler=samplers, rng=rngs,
-                     loop={"nonfinite_total": nonfinite_total, "tokens_total": tokens_total,
-                           "world_size": world.world_size})
-
-        def move_engine(tmp: Path) -> None:
-            if cfg.deepspeed.enabled:
-                os.replace(ckpt_dir / f"step-{step}.engine" / "deepspeed", tmp / "deepspeed")
-                (ckpt_dir / f"step-{step}.engine").rmdir()
-
-        saved = ckpt.save_checkpoint(ckpt_dir, step, state, config=config or {}, keep_last=cfg.keep_checkpoints,
-                                     write_extra=move_engine if cfg.deepspeed.enabled else None)
-        if dist_ready():
-            dist.barrier()
-        return saved
-
     def call_report(metrics: dict) -> None:
         if report is not None:
-            report(dict(metrics, step=step))
+            report(dict(metrics, step=run.step))
 
     try:
         with _Signals() as signals:
-            while step < cfg.max_steps:
-                micro_batches = _to_device(next(data), device)
-                stepper.model.train()
-                ctx.poison = fault_point("train_step")  # exit137 / sigterm / nan for the fault tests
-                if isinstance(task, CustomStepTask):
-                    loss_sum, units, sums, tokens = task.train_step(ctx, stepper.model, micro_batches)
-                else:
-                    loss_sum, units, sums, tokens = _default_train_step(task, ctx, stepper.model, micro_batches)
-                if ctx.poison:
-                    loss_sum = float("nan")
-                keys = sorted(sums)
-                packed = torch.tensor([loss_sum, units, tokens, float(signals.flag)] + [sums[k] for k in keys],
-                                      dtype=torch.float64, device=device)
-                packed = all_reduce_sum(packed).tolist()
-                g_loss_sum, g_units, g_tokens, g_stop = packed[:4]
-                g_loss = g_loss_sum / max(g_units, 1.0)
-                if math.isfinite(g_loss):
-                    applied, grad_norm = stepper.step()
-                else:
-                    stepper.skip()
-                    applied, grad_norm = False, float("nan")
-                step += 1
-                tokens_total += int(g_tokens)
-                throughput.add(int(g_tokens))
-                if applied:
-                    in_a_row = 0
-                    last_loss = g_loss
-                    window.append(g_loss)
-                    last_metrics = {k: v / max(g_units, 1.0) for k, v in zip(keys, packed[4:])}
-                else:
-                    in_a_row += 1
-                    nonfinite_total += 1
-                    log.warning("step %d: non-finite loss/gradient (%s), update skipped (%d in a row)",
-                                step, g_loss, in_a_row)
-                    if in_a_row >= cfg.max_nonfinite_in_row:
-                        raise NonFiniteLoss(f"{in_a_row} non-finite losses in a row at step {step}; "
-                                            f"last checkpoint is kept in {ckpt_dir}")
-                progress.update(1, loss=g_loss)
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
+            while run.step < cfg.max_steps:
+                r = one_step(run, ctx, signals)
+                throughput.add(r.tokens)
+                in_a_row = _count_nonfinite(run, r, in_a_row)
+                if r.applied:
+                    last_loss, last_metrics = r.loss, r.metrics
+                    window.append(r.loss)
+                progress.update(1, loss=r.loss)
+                if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
                     loss_avg = sum(window) / len(window) if window else float("nan")
                     window.clear()
-                    writer.log(step, {"loss": g_loss, "loss_avg": loss_avg, **last_metrics, "lr": stepper.lr,
-                                      "grad_norm": grad_norm, "tokens_per_s": throughput.rate(),
-                                      "tokens": tokens_total, "units": g_units, "nonfinite_skipped": nonfinite_total})
-                stop = g_stop > 0
-                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop:
-                    save(step)
-                    last_saved = step
-                    call_report({"loss": g_loss, **last_metrics})
-                if stop:
-                    raise Preempted(f"preempted (SIGTERM) at step {step}; checkpoint saved in {ckpt_dir}")
-        if last_saved != step:
-            save(step)
-        if is_main and output_dir is not None:
-            task.save_model(stepper.module, output_dir / "model")
+                    writer.log(run.step, {"loss": r.loss, "loss_avg": loss_avg, **last_metrics, "lr": run.stepper.lr,
+                                          "grad_norm": r.grad_norm, "tokens_per_s": throughput.rate(),
+                                          "tokens": run.tokens_total, "units": r.units,
+                                          "nonfinite_skipped": run.nonfinite_total})
+                if (cfg.ckpt_every and run.step % cfg.ckpt_every == 0) or r.stop:
+                    save_checkpoint(run)
+                    last_saved = run.step
+                    call_report({"loss": r.loss, **last_metrics})
+                if r.stop:
+                    raise Preempted(f"preempted (SIGTERM) at step {run.step}; checkpoint saved in {run.ckpt_dir}")
+        if last_saved != run.step:
+            save_checkpoint(run)
+        if run.is_main and out is not None:
+            run.task.save_model(run.stepper.module, out / "model")
         call_report({"loss": last_loss if last_loss is not None else float("nan"), **last_metrics, "final": 1})
     finally:
         progress.close()
         writer.close()
-    return LoopResult(step=step, loss=last_loss, metrics=last_metrics, tokens=tokens_total,
-                      nonfinite_steps=nonfinite_total, resumed_from=resumed_from,
+    return LoopResult(step=run.step, loss=last_loss, metrics=last_metrics, tokens=run.tokens_total,
+                      nonfinite_steps=run.nonfinite_total, resumed_from=run.resumed_from,
                       seconds=time.perf_counter() - started)

@@ -55,6 +55,12 @@ class OptimConfig:
             raise ValueError("optim.max_grad_norm must be >= 0 (0 = no clipping)")
 
 
+# The contrastive stages' optimiser (mGTE B.3 CPT); the TRM and the reranker keep it ("other
+# settings as CPT"), the TRM with its own peak lr.
+CONTRASTIVE_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
+                                max_grad_norm=1.0)
+
+
 def head_parameter_names(model: torch.nn.Module) -> set[str]:
     """Names of the parameters outside the model's base encoder (``base_model_prefix``, the Hugging
     Face convention): the task head. Empty when the model has no base encoder attribute."""

@@ -1,12 +1,13 @@
 """Run a training stage on Ray Train (``TorchTrainer``), or in this process (``engine: local``).
 
 The Ray Train quick-start shape: ``launch`` starts (or joins) Ray and a ``TorchTrainer``; every
-worker runs the stage's ``train_func(config)``, which builds its task and calls
-:func:`training.loop.train_loop` with :func:`worker_world` and :func:`ray_reporter`. Every worker
-calls ``ray.train.report`` equally often (after each checkpoint and at the end), with metrics
-only: the checkpoints are ours, ``OUTPUT/checkpoints/step-N`` written by rank 0, the one copy
-(docs/reliability.md rule 5), and the loop resumes from them with or without Ray, also when Ray Train's
-``FailureConfig`` restarts the workers. ``loop.resume`` is applied here, once, in the driver
+worker runs the stage's ``train_func(config)`` (:func:`training.stage.worker_main` bound to the
+stage), which builds its task and calls :func:`training.loop.train_loop` with :func:`worker_world`
+and :func:`ray_reporter`. Every worker calls ``ray.train.report`` equally often (after each
+checkpoint and at the end), with metrics only: the checkpoints are ours,
+``OUTPUT/checkpoints/step-N`` written by rank 0, the one copy (docs/reliability.md rule 5), and the loop
+resumes from them with or without Ray, also when Ray Train's ``FailureConfig`` restarts the
+workers. ``loop.resume`` is applied here, once, in the driver
 (:func:`run_training`): ``fresh`` moves old checkpoints aside before any worker starts (a restart
 must not discard the checkpoints of this run), ``auto`` refuses early when none verifies.
 

@@ -1,7 +1,7 @@
 """Cross-encoders: score ``[CLS] q [SEP] d`` pairs with our reranker head (``MGTEForSequenceClassification``)
 or any ``AutoModelForSequenceClassification`` (e.g. a ``mgte train reranker`` output).
 
-A pair is cut as the reranker was trained (``training.rerank_data.encode_pairs``): the query first,
+A pair is cut as the reranker was trained (``training.reranker.data.encode_pairs``): the query first,
 to at most ``min(query_max_tokens, max_length // 2)`` tokens, then the document to what is left
 (the tokenizer's ``only_second`` truncation)."""
 

@@ -1,6 +1,6 @@
 """The one token-budget batcher gives exactly the batches of the three it replaced.
 
-The reference implementations below are the old copies, verbatim: `training.samplers.micro_batches`
+The reference implementations below are the old copies, verbatim: `training.mlm.data.micro_batches`
 (packed MLM micro-batches), `model.modeling._token_budget_batches` (MGTEForEmbedding.encode) and
 `pipelines.embedder.token_budget_batches` (padded HF embedders and cross-encoders).
 """

@@ -74,7 +74,7 @@ CPT_CODE = """
 import json, sys
 import torch
 import torch.distributed as dist
-from tests.training.test_cpt import tiny_cfg, write_pairs
+from tests.training.cpt.test_cpt import tiny_cfg, write_pairs
 from training import cpt
 from model import MGTEConfig, MGTEModel, save_pretrained
 tmp, deepspeed = __import__("pathlib").Path(sys.argv[1]), sys.argv[2] == "1"

@@ -26,8 +26,8 @@ from foundation.config import load_config
 from model import MGTEConfig, MGTEModel, save_pretrained
 from training import cpt, mlm
 from training.metrics import read_metrics
-from tests.training.test_cpt import tiny_cfg, write_pairs
-from tests.training.test_mlm import CONFIGS, TEST_SETS
+from tests.training.cpt.test_cpt import tiny_cfg, write_pairs
+from tests.training.mlm.test_mlm import CONFIGS, TEST_SETS
 from tests.pipelines.test_mlm_shards import clean_doc_rows, write_clean_docs
 from pipelines.mlm_shards import Config as ShardConfig, run as run_shards
 

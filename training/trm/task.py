@@ -1,136 +1,35 @@
-"""``mgte train trm``: TRM fine-tuning, Matryoshka dense + sparse term weights in one model
-(mGTE 2.2, B.2, B.3; PAPER_FACTS "Hard negatives and TRM fine-tuning").
-
-    L_TRM = lambda * L_sparse + sum_{d in D} w_d * L_{:d},   D = {32k | k >= 1, 32k <= H}
-
-The loss (:mod:`training.trm_step`; its parts in :mod:`training.matryoshka` and
-:mod:`training.sparse_contrastive`) sees each query's positive and mined hard negatives plus every
-other document of the global batch, from every worker; duplicate texts are masked by hash. The
-global batch is one length group (:mod:`training.length_groups`, the paper's 768 / 384 / 256 / 160
-/ 80 by length), encoded in sub-batches by the cached-gradient step (memory: one sub-batch, with
-gradient checkpointing inside it), and gathered. The sparse head's health is logged every step
-(``OUTPUT/sparsity.jsonl`` and the metrics); vectors that stay all-zero for ``health.collapse_steps``
-steps stop the run with :class:`SparseCollapse` and no model is saved.
-
-``init``: our CPT model (the DAG's default), a TRM directory (continues its sparse head), or any
-Hugging Face encoder (through :mod:`model.hf_encoder`; pooling ``auto`` = [CLS] for ours, the
-sentence-transformers pooling of the init otherwise). Input: ``mgte mine`` outputs or parquet files
-of the HARD_NEGATIVES table (:mod:`training.trm_data`). Output: ``OUTPUT/model`` (HF directory +
-sentence-transformers dense and sparse files, :mod:`training.trm_model`), ``OUTPUT/checkpoints``,
-``OUTPUT/metrics.jsonl``, ``OUTPUT/manifest.json``. Everything else (Ray Train, resume, precision,
-the run's shell) is shared with CPT.
-"""
+"""The TRM's task for the shared loop: the encoder + sparse head, hard-negative batches, and the joint
+cached-gradient step (Matryoshka dense + sparse InfoNCE, :mod:`training.trm.loss`) with the sparse
+head's health checked every step."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from foundation.config import RayConfig, build, frozen, replace
 from foundation.errors import ConfigError, MgteError
 from training.contrastive import gather_no_grad, gather_with_grad, rank
-from training.cpt import CPTTask, nonfinite_on_any_rank, run_train_stage
 from training.distributed import all_reduce_sum
+from training.embedder import EmbedderTask, nonfinite_on_any_rank
 from training.gradcache import cached_step
-from training.length_groups import PAPER_EMBEDDER_GROUPS, LengthGroup
-from training.loop import LoopConfig
-from training.matryoshka import dim_weights, matryoshka_dims
-from training.model_builder import ModelConfig, is_hf_encoder, resolve_init
-from training.optim import OptimConfig
-from training import stage_io
-from training.ray_entry import ScalingConfig
-from training.sparse_contrastive import sparsity_health
+from training.model_builder import is_hf_encoder, resolve_init
 from training.steppers import StepContext
-from training.trm_data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
-from training.trm_model import TRMEmbedder, init_sparse_head, save_trm
-from training.trm_step import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
+from training.trm.config import Config
+from training.trm.data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
+from training.trm.loss import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
                                query_vocab, split_row, trm_loss)
+from training.trm.matryoshka import dim_weights, matryoshka_dims
+from training.trm.model import TRMEmbedder, init_sparse_head, save_trm
+from training.trm.sparse import sparsity_health
 
 log = logging.getLogger(__name__)
-
-STAGE = "train-trm"
 
 
 class SparseCollapse(MgteError):
     """The sparse head gave only all-zero vectors for too many steps in a row (docs/reliability.md row 31)."""
-
-
-@frozen
-class LossConfig:
-    mrl_temperature: float = 0.05
-    sparse_temperature: float = 0.01
-    sparse_weight: float = 0.1  # lambda
-    dim_step: int = 32  # D = {dim_step * k <= H}
-    dim_weights: tuple[float, ...] = ()  # w_d, one per size; empty = equal weights
-    sparse_l1: float = 0.0  # optional L1 regulariser on the term vectors; 0 = off
-    false_negative_margin: float | None = None  # Qwen3-Embedding mask (0.1); null = off
-    mask_duplicates: bool = True
-
-    def validate(self) -> None:
-        if min(self.mrl_temperature, self.sparse_temperature) <= 0 or self.sparse_weight < 0 or self.sparse_l1 < 0:
-            raise ValueError("loss: temperatures must be > 0, sparse_weight and sparse_l1 >= 0")
-        if self.dim_step < 1:
-            raise ValueError("loss.dim_step must be >= 1")
-
-
-@frozen
-class HealthConfig:
-    collapse_steps: int = 100  # K: all-zero sparse vectors for K steps in a row stop the run
-
-    def validate(self) -> None:
-        if self.collapse_steps < 1:
-            raise ValueError("health.collapse_steps must be >= 1")
-
-
-@frozen
-class DataConfig:
-    num_negatives: int = 8
-    groups: tuple[LengthGroup, ...] = PAPER_EMBEDDER_GROUPS  # global batch (queries) per length group
-    sub_batch: int = 64  # texts per cached-gradient sub-batch: memory is one sub-batch's activations
-    gradient_checkpointing: bool = True  # inside a sub-batch, recompute layer activations in backward
-    query_max_tokens: int = 512
-    doc_max_tokens: int = 8192
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.num_negatives < 0 or self.sub_batch < 1:
-            raise ValueError("data.num_negatives must be >= 0 and data.sub_batch >= 1")
-        if self.query_max_tokens < 2 or self.doc_max_tokens < 2:
-            raise ValueError("data.query_max_tokens and data.doc_max_tokens must be >= 2")
-
-
-@frozen
-class Config:
-    input: tuple[str, ...] = ()
-    output: str | None = None
-    init: str | None = None  # our CPT model (DAG default), a TRM, or any HF encoder; null = random
-    tokenizer: str = "FacebookAI/xlm-roberta-base"  # used when `init` has no tokenizer files
-    pooling: Literal["auto", "cls", "mean"] = "auto"
-    model: ModelConfig = ModelConfig()
-    reversed_ntk: float = 1.0  # RoPE base divisor while training (CPT's trick); 1 = off
-    epochs: float | None = None  # set: loop.max_steps = epochs x the global batches of one epoch
-    loss: LossConfig = LossConfig()
-    health: HealthConfig = HealthConfig()
-    data: DataConfig = DataConfig()
-    loop: LoopConfig = LoopConfig(
-        max_steps=10_000, ckpt_every=500, log_every=10,
-        optim=OptimConfig(lr=2e-5, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-7, warmup_ratio=0.05,
-                          max_grad_norm=1.0))
-    engine: Literal["ray", "local"] = "ray"
-    ray: RayConfig = RayConfig()
-    scaling: ScalingConfig = ScalingConfig()
-
-    def validate(self) -> None:
-        if self.reversed_ntk <= 0:
-            raise ValueError("reversed_ntk must be > 0 (1 = keep the RoPE base)")
-        for g in self.data.groups:
-            if g.batch_size % self.scaling.num_workers:
-                raise ValueError(f"data.groups: batch_size {g.batch_size} (<= {g.max_length} tokens) must be a "
-                                 f"multiple of scaling.num_workers {self.scaling.num_workers}")
 
 
 def resolve_pooling(pooling: str, init_dir: Path | None, ours: bool) -> str:
@@ -151,8 +50,9 @@ def resolve_pooling(pooling: str, init_dir: Path | None, ours: bool) -> str:
     return "cls"
 
 
-class TRMTask(CPTTask):
-    """Model, data and the joint cached-gradient step; tokenizer, init and length clipping as CPT."""
+class TRMTask(EmbedderTask):
+    """Model, data and the joint cached-gradient step; tokenizer, init and length clipping as CPT
+    (:class:`training.embedder.EmbedderTask`)."""
 
     def __init__(self, cfg: Config, rows: dict | None = None):
         super().__init__(cfg)
@@ -272,47 +172,3 @@ class TRMTask(CPTTask):
             model.encoder.set_rope_theta(None)
         save_trm(model, out_dir, tokenizer=self.tokenizer, max_seq_length=self.data_config.doc_max_tokens,
                  dims=self.dims)
-
-
-def steps_for_epochs(cfg: Config, rows: dict) -> int:
-    """``epochs`` x the global batches of one epoch over ``rows`` (at least 1 step)."""
-    import math
-
-    from training.length_groups import LengthGroupBatchSampler
-
-    task = TRMTask(cfg, rows)
-    if cfg.init:
-        from model.tokenizer import load_tokenizer
-
-        init_dir = resolve_init(cfg.init)
-        if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-            task._model_tokenizer = load_tokenizer(init_dir)
-    d = cfg.data
-    lengths = row_lengths(task.tokenizer, rows, d.query_max_tokens, d.doc_max_tokens)
-    sampler = LengthGroupBatchSampler(lengths, d.groups, seed=d.seed, world_size=cfg.scaling.num_workers)
-    return max(1, math.ceil(cfg.epochs * sampler.batches_per_epoch()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
-
-
-def train_func(config: dict):
-    """What every Ray Train worker (or this process, ``engine: local``) runs."""
-    return stage_io.worker_main(config, lambda c: build(Config, c, source="train trm worker config"), TRMTask)
-
-
-def run(cfg: Config) -> dict:
-    def load(cfg: Config):
-        rows, data = clean_rows(read_hard_negatives(cfg.input), cfg.data.num_negatives)  # fail fast on bad input
-        if not rows["query"]:
-            raise MgteError(f"train trm: no usable rows in {list(cfg.input)} ({data['dropped_by_reason']})")
-        log.info("trm: %d queries with %d negatives each", len(rows["query"]), cfg.data.num_negatives)
-        extra = {"queries": len(rows["query"])}
-        if cfg.epochs:
-            steps = steps_for_epochs(cfg, rows)
-            extra["steps"] = {"epochs": cfg.epochs, "max_steps": steps}
-            cfg = replace(cfg, loop=replace(cfg.loop, max_steps=steps))
-        return data, extra, cfg
-
-    return run_train_stage(cfg, STAGE, "trm", train_func, load)

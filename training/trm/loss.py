@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from model.heads import batch_vocab, sparse_term_matrix
 from training.distributed import all_gather_objects
-from training.matryoshka import matryoshka_info_nce
-from training.sparse_contrastive import l1_penalty, sparse_info_nce
+from training.trm.matryoshka import matryoshka_info_nce
+from training.trm.sparse import l1_penalty, sparse_info_nce
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from foundation import faults
 from training.metrics import read_metrics
 from training.mlm import Config, MLMTask, chunked_mlm_loss_sum, run
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "dags" / "configs"
 TEST_SETS = [
     "model.overrides={hidden_size: 32, num_attention_heads: 2, intermediate_size: 64}",
@@ -100,7 +100,7 @@ def test_reference_run_learns_and_writes_a_model(reference):
 def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "run"
-    code = ("from tests.training.test_mlm import mlm_cfg; from training.mlm import run; "
+    code = ("from tests.training.mlm.test_mlm import mlm_cfg; from training.mlm import run; "
             f"run(mlm_cfg({str(shards)!r}, {str(out)!r}))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", faults.ENV: "point=train_step,count=5,action=exit137"}
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 137

@@ -17,8 +17,8 @@ from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker
 from training.loop import Preempted
 from training.metrics import read_metrics
-from tests.training.test_cpt import init_dir  # noqa: F401  (the tiny encoder fixture)
-from tests.training.test_reranker import REPO, tiny_cfg, topic_rows
+from tests.training.cpt.test_cpt import init_dir  # noqa: F401  (the tiny encoder fixture)
+from tests.training.reranker.test_reranker import REPO, tiny_cfg, topic_rows
 
 MINILM = "all-MiniLM-L6-v2"
 

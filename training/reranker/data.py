@@ -23,6 +23,7 @@ exact).
 from __future__ import annotations
 
 import glob
+import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ from foundation.errors import BadInputError
 from storage_schemas.base import SchemaError
 from storage_schemas.mine import HARD_NEGATIVES
 from training.length_groups import LengthGroup, LengthGroupBatchSampler, check_groups
+from training.stage import ModelInput
+
+log = logging.getLogger(__name__)
 
 _SALT_RANDOM = 0x524E4547  # "RNEG"
 _SALT_HARD = 0x484E4547  # "HNEG"
@@ -320,3 +324,21 @@ class RerankBatches:
 def group_scores(logits: torch.Tensor, queries: int, group_size: int) -> torch.Tensor:
     """(queries * group_size, labels) cross-encoder logits -> (queries, group_size) scores."""
     return logits[:, 0].reshape(queries, group_size)
+
+
+def load_inputs(inputs: tuple[str, ...], hard_negatives: int) -> tuple[pa.Table, CandidatePool, dict]:
+    """Usable rows, the candidate pool (every input row's texts) and the input accounting."""
+    table = read_hard_negatives(inputs)
+    kept, info = split_usable(table, hard_negatives)
+    return kept, CandidatePool(table), info
+
+
+def read_input(cfg) -> ModelInput:
+    """The stage's reader: the accounting of the usable queries (none usable refuses)."""
+    table, _, data = load_inputs(cfg.input, cfg.data.hard_negatives)
+    if not table.num_rows:
+        raise BadInputError(f"train reranker: no query in {list(cfg.input)} has {cfg.data.hard_negatives} mined "
+                            "negatives (data.hard_negatives)")
+    log.info("reranker: %d queries, %s", table.num_rows, data["counts"])
+    return ModelInput(data["counts"], data["dropped_by_reason"],
+                      {"group": f"1 positive + {cfg.data.hard_negatives} hard + {cfg.data.random_negatives} random"})

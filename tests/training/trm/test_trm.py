@@ -21,7 +21,7 @@ from training.length_groups import PAPER_EMBEDDER_GROUPS
 from training.loop import Preempted
 from training.metrics import read_metrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOPICS = ["rivers", "volcanoes", "bread", "chess", "bicycles", "orchids", "glaciers", "violins", "comets", "bees",
           "tea", "lighthouses"]
 
@@ -160,7 +160,7 @@ def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch,
         head.bias.data.fill_(-1e4)
         return True
 
-    monkeypatch.setattr(trm, "init_sparse_head", dead_head)
+    monkeypatch.setattr(trm.task, "init_sparse_head", dead_head)
     cfg = tiny_cfg(tmp_path, [write_table(tmp_path / "m.parquet")], "health.collapse_steps=2", "loop.max_steps=5",
                    "loop.ckpt_every=0", f"init={tiny_init}")
     with pytest.raises(trm.SparseCollapse, match="all-zero for 2 steps in a row"):
@@ -172,7 +172,7 @@ def test_dead_sparse_head_stops_the_run_and_saves_nothing(tmp_path, monkeypatch,
 
 def test_stage_output_input_and_bad_parquet(tmp_path):
     from foundation.errors import BadInputError
-    from training.trm_data import read_hard_negatives
+    from training.trm.data import read_hard_negatives
 
     table = HARD_NEGATIVES.from_rows(hard_negative_rows())
     pq.write_table(table.drop(["negatives"]), tmp_path / "bad.parquet")

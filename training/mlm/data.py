@@ -28,8 +28,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from foundation.errors import BadInputError
+from foundation.ledger import read_manifest
 from model.batching import token_budget_batches
-from training.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
+from training.mlm.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
+from training.stage import ModelInput
 
 _LANG_SALT = 0x4C414E47
 _STREAM_SALT = 0x5354524D
@@ -281,3 +284,21 @@ def shard_files(paths: list[str | Path]) -> dict[str, list[ShardFile]]:
             raise ValueError(f"{path}: not under a lang=xx directory")
         out.setdefault(lang, []).append(ShardFile(path, pq.ParquetFile(path).metadata.num_rows))
     return out
+
+
+# -- the stage's input ----------------------------------------------------------------------------
+
+
+def shards_input(cfg) -> tuple[Path, dict]:
+    """The one ``mgte mlm-shards`` output of ``input`` and its manifest (anything else refuses)."""
+    if not cfg.input:
+        raise BadInputError("train mlm: no input (give --input <mlm-shards output dir>)")
+    root = Path(cfg.input[0])
+    return root, read_manifest(root, "mlm-shards", who="train mlm")
+
+
+def read_input(cfg) -> ModelInput:
+    """The stage's reader: every chunk of the shards is trained on (input = kept)."""
+    _root, manifest = shards_input(cfg)
+    chunks = int(manifest["extra"].get("chunks", manifest["counts"]["kept"]))
+    return ModelInput({"input": chunks, "kept": chunks, "dropped": 0, "quarantined": 0}, {})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
+from training.mlm.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, sequence_rng
 
 SPEC = MaskingSpec(mask_token_id=250001, vocab_size=250002, special_ids=(0, 1, 2, 3, 250001))
 

@@ -15,6 +15,8 @@ shared by all workers). A rank's share is tokenised into sub-batches of ``sub_ba
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -26,8 +28,12 @@ import torch
 from foundation.errors import BadInputError
 from foundation.ledger import read_stage_output, stage_output
 from storage_schemas.mine import HARD_NEGATIVES
+from training.embedder import tokenize_chunks
 from training.length_groups import LengthGroup, LengthGroupBatchSampler
 from training.pair_sampler import hash_to_int64
+from training.stage import ModelInput
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["query_id", "query", "positive", "negatives", "source"]
 
@@ -91,6 +97,39 @@ def clean_rows(table: pa.Table, num_negatives: int) -> tuple[dict[str, list], di
     return kept, {"counts": counts, "dropped_by_reason": dict(reasons)}
 
 
+def read_input(cfg) -> ModelInput:
+    """The stage's reader: usable rows and their accounting; ``epochs`` sets ``loop.max_steps``."""
+    from foundation.config import replace
+
+    rows, data = clean_rows(read_hard_negatives(cfg.input), cfg.data.num_negatives)
+    if not rows["query"]:
+        raise BadInputError(f"train trm: no usable rows in {list(cfg.input)} ({data['dropped_by_reason']})")
+    log.info("trm: %d queries with %d negatives each", len(rows["query"]), cfg.data.num_negatives)
+    extra = {"queries": len(rows["query"])}
+    if cfg.epochs:
+        steps = steps_for_epochs(cfg, rows)
+        extra["steps"] = {"epochs": cfg.epochs, "max_steps": steps}
+        cfg = replace(cfg, loop=replace(cfg.loop, max_steps=steps))
+    return ModelInput(data["counts"], data["dropped_by_reason"], extra, cfg)
+
+
+def steps_for_epochs(cfg, rows: dict) -> int:
+    """``epochs`` x the global batches of one epoch over ``rows`` (at least 1 step); lengths in
+    tokens of the init's tokenizer when it has one (as training sees them), else ``tokenizer``."""
+    from model.tokenizer import load_tokenizer
+    from training.model_builder import resolve_init
+
+    tokenizer = None
+    if cfg.init:
+        init_dir = resolve_init(cfg.init)
+        if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+            tokenizer = load_tokenizer(init_dir)
+    d = cfg.data
+    lengths = row_lengths(tokenizer or load_tokenizer(cfg.tokenizer), rows, d.query_max_tokens, d.doc_max_tokens)
+    sampler = LengthGroupBatchSampler(lengths, d.groups, seed=d.seed, world_size=cfg.scaling.num_workers)
+    return max(1, math.ceil(cfg.epochs * sampler.batches_per_epoch()))
+
+
 def text_hash(text: str) -> int:
     """A text's identity for the duplicate mask (sha256 of its UTF-8 bytes, first 64 bits)."""
     return hash_to_int64(hashlib.sha256(text.encode("utf-8")).hexdigest())
@@ -118,8 +157,6 @@ class HardNegativeBatches:
 
     def __init__(self, rows: dict[str, list], lengths: np.ndarray, tokenizer, groups: tuple[LengthGroup, ...], *,
                  sub_batch: int, query_max_tokens: int, doc_max_tokens: int, seed: int, rank: int, world_size: int):
-        from training.cpt import tokenize_chunks
-
         self._tokenize = tokenize_chunks
         self.rows, self.tokenizer = rows, tokenizer
         self.sub_batch, self.query_max, self.doc_max = sub_batch, query_max_tokens, doc_max_tokens

@@ -22,7 +22,7 @@ from training.loop import Preempted, train_loop
 from training.steppers import StepContext, TorchStepper
 from training.metrics import read_metrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def xlmr_tokenizer() -> str:

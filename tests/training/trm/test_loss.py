@@ -11,10 +11,10 @@ from model import MGTEConfig, MGTEModel
 from model.heads import batch_vocab, mean_pool, sparse_term_matrix
 from model.unpad import pack_sequences
 from training.gradcache import cached_step, full_batch_step
-from training.matryoshka import dim_weights, matryoshka_dims, matryoshka_info_nce
-from training.sparse_contrastive import sparse_info_nce, sparsity_health
-from training.trm_model import TRMEmbedder
-from training.trm_step import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
+from training.trm.matryoshka import dim_weights, matryoshka_dims, matryoshka_info_nce
+from training.trm.sparse import sparse_info_nce, sparsity_health
+from training.trm.model import TRMEmbedder
+from training.trm.loss import (LossSettings, candidate_mask, encode_row, false_negative_mask, own_candidates,
                                split_row, trm_loss)
 
 
