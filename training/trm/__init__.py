@@ -29,11 +29,10 @@ from training.embedder import rope_extra
 from training.stage import ModelStage, run_model_stage
 from training.trm.config import Config, DataConfig, HealthConfig, LossConfig
 from training.trm.data import read_input, steps_for_epochs
-from training.trm.model import init_sparse_head
 from training.trm.task import SparseCollapse, TRMTask, resolve_pooling
 
 __all__ = ["Config", "DataConfig", "HealthConfig", "LossConfig", "TRMTask", "SparseCollapse", "resolve_pooling",
-           "read_input", "steps_for_epochs", "init_sparse_head", "run", "STAGE"]
+           "read_input", "steps_for_epochs", "run", "STAGE"]
 
 STAGE = ModelStage("train-trm", "trm", Config, TRMTask, read_input, extra=rope_extra)
 
