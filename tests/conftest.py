@@ -12,8 +12,10 @@
   threads fighting for them.
 """
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +61,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Files with end-to-end tests (``@pytest.mark.slow``) run first: the two xdist workers take
-    whole files (``--dist loadfile``), and a long file started last would run alone at the end."""
-    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: order kept within each group
+    """Longest files first (``tests/durations.json``: seconds per file from a full run; files not
+    listed, and ties, keep their order after them): the two xdist workers take whole files
+    (``--dist loadfile``), and a long file started last would run alone at the end."""
+    seconds = json.loads((Path(__file__).parent / "durations.json").read_text())
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))  # stable within a file

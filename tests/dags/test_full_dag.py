@@ -17,14 +17,16 @@ SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.lo
           "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2",
           "trm.loop.max_steps=3", "trm.loop.log_every=1", "trm.loop.ckpt_every=2",
           "reranker.loop.max_steps=3", "reranker.loop.log_every=1", "reranker.loop.ckpt_every=2",
-          # engines: each stage's engines are compared with its local one in its own tests; here one Ray
-          # Train stage (cpt) is enough, the others run in this process (a Ray Train start is ~30 s each)
+          # engines: every step in this process. Each stage's engines are held to its local one in its own
+          # tests (Ray Train: tests/training/{cpt,reranker}/ Ray tests, mlm's 2 workers with a restart, the
+          # 2-node cluster); this test is about the wiring, lineage and reruns (a Ray Train start is 20-30 s)
           "corpus.engine=local", "mlm-2048.engine=local", "mlm-2048.scaling.num_workers=1",
-          "mlm-8192.engine=local", "mlm-8192.scaling.num_workers=1", "trm.engine=local", "reranker.engine=local"]
+          "mlm-8192.engine=local", "mlm-8192.scaling.num_workers=1", "cpt.engine=local", "trm.engine=local",
+          "reranker.engine=local"]
 
 
 @pytest.mark.slow
-def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys, local_ray):
+def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the DAG config's `input` paths are relative to the repository
     out = tmp_path / "full"
     argv = ["dag", "run", "full", "--config", "dags/configs/full/tiny.yaml", "--output", str(out)]

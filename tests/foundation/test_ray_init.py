@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -47,7 +48,7 @@ def token_cluster(tmp_path_factory):
     """A one-CPU head with token authentication on; yields its address."""
     port = _free_port()
     env = {**_clean_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-    tmp = tmp_path_factory.mktemp("ray")
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths under it must stay short (107 bytes)
     ports = [f"--{flag}={_free_port()}" for flag in (  # Ray's fixed defaults may be taken by another Ray here
         "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
         "metrics-export-port", "runtime-env-agent-port")]
@@ -137,8 +138,6 @@ for left in sys.argv[1:]:  # what a past `ray start` left: a live head's address
 def test_no_address_starts_our_own_ray_whatever_ray_start_left(token_cluster):
     """Without ray.address, mgte never joins the cluster recorded in RAY_TMPDIR/ray/ray_current_cluster
     (Ray's ``ray.init()`` would, and then refuses ``num_cpus``): live head beside it, or a stale file."""
-    import tempfile
-
     short = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
     env = {**_clean_env(), "RAY_TMPDIR": short}
     done = subprocess.run([sys.executable, "-c", OWN_RAY, token_cluster, f"127.0.0.1:{_free_port()}"], env=env,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,13 +105,18 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("ray"))
+    # Ray's unix sockets live under the head's temp dir, and a socket path over 107 bytes fails: a pytest
+    # temp dir under an xdist worker (.../popen-gw0/ray0/session_<time>_<pid>/sockets/plasma_store.1) is too
+    # long for the second node, so the cluster's temp dir is a short one of its own
+    short = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+    c = Cluster(short)
     try:
         c.start_head()
         c.start_node()
         yield c
     finally:
         c.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def mgte(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -123,6 +130,7 @@ def _kept_ids(out: Path) -> list[str]:
     return sorted(i for f in sorted((out / "data").glob("*.parquet")) for i in pq.read_table(f, columns=["id"])["id"].to_pylist())
 
 
+@pytest.mark.slow
 def test_corpus_on_the_cluster_equals_the_local_run(cluster, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -153,6 +161,7 @@ def _losses(out: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in read_metrics(out / "metrics.jsonl")}
 
 
+@pytest.mark.slow
 def test_train_mlm_across_two_nodes_survives_losing_one(cluster, shards, tmp_path):
     config = str(REPO / "dags/configs/mlm/tiny.yaml")
     sets = [x for s in MLM_SETS for x in ("--set", s)]
