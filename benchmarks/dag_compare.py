@@ -6,14 +6,7 @@ from pathlib import Path
 repo, out = Path(sys.argv[1]), Path(sys.argv[2])
 os.chdir(repo); sys.path.insert(0, str(repo))
 from dags.cli import main
-SHRINK = ["mlm-2048.loop.max_steps=3", "mlm-2048.loop.log_every=1", "mlm-2048.loop.ckpt_every=2",
-          "mlm-8192.loop.max_steps=2", "mlm-8192.loop.log_every=1",
-          "cpt.loop.max_steps=3", "cpt.loop.log_every=1", "cpt.loop.ckpt_every=2",
-          "trm.loop.max_steps=3", "trm.loop.log_every=1", "trm.loop.ckpt_every=2",
-          "reranker.loop.max_steps=3", "reranker.loop.log_every=1", "reranker.loop.ckpt_every=2",
-          "corpus.engine=local", "mlm-2048.engine=local", "mlm-2048.scaling.num_workers=1",
-          "mlm-8192.engine=local", "mlm-8192.scaling.num_workers=1", "cpt.engine=local", "trm.engine=local",
-          "reranker.engine=local"]
+from tests.dags.test_full_dag import SHRINK  # the DAG test's size: every step in process
 argv = ["dag", "run", "full", "--config", "dags/configs/full/tiny.yaml", "--output", str(out)]
 for s in SHRINK: argv += ["--set", s]
 assert main(argv) == 0
