@@ -1,10 +1,10 @@
 """DAG lineage: which step outputs a step was built from, and whether it must be rebuilt.
 
 Every step of a DAG run records in ``dag.json`` the identity of each upstream it read: for an
-earlier step, the sha256 of that step's ``manifest.json`` chained with that step's own upstream
-identities (a stage rewrites its manifest whenever it rebuilds its output, and the manifest
-carries the config hash, counts and outputs; its bytes and mtime make any rebuild a new identity,
-while a copy that keeps mtimes, ``mv`` or ``cp -p``, keeps it);
+earlier step, the sha256 of that step's ``manifest.json`` and ``_SUCCESS`` chained with that
+step's own upstream identities (a stage rewrites both whenever it rebuilds its output: the
+manifest carries the config hash, counts and outputs, ``_SUCCESS`` the id of the run, so any
+rebuild is a new identity, while a copy or a move of the tree, by any tool, keeps it);
 for outside data (a step's ``input`` paths), a
 fingerprint of the file listing (relative path, size, mtime). On the next run a step is rebuilt
 when an upstream identity differs from the one recorded, when its output is missing or has no
@@ -28,23 +28,25 @@ from typing import Any
 
 from foundation.config import config_hash, config_to_dict
 from foundation.ledger import is_finished
+from foundation.ledger.identity import portable
 
 ID_LEN = 16  # hex digits of sha256 kept in dag.json
 
 
 def output_identity(step_dir: Path, upstream: dict[str, str | None] | None = None) -> str | None:
-    """Identity of a finished step output: sha256 of its ``manifest.json`` (bytes and mtime) and
-    of the identities of the upstreams it was built from; None while the step is not finished.
+    """Identity of a finished step output: sha256 of its ``manifest.json`` and ``_SUCCESS`` (which
+    holds the id of the run that finished it) and of the identities of the upstreams it was built
+    from; None while the step is not finished. Content only, no mtime or path: a copy, a move or a
+    round trip through a bucket keeps it.
 
     Chaining the upstream identities in means a step rebuilt from changed upstreams has a new
     identity even if its manifest came out byte for byte the same, so the change reaches every
     step below it.
     """
-    manifest = step_dir / "manifest.json"
     if not is_finished(step_dir):
         return None
-    h = hashlib.sha256(manifest.read_bytes())
-    h.update(str(manifest.stat().st_mtime_ns).encode())  # a rebuild within the same second differs too
+    h = hashlib.sha256((step_dir / "manifest.json").read_bytes())
+    h.update((step_dir / "_SUCCESS").read_bytes())  # the run's id: a rebuild within the same second differs too
     h.update(json.dumps(sorted((upstream or {}).items())).encode())
     return h.hexdigest()[:ID_LEN]
 
@@ -82,9 +84,12 @@ def settings_hash(stage_cfg: Any) -> str:
     """Hash of the resolved stage config as the DAG built it (output left out).
 
     It includes keys the stage itself ignores (engine, scaling): when only those change, the
-    runner asks the stage, whose own config hash decides whether the output still stands.
+    runner asks the stage, whose own config hash decides whether the output still stands. Paths
+    under the DAG's root are relative (:func:`foundation.ledger.identity.portable`): a moved or
+    copied DAG output is up to date where it lands.
     """
-    return config_hash(config_to_dict(stage_cfg), exclude=("output",))
+    base = Path(os.path.abspath(stage_cfg.output)).parent  # the DAG's root: its paths recorded portably
+    return config_hash(portable(config_to_dict(stage_cfg), base), exclude=("output",))
 
 
 def pinned_config_hash(step_dir: Path) -> str | None:

@@ -19,7 +19,7 @@ from dags.dag import Dag
 from dags.lineage import (decide, input_identity, move_aside, output_identity, pinned_config_hash,
                            settings_hash, upstream_steps)
 from foundation.errors import StageConflict, UsageError
-from foundation.ledger import atomic_write_json, read_manifest
+from foundation.ledger import atomic_write_json, output_lock, read_manifest
 
 log = logging.getLogger("mgte.dag")
 
@@ -115,9 +115,8 @@ def _run_step(step, module, stage_cfg, prev: dict | None, upstream: dict, settin
     return _step_record(step, stage_cfg, "done", why, upstream, settings, t0, manifest, **more)
 
 
-def _prepare_and_run(step, sc, root: Path, cfg_dir: Path, done: dict, prev: dict | None, save) -> dict:
-    """Build the step's stage config (upstream outputs wired in as absolute paths), its lineage,
-    and run it if it is stale."""
+def _step_config(step, sc, root: Path, cfg_dir: Path):
+    """The step's stage module and config, upstream outputs wired in as absolute paths."""
     inputs = [str(root / ref) for ref in step.inputs] or list(sc.input)
     sets = list(sc.set)
     if step.init:
@@ -126,13 +125,20 @@ def _prepare_and_run(step, sc, root: Path, cfg_dir: Path, done: dict, prev: dict
         sets.append(f"model={root / step.model}")
     if step.reranker:
         sets.append(f"reranker={root / step.reranker}")
-    module, stage_cfg = build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None,
-                                           str(root / step.name), sets)
+    try:
+        return build_stage_config(step.stage, str(cfg_dir / sc.config), inputs or None, str(root / step.name), sets)
+    except UsageError as exc:
+        raise type(exc)(f"step {step.name}: {exc}") from None
+
+
+def _prepare_and_run(step, sc, module, stage_cfg, done: dict, prev: dict | None, save) -> dict:
+    """The step's lineage; run it if it is stale."""
     upstream = {u: done.get(u, {}).get("identity") for u in upstream_steps(step)}
     if not step.inputs:
         upstream.update({f"input:{p}": input_identity(p) for p in sc.input})
     log.info("dag: step %s (%s) -> %s", step.name, step.stage, stage_cfg.output)
-    return _run_step(step, module, stage_cfg, prev, upstream, settings_hash(stage_cfg), save)
+    with output_lock(stage_cfg.output):  # held while the step decides, moves aside and runs the stage
+        return _run_step(step, module, stage_cfg, prev, upstream, settings_hash(stage_cfg), save)
 
 
 def _read_previous(path: Path) -> dict:
@@ -149,6 +155,14 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
     dag = load_dag(name)
     cfg = load_dag_config(dag, config, overrides)
     root, cfg_dir = Path(output).resolve(), Path(config).resolve().parent
+    # every enabled step's config is built (and so checked) before step 1 runs
+    built = {step.name: _step_config(step, cfg.steps[step.name], root, cfg_dir)
+             for step in dag.steps if cfg.steps[step.name].enabled}
+    with output_lock(root, f"mgte dag run {name}"):  # one run of a DAG per output root
+        return _run_locked(name, dag, cfg, built, root, config)
+
+
+def _run_locked(name: str, dag: Dag, cfg: DagConfig, built: dict, root: Path, config: str) -> dict:
     previous = _read_previous(root / "dag.json")
     report: dict = {"dag": name, "config": str(config), "steps": {}}
 
@@ -166,7 +180,7 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
                   "identity": output_identity(root / step.name, prev.get("upstream"))}, step.name)
             continue
         try:  # a failure anywhere here keeps the lineage of the steps not reached
-            record = _prepare_and_run(step, sc, root, cfg_dir, report["steps"], previous.get(step.name),
+            record = _prepare_and_run(step, sc, *built[step.name], report["steps"], previous.get(step.name),
                                       lambda r, n=step.name: save(r, n))
         except BaseException as exc:
             failed = {**report["steps"].get(step.name, previous.get(step.name, {})), "status": "failed",

@@ -16,6 +16,7 @@ import collections.abc
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -126,6 +127,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _coerce(value, arg, key, source)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1:  # `float | None`: the one type's own reason
+            raise ConfigError(errors[0])
         raise ConfigError(f"{source}: key '{key}': {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -162,6 +165,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every `x <= 0` check; inf trains, then fails late
+            raise ConfigError(f"{source}: key '{key}': expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -60,7 +60,8 @@ import pyarrow.parquet as pq
 
 from foundation.progress import Progress
 from foundation.errors import BadInputError, TaskFailed
-from foundation.ledger import RUN_ONLY_KEYS, InputChange, StageOutput, describe_inputs, read_manifest, sum_counts
+from foundation.ledger import (RUN_ONLY_KEYS, InputChange, StageOutput, describe_inputs, output_lock, read_manifest,
+                               sum_counts)
 from storage_schemas import QUARANTINE, Table
 
 log = logging.getLogger("mgte.stage")
@@ -288,8 +289,14 @@ def stage_counts(markers: dict[str, list[dict]]) -> dict[str, int]:
 
 
 def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
-    """Begin (config and input pinning, input changes), skip a complete stage, run the phases on
-    the engine with the error budget after each, then counts, reason tallies and the manifest."""
+    """Lock the output (one writer, :func:`foundation.ledger.output_lock`), begin (config and
+    input pinning, input changes), skip a complete stage, run the phases on the engine with the
+    error budget after each, then counts, reason tallies and the manifest."""
+    with output_lock(cfg.output):
+        return _run_locked(spec, cfg, files)
+
+
+def _run_locked(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
     stage = Stage.begin(spec.name, cfg, files, per_input=spec.per_input, later=spec.later, exclude=spec.exclude,
                         describe=spec.describe)
     if stage.done:

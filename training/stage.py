@@ -48,7 +48,7 @@ from typing import Any, Callable, Literal
 
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
 from foundation.errors import StageConflict
-from foundation.ledger import RUN_ONLY_KEYS, StageOutput, describe_inputs, diff_inputs, read_manifest
+from foundation.ledger import RUN_ONLY_KEYS, StageOutput, describe_inputs, output_lock, read_manifest
 from training.checkpoint import discard_checkpoints
 from training.loop import LoopConfig, checkpoint_location, train_loop
 from training.model_builder import ModelConfig, check_init
@@ -119,6 +119,11 @@ def run_model_stage(spec: ModelStage, cfg) -> dict:
     """Steps 1-7 of the module docstring; returns the manifest."""
     cfg = resolve_paths(cfg)
     family = check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
+    with output_lock(cfg.output):  # one writer per output, before anything is touched
+        return _run_locked(spec, cfg, family)
+
+
+def _run_locked(spec: ModelStage, cfg, family: str | None) -> dict:
     out = StageOutput(cfg.output, spec.name, stage_identity(cfg), exclude=RUN_ONLY_KEYS + ("scaling",))
     root = Path(cfg.output)
     clear_stale_dirs(root)
@@ -194,9 +199,7 @@ def _files_under(path: Path) -> list[str]:
 def check_inputs(out: StageOutput, entries: list[dict], cfg) -> bool:
     """Compare the input with the one pinned when training began; True when it changed and
     ``on_input_change: redo`` moved the old run aside (the caller then trains from step 0)."""
-    if not (out.root / "_inputs.json").is_file():
-        return False
-    change = diff_inputs(out.pinned_inputs(), entries)
+    change = out.input_change(entries)
     if not change:
         return False
     if cfg.on_input_change != "redo":

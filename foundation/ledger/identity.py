@@ -25,9 +25,41 @@ RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress", "on_inp
                  "cache_dir")  # where a cache lives never changes a result
 
 
-def identity_hash(cfg: Any, exclude: Iterable[str] = RUN_ONLY_KEYS) -> str:
-    """The config hash that names a stage's result: ``exclude`` (dotted paths allowed) left out."""
+def portable_path(path: str, base: str | Path | None) -> str:
+    """``path`` as an output's identity records it: a path under ``base`` (the directory that holds
+    the output, e.g. a DAG's root) relative to the output, ``../<rest>``; any other as given.
+
+    So an output (or a whole DAG) copied or moved elsewhere keeps its identity, while a change of
+    outside data it names (another absolute path) still counts."""
+    if base is None or not isinstance(path, str) or "://" in path:
+        return path
+    if not os.path.isabs(path):
+        if os.sep not in path or not os.path.exists(path):  # a word ("cls"), a hub name, a missing path
+            return path
+        path = os.path.abspath(path)
+    base = os.path.normpath(os.path.abspath(base))
+    norm = os.path.normpath(path)
+    if norm == base or norm.startswith(base.rstrip(os.sep) + os.sep):
+        return "../" + os.path.relpath(norm, base).replace(os.sep, "/")
+    return path
+
+
+def portable(data: Any, base: str | Path | None) -> Any:
+    """``data`` (plain JSON-able config) with every path under ``base`` made portable (:func:`portable_path`)."""
+    if isinstance(data, str):
+        return portable_path(data, base)
+    if isinstance(data, dict):
+        return {k: portable(v, base) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [portable(v, base) for v in data]
+    return data
+
+
+def identity_hash(cfg: Any, exclude: Iterable[str] = RUN_ONLY_KEYS, base: str | Path | None = None) -> str:
+    """The config hash that names a stage's result: ``exclude`` (dotted paths allowed) left out,
+    paths under ``base`` (the output's parent directory) relative to the output (:func:`portable`)."""
     data = json.loads(json.dumps(config_to_dict(cfg) if not isinstance(cfg, dict) else cfg, default=str))
+    data = portable(data, base)
     for key in exclude:
         *parents, leaf = key.split(".")
         node = data

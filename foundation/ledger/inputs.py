@@ -73,9 +73,15 @@ class InputChange:
         return "; ".join(parts)
 
 
-def diff_inputs(pinned: list[dict], now_: list[dict]) -> InputChange:
-    old = {e["path"]: e for e in pinned}
-    new = {e["path"]: e for e in now_}
+def diff_inputs(pinned: list[dict], now_: list[dict], *, pinned_base: str | None = None,
+                base: str | None = None) -> InputChange:
+    """Files added, removed and changed; a file is named by its path, made portable against the base
+    of each side (:func:`foundation.ledger.identity.portable_path`): a moved output tree whose files
+    are the same is no change."""
+    from foundation.ledger.identity import portable_path
+
+    old = {portable_path(e["path"], pinned_base): e for e in pinned}
+    new = {portable_path(e["path"], base): e for e in now_}
     return InputChange(
         added=tuple(new[p] for p in sorted(set(new) - set(old))),
         removed=tuple(old[p] for p in sorted(set(old) - set(new))),

@@ -11,7 +11,9 @@ a finished stage is a no-op), a rerun with another hash refuses and shows both.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,7 +39,8 @@ class StageOutput:
         self.root = Path(root)
         self.stage = stage
         self.config = config_to_dict(cfg)
-        self.config_hash = identity_hash(self.config, exclude)
+        self.base = str(Path(os.path.abspath(self.root)).parent)  # paths under it are recorded portably
+        self.config_hash = identity_hash(self.config, exclude, self.base)
         self.started = now()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -77,9 +80,9 @@ class StageOutput:
         run killed in between sees the same difference again."""
         pinned = self.root / "_inputs.json"
         if not pinned.is_file():
-            atomic_write_json(pinned, {"stage": self.stage, "inputs": entries})
+            self.repin_inputs(entries)
             return InputChange()
-        change = diff_inputs(json.loads(pinned.read_text())["inputs"], entries)
+        change = self.input_change(entries)
         if not change:
             return change
         if on_change != "redo":
@@ -91,7 +94,16 @@ class StageOutput:
         return change
 
     def repin_inputs(self, entries: list[dict]) -> None:
-        atomic_write_json(self.root / "_inputs.json", {"stage": self.stage, "inputs": entries})
+        atomic_write_json(self.root / "_inputs.json", {"stage": self.stage, "base": self.base, "inputs": entries})
+
+    def input_change(self, entries: list[dict]) -> InputChange:
+        """How ``entries`` differ from the pinned input list (paths compared portably: an output
+        moved with its upstream outputs sees no change)."""
+        pinned = self.root / "_inputs.json"
+        if not pinned.is_file():
+            return InputChange()
+        data = json.loads(pinned.read_text())
+        return diff_inputs(data["inputs"], entries, pinned_base=data.get("base"), base=self.base)
 
     def pinned_inputs(self) -> list[dict]:
         pinned = self.root / "_inputs.json"
@@ -170,7 +182,9 @@ class StageOutput:
         validate_manifest(manifest)
         atomic_write_json(self.root / "manifest.json", manifest)
         fault_point("before_success", str(self.root))
-        atomic_write_bytes(self.root / "_SUCCESS", self.config_hash.encode())
+        # the config hash and this run's id: a rebuild with byte-identical results is still a new
+        # output to the DAG lineage (dags/lineage.py reads manifest and _SUCCESS, never mtimes)
+        atomic_write_bytes(self.root / "_SUCCESS", f"{self.config_hash} {uuid.uuid4().hex}\n".encode())
         return manifest
 
 

@@ -1,9 +1,11 @@
 """``mgte dag run full`` on the tiny configs, end to end through the CLI, shrunk to CI size
 (a few train steps): every step is built, dag.json carries each step's lineage, the comparison
-report exists, ``mgte audit`` reads every step's output; a second run skips every step as up to date."""
+report exists, ``mgte audit`` reads every step's output; a second run skips every step as up to date, and so does a run of a copy of the
+output at another place."""
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,18 @@ def test_full_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, capsys)
         {s.name: ("skipped", "up to date") for s in DAG.steps}
     assert {n: r["identity"] for n, r in second["steps"].items()} == {n: r["identity"] for n, r in steps.items()}
     assert not [p for p in os.listdir(out) if ".stale-" in p]
+
+    # portable: the whole output copied without mtimes (a bucket round trip) to another place, the
+    # original gone; the rerun there is a no-op, also for the stages asked because a run-only key
+    # changed (each compares its pinned config and inputs: a model stage and a data stage)
+    moved = tmp_path / "elsewhere" / "full-copy"
+    shutil.copytree(out, moved, copy_function=shutil.copy)
+    shutil.rmtree(out)
+    moved_argv = [moved if a == str(out) else a for a in argv] + ["--set", "trm.engine=ray", "--set", "mine.engine=ray"]
+    assert main([str(a) for a in moved_argv]) == 0, capsys.readouterr().err
+    third = json.loads((moved / "dag.json").read_text())["steps"]
+    asked = "up to date (only keys that do not change the output changed)"
+    assert {n: (r["status"], r["why"]) for n, r in third.items()} == \
+        {s.name: ("skipped", asked if s.name in ("trm", "mine") else "up to date") for s in DAG.steps}
+    assert {n: r["identity"] for n, r in third.items()} == {n: r["identity"] for n, r in steps.items()}
+    assert not [p for p in os.listdir(moved) if ".stale-" in p or p.startswith("discarded-")]

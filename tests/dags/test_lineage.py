@@ -5,6 +5,7 @@ The toy stages are real StageOutputs (config pinning, manifest, _SUCCESS) so the
 stage's own refusal of a changed config, as with the real stages."""
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,10 +60,10 @@ def toy(tmp_path, monkeypatch):
                                 "  e: {config: s.yaml, input: [raw-e]}\n")
     Path("s.yaml").write_text("value: 0\n")
 
-    def run_dag(*sets):
+    def run_dag(*sets, output="out"):
         runs.clear()
-        report = runner.run_dag("toy", "toy.yaml", "out", list(sets))
-        assert json.loads(Path("out/dag.json").read_text())["steps"] == report["steps"]
+        report = runner.run_dag("toy", "toy.yaml", output, list(sets))
+        assert json.loads(Path(output, "dag.json").read_text())["steps"] == report["steps"]
         return report["steps"], list(runs)
 
     return run_dag
@@ -168,15 +169,66 @@ def test_a_crash_while_checking_a_changed_config_does_not_make_the_old_output_cu
     assert runs == ["e"] and report["steps"]["e"]["why"].startswith("config changed (hash ")
 
 
-def test_a_bad_step_config_keeps_the_lineage_of_every_step(toy):
+def test_a_bad_step_config_is_refused_before_any_step_runs(toy):
+    """Every step's config is built before step 1: a bad key of the last step runs nothing and leaves
+    the lineage as it was (no step marked failed or not reached)."""
     from foundation.errors import ConfigError
 
+    with pytest.raises(ConfigError, match=r"step e: .*unknown key 'no_such_key'"):
+        toy("e.no_such_key=1")
+    assert not Path("out").exists()
     first, _ = toy()
-    with pytest.raises(ConfigError, match="no_such_key"):
-        toy("c.no_such_key=1")
-    steps = json.loads(Path("out/dag.json").read_text())["steps"]
-    assert steps["c"]["status"] == "failed" and "no_such_key" in steps["c"]["error"]
-    assert steps["d"]["status"] == "not reached" and steps["e"]["why"] == "the run stopped at step c"
+    before = Path("out/dag.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"step c: .*'value': expected an integer"):
+        toy("c.value=x", "a.value=1")  # a's change would rebuild a: it must not even start
+    assert Path("out/dag.json").read_bytes() == before
     again, ran = toy()
     assert ran == [] and {s["why"] for s in again.values()} == {"up to date"}
     assert {k: s["identity"] for k, s in again.items()} == {k: s["identity"] for k, s in first.items()}
+
+
+def test_a_copied_or_moved_dag_output_is_up_to_date_where_it_lands(toy):
+    """Identity does not depend on where an output lives: the tree copied without its mtimes (as a
+    bucket round trip does) and the original deleted, the rerun at the copy is a no-op, also when
+    the stages are asked (a run-only key changed: each stage compares its own pinned config)."""
+    import shutil
+
+    first, _ = toy()
+    shutil.copytree("out", "elsewhere/out2", copy_function=shutil.copy)
+    shutil.rmtree("out")
+    again, ran = toy(output="elsewhere/out2")
+    assert ran == [] and {s["status"] for s in again.values()} == {"skipped"}
+    assert {s["why"] for s in again.values()} == {"up to date"}
+    assert {k: s["identity"] for k, s in again.items()} == {k: s["identity"] for k, s in first.items()}
+    asked, ran = toy("b.engine=ray", "d.engine=ray", output="elsewhere/out2")
+    assert ran == [] and asked["d"]["why"] == "up to date (only keys that do not change the output changed)"
+    assert not [p for p in os.listdir("elsewhere") if ".stale-" in p]
+    rebuilt, ran = toy("a.value=5", output="elsewhere/out2")  # a real change still reaches every step below
+    assert ran == ["a", "b", "d"]
+
+
+def test_a_dag_step_racing_a_stage_command_refuses_naming_it(toy):
+    """A run writing one step's output (here: a process holding its lock) stops the DAG at that step
+    with a one-line refusal naming the holder; once it is gone the DAG goes on from there."""
+    import subprocess
+    import sys
+    from foundation.ledger import OutputLocked
+
+    first, _ = toy()
+    hold = ("import sys, time\nfrom foundation.ledger import output_lock\n"
+            "with output_lock(sys.argv[1], 'mgte train x'):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, "out/c"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=rf"out/c is being written by another run \(host \S+ pid {holder.pid}"):
+            toy("a.value=1")
+        steps = json.loads(Path("out/dag.json").read_text())["steps"]
+        assert steps["a"]["status"] == "done" and steps["c"]["status"] == "failed"
+        assert "mgte train x" in steps["c"]["error"] and steps["d"]["status"] == "not reached"
+    finally:
+        holder.kill()
+        holder.wait()
+    again, ran = toy("a.value=1")
+    assert ran == ["d"]  # a and b were rebuilt before the refusal; c (unchanged) stands; d reads the new b
+    assert again["c"]["status"] == "skipped" and again["d"]["status"] == "done"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from foundation.config import config_hash, frozen, load_config
@@ -79,3 +81,29 @@ def test_configs_are_frozen_and_hash_is_stable():
 def test_shipped_corpus_configs_load(path):
     cfg = load_config(CorpusConfig, path)
     assert cfg.stats.alpha == 0.5 and len(cfg.lid.languages) == 75
+
+
+@pytest.mark.parametrize("raw", ["nan", ".nan", "NaN", "inf", "-.inf", "1e999"])
+def test_nan_and_infinities_are_refused_where_a_number_is_expected(tmp_path, raw):
+    """NaN passes every `x <= 0` check and inf trains before failing: both refused at load, naming
+    the key and the file, for a plain float and for an optional one (`float | None`)."""
+    from training.trm import Config as TRMConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"loop:\n  optim:\n    lr: {raw}\n")
+    with pytest.raises(ConfigError, match=rf"{path}.*key 'loop.optim.lr': expected a finite number"):
+        load_config(TRMConfig, path)
+    with pytest.raises(ConfigError, match=r"\(with --set loop.optim.head_lr=.*key 'loop.optim.head_lr': expected a finite"):
+        load_config(TRMConfig, None, [f"loop.optim.head_lr={raw}"])
+
+
+def test_a_non_finite_setting_exits_2_from_the_cli_before_any_work(tmp_path, capsys):
+    from dags.cli import main
+
+    out = tmp_path / "out"
+    config = Path(__file__).resolve().parents[2] / "dags/configs/trm/tiny.yaml"
+    assert main(["train", "trm", "--config", str(config), "--output", str(out),
+                 "--set", "loop.optim.lr=nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dags/configs/trm/tiny.yaml" in err[0] and "'loop.optim.lr'" in err[0]
+    assert not out.exists()

@@ -184,3 +184,29 @@ def test_the_atomic_writer_syncs_renames_and_leaves_nothing_on_failure(tmp_path,
     with pytest.raises(StageIOError, match=r"cannot write .*keys.npy"):
         atomic_write_npy(tmp_path / "d" / "keys.npy", [1, 2, 3], private=True)
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.bin"]  # no final file, no tmp left
+
+
+def test_identity_records_paths_under_the_output_parent_relative_to_the_output(tmp_path, monkeypatch):
+    from foundation.ledger import diff_inputs, identity_hash
+    from foundation.ledger.identity import portable_path
+
+    base = tmp_path / "dag"
+    assert portable_path(str(base / "corpus" / "docs"), base) == "../corpus/docs"
+    assert portable_path(str(tmp_path / "data" / "x.jsonl"), base) == str(tmp_path / "data" / "x.jsonl")
+    assert portable_path(str(tmp_path / "dagger" / "x"), base) == str(tmp_path / "dagger" / "x")  # not a prefix match
+    assert portable_path("s3://bucket/dag/corpus", base) == "s3://bucket/dag/corpus"
+    assert portable_path("cls", base) == "cls"
+    (base / "corpus").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert portable_path("dag/corpus", base) == "../corpus"  # an existing relative path
+    moved = tmp_path / "elsewhere" / "dag"
+    cfg = {"input": [str(base / "corpus")], "init": str(base / "cpt" / "model"), "tokenizer": "xlm-roberta-base"}
+    cfg_moved = {"input": [str(moved / "corpus")], "init": str(moved / "cpt" / "model"), "tokenizer": "xlm-roberta-base"}
+    assert identity_hash(cfg, (), base) == identity_hash(cfg_moved, (), moved)
+    assert identity_hash(cfg, ()) != identity_hash(cfg_moved, ())  # without a base: absolute paths count
+    assert identity_hash({**cfg, "input": [str(tmp_path / "other")]}, (), base) != identity_hash(cfg, (), base)
+    entry = {"path": str(base / "corpus" / "a.parquet"), "size": 3, "fingerprint": "xxh64:1"}
+    entry_moved = {**entry, "path": str(moved / "corpus" / "a.parquet")}
+    assert not diff_inputs([entry], [entry_moved], pinned_base=str(base), base=str(moved))
+    assert diff_inputs([entry], [{**entry_moved, "size": 4}], pinned_base=str(base), base=str(moved)).changed
+    assert diff_inputs([entry], [entry_moved])  # no bases: another path is another file

@@ -1,6 +1,7 @@
 """The stage: accounting of every record, shards by source, reruns, the error budget, a killed task."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,9 +74,35 @@ def test_killed_task_is_redone_and_the_output_equals_a_clean_run(tmp_path):
     assert len(list((out / "_tasks").glob("*.json"))) == 3
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert f"taking over the lock of a run that is gone (host {socket.gethostname()} pid" in second.stderr
     ref_manifest, manifest = read_manifest(tmp_path / "ref" / "out"), read_manifest(out)
     assert manifest["counts"] == ref_manifest["counts"]
     assert manifest["dropped_by_reason"] == ref_manifest["dropped_by_reason"]
     for rel in ref_manifest["outputs"]["data"]:
         assert pq.read_table(out / rel).equals(pq.read_table(tmp_path / "ref" / "out" / rel))
     assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_runs_started_together_one_writes_the_other_refuses_naming_it(tmp_path, first):
+    """One writer per output: two `mgte pairs` into one directory at once (each pauses 4 s before its
+    first marker, so they overlap whoever wins); the loser exits 2 naming the winner, before touching
+    anything, and the output equals a clean run's."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "dags.cli", "pairs", "--input", *map(str, inputs), "--output", str(out),
+           "--set", f"tokenizer={xlmr_tokenizer()}", "--set", BEAM[0], "--set", "reader.error_budget=0.2"]
+    env = dict(os.environ, MGTE_FAULT="point=before_marker,count=1,action=pause,seconds=4")
+    procs = [None, None]
+    for i in (first, 1 - first):  # both orders of start
+        procs[i] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    winner = next(p for p, (rc, _) in zip(procs, results) if rc == 0)
+    refusal = next(err for rc, err in results if rc == 2).strip().splitlines()[-1]
+    assert refusal.startswith("mgte: error: ") and f"pid {winner.pid}" in refusal and "being written by another run" in refusal
+    ref = config(tmp_path / "ref", inputs, "reader.error_budget=0.2")
+    (tmp_path / "ref").mkdir()
+    assert read_manifest(out)["counts"] == pairs.run(ref)["counts"] == {"input": 18, "kept": 14, "dropped": 3,
+                                                                       "quarantined": 1}
