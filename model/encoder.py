@@ -220,6 +220,10 @@ class MGTEPreTrainedModel(PreTrainedModel):
 class MGTEModel(MGTEPreTrainedModel):
     """The encoder. Packed mode when `cu_seqlens` is given, padded (Hugging Face) mode otherwise."""
 
+    # the heads of a TRM / MLM / reranker directory loaded as the bare encoder (`AutoModel`): not used
+    # here, so not reported as unexpected weights
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^lm_head\."]
+
     def __init__(self, config: MGTEConfig, add_pooling_layer: bool = False):
         super().__init__(config)
         check_backend(config.attn_backend)

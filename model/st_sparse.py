@@ -1,7 +1,9 @@
 """The TRM's sparse head as a sentence-transformers module, shipped inside every TRM directory.
 
-`sentence_transformers.SparseEncoder(DIR, trust_remote_code=True)` runs the directory's
-Transformer module, then this one: w_t = ReLU(W h_t + b) per token, special tokens and padding
+A TRM directory is a `SentenceTransformer` (the dense vector); its sparse side is the sub-directory
+``sparse/``: `sentence_transformers.SparseEncoder(DIR + "/sparse", trust_remote_code=True)` runs
+the parent directory's Transformer (:class:`ParentTransformer`: the same weights, no second copy),
+then :class:`SparseTermWeights`: w_t = ReLU(W h_t + b) per token, special tokens and padding
 left out, max-pooled per vocabulary id (a token seen several times keeps its max weight) into a
 vocabulary-sized vector, the same numbers as mgte's own encode API. Self-contained (torch,
 safetensors and sentence-transformers only): model.hf copies it into the directory.
@@ -14,8 +16,19 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers.base.modules.module import Module
+from sentence_transformers.base.modules.transformer import Transformer
 
 WEIGHTS = "model.safetensors"
+
+
+class ParentTransformer(Transformer):
+    """The Transformer module of the directory above this one (a TRM's ``sparse/`` reuses the
+    TRM's own encoder files and its ``sentence_bert_config.json``)."""
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> "ParentTransformer":
+        here = os.path.abspath(os.path.join(model_name_or_path, subfolder))
+        return super().load(os.path.dirname(here), subfolder="", **kwargs)
 
 
 class SparseTermWeights(Module):

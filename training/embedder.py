@@ -55,25 +55,30 @@ def rope_extra(cfg, family: str | None, output: Path | None = None) -> dict:
             else f"not applicable ({family} positions)"}
 
 
-def write_sentence_transformers_files(directory: Path, max_seq_length: int, trust_remote_code: bool = True) -> None:
-    """modules.json + 1_Pooling (CLS) so `SentenceTransformer(dir)` loads it (``trust_remote_code``:
-    our models; a model of a family transformers knows (an HF ``init``) needs none)."""
+def write_sentence_transformers_files(directory: Path, max_seq_length: int, trust_remote_code: bool = True, *,
+                                      pooling: str = "cls", normalize: bool = False) -> None:
+    """modules.json + 1_Pooling (``pooling``: cls or mean) [+ 2_Normalize] so `SentenceTransformer(dir)`
+    gives the model's dense vector (``trust_remote_code``: our models; a model of a family
+    transformers knows (an HF ``init``) needs none)."""
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     directory = Path(directory)
     (directory / "1_Pooling").mkdir(exist_ok=True)
     config = json.loads((directory / "config.json").read_text())
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     files = {
-        "modules.json": [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
+        "modules.json": modules,
         "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False,
                                       "model_args": dict(remote),
                                       "config_args": dict(remote)},
-        "1_Pooling/config.json": {"word_embedding_dimension": config["hidden_size"], "pooling_mode_cls_token": True,
-                                  "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+        "1_Pooling/config.json": {"word_embedding_dimension": config["hidden_size"],
+                                  "pooling_mode_cls_token": pooling == "cls",
+                                  "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
                                   "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True},
-        "config_sentence_transformers.json": {"similarity_fn_name": "cosine", "prompts": {},
-                                              "default_prompt_name": None},
+        "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine",
+                                              "prompts": {}, "default_prompt_name": None},
     }
     for name, obj in files.items():
         (directory / name).write_text(json.dumps(obj, indent=2) + "\n")

@@ -3,18 +3,22 @@ the sparse head w_t = ReLU(W h_t) (mGTE 2.2), and how it is saved.
 
 The saved directory (CONTRACT "Models") is the encoder's own HF directory (ours: ``MGTEForEmbedding``
 with the head as ``classifier``, ``auto_map`` for ``AutoModel``; another family: its
-``save_pretrained``) plus the sentence-transformers files::
+``save_pretrained``), a sentence-transformers model of the dense vector, and the sparse side in
+``sparse/`` (a SparseEncoder over the same weights)::
 
-    modules.json                       Transformer ("") -> SparseTermWeights ("1_SparseTerms")
-    config_sentence_transformers.json  model_type SparseEncoder, dot similarity
+    modules.json                       Transformer -> Pooling (the TRM's: cls or mean) -> Normalize
+    config_sentence_transformers.json  model_type SentenceTransformer, cosine
     sentence_bert_config.json          max_seq_length (+ trust_remote_code for our encoder)
-    mgte_sparse_terms.py               the module's code (model/st_sparse.py), for trust_remote_code
-    1_SparseTerms/                     its config (hidden, vocab size, special ids) + head weights
+    1_Pooling/                         the pooling
+    sparse/modules.json                ParentTransformer ("": this directory's encoder) -> SparseTermWeights
+    sparse/config_sentence_transformers.json   model_type SparseEncoder, dot
+    sparse/mgte_sparse_terms.py        the modules' code (model/st_sparse.py), for trust_remote_code
+    sparse/1_SparseTerms/              the head's config (hidden, vocab size, special ids) + weights
     trm.json                           pooling, Matryoshka sizes, where the head is (mgte's encode API)
 
-``SparseEncoder(DIR, trust_remote_code=True)`` loads it as saved; ``SentenceTransformer(DIR)`` loads
-it through sentence-transformers' fallback for other model types (the Transformer + mean pooling),
-which is this TRM's dense vector when it trains with ``pooling: mean``.
+``SentenceTransformer(DIR, trust_remote_code=True)`` gives mgte's dense vector (normalised; with
+``truncate_dim=d`` its first d dims, the Matryoshka vector up to its norm);
+``SparseEncoder(DIR/sparse, trust_remote_code=True)`` gives mgte's sparse term weights.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from torch import nn
 from model.heads import SparseHead, cls_pool, mean_pool
 from training.model_builder import is_hf_encoder
 
-SPARSE_DIR = "1_SparseTerms"
+SPARSE_DIR = "sparse/1_SparseTerms"  # the head, inside the SparseEncoder sub-directory
+OLD_SPARSE_DIRS = ("1_SparseTerms",)  # where TRMs written before it kept the head
 TRM_FILE = "trm.json"
 
 
@@ -79,10 +84,12 @@ def init_sparse_head(head: SparseHead, init_dir: Path | None) -> bool:
         return False
     from safetensors.torch import load_file
 
-    ours, theirs = init_dir / "model.safetensors", init_dir / SPARSE_DIR / "model.safetensors"
-    if theirs.is_file():
-        head.load_state_dict(load_file(str(theirs)))
-        return True
+    ours = init_dir / "model.safetensors"
+    for where in (SPARSE_DIR, *OLD_SPARSE_DIRS):
+        theirs = init_dir / where / "model.safetensors"
+        if theirs.is_file():
+            head.load_state_dict(load_file(str(theirs)))
+            return True
     if ours.is_file():
         from safetensors import safe_open
 
@@ -112,37 +119,38 @@ def save_trm(model: TRMEmbedder, directory: Path, *, tokenizer, max_seq_length: 
         full.config.architectures = ["MGTEForEmbedding"]
         save_pretrained(full, directory, tokenizer=tokenizer)
         remote = True
-    write_sentence_transformers_sparse(directory, model, max_seq_length=max_seq_length, remote=remote,
-                                       vocab_size=len(tokenizer) if tokenizer is not None else None)
+    from training.embedder import write_sentence_transformers_files
+
+    write_sentence_transformers_files(directory, max_seq_length, remote, pooling=model.pooling, normalize=True)
+    write_sentence_transformers_sparse(directory, model, vocab_size=len(tokenizer) if tokenizer is not None else None)
     (directory / TRM_FILE).write_text(json.dumps({
         "pooling": model.pooling, "matryoshka_dims": list(dims), "sparse_head": SPARSE_DIR,
         "special_token_ids": list(model.special_token_ids)}, indent=2) + "\n")
     return directory
 
 
-def write_sentence_transformers_sparse(directory: Path, model: TRMEmbedder, *, max_seq_length: int, remote: bool,
-                                       vocab_size: int | None) -> None:
+def write_sentence_transformers_sparse(directory: Path, model: TRMEmbedder, *, vocab_size: int | None) -> None:
+    """``sparse/``: a SparseEncoder over this directory's encoder (no second copy of its weights)."""
     from safetensors.torch import save_file
 
     config = json.loads((directory / "config.json").read_text())
     vocab = max(int(vocab_size or 0), int(config["vocab_size"]))
+    sparse = directory / "sparse"
     head_dir = directory / SPARSE_DIR
-    head_dir.mkdir(exist_ok=True)
+    head_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().float().contiguous().cpu() for k, v in model.sparse_head.state_dict().items()},
               str(head_dir / "model.safetensors"))
-    extra = {"trust_remote_code": True} if remote else {}
+    rel = str(Path(SPARSE_DIR).relative_to("sparse"))
     files = {
-        "modules.json": [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": SPARSE_DIR, "type": "mgte_sparse_terms.SparseTermWeights"}],
-        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False,
-                                      "model_args": dict(extra), "config_args": dict(extra)},
-        "config_sentence_transformers.json": {"model_type": "SparseEncoder", "similarity_fn_name": "dot",
-                                              "prompts": {}, "default_prompt_name": None},
+        "sparse/modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "mgte_sparse_terms.ParentTransformer"},
+            {"idx": 1, "name": "1", "path": rel, "type": "mgte_sparse_terms.SparseTermWeights"}],
+        "sparse/config_sentence_transformers.json": {"model_type": "SparseEncoder", "similarity_fn_name": "dot",
+                                                     "prompts": {}, "default_prompt_name": None},
         f"{SPARSE_DIR}/config.json": {"hidden_size": model.hidden_size, "vocab_size": vocab,
                                       "special_token_ids": list(model.special_token_ids)},
     }
     for name, obj in files.items():
         (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
     source = importlib.util.find_spec("model.st_sparse").origin  # not imported: it needs sentence-transformers
-    shutil.copy2(source, directory / "mgte_sparse_terms.py")
+    shutil.copy2(source, sparse / "mgte_sparse_terms.py")

@@ -91,11 +91,16 @@ from pipelines.embedding import load_embedder
 
 path, texts = sys.argv[1], json.loads(sys.argv[2])
 AutoModel.from_pretrained(path, trust_remote_code=True)
-ours = load_embedder(path, device="cpu", dim=64).encode(texts, max_length=48, sparse=True)
-st = SentenceTransformer(path, device="cpu", truncate_dim=64)
+full = load_embedder(path, device="cpu").encode(texts, max_length=48)
+ours = load_embedder(path, device="cpu", dim=32).encode(texts, max_length=48, sparse=True)
+st = SentenceTransformer(path, device="cpu", trust_remote_code=True)
 st.max_seq_length = 48
-dense = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-sp = SparseEncoder(path, device="cpu", trust_remote_code=True)
+plain = st.encode(texts, convert_to_numpy=True)  # no argument: the directory's own modules normalise
+cosine = (plain * full.dense).sum(1) / np.linalg.norm(plain, axis=1) / np.linalg.norm(full.dense, axis=1)
+short = SentenceTransformer(path, device="cpu", trust_remote_code=True, truncate_dim=32)
+short.max_seq_length = 48
+dense = short.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+sp = SparseEncoder(path + "/sparse", device="cpu", trust_remote_code=True)
 sp.max_seq_length = 48
 vec = sp.encode(texts, convert_to_tensor=True)
 vec = vec.to_dense() if vec.is_sparse else vec
@@ -106,23 +111,35 @@ for i in range(len(texts)):
     same_terms &= nz.tolist() == terms.tolist()
     if len(terms):
         worst = max(worst, float((vec[i, torch.as_tensor(terms)] - torch.as_tensor(weights)).abs().max()))
-print(json.dumps({"dense_shape": list(dense.shape), "dense_diff": float(np.abs(dense - ours.dense).max()),
+print(json.dumps({"cosine": cosine.tolist(), "norms": np.linalg.norm(plain, axis=1).tolist(),
+                  "dense_shape": list(dense.shape), "dense_diff": float(np.abs(dense - ours.dense).max()),
                   "sparse_dim": int(vec.shape[1]), "same_terms": same_terms, "sparse_diff": worst,
                   "nnz": [int(ours.sparse.indptr[i + 1] - ours.sparse.indptr[i]) for i in range(len(texts))]}))
 """
+LOAD_NOISE = ("UNEXPECTED", "newly initialized", "newly initialised", "MISSING")
+
+
+def check_export(model_dir: Path, vocab: int) -> dict:
+    """In a fresh offline process: transformers' AutoModel, SentenceTransformer (full and truncated),
+    SparseEncoder (``sparse/``) against mgte's own encode API; no load-report noise."""
+    texts = ["what do people know about tea?", "Glaciers are rivers of ice and ice and ice.", "chess"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", EXPORT_CHECK, str(model_dir), json.dumps(texts)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not [w for w in LOAD_NOISE if w in proc.stderr + proc.stdout], proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert min(got["cosine"]) >= 0.9999 and max(abs(n - 1) for n in got["norms"]) < 1e-5, got
+    assert got["dense_shape"] == [3, 32] and got["dense_diff"] < 1e-4
+    assert got["sparse_dim"] == vocab  # vocabulary-sized
+    assert got["same_terms"] and got["sparse_diff"] < 1e-4 and min(got["nnz"]) > 0
+    return got
 
 
 def test_export_loads_in_transformers_and_sentence_transformers_offline(finished_run):
+    """A TRM of an HF backbone (MiniLM, mean pooling): the ecosystem's loaders give mgte's vectors."""
     tmp, _, _ = finished_run
-    texts = ["what do people know about tea?", "Glaciers are rivers of ice and ice and ice.", "chess"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", EXPORT_CHECK, str(tmp / "out" / "model"), json.dumps(texts)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["dense_shape"] == [3, 64] and got["dense_diff"] < 1e-4
-    assert got["sparse_dim"] == 30522  # vocabulary-sized
-    assert got["same_terms"] and got["sparse_diff"] < 1e-4 and min(got["nnz"]) > 0
+    check_export(tmp / "out" / "model", 30522)
 
 
 def test_resume_after_sigterm_reproduces_the_losses(finished_run, tmp_path, monkeypatch, no_ray):
@@ -242,12 +259,14 @@ def test_trm_from_our_encoder_saves_mgte_for_embedding_with_the_head(tmp_path, t
     texts = ["what do people know about tea?", "Glaciers are rivers of ice and ice."]
     ours = load_embedder(str(model_dir), device="cpu", dim=32).encode(texts, max_length=48, sparse=True)
     assert ours.dense.shape == (2, 32) and ours.sparse is not None
-    vec = SparseEncoder(str(model_dir), device="cpu", trust_remote_code=True).encode(texts, convert_to_tensor=True)
+    vec = SparseEncoder(str(model_dir / "sparse"), device="cpu", trust_remote_code=True).encode(
+        texts, convert_to_tensor=True)
     vec = vec.to_dense() if vec.is_sparse else vec
     for i in range(2):
         terms, weights = ours.sparse.row(i)
         assert torch.nonzero(vec[i]).flatten().tolist() == terms.tolist()
         torch.testing.assert_close(vec[i, torch.as_tensor(terms)], torch.as_tensor(weights), rtol=1e-4, atol=1e-5)
+    check_export(model_dir, json.loads((model_dir / "sparse" / "1_SparseTerms" / "config.json").read_text())["vocab_size"])
     again = tiny_cfg(tmp_path, cfg.input, f"init={model_dir}", "loop.max_steps=1", out="again")
     task = trm.TRMTask(again)
     head = task.build_model().sparse_head
