@@ -16,6 +16,12 @@ must not discard the checkpoints of this run), ``auto`` refuses early when none 
 - ``ray.address: null`` starts a local Ray (``ray.num_cpus`` caps it); an address joins a cluster
   (``--set ray.address=auto`` or ``HOST:6379``). ``FailureConfig(max_failures)`` restarts failed
   workers, which resume from the newest verified checkpoint in ``OUTPUT/checkpoints``.
+- Retries are told here, on the driver's log, not only in Ray's worker logs: a controller callback
+  (:func:`_failure_recorder`, Ray Train V2) records each failed rank's error, rank 0 each
+  attempt's step resumed from, in the run's events file (``OUTPUT/_events.jsonl``), which
+  :func:`launch` reads while ``fit()`` runs: ``Ray Train attempt 2: resumed from step 4 after rank
+  1 failed: ActorDiedError: ...`` (:mod:`training.run_events`; a death with no recorded error:
+  "after a worker was lost").
 - Multi-node: checkpoints are written by rank 0 and read by every rank on resume, so they must be
   on storage every node reaches: ``loop.checkpoint_dir`` (a shared file system path or an fsspec
   URL such as ``s3://bucket/run/checkpoints``; default ``OUTPUT/checkpoints``). The final model
