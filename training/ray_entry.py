@@ -128,11 +128,15 @@ def _failure_recorder(events: str | Path):
     base = getattr(ray.train, "UserCallback", None)
     if base is None:
         return None
+    # Ray Train's own errors for a worker (a health check failed: its process died, or it hangs);
+    # an exception raised by the training code reaches the callback unwrapped, as itself.
+    from ray.train.v2._internal.exceptions import RayTrainError
 
     class RecordFailures(base):
         def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
-            append_event(events, "failed", errors={str(rank): one_line(exc, ERROR_CHARS)
-                                                   for rank, exc in worker_exceptions.items()})
+            append_event(events, "failed",
+                         errors={str(rank): one_line(exc, ERROR_CHARS) for rank, exc in worker_exceptions.items()},
+                         lost=[str(rank) for rank, exc in worker_exceptions.items() if isinstance(exc, RayTrainError)])
 
     return RecordFailures()
 

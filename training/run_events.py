@@ -6,16 +6,19 @@ the workers. Three writers append one JSON line each to the run's events file:
 
 - the driver, as it launches: ``{"event": "launch", "run": name, "max_failures": n}``;
 - Ray Train's controller, when workers fail (a callback, :func:`training.ray_entry.launch`):
-  ``{"event": "failed", "errors": {"1": "ActorDiedError: ..."}}``, rank -> its error on one line
-  (:func:`one_line`, at most ``ERROR_CHARS``);
+  ``{"event": "failed", "errors": {"1": "ActorDiedError: ..."}, "lost": ["1"]}``, rank -> its
+  error on one line (:func:`one_line`, at most ``ERROR_CHARS``); ``lost``: the ranks whose process
+  died or stopped answering, as opposed to ranks whose code raised;
 - rank 0 of every attempt, once it has resumed (:func:`record_start`, ``train_loop``'s
   ``on_start``): ``{"event": "started", "resumed_from": 4}`` (null: from step 0).
 
 The driver reads the file while ``fit()`` runs (:class:`Tail`) and logs one line per failure and
 one per attempt through :class:`Attempts`, the one place that turns events into words, e.g.
-``Ray Train attempt 2: resumed from step 4 after rank 1 failed: ActorDiedError: ...``. A worker
-killed with its node may leave no error: the new attempt then says "after a worker was lost (no
-error recorded)". :func:`read_retries` gives the retries of the last launch for the manifest
+``Ray Train attempt 2: resumed from step 4 after rank 1 failed: ActorDiedError: ...``. When a
+worker dies its peers usually fail too (gloo: "Connection closed by peer"): the lost ranks are
+named first, the others after them, ``(also rank 0: RuntimeError: ...)``. A worker that died
+with no error recorded (Ray Train V1 has no controller callback) is told as "after a worker was
+lost (no error recorded)". :func:`read_retries` gives the retries of the last launch for the manifest
 (``extra.retries``).
 """
 
@@ -71,6 +74,7 @@ class Attempts:
     def __init__(self):
         self.attempt = 0
         self.failed: dict[str, str] = {}  # rank -> error, since the last attempt started
+        self.lost: set[str] = set()  # of those, the ranks whose process died or stopped answering
         self.retries: list[dict] = []
 
     def add(self, event: dict) -> tuple[int, str] | None:
@@ -82,9 +86,10 @@ class Attempts:
         if kind == "failed":
             new = {r: e for r, e in event.get("errors", {}).items() if self.failed.get(r) != e}
             self.failed.update(new)
+            self.lost.update(event.get("lost", ()))
             if not new:
                 return None
-            return logging.WARNING, f"Ray Train attempt {self.attempt}: {_failures(new)}"
+            return logging.WARNING, f"Ray Train attempt {self.attempt}: {_failures(new, self.lost)}"
         if kind != "started":
             return None
         self.attempt += 1
@@ -92,17 +97,23 @@ class Attempts:
         start = f"resumed from step {step}" if step is not None else "started from step 0"
         if self.attempt == 1:
             return logging.INFO, f"Ray Train attempt 1: {start}"
-        self.retries.append({"attempt": self.attempt, "resumed_from": step, "failed": dict(self.failed)})
-        why = _failures(self.failed) if self.failed else "a worker was lost (no error recorded)"
-        self.failed = {}
+        self.retries.append({"attempt": self.attempt, "resumed_from": step, "failed": dict(self.failed),
+                             "lost": sorted(self.lost, key=int)})
+        why = _failures(self.failed, self.lost) if self.failed else "a worker was lost (no error recorded)"
+        self.failed, self.lost = {}, set()
         return logging.WARNING, f"Ray Train attempt {self.attempt}: {start} after {why}"
 
 
-def _failures(errors: dict[str, str]) -> str:
+def _failures(errors: dict[str, str], lost: set[str]) -> str:
+    """The lost ranks first (the cause, usually), then the others: ``rank 1 failed: E1 (also rank 0: E0)``."""
     ranks = sorted(errors, key=int)
-    if len(ranks) == 1:
-        return f"rank {ranks[0]} failed: {errors[ranks[0]]}"
-    return f"ranks {', '.join(ranks)} failed: " + "; ".join(f"rank {r}: {errors[r]}" for r in ranks)
+    first = [r for r in ranks if r in lost] or ranks
+    rest = [r for r in ranks if r not in first]
+    if len(first) == 1:
+        said = f"rank {first[0]} failed: {errors[first[0]]}"
+    else:
+        said = f"ranks {', '.join(first)} failed: " + "; ".join(f"rank {r}: {errors[r]}" for r in first)
+    return said + (f" (also {'; '.join(f'rank {r}: {errors[r]}' for r in rest)})" if rest else "")
 
 
 class Tail:
@@ -154,8 +165,9 @@ class Tail:
 
 
 def read_retries(path: str | Path) -> list[dict]:
-    """The retries of the last launch recorded in ``path``: ``[{attempt, resumed_from, failed}]``,
-    ``failed`` mapping rank -> error (empty: a worker was lost without a recorded error)."""
+    """The retries of the last launch recorded in ``path``: ``[{attempt, resumed_from, failed, lost}]``,
+    ``failed`` mapping rank -> error (empty: a worker was lost without a recorded error), ``lost``
+    the ranks whose process died or stopped answering."""
     path = Path(path)
     attempts = Attempts()
     if path.exists():

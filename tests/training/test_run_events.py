@@ -15,8 +15,9 @@ def test_tail_tells_each_attempt_the_failed_rank_and_the_step_resumed_from(tmp_p
     with Tail(path, every=60, emit=lambda level, line: told.append((level, line))) as tail:
         append_event(path, "launch", run="mlm-x", max_failures=3)
         append_event(path, "started", resumed_from=None)
-        append_event(path, "failed", errors={"1": "ActorDiedError: the worker process died"})
-        append_event(path, "failed", errors={"1": "ActorDiedError: the worker process died"})  # polled twice
+        append_event(path, "failed", errors={"0": "RuntimeError: Connection closed by peer",
+                                             "1": "ActorDiedError: the worker process died"}, lost=["1"])
+        append_event(path, "failed", errors={"1": "ActorDiedError: the worker process died"}, lost=["1"])  # again
         tail.poll()
         with path.open("a") as fh:
             fh.write('{"event": "started", "resum')  # still being written: waits for the next poll
@@ -28,9 +29,10 @@ def test_tail_tells_each_attempt_the_failed_rank_and_the_step_resumed_from(tmp_p
         append_event(path, "started", resumed_from=8)
     assert told == [
         (logging.INFO, "Ray Train attempt 1: started from step 0"),
-        (logging.WARNING, "Ray Train attempt 1: rank 1 failed: ActorDiedError: the worker process died"),
+        (logging.WARNING, "Ray Train attempt 1: rank 1 failed: ActorDiedError: the worker process died "
+                          "(also rank 0: RuntimeError: Connection closed by peer)"),
         (logging.WARNING, "Ray Train attempt 2: resumed from step 4 after rank 1 failed: ActorDiedError: the worker "
-                          "process died"),
+                          "process died (also rank 0: RuntimeError: Connection closed by peer)"),
         (logging.WARNING, "Ray Train attempt 3: resumed from step 6 after a worker was lost (no error recorded)"),
         (logging.WARNING, "Ray Train attempt 3: ranks 0, 1 failed: rank 0: RuntimeError: gloo; rank 1: OSError: "
                           "[Errno 28] disk full"),
@@ -38,9 +40,11 @@ def test_tail_tells_each_attempt_the_failed_rank_and_the_step_resumed_from(tmp_p
                           "gloo; rank 1: OSError: [Errno 28] disk full"),
     ]
     assert read_retries(path) == [
-        {"attempt": 2, "resumed_from": 4, "failed": {"1": "ActorDiedError: the worker process died"}},
-        {"attempt": 3, "resumed_from": 6, "failed": {}},
-        {"attempt": 4, "resumed_from": 8, "failed": {"0": "RuntimeError: gloo", "1": "OSError: [Errno 28] disk full"}},
+        {"attempt": 2, "resumed_from": 4, "lost": ["1"],
+         "failed": {"0": "RuntimeError: Connection closed by peer", "1": "ActorDiedError: the worker process died"}},
+        {"attempt": 3, "resumed_from": 6, "failed": {}, "lost": []},
+        {"attempt": 4, "resumed_from": 8, "failed": {"0": "RuntimeError: gloo", "1": "OSError: [Errno 28] disk full"},
+         "lost": []},
     ]
     assert read_retries(tmp_path / "none.jsonl") == []
 

@@ -141,9 +141,10 @@ def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, re
     assert once.exists() and manifest["extra"]["num_workers"] == 2
     told = [r.getMessage() for r in caplog.records if r.name == "training.run_events"]
     assert told[0] == "Ray Train attempt 1: resumed from step 3", told
-    assert re.fullmatch(r"Ray Train attempt 2: resumed from step 4 after rank 1 failed: \w+Error: .+", told[-1]), told
+    # rank 0 may fail too, on the closed connection to rank 1: it is named after the lost rank
+    assert re.match(r"Ray Train attempt 2: resumed from step 4 after rank 1 failed: ActorDiedError: ", told[-1]), told
     [retry] = manifest["extra"]["retries"]
-    assert retry["attempt"] == 2 and retry["resumed_from"] == 4 and list(retry["failed"]) == ["1"]
+    assert (retry["attempt"], retry["resumed_from"], retry["lost"]) == (2, 4, ["1"]) and "1" in retry["failed"]
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # never restarted from 0, nor from step-3 after the kill
     got, want = losses(out), losses(ref_out)
