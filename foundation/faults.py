@@ -6,7 +6,9 @@ fault fires only if that file does not exist yet (it is created first), so a rer
 Several faults are separated by ``;``. Actions: ``exit137``, ``enospc`` (raise OSError ENOSPC),
 ``sigterm`` (send SIGTERM to this process), ``nan`` (``fault_point`` returns True: the caller
 poisons its value), ``pause`` (sleep ``seconds``, default 120: a window in which a test kills
-something else, e.g. a node of a cluster). Without the variable every call is a cheap no-op.
+something else, e.g. a node of a cluster). ``rank=N`` fires only in the process whose ``RANK``
+environment variable is N (a Ray Train or torchrun worker; unset counts as 0). Without the
+variable every call is a cheap no-op.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Fault:
     action: str = "exit137"
     once: str | None = None
     seconds: float = 120.0
+    rank: int | None = None
 
 
 def parse(spec: str) -> list[Fault]:
@@ -37,7 +40,8 @@ def parse(spec: str) -> list[Fault]:
         kv = dict(item.split("=", 1) for item in part.split(","))
         faults.append(Fault(point=kv["point"], count=int(kv.get("count", 1)),
                             action=kv.get("action", "exit137"), once=kv.get("once"),
-                            seconds=float(kv.get("seconds", 120))))
+                            seconds=float(kv.get("seconds", 120)),
+                            rank=int(kv["rank"]) if "rank" in kv else None))
     return faults
 
 
@@ -54,6 +58,8 @@ def fault_point(name: str, path: str | None = None) -> bool:
     _calls[name] += 1
     for fault in parse(spec):
         if fault.point != name or _calls[name] != fault.count:
+            continue
+        if fault.rank is not None and int(os.environ.get("RANK", 0)) != fault.rank:
             continue
         if fault.once:
             if os.path.exists(fault.once):

@@ -203,13 +203,15 @@ def _default_train_step(task: MicroBatchTask, ctx: StepContext, model, micro_bat
 
 
 def train_loop(task: Task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, output_dir: str | Path | None = None,
-               world: World | None = None, config: dict | None = None, report=None) -> LoopResult:
+               world: World | None = None, config: dict | None = None, report=None, on_start=None) -> LoopResult:
     """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the newest checkpoint.
 
     ``config`` (the resolved stage config) is stored in every checkpoint. ``report(metrics)`` is
     called on EVERY rank, equally often, after each checkpoint and at the end: the hook
     ``training.ray_entry`` uses for ``ray.train.report`` (metrics only: the checkpoint stays in
-    ``ckpt_dir``, the one copy).
+    ``ckpt_dir``, the one copy). ``on_start(resumed_from)`` is called on rank 0 once the run has
+    resumed, with the step it resumed from (None: from step 0): how ``training.ray_entry`` tells the
+    driver where each Ray Train attempt started (:mod:`training.run_events`).
 
     The phases: :func:`set_up` (device, precision, model, stepper, data), :func:`resume` (the
     newest verified checkpoint), then per step :func:`one_step`, and :func:`save_checkpoint` every
@@ -218,6 +220,8 @@ def train_loop(task: Task, cfg: LoopConfig, *, ckpt_dir: str | Path | None, outp
     run = set_up(task, cfg, world or World(), checkpoint_location(cfg, ckpt_dir),
                  Path(output_dir) if output_dir is not None else None, config or {})
     resume(run)
+    if on_start is not None and run.is_main:
+        on_start(run.resumed_from)
     run.stepper.wrap()
     return _train(run, report)
 

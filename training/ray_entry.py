@@ -16,6 +16,12 @@ must not discard the checkpoints of this run), ``auto`` refuses early when none 
 - ``ray.address: null`` starts a local Ray (``ray.num_cpus`` caps it); an address joins a cluster
   (``--set ray.address=auto`` or ``HOST:6379``). ``FailureConfig(max_failures)`` restarts failed
   workers, which resume from the newest verified checkpoint in ``OUTPUT/checkpoints``.
+- Retries are told here, on the driver's log, not only in Ray's worker logs: a controller callback
+  (:func:`_failure_recorder`, Ray Train V2) records each failed rank's error, rank 0 each
+  attempt's step resumed from, in the run's events file (``OUTPUT/_events.jsonl``), which
+  :func:`launch` reads while ``fit()`` runs: ``Ray Train attempt 2: resumed from step 4 after rank
+  1 failed: ActorDiedError: ...`` (:mod:`training.run_events`; a death with no recorded error:
+  "after a worker was lost").
 - Multi-node: checkpoints are written by rank 0 and read by every rank on resume, so they must be
   on storage every node reaches: ``loop.checkpoint_dir`` (a shared file system path or an fsspec
   URL such as ``s3://bucket/run/checkpoints``; default ``OUTPUT/checkpoints``). The final model
@@ -25,6 +31,7 @@ must not discard the checkpoints of this run), ``auto`` refuses early when none 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -36,6 +43,7 @@ from foundation.errors import MgteError
 from foundation.ray_init import apply_env, driver_env, init_ray
 from training.checkpoint import prepare_resume
 from training.distributed import World
+from training.run_events import ERROR_CHARS, Tail, append_event, one_line
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +70,14 @@ class TrainingFailed(MgteError):
 
 
 def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_cfg: RayConfig,
-           scaling: ScalingConfig, storage_path: str | Path, name: str):
+           scaling: ScalingConfig, storage_path: str | Path, name: str, events: str | Path | None = None):
     """Fit ``train_func`` on ``scaling.num_workers`` Ray Train workers; returns the ``Result``.
 
     ``train_loop_config`` must be plain data (it is pickled to every worker): pass the stage
     config through ``foundation.config.config_to_dict`` and rebuild it in ``train_func``.
+    ``events``: the run's events file (:mod:`training.run_events`, on the driver's file system):
+    the controller appends worker failures to it, ``train_func`` its starts (rank 0), and this
+    process logs them while ``fit()`` runs.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -78,6 +89,7 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
+    recorder = _failure_recorder(events) if events is not None else None
     trainer = TorchTrainer(
         functools.partial(_with_driver_env, train_func, env),
         train_loop_config=train_loop_config,
@@ -88,28 +100,50 @@ def launch(train_func: Callable[[dict], None], train_loop_config: dict, *, ray_c
             name=name,
             storage_path=str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            callbacks=[recorder] if recorder is not None else None,
         ),
     )
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's exception; keep its message on one line
-        raise TrainingFailed(f"Ray Train run '{name}' failed: {_root_message(exc)}") from exc
+    if events is not None:
+        tail = Tail(events)
+        append_event(events, "launch", run=name, max_failures=scaling.max_failures)
+    else:
+        tail = contextlib.nullcontext()
+    with tail:
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray wraps the worker's exception; keep its message on one line
+            raise TrainingFailed(f"Ray Train run '{name}' failed: {one_line(exc)}") from exc
     if getattr(result, "error", None) is not None:
-        raise TrainingFailed(f"Ray Train run '{name}' failed: {_root_message(result.error)}")
+        raise TrainingFailed(f"Ray Train run '{name}' failed: {one_line(result.error)}")
     return result
+
+
+def _failure_recorder(events: str | Path):
+    """A Ray Train callback that appends every worker failure to ``events``, rank -> error on one
+    line. It runs in Ray Train's controller actor, which Ray places on the driver's node. Ray Train
+    V2 only (``ray.train.UserCallback``; with ``RAY_TRAIN_V2_ENABLED=0``: no callback, and a retry
+    is told as "a worker was lost")."""
+    import ray.train
+
+    base = getattr(ray.train, "UserCallback", None)
+    if base is None:
+        return None
+    # Ray Train's own errors for a worker (a health check failed: its process died, or it hangs);
+    # an exception raised by the training code reaches the callback unwrapped, as itself.
+    from ray.train.v2._internal.exceptions import RayTrainError
+
+    class RecordFailures(base):
+        def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+            append_event(events, "failed",
+                         errors={str(rank): one_line(exc, ERROR_CHARS) for rank, exc in worker_exceptions.items()},
+                         lost=[str(rank) for rank, exc in worker_exceptions.items() if isinstance(exc, RayTrainError)])
+
+    return RecordFailures()
 
 
 def _with_driver_env(train_func: Callable[[dict], None], env: dict[str, str | None], config: dict) -> None:
     apply_env(env)
     train_func(config)
-
-
-def _root_message(exc: BaseException) -> str:
-    seen = exc
-    while seen.__cause__ is not None:
-        seen = seen.__cause__
-    text = str(seen).strip().splitlines()
-    return f"{type(seen).__name__}: {text[-1] if text else ''}"
 
 
 def worker_world() -> World:
@@ -137,8 +171,10 @@ def ray_reporter(metrics: dict) -> None:
 
 
 def run_training(train_func: Callable[[dict], Any], train_loop_config: dict, *, engine: str, ray_cfg: RayConfig,
-                 scaling: ScalingConfig, storage_path: str | Path, name: str, ckpt_dir: str | Path):
-    """``engine: local`` calls ``train_func`` here (one worker, no Ray); ``ray`` launches Ray Train.
+                 scaling: ScalingConfig, storage_path: str | Path, name: str, ckpt_dir: str | Path,
+                 events: str | Path | None = None):
+    """``engine: local`` calls ``train_func`` here (one worker, no Ray); ``ray`` launches Ray Train
+    (``events``: see :func:`launch`).
 
     ``train_loop_config`` is the stage config as a dict with a ``loop`` section: its
     ``loop.resume`` is applied here (see the module docstring) and the workers get ``auto``.
@@ -154,7 +190,7 @@ def run_training(train_func: Callable[[dict], Any], train_loop_config: dict, *, 
                             "(use engine=ray)")
         return train_func(dict(train_loop_config, _local=True))
     return launch(train_func, train_loop_config, ray_cfg=ray_cfg, scaling=scaling, storage_path=storage_path,
-                  name=name)
+                  name=name, events=events)
 
 
 def stage_identity(cfg):

@@ -18,8 +18,11 @@ its ``run(cfg)`` is :func:`run_model_stage`, which owns the rest, in this order:
 5. read the input with its accounting (``read(cfg)`` -> :class:`ModelInput`);
 6. train on Ray Train or in this process (:func:`training.ray_entry.run_training`); every worker
    runs :func:`worker_main`: the task on the shared loop, checkpoints in ``OUTPUT/checkpoints``;
+   a Ray Train retry (a worker failed, the workers resumed from a checkpoint) is logged here, in
+   the driver, from ``OUTPUT/_events.jsonl`` (:mod:`training.run_events`);
 7. write the manifest: counts (input = kept + dropped + quarantined), dropped reasons, inputs with
-   sizes, outputs, the last metrics and the stage's extras.
+   sizes, outputs, the last metrics, Ray Train's retries of this launch (``extra.retries``: attempt,
+   step resumed from, failed rank -> error; :mod:`training.run_events`) and the stage's extras.
 
 A new model stage is a config, a task and a reader::
 
@@ -54,6 +57,7 @@ from training.loop import LoopConfig, checkpoint_location, train_loop
 from training.model_builder import ModelConfig, check_init
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
+from training.run_events import EVENTS, read_retries, record_start
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,7 @@ class ModelStage:
 
 
 MODEL_OUTPUTS = {"model": ["model/"], "checkpoints": ["checkpoints/"], "metrics": ["metrics.jsonl"]}
-RUN_PRODUCTS = ("model", "metrics.jsonl", "sparsity.jsonl", "tensorboard")  # set aside on a redo
+RUN_PRODUCTS = ("model", "metrics.jsonl", "sparsity.jsonl", "tensorboard", EVENTS)  # set aside on a redo
 
 
 def run_model_stage(spec: ModelStage, cfg) -> dict:
@@ -138,13 +142,14 @@ def _run_locked(spec: ModelStage, cfg, family: str | None) -> dict:
     out.repin_inputs(entries)
     result = run_training(spec.train_func, config_to_dict(cfg), engine=cfg.engine, ray_cfg=cfg.ray,
                           scaling=cfg.scaling, storage_path=cfg.scaling.storage_path or str(root / "ray"),
-                          name=f"{spec.short}-{out.config_hash}", ckpt_dir=root / "checkpoints")
+                          name=f"{spec.short}-{out.config_hash}", ckpt_dir=root / "checkpoints", events=root / EVENTS)
     extra = spec.extra(cfg, family, root) if spec.extra is not None else {}
     return out.finish(
         counts=data.counts, dropped_by_reason=data.dropped_by_reason, inputs=input_sizes(cfg.input),
         outputs=MODEL_OUTPUTS,
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, **data.extra,
-               **extra, "final": final_metrics(root, result, spec.final_keys)})
+               **extra, "final": final_metrics(root, result, spec.final_keys),
+               "retries": read_retries(root / EVENTS) if cfg.engine == "ray" else []})
 
 
 def worker_main(spec: ModelStage, config: dict):
@@ -154,7 +159,8 @@ def worker_main(spec: ModelStage, config: dict):
     cfg = build(spec.config, config, source=f"{spec.name} worker config")
     out = Path(cfg.output)
     result = train_loop(spec.task(cfg), cfg.loop, ckpt_dir=out / "checkpoints", output_dir=out,
-                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter)
+                        world=worker_world(), config=config_to_dict(cfg), report=None if local else ray_reporter,
+                        on_start=None if local else functools.partial(record_start, out / EVENTS))
     return result if local else None
 
 

@@ -1,14 +1,15 @@
 """A real 2-node Ray cluster on this machine (two `ray start --block`, 1 CPU each, token auth on):
 the corpus stage on Ray by address equals the local run; `train mlm` with 2 workers (one per
 node) loses the second node mid-run, resumes from the last checkpoint when the node is back
-(`max_failures=1`), and ends with the losses of the single-node run (docs/reliability.md row 7 across
-nodes). Stages are started as users start them (the `mgte` CLI); the cluster is stopped by the
+(`max_failures=1`), says so on the driver's output (the rank lost, its error, the step resumed
+from), and ends with the losses of the single-node run (docs/reliability.md row 7 across nodes). Stages are started as users start them (the `mgte` CLI); the cluster is stopped by the
 process groups this test started, never by `ray stop`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,6 +195,9 @@ def test_train_mlm_across_two_nodes_survives_losing_one(cluster, shards, tmp_pat
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps[0] == 1 and steps[-1] == 6 and steps.count(1) == 1  # resumed, never restarted from 0
     assert any(later <= earlier for earlier, later in zip(steps, steps[1:]))  # some steps were redone
+    resumed = int(re.search(r"Ray Train attempt 2: resumed from step (\d+) after ranks? [\d, ]+ failed: \w+",
+                            output).group(1))
+    assert resumed in (2, 4) and steps.count(resumed + 1) == 2, output[-3000:]  # told where it really resumed
     got, want = _losses(out), _losses(ref)
     assert sorted(got) == sorted(want)
     for step in want:

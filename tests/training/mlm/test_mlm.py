@@ -2,8 +2,10 @@
 (row 7), the MLM-8192 continuation (init + RoPE base), and the shipped configs (Table 8)."""
 
 import json
+import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,10 +118,11 @@ def test_kill_and_resume_reproduces_the_reference(shards, reference, tmp_path):
 
 
 def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, reference, tmp_path, monkeypatch,
-                                                                     no_ray, request):
+                                                                     no_ray, request, caplog):
     """Rows 22, 23, 7 and data parallelism in one run: 1 local worker preempted (SIGTERM) at step 3;
-    the same stage resumed on 2 Ray Train workers (gloo, re-sharded), one killed at step 5
-    (max_failures=1) and restarted from the step-4 checkpoint; every loss equals the 1-worker run."""
+    the same stage resumed on 2 Ray Train workers (gloo, re-sharded), rank 1 killed at step 5
+    (max_failures=1) and restarted from the step-4 checkpoint; every loss equals the 1-worker run.
+    The driver's log tells the retry: the rank that failed, its error, the step resumed from."""
     from training.loop import Preempted
 
     ref_out, _ = reference
@@ -130,11 +133,18 @@ def test_preempt_then_two_ray_workers_with_a_restart_equal_one_worker(shards, re
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
     request.getfixturevalue("local_ray")  # Ray only after the signal (see tests/conftest.py no_ray)
     once = tmp_path / "fired"
-    monkeypatch.setenv(faults.ENV, f"point=train_step,count=2,action=exit137,once={once}")  # the worker's 2nd step: 5
+    monkeypatch.setenv(faults.ENV, f"point=train_step,count=2,action=exit137,once={once},rank=1")  # its 2nd step: 5
     faults._calls.clear()
+    caplog.set_level(logging.INFO, logger="training.run_events")
     manifest = run(mlm_cfg(shards, out, "engine=ray", "scaling.num_workers=2", "scaling.max_failures=1",
                            "ray.num_cpus=2"))
     assert once.exists() and manifest["extra"]["num_workers"] == 2
+    told = [r.getMessage() for r in caplog.records if r.name == "training.run_events"]
+    assert told[0] == "Ray Train attempt 1: resumed from step 3", told
+    # rank 0 may fail too, on the closed connection to rank 1: it is named after the lost rank
+    assert re.match(r"Ray Train attempt 2: resumed from step 4 after rank 1 failed: ActorDiedError: ", told[-1]), told
+    [retry] = manifest["extra"]["retries"]
+    assert (retry["attempt"], retry["resumed_from"], retry["lost"]) == (2, 4, ["1"]) and "1" in retry["failed"]
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # never restarted from 0, nor from step-3 after the kill
     got, want = losses(out), losses(ref_out)
