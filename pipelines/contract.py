@@ -253,7 +253,9 @@ class StageSpec:
     ``finish(stage, result) -> (outputs, extra)``: writes the stage's summary tables (after
     every phase, the engine closed; ``result``: :class:`Result`) and returns the manifest ``outputs`` that differ from the default (every
     task's ``data/``, ``dropped/``, ``quarantine/`` files) and its ``extra``. ``error_budget(cfg)``:
-    the fraction of records that may be quarantined. ``engine(cfg)``: where the tasks run."""
+    the fraction of records that may be quarantined. ``engine(cfg)``: where the tasks run.
+    ``models(cfg) -> {key: name}``: the models it loads, checked before anything else
+    (:func:`pipelines.embedding.resolve.check_models`: a bad one exits 2 naming the key)."""
 
     name: str
     phases: Callable[[Stage], list[Phase]]
@@ -266,6 +268,7 @@ class StageSpec:
     describe: Callable[[Iterable[str]], list[dict]] = describe_inputs  # inputs -> pinned entries
     tally: Callable[[Iterable[Path]], dict[str, int]] = reason_tallies  # dropped files -> reasons
     counts: Callable[[dict[str, list[dict]]], dict[str, int]] | None = None  # markers -> counts (stage_counts)
+    models: Callable[[Any], dict[str, str | None]] = lambda cfg: {}  # the model keys it loads: {key: name}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +292,11 @@ def stage_counts(markers: dict[str, list[dict]]) -> dict[str, int]:
 
 def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
     """Begin (config and input pinning, input changes), skip a complete stage, run the phases on
-    the engine with the error budget after each, then counts, reason tallies and the manifest."""
+    the engine with the error budget after each, then counts, reason tallies and the manifest.
+    First of all, every model the stage names is checked (:func:`pipelines.embedding.resolve.check_models`)."""
+    from pipelines.embedding.resolve import check_models
+
+    check_models(spec.models(cfg), verify=getattr(cfg, "verify_model", True))
     stage = Stage.begin(spec.name, cfg, files, per_input=spec.per_input, later=spec.later, exclude=spec.exclude,
                         describe=spec.describe)
     if stage.done:

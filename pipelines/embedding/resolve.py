@@ -66,11 +66,13 @@ def check_model(key: str, name: str, *, verify: bool = True, encoder_only: bool 
     directory, which brings its own pooling, may be one). Returns its directory."""
     from model.files import ModelFileError, decoder_architecture, read_config, verify_checksums
 
+    local = Path(name).expanduser()
+    if not local.exists() and (local.is_absolute() or str(name).startswith((".", "~"))):
+        raise ModelLoadError(f"{key}={name}: no such model directory")
     try:
         path = resolve_model_dir(name)
     except ModelLoadError as exc:
-        message = str(exc)
-        raise ModelLoadError(message if message.startswith("model ") else f"{key}={name}: {message}") from None
+        raise ModelLoadError(f"{key}={name}: {exc}") from None
     try:
         config = read_config(path) if (path / "config.json").is_file() or not (path / "modules.json").is_file() else {}
         if verify:
