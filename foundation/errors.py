@@ -37,3 +37,9 @@ class StageIOError(MgteError):
 
 class TaskFailed(MgteError):
     """A task failed after its bounded retries (or at once, for a deterministic error); names the input."""
+
+
+class ModelLoadError(UsageError):
+    """A model a stage names that cannot be used: not found, not an encoder where one is needed, a
+    cut or unreadable file, or files that differ from its ``checksums.json``. The message names the
+    config key or model and the file (exit 2: fix the reference or the model before any work)."""

@@ -14,7 +14,6 @@ Released -> ours (everything else has the same name):
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ import torch
 
 from .config import MGTEConfig
 from .encoder import MGTEModel
+from .files import ModelFileError, read_config, verify_checksums, write_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def absolute_if_local(name_or_path: str | None) -> str | None:
 
 
 def write_model_dir(directory: str | os.PathLike, write) -> Path:
-    """Write a model directory atomically: ``write(tmp)`` fills ``<dir>.tmp``, renamed at the end.
-    Refuses to replace a non-empty directory that is not a model directory."""
+    """Write a model directory atomically: ``write(tmp)`` fills ``<dir>.tmp``, then the checksums of its
+    files (:func:`model.files.write_checksums`, last), then the rename. Every mgte model directory is
+    written here. Refuses to replace a non-empty directory that is not a model directory."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not (directory / "config.json").exists():
         raise FileExistsError(f"{directory} exists and is not a model directory; refusing to replace it")
@@ -57,6 +58,7 @@ def write_model_dir(directory: str | os.PathLike, write) -> Path:
         shutil.rmtree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     write(tmp)
+    write_checksums(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -65,18 +67,19 @@ def write_model_dir(directory: str | os.PathLike, write) -> Path:
 
 def save_pretrained(model: MGTEModel, directory: str | os.PathLike, tokenizer=None) -> Path:
     """Write `model` (any mgte class) to `directory`, atomically: `<dir>.tmp` renamed at the end."""
+    return write_model_dir(directory, lambda tmp: write_pretrained(model, tmp, tokenizer))
+
+
+def write_pretrained(model: MGTEModel, tmp: Path, tokenizer=None) -> None:
+    """The files of :func:`save_pretrained` into the directory being written (inside :func:`write_model_dir`)."""
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-
-    def write(tmp: Path) -> None:
-        model.config.auto_map = dict(AUTO_MAP)
-        model.save_pretrained(tmp, safe_serialization=True)
-        source_dir = Path(__file__).parent
-        for name in SOURCE_FILES:
-            shutil.copy2(source_dir / name, tmp / name)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-
-    return write_model_dir(directory, write)
+    model.config.auto_map = dict(AUTO_MAP)
+    model.save_pretrained(tmp, safe_serialization=True)
+    source_dir = Path(__file__).parent
+    for name in SOURCE_FILES:
+        shutil.copy2(source_dir / name, tmp / name)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
 
 
 def load_pretrained(
@@ -87,14 +90,18 @@ def load_pretrained(
     fused_layers: str | None = None,
     local_files_only: bool | None = None,
     with_tokenizer: bool = True,
+    verify: bool = True,
 ):
     """Load an mgte directory or a released gte-multilingual checkpoint as `cls`.
 
-    Heads missing from the checkpoint (e.g. an MLM encoder loaded as a reranker) are freshly
+    ``verify``: check the files against the directory's ``checksums.json`` first, when it has one
+    (:func:`model.files.verify_checksums`). Heads missing from the checkpoint (e.g. an MLM encoder loaded as a reranker) are freshly
     initialised and logged; a missing encoder weight is an error.
     """
     path = _local_dir(name_or_path, local_files_only)
-    raw = json.loads((path / "config.json").read_text())
+    if verify:
+        verify_checksums(path)
+    raw = read_config(path)
     model_type = raw.get("model_type")
     if model_type == MGTEConfig.model_type:
         config = MGTEConfig.from_pretrained(str(path))
@@ -180,9 +187,13 @@ def _load_state(model, state: dict[str, torch.Tensor], source: str) -> None:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if (path / "model.safetensors").exists():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path / "model.safetensors"))
+        try:
+            return load_file(str(path / "model.safetensors"))
+        except SafetensorError as exc:
+            raise ModelFileError(f"{path / 'model.safetensors'}: unreadable safetensors file ({exc})") from None
     if (path / "pytorch_model.bin").exists():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")

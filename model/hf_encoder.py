@@ -140,17 +140,22 @@ class HFEncoder(nn.Module):
 
 
 def load_hf_encoder(path: str | os.PathLike, *, mlm: bool = False, dropout: float | None = None,
-                    attn_backend: str = "auto", with_tokenizer: bool = True) -> HFEncoder:
+                    attn_backend: str = "auto", with_tokenizer: bool = True, verify: bool = True) -> HFEncoder:
     """The HF model in local directory ``path`` (AutoModel, or AutoModelForMaskedLM with ``mlm``).
 
     ``dropout`` (not None) is set on every dropout key of the config before the model is built, so
     it reaches every dropout module (also those that keep a float, like SDPA attention) and the
     saved config. A config with ``auto_map`` (remote code) is loaded with ``trust_remote_code``.
+    ``verify``: check the files against ``checksums.json`` first, when the directory has one.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
+    from .files import read_config, verify_checksums
+
     path = Path(path)
-    remote = "auto_map" in _raw_config(path)
+    if verify:
+        verify_checksums(path)
+    remote = "auto_map" in read_config(path)
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=remote, local_files_only=True)
     if dropout is not None:
         for key in DROPOUT_KEYS:
@@ -176,17 +181,12 @@ def save_hf_encoder(model: HFEncoder, directory: str | os.PathLike, tokenizer=No
     """A normal HF directory of the model's family (``save_pretrained`` + tokenizer), written atomically."""
     from .hf import write_model_dir
 
+    return write_model_dir(directory, lambda tmp: write_hf_encoder(model, tmp, tokenizer))
+
+
+def write_hf_encoder(model: HFEncoder, tmp: Path, tokenizer=None) -> None:
+    """The files of :func:`save_hf_encoder` into the directory being written (inside ``write_model_dir``)."""
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-
-    def write(tmp: Path) -> None:
-        model.hf.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-
-    return write_model_dir(directory, write)
-
-
-def _raw_config(path: Path) -> dict:
-    import json
-
-    return json.loads((path / "config.json").read_text())
+    model.hf.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))

@@ -254,7 +254,9 @@ class StageSpec:
     ``finish(stage, result) -> (outputs, extra)``: writes the stage's summary tables (after
     every phase, the engine closed; ``result``: :class:`Result`) and returns the manifest ``outputs`` that differ from the default (every
     task's ``data/``, ``dropped/``, ``quarantine/`` files) and its ``extra``. ``error_budget(cfg)``:
-    the fraction of records that may be quarantined. ``engine(cfg)``: where the tasks run."""
+    the fraction of records that may be quarantined. ``engine(cfg)``: where the tasks run.
+    ``models(cfg) -> {key: name}``: the models it loads, checked before anything else
+    (:func:`pipelines.embedding.resolve.check_models`: a bad one exits 2 naming the key)."""
 
     name: str
     phases: Callable[[Stage], list[Phase]]
@@ -267,6 +269,7 @@ class StageSpec:
     describe: Callable[[Iterable[str]], list[dict]] = describe_inputs  # inputs -> pinned entries
     tally: Callable[[Iterable[Path]], dict[str, int]] = reason_tallies  # dropped files -> reasons
     counts: Callable[[dict[str, list[dict]]], dict[str, int]] | None = None  # markers -> counts (stage_counts)
+    models: Callable[[Any], dict[str, str | None]] = lambda cfg: {}  # the model keys it loads: {key: name}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,9 +292,13 @@ def stage_counts(markers: dict[str, list[dict]]) -> dict[str, int]:
 
 
 def run_stage(spec: StageSpec, cfg: Any, files: Iterable[str]) -> dict:
-    """Lock the output (one writer, :func:`foundation.ledger.output_lock`), begin (config and
-    input pinning, input changes), skip a complete stage, run the phases on the engine with the
-    error budget after each, then counts, reason tallies and the manifest."""
+    """Check every model the stage names (:func:`pipelines.embedding.resolve.check_models`), lock
+    the output (one writer, :func:`foundation.ledger.output_lock`), begin (config and input
+    pinning, input changes), skip a complete stage, run the phases on the engine with the error
+    budget after each, then counts, reason tallies and the manifest."""
+    from pipelines.embedding.resolve import check_models
+
+    check_models(spec.models(cfg), verify=getattr(cfg, "verify_model", True))
     with output_lock(cfg.output):
         return _run_locked(spec, cfg, files)
 

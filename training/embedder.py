@@ -102,7 +102,7 @@ class EmbedderTask(CustomStepTask):
         return self._tokenizer
 
     def build_model(self):
-        model = build_encoder(self.cfg.model, self.cfg.init)
+        model = build_encoder(self.cfg.model, self.cfg.init, verify=self.cfg.verify_model)
         self._model_tokenizer = getattr(model, "tokenizer", None)
         if is_hf_encoder(model):
             self._max_tokens = model.max_tokens

@@ -1,6 +1,8 @@
 """The one model config and builder every ``mgte train X`` stage starts from.
 
-``init`` null: a random encoder of ``preset`` (``tiny``/``base``) with ``overrides``. ``init`` set:
+``init: random`` (or null): a random encoder of ``preset`` (``tiny``/``base``) with ``overrides``; an
+empty ``init`` is refused (write ``random``). ``init`` set: an encoder (a decoder-only, causal-LM
+architecture is refused by :func:`check_init`, naming it):
 one of our model directories (``model/`` of an earlier train stage) or a released gte-multilingual
 checkpoint (directory or Hugging Face name), loaded as the class the stage trains (the encoder,
 the MLM model, ...; missing heads are freshly initialised by :func:`model.hf.load_pretrained`).
@@ -20,7 +22,6 @@ set on every dropout of its config (hidden and attention) before it is built.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 from foundation.config import frozen
-from foundation.errors import BadInputError, ConfigError, MgteError
+from foundation.errors import BadInputError, ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -81,33 +82,48 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     _encoder(model).config.hidden_dropout_prob = p
 
 
+RANDOM_INIT = "random"  # `init: random` (or null): random weights of `model.preset`
+
+
+def is_random(init: str | None) -> bool:
+    return init is None or init == RANDOM_INIT
+
+
 def resolve_init(init: str) -> Path:
     """``init`` as a local model directory (itself, a ``mgte train`` output's ``model/``, the bundled
-    all-MiniLM-L6-v2, or the HF cache), or a one-line BadInputError naming it."""
+    all-MiniLM-L6-v2, or the HF cache), or a one-line ModelLoadError naming it."""
     from pipelines.embedding.resolve import resolve_model_dir
 
     try:
         path = resolve_model_dir(init)
-    except MgteError as exc:
-        raise BadInputError(f"init={init}: {exc}") from None
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"init={init}: {exc}") from None
     if not (path / "config.json").is_file():
-        raise BadInputError(f"init={init}: {path} has no config.json; give a model directory or a HF model name")
+        raise ModelLoadError(f"init={init}: {path} has no config.json; give a model directory or a HF model name")
     return path
 
 
 def init_model_type(path: Path) -> str:
+    from model.files import ModelFileError, read_config
+
     try:
-        return str(json.loads((path / "config.json").read_text()).get("model_type"))
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"init: {path / 'config.json'} is unreadable ({exc})") from None
+        return str(read_config(path).get("model_type"))
+    except ModelFileError as exc:
+        raise ModelLoadError(f"init: {exc}") from None
 
 
-def check_init(m: ModelConfig, init: str | None) -> str | None:
-    """Before any worker starts: ``init`` resolves, and RoPE is not forced on another family.
-    Returns that family's model_type, or None for ours / a random init."""
-    if not init:
+def check_init(m: ModelConfig, init: str | None, *, verify: bool = True) -> str | None:
+    """Before any worker starts: ``init`` is ``random`` (or null) or resolves to an encoder whose files
+    match its checksums (``verify``), and RoPE is not forced on another family. Returns that family's
+    model_type, or None for ours / a random init."""
+    from pipelines.embedding.resolve import check_model
+
+    if init == "":
+        raise ConfigError("init is empty: write `init: random` for random weights, or name a model directory or "
+                          "a Hugging Face encoder")
+    if is_random(init):
         return None
-    model_type = init_model_type(resolve_init(init))
+    model_type = init_model_type(check_model("init", init, verify=verify, encoder_only=True))
     if model_type in MGTE_MODEL_TYPES:
         return None
     if m.rope_theta is not None:
@@ -123,20 +139,24 @@ def is_hf_encoder(model: torch.nn.Module) -> bool:
     return isinstance(model, HFEncoder)
 
 
-def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, with_tokenizer: bool = True):
+def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, with_tokenizer: bool = True,
+                  verify: bool = True):
     """``cls`` (default ``model.MGTEModel``) from ``init`` or at random, with ``m``'s forced settings;
-    an ``init`` of another HF family gives its :class:`model.hf_encoder.HFEncoder` (encoder or MLM)."""
+    an ``init`` of another HF family gives its :class:`model.hf_encoder.HFEncoder` (encoder or MLM).
+    ``verify``: check ``init``'s files against its ``checksums.json`` (when it has one)."""
     from model import MGTEConfig, MGTEModel, load_pretrained
+    from pipelines.embedding.resolve import loading
 
     cls = cls or MGTEModel
-    if init:
+    if not is_random(init):
         path = resolve_init(init)
         model_type = init_model_type(path)
         if model_type not in MGTE_MODEL_TYPES:
-            return _build_hf(m, init, path, model_type, cls, with_tokenizer)
+            return _build_hf(m, init, path, model_type, cls, with_tokenizer, verify)
         try:
-            model = load_pretrained(path, cls=cls, attn_backend=m.attn_backend, fused_layers=m.fused_layers,
-                                    with_tokenizer=with_tokenizer)
+            with loading(path, f"init={init}"):
+                model = load_pretrained(path, cls=cls, attn_backend=m.attn_backend, fused_layers=m.fused_layers,
+                                        with_tokenizer=with_tokenizer, verify=verify)
         except (OSError, ValueError) as exc:
             raise BadInputError(f"init={init}: cannot be loaded as an mGTE model ({exc}); give one of our model "
                                 "directories or a released gte-multilingual checkpoint") from exc
@@ -153,18 +173,21 @@ def build_encoder(m: ModelConfig, init: str | None, cls: type | None = None, *, 
     return model
 
 
-def _build_hf(m: ModelConfig, init: str, path: Path, model_type: str, cls: type, with_tokenizer: bool):
+def _build_hf(m: ModelConfig, init: str, path: Path, model_type: str, cls: type, with_tokenizer: bool,
+              verify: bool):
     from model import MGTEForMaskedLM, MGTEModel
     from model.hf_encoder import load_hf_encoder
+    from pipelines.embedding.resolve import loading
 
-    check_init(m, init)
+    check_init(m, init, verify=verify)
     if cls not in (MGTEModel, MGTEForMaskedLM):
         raise BadInputError(f"init={init}: a {model_type!r} model cannot start a {cls.__name__} stage; give one of "
                             "our model directories")
     mlm = cls is MGTEForMaskedLM
     try:
-        model = load_hf_encoder(path, mlm=mlm, dropout=m.hidden_dropout_prob, attn_backend=m.attn_backend,
-                                with_tokenizer=with_tokenizer)
+        with loading(path, f"init={init}"):
+            model = load_hf_encoder(path, mlm=mlm, dropout=m.hidden_dropout_prob, attn_backend=m.attn_backend,
+                                    with_tokenizer=with_tokenizer, verify=verify)
     except (OSError, ValueError, KeyError) as exc:
         raise BadInputError(f"init={init}: cannot be loaded as a Hugging Face {'MLM ' if mlm else ''}encoder "
                             f"({type(exc).__name__}: {exc})") from None
@@ -175,11 +198,19 @@ def _build_hf(m: ModelConfig, init: str, path: Path, model_type: str, cls: type,
 
 def save_model(model: torch.nn.Module, directory: Path, tokenizer=None) -> Path:
     """The final model directory: ours with ``auto_map`` (:func:`model.hf.save_pretrained`), or the
-    adapter's model as a normal HF directory of its own family."""
+    adapter's model as a normal HF directory of its own family; written atomically, checksums last."""
+    from model.hf import write_model_dir
+
+    return write_model_dir(directory, lambda tmp: write_model(model, tmp, tokenizer))
+
+
+def write_model(model: torch.nn.Module, tmp: Path, tokenizer=None) -> None:
+    """The files of :func:`save_model` into the directory being written (inside ``write_model_dir``)."""
     if is_hf_encoder(model):
-        from model.hf_encoder import save_hf_encoder
+        from model.hf_encoder import write_hf_encoder
 
-        return save_hf_encoder(model, directory, tokenizer=tokenizer)
-    from model.hf import save_pretrained
+        write_hf_encoder(model, tmp, tokenizer=tokenizer)
+    else:
+        from model.hf import write_pretrained
 
-    return save_pretrained(model, directory, tokenizer=tokenizer)
+        write_pretrained(model, tmp, tokenizer=tokenizer)

@@ -6,7 +6,9 @@ its ``run(cfg)`` is :func:`run_model_stage`, which owns the rest, in this order:
 
 1. resolve paths: ``input``, ``output`` and a local ``init`` made absolute (every worker and the
    saved config name the same files);
-2. check ``init`` before anything is written;
+2. check ``init`` before anything is written (:func:`training.model_builder.check_init`: ``random``
+   or null, or an encoder that resolves, whose ``config.json`` reads and whose files match its
+   ``checksums.json`` unless ``verify_model: false``; an empty ``init`` is refused);
 3. begin the output (:class:`foundation.ledger.StageOutput`): a changed config refuses, a killed
    run's half-written checkpoint or model directory is removed;
 4. pin the input by content, as the data stages do (:func:`foundation.ledger.describe_inputs` of
@@ -54,7 +56,7 @@ from foundation.errors import StageConflict
 from foundation.ledger import RUN_ONLY_KEYS, StageOutput, describe_inputs, output_lock, read_manifest
 from training.checkpoint import discard_checkpoints
 from training.loop import LoopConfig, checkpoint_location, train_loop
-from training.model_builder import ModelConfig, check_init
+from training.model_builder import RANDOM_INIT, ModelConfig, check_init
 from training.ray_entry import (ScalingConfig, clear_stale_dirs, ray_reporter, run_training, stage_identity,
                                 worker_world)
 from training.run_events import EVENTS, read_retries, record_start
@@ -69,7 +71,9 @@ class ModelStageConfig:
 
     input: tuple[str, ...] = ()  # the upstream stage output(s) or files the stage reads
     output: str | None = None
-    init: str | None = None  # model directory or HF name to start from; null = random init from `model`
+    # model directory or HF encoder name to start from; `random` (or null) = random init from `model`
+    init: str | None = None
+    verify_model: bool = True  # check init's files against its checksums.json (mgte-written models) on load
     tokenizer: str = "FacebookAI/xlm-roberta-base"  # used when `init` has no tokenizer files
     model: ModelConfig = ModelConfig()
     loop: LoopConfig = LoopConfig()
@@ -122,7 +126,7 @@ RUN_PRODUCTS = ("model", "metrics.jsonl", "sparsity.jsonl", "tensorboard", EVENT
 def run_model_stage(spec: ModelStage, cfg) -> dict:
     """Steps 1-7 of the module docstring; returns the manifest."""
     cfg = resolve_paths(cfg)
-    family = check_init(cfg.model, cfg.init)  # a bad init fails before the output or any worker starts
+    family = check_init(cfg.model, cfg.init, verify=cfg.verify_model)  # before the output or any worker starts
     with output_lock(cfg.output):  # one writer per output, before anything is touched
         return _run_locked(spec, cfg, family)
 
@@ -166,11 +170,13 @@ def worker_main(spec: ModelStage, config: dict):
 
 # ---- paths and inputs -----------------------------------------------------------------------------
 def resolve_paths(cfg):
-    """``input`` (local paths), ``output`` and ``init`` (a local directory) made absolute."""
+    """``input`` (local paths), ``output`` and ``init`` (a local directory) made absolute; ``init: random``
+    becomes null (one spelling in the config hash and for the workers)."""
     from model.hf import absolute_if_local
 
+    init = None if cfg.init == RANDOM_INIT else absolute_if_local(cfg.init)
     return replace(cfg, input=tuple(p if "://" in p else str(Path(p).resolve()) for p in cfg.input),
-                   output=str(Path(cfg.output).resolve()), init=absolute_if_local(cfg.init))
+                   output=str(Path(cfg.output).resolve()), init=init)
 
 
 def input_files(inputs) -> list[str]:

@@ -19,10 +19,10 @@ from typing import Any, Iterable
 from foundation.config import config_hash, config_to_dict
 
 # Keys of a stage config that do not change its result: where it runs, where it writes, how many
-# bad records it tolerates before giving up, what to do when its input set changed. A dotted key
-# names a nested one (``reader.error_budget``).
+# bad records it tolerates before giving up, what to do when its input set changed, whether it checks
+# the checksums of the models it loads. A dotted key names a nested one (``reader.error_budget``).
 RUN_ONLY_KEYS = ("output", "engine", "ray", "beam", "local", "progress", "on_input_change", "reader.error_budget",
-                 "cache_dir")  # where a cache lives never changes a result
+                 "cache_dir", "verify_model")  # where a cache lives never changes a result
 
 
 def portable_path(path: str, base: str | Path | None) -> str:

@@ -39,6 +39,7 @@ from pipelines.embedding.resolve import (
     ModelLoadError,
     context_length,
     has_sparse_head,
+    loading,
     mgte_tokenizer,
     model_fingerprint,
     model_kind,
@@ -115,9 +116,10 @@ class MGTEEmbedder(Embedder):
 
         import model as mgte
 
-        config = json.loads((model_dir / "config.json").read_text())
-        self.has_sparse = has_sparse_head(model_dir, config)
-        self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForEmbedding, with_tokenizer=False)
+        from model.files import read_config
+
+        self.has_sparse = has_sparse_head(model_dir, read_config(model_dir))
+        self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForEmbedding, with_tokenizer=False, verify=False)
         self.model.tokenizer = self.tokenizer = mgte_tokenizer(model_dir)
         self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
         self.name, self.model_id = name, f"{self.kind}:{model_fingerprint(model_dir)}"
@@ -232,20 +234,26 @@ class HFEmbedder(Embedder):
 
 
 def load_embedder(name_or_path: str, *, device: str = "auto", dtype: str = "float32",
-                  pooling: str = "auto", dim: int | None = None) -> Embedder:
-    """An :class:`Embedder` for a model directory or name (see the module docstring)."""
+                  pooling: str = "auto", dim: int | None = None, verify: bool = True) -> Embedder:
+    """An :class:`Embedder` for a model directory or name (see the module docstring). ``verify``:
+    check the files against the directory's ``checksums.json`` first (an mgte-written model)."""
+    from model.files import verify_checksums
+
     model_dir = resolve_model_dir(name_or_path)
-    kind = model_kind(model_dir)
-    device = pick_device(device)
-    log.info("embedder: %s (%s) from %s on %s", name_or_path, kind, model_dir, device)
-    if kind == "mgte":
-        if pooling not in ("auto", "cls"):
-            raise ModelLoadError(f"model {name_or_path!r}: mgte models use [CLS] pooling, not {pooling!r}")
-        embedder: Embedder = MGTEEmbedder(model_dir, str(name_or_path), device, dtype)
-    elif kind == "sentence-transformers" and pooling == "auto" and not trm_info(model_dir):
-        embedder = SentenceTransformerEmbedder(model_dir, str(name_or_path), device, dtype)
-    else:
-        embedder = HFEmbedder(model_dir, str(name_or_path), device, dtype, pooling)
+    with loading(model_dir, f"model {name_or_path}"):
+        if verify:
+            verify_checksums(model_dir)
+        kind = model_kind(model_dir)
+        device = pick_device(device)
+        log.info("embedder: %s (%s) from %s on %s", name_or_path, kind, model_dir, device)
+        if kind == "mgte":
+            if pooling not in ("auto", "cls"):
+                raise ModelLoadError(f"model {name_or_path!r}: mgte models use [CLS] pooling, not {pooling!r}")
+            embedder: Embedder = MGTEEmbedder(model_dir, str(name_or_path), device, dtype)
+        elif kind == "sentence-transformers" and pooling == "auto" and not trm_info(model_dir):
+            embedder = SentenceTransformerEmbedder(model_dir, str(name_or_path), device, dtype)
+        else:
+            embedder = HFEmbedder(model_dir, str(name_or_path), device, dtype, pooling)
     embedder.set_truncate_dim(dim)
     return embedder
 

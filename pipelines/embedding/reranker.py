@@ -16,6 +16,7 @@ from foundation.progress import progress
 from pipelines.embedding.resolve import (
     ModelLoadError,
     context_length,
+    loading,
     mgte_tokenizer,
     model_fingerprint,
     model_kind,
@@ -27,15 +28,24 @@ from pipelines.embedding.resolve import (
 class Reranker:
     """score(queries, docs) -> relevance logits of ``[CLS] q [SEP] d`` pairs."""
 
-    def __init__(self, name_or_path: str, *, device: str = "auto", dtype: str = "float32"):
+    def __init__(self, name_or_path: str, *, device: str = "auto", dtype: str = "float32", verify: bool = True):
+        model_dir = resolve_model_dir(name_or_path)
+        with loading(model_dir, f"reranker {name_or_path}"):
+            self._load(model_dir, name_or_path, device, dtype, verify)
+
+    def _load(self, model_dir, name_or_path: str, device: str, dtype: str, verify: bool) -> None:
         import torch
 
-        model_dir = resolve_model_dir(name_or_path)
+        from model.files import verify_checksums
+
+        if verify:
+            verify_checksums(model_dir)
         self.device = pick_device(device)
         if model_kind(model_dir) == "mgte":
             import model as mgte
 
-            self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForSequenceClassification, with_tokenizer=False)
+            self.model = mgte.load_pretrained(model_dir, cls=mgte.MGTEForSequenceClassification, with_tokenizer=False,
+                                              verify=False)
             self.tokenizer = mgte_tokenizer(model_dir)
             self.context_length = int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
         else:
@@ -95,5 +105,5 @@ class Reranker:
         return lengths, cut
 
 
-def load_reranker(name_or_path: str, *, device: str = "auto", dtype: str = "float32") -> Reranker:
-    return Reranker(name_or_path, device=device, dtype=dtype)
+def load_reranker(name_or_path: str, *, device: str = "auto", dtype: str = "float32", verify: bool = True) -> Reranker:
+    return Reranker(name_or_path, device=device, dtype=dtype, verify=verify)

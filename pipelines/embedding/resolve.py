@@ -4,25 +4,26 @@ A model is named by a local directory (an mgte model directory, a `mgte train` o
 ``model/``, a sentence-transformers or Hugging Face directory) or a hub name (resolved through the
 HF cache; ``all-MiniLM-L6-v2`` through the bundled offline copy). Its fingerprint (sha256 over its
 files) is the model part of every cache key.
+
+:func:`check_model` is what every stage runs on each model it names (``model``, ``init``,
+``reranker``) before any phase: resolved, ``config.json`` readable, an encoder, its files as its
+``checksums.json`` lists (:mod:`model.files`). :func:`loading` wraps an actual load so that a cut
+or unreadable file fails in one line naming it. Both raise :class:`ModelLoadError` (exit 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
 
-from foundation.errors import MgteError
+from foundation.errors import ModelLoadError
 
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MGTE_MODEL_TYPES = ("mgte", "new")
 _FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".py")
-
-
-class ModelLoadError(MgteError):
-    """A model name or directory that cannot be used; the message names it."""
 
 
 def _offline() -> bool:
@@ -57,11 +58,64 @@ def resolve_model_dir(name_or_path: str) -> Path:
                              f"Hugging Face hub/cache ({type(exc).__name__}: {exc})") from None
 
 
+def check_model(key: str, name: str, *, verify: bool = True, encoder_only: bool = False) -> Path:
+    """The model that config key ``key`` names, checked before a stage does any work: it resolves,
+    its ``config.json`` is readable, its files match its ``checksums.json`` (``verify``, when it has
+    one) and it is not a decoder-only model (``encoder_only``; else only a sentence-transformers
+    directory, which brings its own pooling, may be one). Returns its directory."""
+    from model.files import ModelFileError, decoder_architecture, read_config, verify_checksums
+
+    local = Path(name).expanduser()
+    if not local.exists() and (local.is_absolute() or str(name).startswith((".", "~"))):
+        raise ModelLoadError(f"{key}={name}: no such model directory")
+    try:
+        path = resolve_model_dir(name)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{key}={name}: {exc}") from None
+    try:
+        config = read_config(path) if (path / "config.json").is_file() or not (path / "modules.json").is_file() else {}
+        if verify:
+            verify_checksums(path)
+    except ModelFileError as exc:
+        raise ModelLoadError(f"{key}={name}: {exc}") from None
+    arch = decoder_architecture(config)
+    if arch and (encoder_only or not (path / "modules.json").is_file()):
+        raise ModelLoadError(f"{key}={name}: {path} is a decoder-only model ({arch}); {key} takes an encoder "
+                             "(BERT/XLM-R-like, or an mgte model)")
+    return path
+
+
+def check_models(refs: dict[str, str | None], *, verify: bool = True) -> dict[str, Path]:
+    """:func:`check_model` on every model reference ``{key: name}`` that is set."""
+    return {key: check_model(key, name, verify=verify) for key, name in refs.items() if name}
+
+
+@contextlib.contextmanager
+def loading(model_dir: Path, what: str):
+    """Around a model load: a cut or unreadable file of ``model_dir`` (config, tokenizer, weights)
+    becomes one ModelLoadError naming ``what`` and the file; any other failure passes unchanged."""
+    from model.files import ModelFileError, damaged_file
+
+    try:
+        yield
+    except ModelFileError as exc:
+        raise ModelLoadError(f"{what}: {exc}") from None
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # tokenizers and safetensors raise bare Exceptions: tell them by the files
+        bad = damaged_file(model_dir)
+        if bad is None:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(f"{what}: {bad} [{type(exc).__name__}: {first}]") from None
+
+
 def model_kind(model_dir: Path) -> str:
     """``mgte`` (our/released gte checkpoints), ``sentence-transformers`` or ``hf``."""
-    config = model_dir / "config.json"
-    if config.is_file():
-        model_type = json.loads(config.read_text()).get("model_type")
+    from model.files import read_config
+
+    if (model_dir / "config.json").is_file():
+        model_type = read_config(model_dir).get("model_type")
         if model_type in MGTE_MODEL_TYPES:
             return "mgte"
     if (model_dir / "modules.json").is_file():

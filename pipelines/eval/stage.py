@@ -121,6 +121,7 @@ class Config:
     output: str | None = None
     model: str | None = "all-MiniLM-L6-v2"  # embedding model; null = BM25 only
     reranker: str | None = None  # cross-encoder; null = no reranking
+    verify_model: bool = True  # check model and reranker against their checksums.json (mgte-written models)
     name: str | None = None  # label in reports (default: the model name)
     split: str = "test"
     top_k: int = 100  # depth of every run written

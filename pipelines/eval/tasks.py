@@ -146,7 +146,8 @@ def embedder_task(task: str, cfg: Config, out: StageOutput, deps: str) -> dict:
     from pipelines.embedding import load_embedder
 
     beir, timings, facts = _beir(cfg), {}, {}
-    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype, pooling=cfg.encode.pooling)
+    embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype, pooling=cfg.encode.pooling,
+                             verify=cfg.verify_model)
     docs = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
     runs = model_runs(embedder, cfg, beir, docs, doc_order_keys(beir.corpus.ids), timings, facts)
     return _mark_runs(out, task, runs, beir, deps, timings, facts)
@@ -176,7 +177,7 @@ def rerank_task(task: str, first: str, cfg: Config, out: StageOutput, deps: str)
     from pipelines.embedding import load_reranker
 
     beir, timings, facts = _beir(cfg), {"rerank_first_stage": first}, {}
-    reranker = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype)
+    reranker = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype, verify=cfg.verify_model)
     docs = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
     hits = rerank_run(reranker, cfg, beir, docs, _first_stage(out, first, beir), doc_order_keys(beir.corpus.ids),
                       timings, facts)
@@ -266,5 +267,6 @@ def run(cfg: Config) -> dict:
                      finish=functools.partial(finish, cfg), error_budget=lambda cfg: None,
                      engine=lambda cfg: LocalEngine(), exclude=RUN_ONLY_KEYS + ("cache", "cache_dir", "report"),
                      describe=functools.partial(describe, cfg), tally=query_reasons,
-                     counts=lambda markers: dict(markers["read"][0]["counts"]))  # the runs decide no record
+                     counts=lambda markers: dict(markers["read"][0]["counts"]),  # the runs decide no record
+                     models=lambda cfg: {"model": cfg.model, "reranker": cfg.reranker})
     return run_stage(spec, cfg, [str(p) for p in find_files(cfg.input, cfg.split)])

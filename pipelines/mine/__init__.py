@@ -111,5 +111,6 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
 
 def run(cfg: Config) -> dict:
     spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
-                     later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg))
+                     later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg),
+                     models=lambda cfg: {"model": cfg.model})
     return run_stage(spec, cfg, resolve_inputs(cfg.input))

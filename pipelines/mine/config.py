@@ -72,6 +72,7 @@ class SearchConfig:
 class Config(DataStageConfig):
     engine: Literal["ray", "local"] = "local"  # where the tasks run; ray: encoding on a Ray Data actor pool
     model: str = "all-MiniLM-L6-v2"  # embedding model: our CPT/TRM dir, or any HF / sentence-transformers dir or name
+    verify_model: bool = True  # check the model's files against its checksums.json (mgte-written models)
     candidates: str | None = None  # BEIR corpus.jsonl (_id, title, text) or JSONL/parquet (id, text); null = positives
     num_negatives: int = 8  # hard negatives per (query, positive); fewer -> dropped `too_few_negatives`
     rank_range: tuple[int, int] = (10, 100)  # 1-based ranks (own positives removed) a negative may have

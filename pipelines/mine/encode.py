@@ -102,11 +102,11 @@ def n_shards(rows: int, shard_size: int) -> int:
 
 
 @functools.lru_cache(maxsize=2)
-def load_model(model: str, device: str, dtype: str, pooling: str):
+def load_model(model: str, device: str, dtype: str, pooling: str, verify: bool = True):
     """One embedder per process (a Ray actor or this one), loaded on first use only."""
     from pipelines.embedding import load_embedder
 
-    return load_embedder(model, device=device, dtype=dtype, pooling=pooling)
+    return load_embedder(model, device=device, dtype=dtype, pooling=pooling, verify=verify)
 
 
 def encode_shard(job: dict, shard: int) -> int:
@@ -117,7 +117,7 @@ def encode_shard(job: dict, shard: int) -> int:
     texts = read_column(Path(job["texts"]))
     lo = shard * job["shard_size"]
     chunk = texts.slice(lo, job["shard_size"]).to_pylist()
-    embedder = load_model(job["model"], job["device"], job["dtype"], job["pooling"])
+    embedder = load_model(job["model"], job["device"], job["dtype"], job["pooling"], job.get("verify", True))
     vectors = embedder.encode(chunk, max_length=job["max_length"], max_tokens=job["max_tokens"],
                               max_batch=job["max_batch"]).dense
     if not np.isfinite(vectors).all():
@@ -165,7 +165,7 @@ def encode_collection(engine, task: str, side: str, rel: str, data_hash: str, ro
     total = n_shards(rows, cfg.encode.shard_size)
     missing = [s for s in range(total) if not shard_path(entry, s).is_file()]
     job = {"entry": str(entry), "texts": str(out.root / rel), "model": cfg.model, "device": cfg.encode.device,
-           "dtype": cfg.encode.dtype, "pooling": cfg.encode.pooling, "store_dtype": cfg.encode.store_dtype,
+           "dtype": cfg.encode.dtype, "pooling": cfg.encode.pooling, "verify": cfg.verify_model, "store_dtype": cfg.encode.store_dtype,
            "shard_size": cfg.encode.shard_size, "max_length": settings["max_length"],
            "max_tokens": cfg.encode.max_tokens, "max_batch": cfg.encode.max_batch}
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from foundation.errors import BadInputError, ConfigError
+from foundation.errors import BadInputError, ConfigError, ModelLoadError
 from model import MGTEConfig, MGTEForMaskedLM, MGTEForSequenceClassification, MGTEModel
 from model.hf import save_pretrained
 from training.model_builder import ModelConfig, build_encoder, save_model
@@ -50,7 +50,7 @@ def test_unloadable_init_is_one_line_bad_input(tmp_path):
     (tmp_path / "xlmr" / "config.json").write_text('{"model_type": "xlm-roberta"}')  # no weights
     with pytest.raises(BadInputError, match="init=.*xlmr: cannot be loaded as a Hugging Face encoder"):
         build_encoder(ModelConfig(), str(tmp_path / "xlmr"))
-    with pytest.raises(BadInputError, match="init=.*nowhere"):
+    with pytest.raises(ModelLoadError, match="init=.*nowhere"):  # a missing reference is a refusal: exit 2
         build_encoder(ModelConfig(), str(tmp_path / "nowhere"))
 
 

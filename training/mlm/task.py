@@ -33,7 +33,8 @@ class MLMTask(MicroBatchTask):
     def build_model(self) -> MLMTrainModule:
         from model import MGTEForMaskedLM
 
-        mlm = build_encoder(self.cfg.model, self.cfg.init, MGTEForMaskedLM, with_tokenizer=False)
+        mlm = build_encoder(self.cfg.model, self.cfg.init, MGTEForMaskedLM, with_tokenizer=False,
+                            verify=self.cfg.verify_model)
         if mlm.config.vocab_size < self.masking.vocab_size:
             raise BadInputError(f"model vocab_size {mlm.config.vocab_size} < tokenizer size {self.masking.vocab_size}")
         if is_hf_encoder(mlm) and mlm.max_tokens is not None and self.max_len > mlm.max_tokens:

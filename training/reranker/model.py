@@ -1,6 +1,6 @@
 """The cross-encoder the reranker stage trains: score = W h_[CLS] over ``[CLS] q [SEP] d``.
 
-``init`` null, one of our model directories (the MLM-8192 encoder, as the paper: no CPT) or a
+``init: random`` (or null), one of our model directories (the MLM-8192 encoder, as the paper: no CPT) or a
 released gte-multilingual checkpoint: :class:`model.MGTEForSequenceClassification` (its
 ``classifier`` is :class:`model.heads.RerankerHead`, freshly initialised when ``init`` has none).
 ``init`` naming any other Hugging Face encoder (all-MiniLM-L6-v2, XLM-R, e5, an existing
@@ -34,12 +34,12 @@ def is_ours(model: torch.nn.Module) -> bool:
     return isinstance(model, MGTEForSequenceClassification)
 
 
-def build_reranker(m: ModelConfig, init: str | None) -> torch.nn.Module:
+def build_reranker(m: ModelConfig, init: str | None, *, verify: bool = True) -> torch.nn.Module:
     """Ours (random or from ``init``) or another family's sequence classifier with one label."""
     from model import MGTEForSequenceClassification
 
-    if check_init(m, init) is None:
-        model = build_encoder(m, init, cls=MGTEForSequenceClassification)
+    if check_init(m, init, verify=verify) is None:
+        model = build_encoder(m, init, cls=MGTEForSequenceClassification, verify=verify)
         if model.config.num_labels != 1:
             raise BadInputError(f"init={init}: a sequence classifier with {model.config.num_labels} labels; the "
                                 "reranker trains one score")
@@ -48,26 +48,32 @@ def build_reranker(m: ModelConfig, init: str | None) -> torch.nn.Module:
 
 
 def _load_hf_classifier(init: str, m: ModelConfig) -> torch.nn.Module:
-    import json
+    from pipelines.embedding.resolve import loading
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from model.hf_encoder import DROPOUT_KEYS
-    from model.tokenizer import load_tokenizer
-
-    path = resolve_init(init)
-    remote = "auto_map" in json.loads((path / "config.json").read_text())
+    path = resolve_init(init)  # its checksums were verified by check_init
     try:
-        config = AutoConfig.from_pretrained(str(path), num_labels=1, trust_remote_code=remote, local_files_only=True)
-        if m.hidden_dropout_prob is not None:
-            for key in DROPOUT_KEYS:
-                if isinstance(getattr(config, key, None), float):
-                    setattr(config, key, float(m.hidden_dropout_prob))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), config=config, trust_remote_code=remote, local_files_only=True, ignore_mismatched_sizes=True)
+        with loading(path, f"init={init}"):
+            return _hf_classifier(init, path, m)
     except (OSError, ValueError, KeyError) as exc:
         raise BadInputError(f"init={init}: cannot be loaded as a Hugging Face sequence classifier "
                             f"({type(exc).__name__}: {exc})") from None
+
+
+def _hf_classifier(init: str, path: Path, m: ModelConfig) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from model.files import read_config
+    from model.hf_encoder import DROPOUT_KEYS
+    from model.tokenizer import load_tokenizer
+
+    remote = "auto_map" in read_config(path)
+    config = AutoConfig.from_pretrained(str(path), num_labels=1, trust_remote_code=remote, local_files_only=True)
+    if m.hidden_dropout_prob is not None:
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, float(m.hidden_dropout_prob))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), config=config, trust_remote_code=remote, local_files_only=True, ignore_mismatched_sizes=True)
     model.tokenizer = load_tokenizer(path)
     log.info("reranker: starting from %s, a %s model (%s, one label)", init, config.model_type, type(model).__name__)
     return model

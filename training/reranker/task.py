@@ -37,7 +37,7 @@ class RerankerTask(MicroBatchTask):
         return self._tokenizer
 
     def build_model(self):
-        model = build_reranker(self.cfg.model, self.cfg.init)
+        model = build_reranker(self.cfg.model, self.cfg.init, verify=self.cfg.verify_model)
         if getattr(model, "tokenizer", None) is not None:
             self._tokenizer = model.tokenizer
         self._max_tokens = max_pair_tokens(model)

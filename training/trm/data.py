@@ -117,10 +117,10 @@ def steps_for_epochs(cfg, rows: dict) -> int:
     """``epochs`` x the global batches of one epoch over ``rows`` (at least 1 step); lengths in
     tokens of the init's tokenizer when it has one (as training sees them), else ``tokenizer``."""
     from model.tokenizer import load_tokenizer
-    from training.model_builder import resolve_init
+    from training.model_builder import is_random, resolve_init
 
     tokenizer = None
-    if cfg.init:
+    if not is_random(cfg.init):
         init_dir = resolve_init(cfg.init)
         if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
             tokenizer = load_tokenizer(init_dir)

@@ -102,31 +102,34 @@ def init_sparse_head(head: SparseHead, init_dir: Path | None) -> bool:
 
 
 def save_trm(model: TRMEmbedder, directory: Path, *, tokenizer, max_seq_length: int, dims: tuple[int, ...]) -> Path:
-    """The final model directory (see the module docstring)."""
-    from training.model_builder import save_model
+    """The final model directory (see the module docstring), written atomically, checksums last."""
+    from model.hf import write_model_dir
 
-    directory = Path(directory)
-    if is_hf_encoder(model.encoder):
-        save_model(model.encoder, directory, tokenizer=tokenizer)
-        remote = "auto_map" in json.loads((directory / "config.json").read_text())
-    else:
-        from model import MGTEForEmbedding
-        from model.hf import save_pretrained
+    def write(tmp: Path) -> None:
+        if is_hf_encoder(model.encoder):
+            from training.model_builder import write_model
 
-        full = MGTEForEmbedding(model.encoder.config)
-        full.new.load_state_dict(model.encoder.state_dict())
-        full.classifier.load_state_dict(model.sparse_head.state_dict())
-        full.config.architectures = ["MGTEForEmbedding"]
-        save_pretrained(full, directory, tokenizer=tokenizer)
-        remote = True
-    from training.embedder import write_sentence_transformers_files
+            write_model(model.encoder, tmp, tokenizer=tokenizer)
+            remote = "auto_map" in json.loads((tmp / "config.json").read_text())
+        else:
+            from model import MGTEForEmbedding
+            from model.hf import write_pretrained
 
-    write_sentence_transformers_files(directory, max_seq_length, remote, pooling=model.pooling, normalize=True)
-    write_sentence_transformers_sparse(directory, model, vocab_size=len(tokenizer) if tokenizer is not None else None)
-    (directory / TRM_FILE).write_text(json.dumps({
-        "pooling": model.pooling, "matryoshka_dims": list(dims), "sparse_head": SPARSE_DIR,
-        "special_token_ids": list(model.special_token_ids)}, indent=2) + "\n")
-    return directory
+            full = MGTEForEmbedding(model.encoder.config)
+            full.new.load_state_dict(model.encoder.state_dict())
+            full.classifier.load_state_dict(model.sparse_head.state_dict())
+            full.config.architectures = ["MGTEForEmbedding"]
+            write_pretrained(full, tmp, tokenizer=tokenizer)
+            remote = True
+        from training.embedder import write_sentence_transformers_files
+
+        write_sentence_transformers_files(tmp, max_seq_length, remote, pooling=model.pooling, normalize=True)
+        write_sentence_transformers_sparse(tmp, model, vocab_size=len(tokenizer) if tokenizer is not None else None)
+        (tmp / TRM_FILE).write_text(json.dumps({
+            "pooling": model.pooling, "matryoshka_dims": list(dims), "sparse_head": SPARSE_DIR,
+            "special_token_ids": list(model.special_token_ids)}, indent=2) + "\n")
+
+    return write_model_dir(directory, write)
 
 
 def write_sentence_transformers_sparse(directory: Path, model: TRMEmbedder, *, vocab_size: int | None) -> None:

@@ -15,7 +15,7 @@ from training.contrastive import gather_no_grad, gather_with_grad, rank
 from training.distributed import all_reduce_sum
 from training.embedder import EmbedderTask, nonfinite_on_any_rank
 from training.gradcache import cached_step
-from training.model_builder import is_hf_encoder, resolve_init
+from training.model_builder import is_hf_encoder, is_random, resolve_init
 from training.steppers import StepContext
 from training.trm.config import Config
 from training.trm.data import HardNegativeBatches, clean_rows, read_hard_negatives, row_lengths
@@ -64,7 +64,7 @@ class TRMTask(EmbedderTask):
 
     def build_model(self):
         encoder = super().build_model()
-        init_dir = resolve_init(self.cfg.init) if self.cfg.init else None
+        init_dir = None if is_random(self.cfg.init) else resolve_init(self.cfg.init)
         pooling = resolve_pooling(self.cfg.pooling, init_dir, not is_hf_encoder(encoder))
         model = TRMEmbedder(encoder, pooling, self.tokenizer.all_special_ids)
         if init_sparse_head(model.sparse_head, init_dir):

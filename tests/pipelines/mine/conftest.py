@@ -45,6 +45,9 @@ def install_fake(monkeypatch) -> None:
     monkeypatch.setattr(encode, "load_model", lambda *a, **k: FakeEmbedder())
     monkeypatch.setattr(encode, "model_identity",
                         lambda model: {"model": model, "dir": "-", "kind": "fake", "fingerprint": "0"})
+    import pipelines.embedding.resolve as resolve
+
+    monkeypatch.setattr(resolve, "check_models", lambda refs, verify=True: {})  # "fake" names no directory
 
 
 @pytest.fixture()
