@@ -196,9 +196,11 @@ def _run_locked(name: str, dag: Dag, cfg: DagConfig, built: dict, root: Path, co
     evals = {name: info["output"] for name, info in report["steps"].items()
              if info.get("stage") == "eval" and info.get("status") in ("done", "skipped")}
     if evals:  # the build ends with one page comparing every evaluated model
-        from pipelines.eval.report import write_comparison
+        from pipelines.eval.report import record_in_model_cards, write_comparison
 
         report["comparison"] = str(write_comparison(evals, root / "report"))
+        for model_dir in record_in_model_cards(evals, root):  # the DAG's own models' cards get their metrics
+            log.info("dag %s: held-out metrics in %s", name, model_dir / "README.md")
         save()
         log.info("dag %s: evaluation report %s", name, report["comparison"])
     print(json.dumps({k: f"{v['status']}: {v.get('why', '')}" for k, v in report["steps"].items()}, indent=1))

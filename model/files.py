@@ -2,7 +2,7 @@
 
 Every model directory mgte writes goes through :func:`model.hf.write_model_dir`, which ends with
 :func:`write_checksums`: ``checksums.json`` = ``{"sha256": {relative path: hex}, "size": {path: bytes}}``
-over every other file, written last (its ``.tmp`` renamed). A load of such a directory runs
+over every other file but the model card ``README.md``, written last (its ``.tmp`` renamed). A load of such a directory runs
 :func:`verify_checksums` first (sizes, then sha256; the first file that differs is named), once per
 process and unchanged files; a directory without ``checksums.json`` (a third-party Hugging Face or
 sentence-transformers directory) is loaded as before.
@@ -22,6 +22,7 @@ import struct
 from pathlib import Path
 
 CHECKSUMS = "checksums.json"
+CARD = "README.md"  # the model card (model/card.py): documentation, updated after evaluation, not checked
 _BLOCK = 1 << 22
 _VERIFIED: set[tuple] = set()  # (directory, stat of its listed files) already verified in this process
 
@@ -40,7 +41,8 @@ def file_sha256(path: Path) -> str:
 
 def _files(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                  if p.is_file() and p.name != CHECKSUMS and not p.name.endswith(".tmp"))
+                  if p.is_file() and p.name != CHECKSUMS and not p.name.endswith(".tmp")
+                  and str(p.relative_to(directory)) != CARD)
 
 
 def write_checksums(directory: str | os.PathLike) -> Path:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from foundation.config import RayConfig, build, config_to_dict, frozen, replace
-from foundation.errors import StageConflict
+from foundation.errors import MgteError, StageConflict
 from foundation.ledger import RUN_ONLY_KEYS, StageOutput, describe_inputs, output_lock, read_manifest
 from training.checkpoint import discard_checkpoints
 from training.loop import LoopConfig, checkpoint_location, train_loop
@@ -148,12 +148,36 @@ def _run_locked(spec: ModelStage, cfg, family: str | None) -> dict:
                           scaling=cfg.scaling, storage_path=cfg.scaling.storage_path or str(root / "ray"),
                           name=f"{spec.short}-{out.config_hash}", ckpt_dir=root / "checkpoints", events=root / EVENTS)
     extra = spec.extra(cfg, family, root) if spec.extra is not None else {}
+    final = final_metrics(root, result, spec.final_keys)
+    write_model_card(spec, cfg, out, data, final)
     return out.finish(
         counts=data.counts, dropped_by_reason=data.dropped_by_reason, inputs=input_sizes(cfg.input),
         outputs=MODEL_OUTPUTS,
         extra={"engine": cfg.engine, "num_workers": cfg.scaling.num_workers, "init": cfg.init, **data.extra,
-               **extra, "final": final_metrics(root, result, spec.final_keys),
+               **extra, "final": final,
                "retries": read_retries(root / EVENTS) if cfg.engine == "ray" else []})
+
+
+def write_model_card(spec: ModelStage, cfg, out: StageOutput, data: ModelInput, final: dict) -> None:
+    """``OUTPUT/model/README.md`` (:mod:`model.card`): how to load it, and what it was built from."""
+    from foundation.ledger import code_version, stage_output
+    from model.card import write_card
+
+    model_dir = Path(cfg.output) / "model"
+    if not (model_dir / "config.json").is_file():
+        return
+    inputs = []
+    for path in cfg.input:
+        try:
+            manifest = stage_output(path) if Path(path).is_dir() else None
+        except (MgteError, OSError, ValueError):  # refused earlier if it mattered; the card only describes
+            manifest = None
+        inputs.append({"path": path, **({"stage": manifest["stage"], "config_hash": manifest["config_hash"]}
+                                        if manifest else {})})
+    write_card(model_dir, {"name": f"{Path(cfg.output).name} ({spec.name})", "stage": spec.name,
+                           "config_hash": out.config_hash, "code_version": code_version(),
+                           "init": cfg.init or "random", "inputs": inputs, "counts": data.counts,
+                           "final": {k: v for k, v in final.items() if isinstance(v, (int, float))}})
 
 
 def worker_main(spec: ModelStage, config: dict):

@@ -123,10 +123,19 @@ def model_kind(model_dir: Path) -> str:
     return "hf"
 
 
+def model_files(model_dir: Path) -> list[Path]:
+    """The files that make the model (weights, configs, tokenizer, code); not its card or other docs."""
+    return sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
+
+
+def model_size(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_files(model_dir))
+
+
 def model_fingerprint(model_dir: Path) -> str:
     """sha256 over the model's files (weights, configs, tokenizer): the model part of cache keys."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES):
+    for path in model_files(model_dir):
         digest.update(str(path.relative_to(model_dir)).encode())
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):

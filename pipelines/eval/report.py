@@ -141,3 +141,31 @@ def write_comparison(evals: Mapping[str, str | Path], out: str | Path) -> Path:
             f"</ul></body></html>")
     atomic_write_bytes(out / "comparison.html", page.encode())
     return out / "comparison.html"
+
+
+def record_in_model_cards(evals: Mapping[str, str | Path], within: str | Path) -> list[Path]:
+    """Held-out metrics into the model card of every mgte model (one with ``checksums.json``) under
+    ``within`` that an evaluation in ``evals`` ({label: eval output}) used: dense / sparse / hybrid
+    on the embedding model's card, rerank on the reranker's (:func:`model.card.add_evaluation`).
+    Models elsewhere (a bundled or a user's model) are never written to."""
+    from foundation.ledger import read_manifest
+    from model.card import add_evaluation
+    from model.files import CHECKSUMS
+    from pipelines.embedding.resolve import resolve_model_dir
+
+    within = Path(within).resolve()
+    updated = []
+    for label, directory in evals.items():
+        cfg = read_manifest(directory)["config"]
+        methods = json.loads((Path(directory) / "metrics.json").read_text())["methods"]
+        data = Path(str(cfg["input"][0])).name if cfg.get("input") else "?"
+        for key, used in (("model", ("dense", "sparse", "hybrid")), ("reranker", ("rerank",))):
+            if not cfg.get(key) or not Path(str(cfg[key])).is_dir():
+                continue
+            model_dir = resolve_model_dir(str(cfg[key]))
+            if not model_dir.is_relative_to(within) or not (model_dir / CHECKSUMS).is_file():
+                continue
+            picked = {m: methods[m] for m in used if m in methods}
+            if picked and add_evaluation(model_dir, label, data, picked):
+                updated.append(model_dir)
+    return updated

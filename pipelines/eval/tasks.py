@@ -48,10 +48,10 @@ TASKS = ("read-beir-", "bm25", "model-", "rerank-")
 def model_entry(name: str, role: str) -> dict:
     """A model directory as a pinned input: its path, size and the sha256 of its files (a wrong
     name fails here, before any work)."""
-    from pipelines.embedding import model_fingerprint, resolve_model_dir
+    from pipelines.embedding.resolve import model_fingerprint, model_size, resolve_model_dir
 
     model_dir = resolve_model_dir(name)
-    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    size = model_size(model_dir)  # the model's files: its card is updated after evaluations
     return {"path": str(model_dir), "size": size, "fingerprint": f"sha256:{model_fingerprint(model_dir)}",
             "role": role}
 

@@ -14,7 +14,7 @@ from training.cpt.config import Config
 from training.cpt.data import PairBatches, load_pairs
 from training.embedder import EmbedderTask, nonfinite_on_any_rank, write_sentence_transformers_files
 from training.gradcache import cached_step
-from training.model_builder import is_hf_encoder, save_model
+from training.model_builder import is_hf_encoder, write_model
 from training.steppers import StepContext
 
 
@@ -59,6 +59,11 @@ class CPTTask(EmbedderTask):
 
     def save_model(self, model, out_dir: Path) -> None:
         model.set_rope_theta(None)  # inference runs with the original base (revNTK recovers 8k)
-        save_model(model, out_dir, tokenizer=self.tokenizer)
-        remote = not is_hf_encoder(model) or "auto_map" in json.loads((Path(out_dir) / "config.json").read_text())
-        write_sentence_transformers_files(out_dir, self.data_config.doc_max_tokens, trust_remote_code=remote)
+        from model.hf import write_model_dir
+
+        def write(tmp: Path) -> None:  # the sentence-transformers files inside the directory's checksums
+            write_model(model, tmp, tokenizer=self.tokenizer)
+            remote = not is_hf_encoder(model) or "auto_map" in json.loads((tmp / "config.json").read_text())
+            write_sentence_transformers_files(tmp, self.data_config.doc_max_tokens, trust_remote_code=remote)
+
+        write_model_dir(out_dir, write)
