@@ -134,7 +134,8 @@ class Progress:
             parts[0] += f" ({100 * self.done // self.total}%)"
         parts.append(_rate(rate))
         if self.total is not None:
-            parts.append(f"~{duration(max(self.total - self.done, 0) / rate)} left" if rate > 0 else "time left unknown")
+            left = max(self.total - self.done, 0)
+            parts.append(f"~{duration(left / rate)} left" if rate > 0 else "time left unknown")
         parts += [f"{k}={_short(v)}" for k, v in self.postfix.items()]
         return ", ".join(parts)
 

@@ -131,3 +131,17 @@ def test_unknown_total_and_bad_interval(clock, caplog, monkeypatch):
 
 def test_duration():
     assert [P.duration(s) for s in (0.4, 42, 92, 3599, 7500)] == ["0s", "42s", "1m32s", "59m59s", "2h05m"]
+
+
+def test_a_process_without_logging_set_up_still_gets_the_lines(tmp_path):
+    """A Ray worker: nobody configured the root logger (WARNING, no handler); the lines reach stderr."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from foundation.progress import progress\nfor _ in progress(range(2), 'encode', unit='texts'): pass\n"
+    env = dict(os.environ, **{P.ENV_INTERVAL: "0"})
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "foundation.progress: encode: 2/2 texts (100%)" in done.stderr
+    assert "foundation.progress: encode: done 2/2 texts in 0s" in done.stderr
