@@ -308,4 +308,4 @@ class DataStageConfig:
     beam: BeamConfig = BeamConfig()
     ray: RayConfig = RayConfig()
     local: LocalConfig = LocalConfig()
-    progress: bool = True  # a progress bar per phase on a terminal
+    progress: bool = True  # a bar per phase on a terminal; false: log lines there too (foundation/progress.py)

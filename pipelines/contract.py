@@ -115,7 +115,7 @@ class Stage:
     entries: list[dict]
     change: InputChange
     done: bool
-    progress: bool = False  # a progress bar per phase on a terminal (the stage config's `progress`)
+    progress: bool = False  # a bar per phase on a terminal (the stage config's `progress`); log lines else
 
     @classmethod
     def begin(cls, name: str, cfg: Any, files: Iterable[str], *, per_input: Callable[[dict], list[str]],
@@ -160,6 +160,7 @@ class Phase:
     deps: str | None = None
     sort_key: Callable[[tuple], Any] | None = None  # e.g. largest input first
     drives_engine: bool = False
+    unit: str = "tasks"  # what the progress report counts ("query chunks")
 
 
 def finished(out: StageOutput, names: list[str], deps: str | None = None, *, stage: str = "stage") -> list[dict]:
@@ -183,7 +184,7 @@ def run_phase(stage: Stage, engine, phase: Phase, earlier: dict[str, list[dict]]
     log.info("%s: phase %s: %d tasks, %d to run (engine %s)", out.stage, phase.name, len(names), len(todo),
              getattr(engine, "name", "?"))
     t0 = time.perf_counter()
-    bar = Progress(len(todo), enabled=stage.progress and bool(todo), desc=f"{out.stage} {phase.name}")
+    bar = Progress(len(todo), enabled=bool(todo), bar=stage.progress, desc=f"{out.stage} {phase.name}", unit=phase.unit)
     try:
         if todo and phase.drives_engine:
             for item in todo:

@@ -90,7 +90,7 @@ class LoopConfig:
     checkpoint_dir: str | None = None
     find_unused_parameters: bool = False  # DDP option
     tensorboard: bool = True  # when the tensorboard package is installed
-    progress: bool = True  # a bar on a TTY
+    progress: bool = True  # a bar on a TTY; false: the progress log lines there too (foundation/progress.py)
     optim: OptimConfig = OptimConfig()
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
 
@@ -409,7 +409,7 @@ def _train(run: Run, report) -> LoopResult:
     writer = MetricsWriter(out / "metrics.jsonl" if out else None,
                            tensorboard_dir=(out / "tensorboard") if (out and cfg.tensorboard) else None,
                            enabled=run.is_main)
-    progress = Progress(cfg.max_steps, run.step, enabled=run.is_main and cfg.progress)
+    progress = Progress(cfg.max_steps, run.step, enabled=run.is_main, bar=cfg.progress, desc="train", unit="steps")
     ctx = StepContext(run.stepper, run.device, run.precision, run.world)
     throughput = Throughput()
     in_a_row, last_loss, last_metrics = 0, None, {}

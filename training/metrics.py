@@ -1,4 +1,5 @@
-"""Training metrics: one JSON line per logged step, TensorBoard when installed, a progress bar.
+"""Training metrics: one JSON line per logged step, TensorBoard when installed (the progress bar or
+log lines: foundation/progress.py).
 
 Only rank 0 writes (``enabled=False`` elsewhere makes every call a no-op). The JSONL file is
 appended to, so a resumed run continues the same file; each line carries ``step`` and ``time``.

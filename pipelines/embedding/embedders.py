@@ -34,7 +34,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from foundation.progress import on_tty, progress
+from foundation.progress import progress
 from pipelines.embedding.resolve import (
     ModelLoadError,
     context_length,
@@ -52,6 +52,7 @@ from pipelines.embedding.vectors import Encoded, SparseVectors, normalise
 log = logging.getLogger(__name__)
 
 ENCODE_CHUNK = 256  # texts per call of MGTEForEmbedding.encode (one progress step)
+ST_CHUNK_BATCHES = 16  # batches per call of SentenceTransformer.encode (one progress step)
 
 
 class Embedder(abc.ABC):
@@ -132,7 +133,7 @@ class MGTEEmbedder(Embedder):
         dense = np.zeros((len(ids), self.dim), dtype=np.float32)
         weights: list[dict] = [{} for _ in ids]
         chunks = [order[i:i + ENCODE_CHUNK] for i in range(0, len(order), ENCODE_CHUNK)]
-        for chunk in progress(chunks, "encode"):
+        for chunk in progress(chunks, "encode", unit="texts", weight=len):
             out = self.model.encode([ids[i] for i in chunk], max_length=max_length, max_tokens=max_tokens,
                                     normalize=True, return_sparse=sparse)
             dense[chunk] = out["dense"].float().numpy()
@@ -163,10 +164,18 @@ class SentenceTransformerEmbedder(Embedder):
     def _encode(self, texts, *, max_length, max_tokens, max_batch, sparse):
         self.model.max_seq_length = max_length
         n_cut = sum(n > max_length for n in self.token_lengths(texts))
-        vectors = self.model.encode(list(texts), batch_size=max(1, min(max_batch, max_tokens // max_length)),
-                                    convert_to_numpy=True, show_progress_bar=on_tty(), normalize_embeddings=True)
-        return Encoded(normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)), None, n_cut,
-                       max_length)
+        batch_size = max(1, min(max_batch, max_tokens // max_length))
+        # longest first, as SentenceTransformer.encode sorts inside a call; whole batches per call,
+        # so the batches are the ones a single call would make, with our progress report between calls
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        step = batch_size * ST_CHUNK_BATCHES
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for rows in progress([order[i:i + step] for i in range(0, len(order), step)], "encode", unit="texts",
+                             weight=len):
+            vectors[rows] = np.asarray(self.model.encode([texts[i] for i in rows], batch_size=batch_size,
+                                                         convert_to_numpy=True, show_progress_bar=False,
+                                                         normalize_embeddings=True), dtype=np.float32)
+        return Encoded(normalise(vectors), None, n_cut, max_length)
 
 
 class HFEmbedder(Embedder):
@@ -206,7 +215,7 @@ class HFEmbedder(Embedder):
         batches = token_budget_batches([len(r) for r in ids], max_tokens, longest_first=True, padded=True,
                                        max_batch=max_batch)
         with torch.inference_mode():
-            for batch in progress(batches, "encode"):
+            for batch in progress(batches, "encode", unit="texts", weight=len):
                 enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
                 hidden = self.model(**enc).last_hidden_state.float()  # (batch, seq, H)
                 if self.pooling == "mean":

@@ -83,7 +83,7 @@ class Reranker:
         with torch.inference_mode():
             batches = token_budget_batches([min(t, max_length) for t in totals], max_tokens, longest_first=True,
                                            padded=True, max_batch=max_batch)
-            for batch in progress(batches, "rerank"):
+            for batch in progress(batches, "rerank", unit="pairs", weight=len):
                 inputs = self.tokenizer([q_cut[queries[i]] for i in batch], [d_cut[docs[i]] for i in batch],
                                         padding=True, truncation="only_second", max_length=max_length,
                                         return_tensors="pt", verbose=False).to(self.device)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from foundation.progress import progress
 from pipelines.eval.retrieval import Hits, select_top
 
 _NO_SPACE = (
@@ -80,7 +81,7 @@ class BM25Index:
     def search(self, query_texts: Sequence[str], k: int, order_keys: np.ndarray) -> list[Hits]:
         out = []
         vocab = getattr(self.retriever, "vocab_dict", {}) if self.n_docs else {}
-        for terms in self.terms(query_texts):
+        for terms in progress(self.terms(query_texts), "bm25 search", unit="queries"):
             known = [t for t in terms if t in vocab and t != ""]
             if not known:
                 out.append(Hits(np.zeros(0, np.int64), np.zeros(0)))

@@ -82,11 +82,11 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
         out_phases.append(Phase("candidates", cand, read_candidates, names=[cand[0][0]]))
     out_phases += [Phase("group", group_items, group_pairs, names=["group"], deps=deps),
                    Phase("encode", encode_items, encode_collection, names=[f"encode-{n}" for n, _ in COLLECTIONS],
-                         deps=deps, drives_engine=True)]
+                         deps=deps, drives_engine=True, unit="collections")]
     if cfg.search.index != "flat":
         out_phases.append(Phase("index", lambda m: [("index", vectors(m)["candidates"], cfg, out, deps)], build_ann,
                                 names=["index"], deps=deps))
-    out_phases.append(Phase("search", search_items, mine_chunk, names=search_names, deps=deps))
+    out_phases.append(Phase("search", search_items, mine_chunk, names=search_names, deps=deps, unit="query chunks"))
     return out_phases
 
 

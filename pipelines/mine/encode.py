@@ -32,6 +32,7 @@ import pyarrow as pa
 from foundation.errors import MgteError
 from foundation.faults import fault_point
 from foundation.ledger import StageOutput, atomic_write_arrow, atomic_write_json, atomic_write_npy
+from foundation.progress import progress
 from foundation.ray_init import apply_env, driver_env
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def encode_collection(engine, task: str, side: str, rel: str, data_hash: str, ro
     if missing and getattr(engine, "name", "local") == "ray":
         _encode_missing_ray(engine, job, missing, cfg)
     else:
-        for shard in missing:
+        for shard in progress(missing, f"mine encode {side}", unit="shards"):
             encode_shard(job, shard)
     seconds = time.perf_counter() - t0
     dim = int(np.load(shard_path(entry, 0), mmap_mode="r").shape[1]) if total else 0

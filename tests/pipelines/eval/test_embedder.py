@@ -146,3 +146,25 @@ def test_a_training_output_directory_means_its_model(tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="not a model directory"):
         resolve_model_dir(str(tmp_path / "empty"))
+
+
+def test_rerank_and_encode_say_how_far_they_are_in_the_log(tiny_bert, monkeypatch, caplog):
+    """Off a terminal a cross-encoder's scoring and an encode loop log done/total, rate and time left
+    (issue 25: 19 minutes of reranking with no line in the log)."""
+    import logging
+    import re
+
+    from foundation import progress
+
+    monkeypatch.setattr(progress, "on_tty", lambda: False)
+    monkeypatch.setenv(progress.ENV_INTERVAL, "0")
+    caplog.set_level(logging.INFO, logger=progress.log.name)
+    rr = load_reranker(str(tiny_bert / "ce"), device="cpu")
+    rr.score(["cats", "capital", "cats"], [TEXTS[1], TEXTS[2], TEXTS[0]], max_length=32, max_tokens=64, max_batch=1)
+    load_embedder(str(tiny_bert / "enc"), device="cpu").encode(TEXTS, max_length=64, max_batch=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == progress.log.name]
+    assert [ln.split(",")[0].split(" in ")[0] for ln in lines] == [
+        "rerank: 1/3 pairs (33%)", "rerank: 2/3 pairs (66%)", "rerank: 3/3 pairs (100%)", "rerank: done 3/3 pairs",
+        "encode: 1/3 texts (33%)", "encode: 2/3 texts (66%)", "encode: 3/3 texts (100%)", "encode: done 3/3 texts"]
+    assert all(re.fullmatch(r"\w+: \d/3 \w+ \(\d+%\), [\d.,e+-]+/s, (~\d+s left|time left unknown)", ln)
+               for ln in lines if "done" not in ln)
