@@ -10,7 +10,9 @@ and, when the work took at least ``interval`` seconds, one last line at :meth:`P
     rerank: done 15,260/15,260 pairs in 21m02s (12.1/s)
 
 (``stopped at`` instead of ``done`` when it ended early, e.g. on an error). Work that finishes
-within the interval logs nothing. The interval is 30 s, or ``MGTE_PROGRESS_INTERVAL_S``, or the
+within the interval logs nothing. When one item takes longer than the interval (an index build, a
+long document), a heartbeat thread logs the same line, marked ``(working on the next)``, so a log
+never goes silent for longer than the interval. The interval is 30 s, or ``MGTE_PROGRESS_INTERVAL_S``, or the
 ``interval`` argument. The rate is over the whole run so far (items done here, not ``initial``), the
 time left is what remains at that rate; the clock is monotonic.
 
@@ -29,6 +31,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from typing import Iterable, Iterator, TypeVar
 
@@ -107,6 +110,18 @@ class Progress:
         self.interval = interval_s(interval)
         _ensure_handler()
         self._start = self._last = clock()
+        self._lock = threading.Lock()
+        self._said = time.monotonic()  # real time of the last line, for the heartbeat
+        self._stop = threading.Event()
+        if self.interval > 0:  # one item may take longer than the interval: a line anyway
+            threading.Thread(target=self._heartbeat, name=f"progress {desc}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self._logs and time.monotonic() - self._said >= self.interval:
+                    self._said = time.monotonic()
+                    log.info("%s (working on the next)", self.line(clock()))
 
     def update(self, n: int = 1, **postfix) -> None:
         if self._bar is not None:
@@ -121,8 +136,9 @@ class Progress:
             self.postfix = postfix
         now = clock()
         if now - self._last >= self.interval:
-            self._last = now
-            log.info("%s", self.line(now))
+            with self._lock:
+                self._last, self._said = now, time.monotonic()
+                log.info("%s", self.line(now))
 
     def line(self, now: float) -> str:
         """``desc: done/total unit (pct), rate, ~left`` as of ``now``."""
@@ -145,7 +161,9 @@ class Progress:
             self._bar = None
         if not self._logs:
             return
-        self._logs = False
+        with self._lock:
+            self._logs = False
+        self._stop.set()
         elapsed = clock() - self._start
         if elapsed < self.interval:  # quick work: no lines at all
             return

@@ -145,3 +145,20 @@ def test_a_process_without_logging_set_up_still_gets_the_lines(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "foundation.progress: encode: 2/2 texts (100%)" in done.stderr
     assert "foundation.progress: encode: done 2/2 texts in 0s" in done.stderr
+
+
+def test_one_slow_item_still_gets_a_line_every_interval(monkeypatch, caplog):
+    """The heartbeat: nothing finishes for longer than the interval, a line comes anyway (real time)."""
+    import time as real_time
+
+    from foundation import progress as p
+
+    monkeypatch.setattr(p, "on_tty", lambda: False)
+    with caplog.at_level(logging.INFO, logger="foundation.progress"):
+        report = p.Progress(10, desc="index build", unit="shards", interval=0.2)
+        real_time.sleep(0.7)
+        report.close()
+    lines = [r.getMessage() for r in caplog.records if "index build" in r.getMessage()]
+    assert len(lines) >= 2 and all("0/10 shards (0%)" in line and "(working on the next)" in line
+                                   for line in lines[:-1]), lines
+    assert lines[-1].startswith("index build: stopped at 0/10 shards in")
