@@ -98,6 +98,7 @@ def test_trm_directory_checksums_cover_the_sentence_transformers_files(tmp_path)
     out = save_trm(TRMEmbedder(encoder, "cls", tok.all_special_ids), tmp_path / "trm", tokenizer=tok,
                    max_seq_length=64, dims=(32, 64))
     listed = json.loads((out / CHECKSUMS).read_text())["sha256"]
-    assert {"trm.json", "modules.json", "1_SparseTerms/model.safetensors", "mgte_sparse_terms.py",
-            "model.safetensors", "config.json"} <= set(listed)
+    assert {"trm.json", "modules.json", "1_Pooling/config.json", "sparse/modules.json",
+            "sparse/1_SparseTerms/model.safetensors", "sparse/mgte_sparse_terms.py", "model.safetensors",
+            "config.json"} <= set(listed)
     assert verify_checksums(out)
