@@ -141,6 +141,26 @@ def _prepare_and_run(step, sc, module, stage_cfg, done: dict, prev: dict | None,
         return _run_step(step, module, stage_cfg, prev, upstream, settings_hash(stage_cfg), save)
 
 
+def check_outside_models(built: dict, root: Path) -> None:
+    """Every model a step names that no earlier step builds (``model``, ``init``, ``reranker`` set in
+    its config: a hub name, a bundled or a user's directory) is checked before step 1 runs
+    (:func:`pipelines.embedding.resolve.check_model`); the DAG's own models are checked by their
+    stage when it starts, once they exist."""
+    from pipelines.embedding.resolve import check_model
+
+    for step, (_module, cfg) in built.items():
+        for key in ("model", "init", "reranker"):
+            name = getattr(cfg, key, None)
+            if not isinstance(name, str) or not name or name == "random":
+                continue
+            if Path(name).is_absolute() and Path(name).resolve().is_relative_to(root):
+                continue
+            try:
+                check_model(key, name, verify=getattr(cfg, "verify_model", True), encoder_only=key == "init")
+            except UsageError as exc:
+                raise type(exc)(f"step {step}: {exc}") from None
+
+
 def _read_previous(path: Path) -> dict:
     try:
         return json.loads(path.read_text()).get("steps") or {}
@@ -158,6 +178,7 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
     # every enabled step's config is built (and so checked) before step 1 runs
     built = {step.name: _step_config(step, cfg.steps[step.name], root, cfg_dir)
              for step in dag.steps if cfg.steps[step.name].enabled}
+    check_outside_models(built, root)
     with output_lock(root, f"mgte dag run {name}"):  # one run of a DAG per output root
         return _run_locked(name, dag, cfg, built, root, config)
 

@@ -232,3 +232,13 @@ def test_a_dag_step_racing_a_stage_command_refuses_naming_it(toy):
     again, ran = toy("a.value=1")
     assert ran == ["d"]  # a and b were rebuilt before the refusal; c (unchanged) stands; d reads the new b
     assert again["c"]["status"] == "skipped" and again["d"]["status"] == "done"
+
+
+def test_a_missing_outside_model_is_refused_before_any_step_runs(toy):
+    """A model no step builds (here: e's `model`) is checked before step 1; the DAG's own (d's model,
+    c/model) are left to their stage, since they do not exist yet."""
+    from foundation.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"^step e: model=/nonexistent/model: no such model directory"):
+        toy("e.model=/nonexistent/model")
+    assert not Path("out").exists()
