@@ -4,7 +4,9 @@
 (path, 1-based line or 0-based row, field, error, raw). File-level damage (truncated gzip or
 zstd, a ``.gz``/``.zst`` that is not, a cut parquet footer, a damaged parquet page, an empty
 file) yields one file-level ``Quarantined`` row (line -1) after the records read before the
-damage (for parquet: the rows of the intact row groups before it). A record longer than
+damage (for parquet: the rows of the intact row groups before it). A parquet value that is not
+UTF-8 (damaged bytes inside an uncompressed string page, which pyarrow reads unchecked) costs only
+its record: ``invalid_utf8`` naming the row group and the field. A record longer than
 ``max_record_bytes`` is skipped without being held in memory and quarantined as ``oversized``;
 decompression runs in bounded pieces, so a compression bomb costs a normal run's memory.
 Only infrastructure errors (permissions, a vanished file, a full disk) propagate.
@@ -311,8 +313,10 @@ def _is_damage(exc: BaseException) -> bool:
 
 def read_parquet(path: str, text_field: str, on_schema_error: str, batch_rows: int = 4096
                  ) -> Iterator[Record | Quarantined]:
-    """Row group by row group: a damaged page costs its row group and the rest of the file (one
-    file-level row naming the group), never the rows of the intact groups read before it."""
+    """Row group by row group: a page pyarrow cannot read costs its row group and the rest of the
+    file (one file-level row naming the group), never the rows of the intact groups read before
+    it. A page that reads but holds values that are not UTF-8 costs only their records (one
+    ``invalid_utf8`` row each, naming row group and field; see :func:`_decode_each`)."""
     try:
         pf = pq.ParquetFile(_open_binary(path) if "://" in path else path)
     except (pa.ArrowException, OSError) as exc:
@@ -334,18 +338,55 @@ def read_parquet(path: str, text_field: str, on_schema_error: str, batch_rows: i
     row = 0
     for group in range(pf.num_row_groups):
         first = row
+        where = f"row group {group} of {pf.num_row_groups}"
         try:
             for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group]):
-                for data in batch.to_pylist():
-                    yield Record(path, row, data)
+                try:
+                    rows = batch.to_pylist()
+                except UnicodeDecodeError:  # a damaged string page: decode value by value
+                    rows = _decode_each(batch)
+                for data in rows:
+                    if isinstance(data, dict):
+                        yield Record(path, row, data)
+                    else:
+                        name, exc, raw = data
+                        yield Quarantined(path, row, name, f"invalid_utf8: {where}, field '{name}': "
+                                          f"byte {exc.start}: {exc.reason}", _preview(raw))
                     row += 1
         except (pa.ArrowException, OSError) as exc:
             if not _is_damage(exc):
                 raise
             error = " ".join(str(exc).split())
-            yield Quarantined(path, -1, "<file>", f"bad_parquet: row group {group} of {pf.num_row_groups} "
-                              f"(rows from {first}): {error} (after row {row})")
+            yield Quarantined(path, -1, "<file>", f"bad_parquet: {where} (rows from {first}): {error} (after row {row})")
             return
+
+
+def _decode_each(batch: pa.RecordBatch) -> list[dict | tuple[str, UnicodeDecodeError, bytes | None]]:
+    """The batch's rows, a row with a value that is not UTF-8 replaced by (field, error, raw bytes).
+
+    pyarrow reads a string page without checking its UTF-8 (a damaged byte in an uncompressed
+    page is read as is); only the conversion to Python fails, for the whole batch. Here the
+    columns that convert are kept and the others are decoded value by value; the first bad value
+    of a row (in column order) names it. Raw bytes are None inside a nested column."""
+    columns, bad = [], {}
+    for name, col in zip(batch.schema.names, batch.columns):
+        try:
+            columns.append(col.to_pylist())
+            continue
+        except UnicodeDecodeError:
+            pass
+        kind = col.type
+        raw = col.view(pa.large_binary() if pa.types.is_large_string(kind) else pa.binary()) \
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
+        values = []
+        for i in range(len(col)):
+            try:
+                values.append(col[i].as_py())
+            except UnicodeDecodeError as exc:
+                values.append(None)
+                bad.setdefault(i, (name, exc, raw[i].as_py() if raw is not None else None))
+        columns.append(values)
+    return [bad.get(i) or dict(zip(batch.schema.names, values)) for i, values in enumerate(zip(*columns))]
 
 
 def read_records(path: str, *, text_field: str = "text", max_record_bytes: int = 8_000_000,

@@ -203,6 +203,49 @@ def test_damaged_parquet_page_keeps_the_intact_row_groups(tmp_path):
         assert q.error.startswith("bad_parquet: row group 2 of 4 (rows from 20): ")
 
 
+def damage_utf8(path, value: str, at: int = 5) -> None:
+    """Overwrite two bytes of ``value`` where it is stored in ``path`` (once, as in an uncompressed
+    plain page) with ``ff fe``: the page keeps its structure and the value is no longer UTF-8."""
+    blob = bytearray(path.read_bytes())
+    stored = value.encode("utf-8")
+    assert blob.count(stored) == 1, f"{value[:30]!r} is stored {blob.count(stored)} times"
+    start = blob.find(stored) + at
+    blob[start: start + 2] = b"\xff\xfe"
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_damaged_utf8_in_a_parquet_page_quarantines_those_records_alone(tmp_path, text_type):
+    """An uncompressed page whose bytes are damaged inside values: pyarrow reads it, only the values
+    are not UTF-8. Those records are quarantined naming row group and field; all others are kept."""
+    n = 40
+    table = pa.table({
+        "id": pa.array([f"id-{i:02d}" for i in range(n)]),
+        "text": pa.array([f"text number {i:02d} of the file" for i in range(n)], text_type),
+        "tags": pa.array([[f"tag-{i:02d}", "x"] for i in range(n)], pa.list_(pa.string())),
+    })
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(table, path, row_group_size=10, compression="none", use_dictionary=False)
+    damage_utf8(path, "text number 23 of the file")  # row group 2
+    damage_utf8(path, "text number 25 of the file")
+    damage_utf8(path, "id-35", at=1)  # row group 3, another field
+    damage_utf8(path, "tag-12", at=1)  # inside a nested column, row group 1
+    with pytest.raises(UnicodeDecodeError):
+        pq.read_table(path).to_pylist()  # what failed the whole stage before
+    got = records(path)
+    assert [g.line for g in got] == list(range(n))
+    bad = {g.line: g for g in got if isinstance(g, Quarantined)}
+    assert {i: (q.path, q.field, q.error) for i, q in bad.items()} == {
+        12: (str(path), "tags", "invalid_utf8: row group 1 of 4, field 'tags': byte 1: invalid start byte"),
+        23: (str(path), "text", "invalid_utf8: row group 2 of 4, field 'text': byte 5: invalid start byte"),
+        25: (str(path), "text", "invalid_utf8: row group 2 of 4, field 'text': byte 5: invalid start byte"),
+        35: (str(path), "id", "invalid_utf8: row group 3 of 4, field 'id': byte 1: invalid start byte"),
+    }
+    assert bad[23].raw == "text \ufffd\ufffdmber 23 of the file" and bad[12].raw is None
+    kept = [g for g in got if isinstance(g, Record)]
+    assert [g.data for g in kept] == [r for i, r in enumerate(table.to_pylist()) if i not in bad]
+
+
 @pytest.mark.parametrize("data,names,kw,expected", [
     ({"text": "ok"}, "text", {}, "ok"),
     ({"text": ""}, "text", {}, ""),  # emptiness is decided after normalisation
