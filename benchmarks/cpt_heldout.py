@@ -44,6 +44,10 @@ def build_sets(pairs: list[str], out: Path, dev_share: float = 0.0) -> dict[str,
     if len(tables) > 1:
         sets["all"] = write_beir_from_pairs(pa.concat_tables(tables.values()), out / "beir" / "all",
                                             dev_share=dev_share)
+    if dev_share:  # a set too small to have a dev query cannot choose a weight on one
+        for name in [n for n, c in sets.items() if not c.get("dev_queries")]:
+            print(f"cpt_heldout: set {name} left out: no query fell in its dev split "
+                  f"({sets.pop(name)['queries']} queries)", file=sys.stderr)
     return sets
 
 
