@@ -265,7 +265,8 @@ def read_beir(inputs: tuple[str, ...] | list[str], split: str = "test", *, max_r
                    {"corpus": corpus_acc, "queries": query_acc, "qrels": qrels_acc}, quarantine, dropped, stats, files)
 
 
-def write_beir_from_pairs(table, root: str | Path, split: str = "test") -> dict:
+def write_beir_from_pairs(table, root: str | Path, split: str = "test", *, dev_share: float = 0.0,
+                          dev_split: str = "dev") -> dict:
     """Pair rows (``storage_schemas.pairs.PAIR``) -> a BEIR directory at ``root``; returns its counts.
 
     Each distinct query text becomes one query, each distinct positive text one document, and a
@@ -273,6 +274,11 @@ def write_beir_from_pairs(table, root: str | Path, split: str = "test") -> dict:
     pairs CPT trains on (title-body, question-answer, translation) becomes a retrieval set of the
     same kind. Ids come from the text hashes (stable across runs); ``lang`` is the pair's
     query-side and positive-side language (``xx-yy`` pairs are split).
+
+    ``dev_share`` > 0 judges that share of the queries in ``qrels/<dev_split>.tsv`` instead (for
+    ``hybrid.weight: auto``): a query goes there when the first 8 hex digits of its text hash, read
+    as a fraction of 16**8, are below ``dev_share``, so the two splits never share a query and the
+    choice is stable across runs. The corpus is the same for both (every positive).
     """
     import json
 
@@ -291,7 +297,13 @@ def write_beir_from_pairs(table, root: str | Path, split: str = "test") -> dict:
     for name, records in (("corpus.jsonl", docs), ("queries.jsonl", queries)):
         atomic_write_bytes(root / name, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                 for r in records.values()).encode("utf-8"))
-    qrels_text = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, ds in qrels.items() for d in sorted(ds))
-    atomic_write_bytes(root / "qrels" / f"{split}.tsv", qrels_text.encode("utf-8"))
-    return {"pairs": table.num_rows, "queries": len(queries), "documents": len(docs),
-            "judgements": sum(len(ds) for ds in qrels.values())}
+    dev = {q for q in qrels if int(q[2:10], 16) / 16**8 < dev_share}
+    splits = {split: [q for q in qrels if q not in dev]} | ({dev_split: [q for q in qrels if q in dev]} if dev else {})
+    for name, judged in splits.items():
+        text = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q in judged for d in sorted(qrels[q]))
+        atomic_write_bytes(root / "qrels" / f"{name}.tsv", text.encode("utf-8"))
+    counts = {"pairs": table.num_rows, "queries": len(splits[split]), "documents": len(docs),
+              "judgements": sum(len(qrels[q]) for q in splits[split])}  # the queries and judgements of `split`
+    if dev:
+        counts |= {f"{dev_split}_queries": len(dev), f"{dev_split}_judgements": sum(len(qrels[q]) for q in dev)}
+    return counts

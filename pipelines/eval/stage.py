@@ -12,13 +12,14 @@ in every report). The steps are plain functions; the tasks of :mod:`pipelines.ev
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Literal, Sequence
 
 import numpy as np
 
 from foundation.config import frozen
 import pipelines.eval.metrics as M
-from pipelines.eval.beir import BeirSet
+from pipelines.eval.beir import BeirSet, Texts
 from pipelines.eval.retrieval import (
     Hits,
     InvertedIndex,
@@ -28,13 +29,18 @@ from pipelines.eval.retrieval import (
     rerank,
     truncate_dim,
 )
-from foundation.errors import MgteError
+from foundation.errors import BadInputError, MgteError
 
 
 STAGE = "eval"
 METHODS = ("bm25", "dense", "sparse", "hybrid", "rerank")
 FINAL_PREFERENCE = ("rerank", "hybrid", "dense", "sparse", "bm25")
-HYBRID_WEIGHT_RANGE = (0.001, 0.01)
+PICK_MEASURE = "ndcg@10"  # what hybrid.weight auto maximises on the dev split
+HYBRID_WEIGHT_RANGE = (0.001, 0.01)  # the paper's, tuned to the released model's sparse scale
+# `hybrid.weight: auto` tries these, smallest first: 0 (dense alone), then 1-2-5 steps over eight decades,
+# so that a model whose sparse scores are 1e-3 or 1e3 times the released model's still finds its w; 5000
+# is sparse alone in effect (dense only breaks its ties).
+AUTO_GRID = (0.0, *(float(f"{m}e{e}") for e in range(-4, 4) for m in (1, 2, 5)))
 
 
 @frozen
@@ -82,15 +88,28 @@ class SparseConfig:
 @frozen
 class HybridConfig:
     enabled: bool = True
-    weight: float = 0.003  # score = dense + weight * sparse; the paper's range is [0.001, 0.01]
+    # score = dense + weight * sparse. A number must lie in the paper's range [0.001, 0.01]; `auto` takes
+    # the `grid` weight with the best nDCG@10 on `dev_split` (docs/eval.md, "Hybrid weight").
+    weight: float | Literal["auto"] = 0.003
     depth: int = 1000  # candidates taken from each side before fusion
+    dev_split: str = "dev"  # auto: qrels/<dev_split>.tsv of the same BEIR directory, less the queries `split` judges
+    grid: tuple[float, ...] = AUTO_GRID  # auto: the weights tried, ascending; a tie goes to the smallest
 
     def validate(self) -> None:
         lo, hi = HYBRID_WEIGHT_RANGE
-        if not lo <= self.weight <= hi:
-            raise ValueError(f"hybrid.weight {self.weight} is outside the paper's range [{lo}, {hi}]")
+        if self.weight != "auto" and not lo <= self.weight <= hi:
+            raise ValueError(f"hybrid.weight {self.weight} is outside the paper's range [{lo}, {hi}] "
+                             f"(or `auto`: the best of hybrid.grid on the dev split)")
         if self.depth < 1:
             raise ValueError("hybrid.depth must be >= 1")
+        if not self.grid or any(not (w >= 0) for w in self.grid) or list(self.grid) != sorted(set(self.grid)):
+            raise ValueError(f"hybrid.grid {list(self.grid)} must be non-empty, >= 0 and strictly ascending")
+        if not self.dev_split:
+            raise ValueError("hybrid.dev_split must name a qrels file")
+
+    @property
+    def auto(self) -> bool:
+        return self.enabled and self.weight == "auto"
 
 
 @frozen
@@ -147,6 +166,9 @@ class Config:
             raise ValueError("dense.dim must be >= 1 (or null)")
         if self.model is None and not self.bm25.enabled:
             raise ValueError("nothing to evaluate: model is null and bm25.enabled is false")
+        if self.hybrid.auto and self.hybrid.dev_split == self.split:
+            raise ValueError(f"hybrid.dev_split {self.split!r} is the evaluated split: hybrid.weight auto must be "
+                             f"chosen on queries outside it")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -239,48 +261,105 @@ def bm25_run(cfg: Config, beir: BeirSet, doc_texts: list[str], keys: np.ndarray,
     return hits
 
 
+def search_queries(embedder, docs, texts: Sequence[str], ids: Sequence[str], cfg: Config, keys: np.ndarray,
+                   depth: int, use_dense: bool, use_sparse: bool, timings: dict, facts: dict, prefix: str = ""):
+    """(dense hits, sparse hits) of the queries ``texts`` over the encoded corpus, ``depth`` deep (None for
+    a side not asked for); timings under ``<prefix>query_encode_s`` and so on."""
+    t0 = time.perf_counter()
+    queries = embedder.encode(format_queries(texts, cfg.format.query_instruction),
+                              max_length=cfg.format.query_max_length, max_tokens=cfg.encode.max_tokens,
+                              max_batch=cfg.encode.max_batch, sparse=embedder.has_sparse)
+    _check_finite(queries.dense, ids, "query")
+    timings[f"{prefix}query_encode_s"] = time.perf_counter() - t0
+    facts[f"{prefix}truncated_queries"] = queries.n_truncated
+    dense_hits = sparse_hits = None
+    if use_dense:
+        dim = cfg.dense.dim
+        t0 = time.perf_counter()
+        dense_hits = dense_search(truncate_dim(docs.dense, dim), truncate_dim(queries.dense, dim), depth, keys,
+                                  index_factory=cfg.dense.index)
+        timings[f"{prefix}dense_search_s"] = time.perf_counter() - t0
+    if use_sparse:
+        t0 = time.perf_counter()
+        sparse_hits = InvertedIndex(docs.sparse).search(queries.sparse, depth, keys)
+        timings[f"{prefix}sparse_search_s"] = time.perf_counter() - t0
+    return dense_hits, sparse_hits
+
+
 def model_runs(embedder, cfg: Config, beir: BeirSet, doc_texts: list[str], keys: np.ndarray, timings: dict,
-               facts: dict) -> dict[str, list[Hits]]:
-    """Dense, sparse and hybrid runs of one embedding model over the judged queries."""
+               facts: dict, dev: BeirSet | None = None) -> dict[str, list[Hits]]:
+    """Dense, sparse and hybrid runs of one embedding model over the judged queries (``dev``: the dev
+    queries of ``hybrid.weight: auto``, already without the test split's)."""
     facts.update(model_kind=embedder.kind, model_id=embedder.model_id, has_sparse_head=embedder.has_sparse)
     t0 = time.perf_counter()
     docs, key, hit = encode_corpus(embedder, beir.corpus.ids, doc_texts, cfg)
     timings["corpus_encode_s"] = time.perf_counter() - t0
-    facts.update(cache_key=key, cache_hit=hit, truncated_docs=docs.n_truncated, doc_max_length_used=docs.max_length)
-    t0 = time.perf_counter()
-    queries = embedder.encode(format_queries(beir.queries.texts, cfg.format.query_instruction),
-                              max_length=cfg.format.query_max_length, max_tokens=cfg.encode.max_tokens,
-                              max_batch=cfg.encode.max_batch, sparse=embedder.has_sparse)
-    _check_finite(queries.dense, beir.queries.ids, "query")
-    timings["query_encode_s"] = time.perf_counter() - t0
-    facts.update(truncated_queries=queries.n_truncated, dense_dim_full=int(docs.dense.shape[1]))
+    facts.update(cache_key=key, cache_hit=hit, truncated_docs=docs.n_truncated, doc_max_length_used=docs.max_length,
+                 dense_dim_full=int(docs.dense.shape[1]))
 
     runs: dict[str, list[Hits]] = {}
     depth = cfg.top_k
     use_sparse = embedder.has_sparse and (cfg.sparse.enabled or cfg.hybrid.enabled)
     use_dense = cfg.dense.enabled or (cfg.hybrid.enabled and use_sparse)
-    fused_depth = max(depth, cfg.hybrid.depth) if (use_sparse and use_dense and cfg.hybrid.enabled) else depth
-    dense_hits = sparse_hits = None
+    fuse = use_sparse and use_dense and cfg.hybrid.enabled
+    fused_depth = max(depth, cfg.hybrid.depth) if fuse else depth
     if use_dense:
-        dim = cfg.dense.dim
-        facts["dense_dim"] = min(dim, docs.dense.shape[1]) if dim else int(docs.dense.shape[1])
+        facts["dense_dim"] = min(cfg.dense.dim, docs.dense.shape[1]) if cfg.dense.dim else int(docs.dense.shape[1])
+    dense_hits, sparse_hits = search_queries(embedder, docs, beir.queries.texts, beir.queries.ids, cfg, keys,
+                                             fused_depth, use_dense, use_sparse, timings, facts)
+    if cfg.dense.enabled and dense_hits is not None:
+        runs["dense"] = [_cut(h, depth) for h in dense_hits]
+    if cfg.sparse.enabled and sparse_hits is not None:
+        runs["sparse"] = [fill_with_zeros(_cut(h, depth), depth, keys) for h in sparse_hits]
+    if fuse:
+        weight = cfg.hybrid.weight
+        facts["hybrid"] = {"weight": weight, "chosen_by": "config"}
+        if cfg.hybrid.auto:
+            if dev is None:
+                raise MgteError("hybrid.weight auto: no dev queries were given to model_runs")
+            t0 = time.perf_counter()
+            dev_dense, dev_sparse = search_queries(embedder, docs, dev.queries.texts, dev.queries.ids, cfg, keys,
+                                                   fused_depth, True, True, timings, facts, prefix="dev_")
+            weight, dev_ndcg = pick_weight(dev_dense, dev_sparse, cfg.hybrid.grid, depth, keys, dev)
+            timings["hybrid_auto_s"] = time.perf_counter() - t0
+            facts["hybrid"] = {"weight": weight, "chosen_by": f"best dev {PICK_MEASURE} over hybrid.grid",
+                               "dev_split": cfg.hybrid.dev_split, "dev_qrels": dev.files[2]["path"],
+                               "dev_queries": len(dev.queries), "dev_queries_in_test_left_out": dev.stats["in_test"],
+                               "grid": list(cfg.hybrid.grid), f"dev_{PICK_MEASURE}": dev_ndcg}
         t0 = time.perf_counter()
-        dense_hits = dense_search(truncate_dim(docs.dense, dim), truncate_dim(queries.dense, dim), fused_depth, keys,
-                                  index_factory=cfg.dense.index)
-        timings["dense_search_s"] = time.perf_counter() - t0
-        if cfg.dense.enabled:
-            runs["dense"] = [_cut(h, depth) for h in dense_hits]
-    if use_sparse:
-        t0 = time.perf_counter()
-        sparse_hits = InvertedIndex(docs.sparse).search(queries.sparse, fused_depth, keys)
-        timings["sparse_search_s"] = time.perf_counter() - t0
-        if cfg.sparse.enabled:
-            runs["sparse"] = [fill_with_zeros(_cut(h, depth), depth, keys) for h in sparse_hits]
-    if dense_hits is not None and sparse_hits is not None and cfg.hybrid.enabled:
-        t0 = time.perf_counter()
-        runs["hybrid"] = hybrid(dense_hits, sparse_hits, cfg.hybrid.weight, depth, keys)
+        runs["hybrid"] = hybrid(dense_hits, sparse_hits, weight, depth, keys)
         timings["hybrid_fuse_s"] = time.perf_counter() - t0
     return runs
+
+
+# -------------------------------------------------------------------------------------------------
+# Hybrid weight auto: the dev split's queries outside the test split, the grid point best on them.
+
+
+def dev_queries(dev: BeirSet, test: BeirSet, split: str = "test") -> BeirSet:
+    """``dev`` without the queries that the test split judges (``stats["in_test"]`` counts them), so
+    that the weight is never chosen on a test query; none left is an error naming the dev qrels."""
+    keep = [i for i, qid in enumerate(dev.queries.ids) if qid not in test.qrels]
+    if not keep:
+        raise BadInputError(f"hybrid.weight auto: {dev.files[2]['path']} has no judged query outside the "
+                             f"{split} split ({len(dev.queries)} judged, all in it)")
+    q = dev.queries
+    queries = Texts([q.ids[i] for i in keep], [q.titles[i] for i in keep], [q.texts[i] for i in keep],
+                    [q.langs[i] for i in keep], [q.lines[i] for i in keep])
+    return replace(dev, queries=queries, query_langs=[dev.query_langs[i] for i in keep],
+                   qrels={qid: dev.qrels[qid] for qid in queries.ids},
+                   stats={**dev.stats, "in_test": len(dev.queries) - len(keep)})
+
+
+def pick_weight(dense: Sequence[Hits], sparse: Sequence[Hits], grid: Sequence[float], k: int,
+                order_keys: np.ndarray, dev: BeirSet) -> tuple[float, list[float]]:
+    """The weight of ``grid`` whose hybrid run has the best mean nDCG@10 over the dev queries (the
+    first, i.e. smallest, of a tie), and every grid point's value."""
+    values = []
+    for w in grid:
+        q, d, _r, s = run_rows(hybrid(dense, sparse, w, k, order_keys), dev.queries.ids, dev.corpus.ids)
+        values.append(M.mean(M.evaluate_arrays(q, d, s, dev.qrels, (PICK_MEASURE,)), (PICK_MEASURE,))[PICK_MEASURE])
+    return float(grid[int(np.argmax(values))]), values
 
 
 def _cut(hits: Hits, k: int) -> Hits:
@@ -351,6 +430,7 @@ def metrics_document(cfg: Config, beir: BeirSet, methods: dict, final: str, skip
         "methods": methods,
         "skipped": skipped,
         "queries_per_s": qps,
+        **({"hybrid": facts["hybrid"]} if "hybrid" in methods and "hybrid" in facts else {}),
         "truncated": {k: facts[k] for k in ("truncated_docs", "truncated_queries", "truncated_rerank_pairs")
                       if k in facts},
         "data": {**{k: v.as_dict() for k, v in beir.accounts.items()}, **beir.stats},

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import pipelines.eval.metrics as M
-from foundation.errors import BadInputError, MgteError
+from foundation.errors import BadInputError, MgteError, UsageError
 from foundation.ledger import (
     EMPTY_COUNTS, RUN_ONLY_KEYS, StageOutput, atomic_write_bytes, atomic_write_json, deps_hash, describe_inputs,
     input_task,
@@ -34,7 +34,7 @@ from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run
 from pipelines.eval.beir import BeirSet, find_files, read_beir
 from pipelines.eval.retrieval import Hits, doc_order_keys
 from pipelines.eval.stage import (
-    FINAL_PREFERENCE, METHODS, Config, bm25_run, evaluate_run, format_docs, metrics_document, model_runs,
+    FINAL_PREFERENCE, METHODS, Config, bm25_run, dev_queries, evaluate_run, format_docs, metrics_document, model_runs,
     queries_per_second, rerank_run, run_rows, trec_text, why_not,
 )
 from storage_schemas.corpus import QUARANTINE
@@ -78,13 +78,35 @@ def per_input(root: str, entry: dict) -> list[str]:
 
 
 # ---- the tasks ------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)  # the evaluated split and hybrid.weight auto's dev split
 def load_beir(inputs: tuple[str, ...], split: str, max_record_bytes: int) -> BeirSet:
     return read_beir(inputs, split, max_record_bytes=max_record_bytes)
 
 
 def _beir(cfg: Config) -> BeirSet:
     return load_beir(tuple(cfg.input), cfg.split, cfg.max_record_bytes)
+
+
+def _dev(cfg: Config) -> BeirSet | None:
+    """hybrid.weight auto's dev queries: the dev split without the queries the evaluated split judges."""
+    if not cfg.hybrid.auto:
+        return None
+    dev = load_beir(tuple(cfg.input), cfg.hybrid.dev_split, cfg.max_record_bytes)
+    return dev_queries(dev, _beir(cfg), cfg.split)
+
+
+def input_files(cfg: Config) -> list[str]:
+    """The pinned BEIR files: corpus, queries and the split's qrels, and the dev split's qrels when
+    hybrid.weight is auto (a missing one is refused here, before any work: exit 2)."""
+    files = [str(p) for p in find_files(cfg.input, cfg.split)]
+    if cfg.hybrid.auto and cfg.model is not None:
+        try:
+            files.append(str(find_files(cfg.input, cfg.hybrid.dev_split)[2]))
+        except BadInputError:
+            root = Path(files[0]).parent
+            raise UsageError(f"hybrid.weight auto needs a dev split: {root}/qrels/{cfg.hybrid.dev_split}.tsv "
+                                f"not found (hybrid.dev_split names it; or give hybrid.weight a number)") from None
+    return files
 
 
 def read_task(task: str, cfg: Config, out: StageOutput) -> dict:
@@ -149,7 +171,7 @@ def embedder_task(task: str, cfg: Config, out: StageOutput, deps: str) -> dict:
     embedder = load_embedder(cfg.model, device=cfg.encode.device, dtype=cfg.encode.dtype, pooling=cfg.encode.pooling,
                              verify=cfg.verify_model)
     docs = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
-    runs = model_runs(embedder, cfg, beir, docs, doc_order_keys(beir.corpus.ids), timings, facts)
+    runs = model_runs(embedder, cfg, beir, docs, doc_order_keys(beir.corpus.ids), timings, facts, _dev(cfg))
     return _mark_runs(out, task, runs, beir, deps, timings, facts)
 
 
@@ -269,4 +291,4 @@ def run(cfg: Config) -> dict:
                      describe=functools.partial(describe, cfg), tally=query_reasons,
                      counts=lambda markers: dict(markers["read"][0]["counts"]),  # the runs decide no record
                      models=lambda cfg: {"model": cfg.model, "reranker": cfg.reranker})
-    return run_stage(spec, cfg, [str(p) for p in find_files(cfg.input, cfg.split)])
+    return run_stage(spec, cfg, input_files(cfg))

@@ -122,3 +122,25 @@ def test_pairs_become_a_beir_set_with_merged_queries_and_documents(tmp_path):
                        "Artikel 19": ["Jeder hat das Recht"], "Why?": ["Because."]}
     assert dict(zip(beir.queries.texts, beir.query_langs)) == {"Article 19": "en", "Artikel 19": "nl", "Why?": "en"}
     assert sorted(beir.corpus.langs) == ["de", "en", "fr"]
+
+
+def test_pairs_set_with_a_dev_split_shares_no_query_with_test(tmp_path):
+    import pyarrow as pa
+
+    from pipelines.eval.beir import write_beir_from_pairs
+    from pipelines.pairs.records import text_hash
+
+    texts = [f"question {i}" for i in range(200)]
+    table = pa.table({"query": texts, "positive": [f"answer {i}" for i in range(200)],
+                      "query_hash": [text_hash(t) for t in texts], "positive_hash": [text_hash(f"answer {i}")
+                                                                             for i in range(200)],
+                      "lang": ["en"] * 200})
+    counts = write_beir_from_pairs(table, tmp_path / "beir", dev_share=0.25)
+    test, dev = read_beir([str(tmp_path / "beir")]), read_beir([str(tmp_path / "beir")], "dev")
+    assert not set(test.qrels) & set(dev.qrels) and len(test.qrels) + len(dev.qrels) == 200
+    assert 30 <= len(dev.qrels) <= 70 and counts["dev_queries"] == len(dev.qrels) == 200 - counts["queries"]
+    assert len(test.corpus) == len(dev.corpus) == 200  # one corpus, every positive
+    dev_ids = {q for q in dev.qrels if int(q[2:10], 16) < 16**8 // 4}
+    assert dev_ids == set(dev.qrels)  # the rule: the query hash's first 8 hex digits below dev_share
+    write_beir_from_pairs(table, tmp_path / "again", dev_share=0.25)
+    assert (tmp_path / "again/qrels/dev.tsv").read_bytes() == (tmp_path / "beir/qrels/dev.tsv").read_bytes()
