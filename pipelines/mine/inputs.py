@@ -37,7 +37,8 @@ CANDIDATE_ID_FIELDS = ("_id", "id")
 
 def resolve_inputs(inputs: tuple[str, ...]) -> list[str]:
     """Pair files: a `mgte pairs` output directory stands for the data files of its marked tasks, a
-    BEIR directory (or a directory of them) for its ``qrels/train.tsv``; a held-out split is refused."""
+    BEIR directory (or a directory holding some, and then nothing else of it) for the
+    ``qrels/train.tsv`` of each; a held-out split is refused."""
     if not inputs:
         raise BadInputError("mine: no input (give --input: pair files, fine-tuning sets or a `mgte pairs` output)")
     files: list[str] = []
@@ -47,17 +48,14 @@ def resolve_inputs(inputs: tuple[str, ...]) -> list[str]:
             files += [str(p.resolve()) for p in stage_output_files(root, "data", PAIR, fields=("query", "positive"),
                                                                      manifest=manifest)]
             continue
-        sets: list[Path] = []
-        if root.is_dir():
-            sets = [root] if is_beir_dir(root) else sorted({p.parent for p in root.glob("**/qrels")
-                                                            if is_beir_dir(p.parent)})
+        sets = [] if not root.is_dir() else [root] if is_beir_dir(root) else sorted(
+            {p.parent for p in root.glob("**/qrels") if is_beir_dir(p.parent)})
+        if sets:  # a directory holding BEIR sets stands for their train splits (nothing else in it is read)
             files += [train_qrels(s) for s in sets]
-            if is_beir_dir(root):
-                continue
+            continue
         for f in expand_inputs([item]):  # a qrels/train.tsv given as a file is a BEIR set too
-            if not any(Path(f).is_relative_to(s.resolve()) for s in sets):
-                refuse_held_out(f)
-                files.append(f)
+            refuse_held_out(f)
+            files.append(f)
     return sorted(dict.fromkeys(files))
 
 
