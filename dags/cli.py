@@ -50,11 +50,12 @@ def make_parser() -> argparse.ArgumentParser:
     dag = sub.add_parser("dag", help="run a whole DAG of stages")
     dag_sub = dag.add_subparsers(dest="dag_command", required=True, metavar="ACTION")
     run = dag_sub.add_parser("run", help="run the DAG NAME (dags/NAME.py)")
-    run.add_argument("name", help="DAG name, e.g. full")
+    run.add_argument("name", help="DAG name: full (the whole build) or finetune (fine-tune an encoder)")
     run.add_argument("--config", required=True, help="DAG config YAML (dags/configs/NAME/tiny.yaml)")
     run.add_argument("--output", required=True, help="root output directory; each stage writes a subdirectory")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.KEY=VALUE",
-                     help="override a DAG or stage key, e.g. corpus.lid.min_score=0.6")
+                     help="override a step's stage key, e.g. corpus.lid.min_score=0.6, or a DAG variable "
+                          "its config declares (vars), e.g. init=MODEL")
     return parser
 
 

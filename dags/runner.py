@@ -7,8 +7,10 @@ counts. Lineage rules and where stale outputs go: dags/lineage.py.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import re
 import logging
 import time
 from pathlib import Path
@@ -35,6 +37,29 @@ class StepConfig:
 @frozen
 class DagConfig:
     steps: dict[str, StepConfig]
+    # DAG-level variables: ``${name}`` in a step's ``config``, ``input`` and ``set`` entries is their
+    # value; ``--set name=value`` (no step prefix) overrides one (e.g. the finetune DAG's ``init``)
+    vars: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+
+
+def _substitute(cfg: DagConfig, path: str) -> DagConfig:
+    """Each step's ``${name}`` references replaced by the DAG's variables (an unknown one is an error
+    naming the step, the file and the declared variables)."""
+    def sub(text: str, step: str) -> str:
+        def one(m: re.Match) -> str:
+            if m.group(1) not in cfg.vars:
+                raise UsageError(f"{path}: step {step} refers to ${{{m.group(1)}}}, which `vars` does not declare "
+                                 f"(declared: {sorted(cfg.vars) or 'none'})")
+            return cfg.vars[m.group(1)]
+        return VAR.sub(one, text)
+
+    steps = {name: dataclasses.replace(sc, config=sub(sc.config, name), input=tuple(sub(i, name) for i in sc.input),
+                                       set=tuple(sub(x, name) for x in sc.set))
+             for name, sc in cfg.steps.items()}
+    return dataclasses.replace(cfg, steps=steps)
 
 
 def load_dag(name: str) -> Dag:
@@ -48,18 +73,25 @@ def load_dag(name: str) -> Dag:
 def load_dag_config(dag: Dag, path: str, overrides: list[str]) -> DagConfig:
     raw = read_yaml(path)
     steps = dict(raw.get("steps") or {})
+    variables = dict(raw.get("vars") or {})
     step_names = {s.name for s in dag.steps}
     for item in overrides:  # "<step>.<key>=v" goes to that step's --set list; "<step>.enabled=false" too
+        name, eq, value = item.partition("=")
+        if eq and "." not in name and name in variables:  # "<var>=v": a DAG-level variable
+            variables[name] = value
+            continue
         head, _, rest = item.partition(".")
         if head not in step_names or not rest:
-            raise UsageError(f"--set {item!r}: expected <step>.<key>=<value> with a step of {sorted(step_names)}")
+            known = f" or <var>=<value> with a variable of {sorted(variables)}" if variables else ""
+            raise UsageError(f"--set {item!r}: expected <step>.<key>=<value> with a step of {sorted(step_names)}"
+                             f"{known}")
         entry = dict(steps.get(head) or {})
         if rest.startswith("enabled="):
             entry = apply_overrides(entry, [rest])
         else:
             entry["set"] = list(entry.get("set") or []) + [rest]
         steps[head] = entry
-    cfg = build(DagConfig, {**raw, "steps": steps}, source=path)
+    cfg = _substitute(build(DagConfig, {**raw, "steps": steps, "vars": variables}, source=path), path)
     unknown = sorted(set(cfg.steps) - step_names)
     if unknown:
         raise UsageError(f"{path}: steps {unknown} are not steps of DAG {dag.name} ({sorted(step_names)})")
@@ -185,7 +217,7 @@ def run_dag(name: str, config: str, output: str, overrides: list[str]) -> dict:
 
 def _run_locked(name: str, dag: Dag, cfg: DagConfig, built: dict, root: Path, config: str) -> dict:
     previous = _read_previous(root / "dag.json")
-    report: dict = {"dag": name, "config": str(config), "steps": {}}
+    report: dict = {"dag": name, "config": str(config), "vars": dict(cfg.vars), "steps": {}}
 
     def save(record=None, step_name=None):
         if record is not None:

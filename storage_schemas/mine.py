@@ -19,8 +19,10 @@ HARD_NEGATIVES = Table("hard_negatives", "One query with one positive and its mi
     col("negative_ids", pa.list_(pa.string()), "candidate ids of the negatives, in `negative_ranks` order"),
     col("negatives", pa.list_(pa.string()), "negative texts, same order"),
     col("negative_ranks", pa.list_(pa.int32()), "1-based ranks (ascending) in the query's ranking of all "
-        "candidates with its own positives removed"),
+        "candidates with its own positives removed; 0 for a negative the input set gave (not ranked)"),
     col("negative_scores", pa.list_(pa.float32()), "the miner's scores of (query, negative), same order"),
+    col("negative_given", pa.list_(pa.bool_()), "per negative, same order: true = given by the input set (kept, "
+        "first), false = mined; null = all mined (a table written before this column)", nullable=True),
     col("source", pa.string(), "pair source name"),
     col("lang", pa.string(), "language of the pair (null when unknown)", nullable=True),
     col("miner", pa.string(), "the mining model's id (path or name + fingerprint)"),

@@ -20,6 +20,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from foundation.errors import BadInputError
 from foundation.ledger import atomic_write_bytes
@@ -164,11 +165,10 @@ def _parse_score(value: str) -> int | None:
         return int(number) if number.is_integer() else None
 
 
-def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Account, list[dict], list[dict]]:
-    """qrels/<split>.tsv -> {query: {doc: grade}} (the header line is not a record)."""
-    qrels: dict[str, dict[str, int]] = {}
-    where: dict[tuple[str, str], int] = {}
-    account, quarantine, dropped = Account(str(path)), [], []
+def iter_qrels(path: Path) -> Iterator[tuple[int, str, str, int] | dict]:
+    """qrels/<split>.tsv, line by line: ``(line, query-id, corpus-id, grade)`` per judgement, or a
+    QUARANTINE row (a bad line; ``line`` -1 for a file-level error, which is not a record). The
+    header line is not a record."""
     lineno = 0
     try:
         with _open_text(path) as fh:
@@ -180,7 +180,6 @@ def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Account, list[dic
                 parts = [p.strip() for p in parts]
                 if lineno == 1 and len(parts) >= 3 and _parse_score(parts[-1]) is None:
                     continue  # the header, e.g. query-id corpus-id score
-                account.input += 1
                 error = None
                 if len(parts) == 4:
                     parts = [parts[0], parts[2], parts[3]]  # TREC qrels: qid iter docid rel
@@ -191,29 +190,40 @@ def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Account, list[dic
                 elif _parse_score(parts[2]) is None:
                     error = ("score", f"bad_score: {parts[2]!r} is not an integer")
                 if error:
-                    account.quarantined += 1
-                    quarantine.append({"path": str(path), "line": lineno, "field": error[0], "error": error[1],
-                                       "raw": line[:1000]})
+                    yield {"path": str(path), "line": lineno, "field": error[0], "error": error[1], "raw": line[:1000]}
                     continue
-                qid, did, grade = parts[0], parts[1], _parse_score(parts[2])
-                if (qid, did) in where:
-                    account.dropped["duplicate_qrel"] += 1
-                    account.kept -= 1
-                    dropped.append({"kind": "qrel", "id": f"{qid}/{did}", "reason": "duplicate_qrel",
-                                    "path": str(path), "line": where[(qid, did)]})
-                where[(qid, did)] = lineno
-                qrels.setdefault(qid, {})[did] = grade
-                account.kept += 1
+                yield lineno, parts[0], parts[1], _parse_score(parts[2])
     except UnicodeDecodeError as exc:
-        account.input += 1
-        account.quarantined += 1
-        quarantine.append({"path": str(path), "line": lineno + 1, "field": "<record>",
-                           "error": f"invalid_utf8: {exc.reason}; the rest of the file is unreadable", "raw": None})
+        yield {"path": str(path), "line": lineno + 1, "field": "<record>",
+               "error": f"invalid_utf8: {exc.reason}; the rest of the file is unreadable", "raw": None}
     except (EOFError, OSError) as exc:
         if isinstance(exc, (PermissionError, FileNotFoundError)):
             raise
-        quarantine.append({"path": str(path), "line": -1, "field": "<file>",
-                           "error": f"truncated_or_corrupt: {exc} (after line {lineno})", "raw": None})
+        yield {"path": str(path), "line": -1, "field": "<file>",
+               "error": f"truncated_or_corrupt: {exc} (after line {lineno})", "raw": None}
+
+
+def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Account, list[dict], list[dict]]:
+    """qrels/<split>.tsv -> {query: {doc: grade}} (:func:`iter_qrels`; the last judgement of a pair wins)."""
+    qrels: dict[str, dict[str, int]] = {}
+    where: dict[tuple[str, str], int] = {}
+    account, quarantine, dropped = Account(str(path)), [], []
+    for item in iter_qrels(path):
+        if isinstance(item, dict):
+            account.input += item["line"] != -1
+            account.quarantined += item["line"] != -1
+            quarantine.append(item)
+            continue
+        lineno, qid, did, grade = item
+        account.input += 1
+        if (qid, did) in where:
+            account.dropped["duplicate_qrel"] += 1
+            account.kept -= 1
+            dropped.append({"kind": "qrel", "id": f"{qid}/{did}", "reason": "duplicate_qrel",
+                            "path": str(path), "line": where[(qid, did)]})
+        where[(qid, did)] = lineno
+        qrels.setdefault(qid, {})[did] = grade
+        account.kept += 1
     return qrels, account, quarantine, dropped
 
 

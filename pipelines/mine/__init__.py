@@ -1,8 +1,11 @@
 """``mgte mine``: hard negatives for (query, positive) pairs with any embedding model (docs/mining.md).
 
-Input: pair rows (JSONL/parquet with ``query``, ``positive``, optional ``query_id``,
-``positive_id`` / ``corpus_id``, ``source``, ``lang``) or a ``mgte pairs`` output; candidates: a
-BEIR corpus or id/text rows (``candidates``), or the pool of every positive. Output::
+Input: pair rows (JSONL/parquet with ``query``, ``positive`` | ``positives``, optional
+``negatives``, ``query_id``, ``positive_id`` / ``corpus_id``, ``source``, ``lang``), a ``mgte pairs``
+output, or labelled fine-tuning sets (:mod:`.sets`: a BEIR directory's train split, MS MARCO-style
+TSV; negatives a set gives are kept and marked ``negative_given``, mined ones fill up to
+``num_negatives``); candidates: a BEIR corpus or id/text rows (``candidates``), or the pool of
+every positive. Output::
 
     DIR/data/part-NNNNN.parquet     HARD_NEGATIVES rows, one per (query, positive), ranks ascending
     DIR/dropped/*.parquet           HARD_NEGATIVES_DROPPED rows (empty_query, empty_positive,
@@ -34,6 +37,7 @@ from pipelines.mine.encode import encode_collection
 from pipelines.mine.inputs import resolve_inputs
 from pipelines.mine.mining import build_ann, chunks, mine_chunk, search_task
 from pipelines.mine.select import Rule, choose, ranked_without
+from pipelines.mine.sets import describe_all
 from pipelines.mine.tasks import candidates_file, group_pairs, read_candidates, read_file, read_task
 
 __all__ = ["Config", "EncodeConfig", "ReaderConfig", "Rule", "SearchConfig", "STAGE", "choose", "ranked_without",
@@ -112,5 +116,5 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
 def run(cfg: Config) -> dict:
     spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
                      later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg),
-                     models=lambda cfg: {"model": cfg.model})
+                     models=lambda cfg: {"model": cfg.model}, describe=describe_all)
     return run_stage(spec, cfg, resolve_inputs(cfg.input))

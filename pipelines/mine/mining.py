@@ -1,6 +1,7 @@
 """The mining tasks: ``index`` (an IVF / HNSW index, when configured) and ``search-NNNNN`` (one per
 chunk of ``search.query_chunk`` queries): rank the candidates for the chunk's queries, apply the
-rule of :mod:`pipelines.mine.select` to each (query, positive), write its rows of the
+rule of :mod:`pipelines.mine.select` to each (query, positive) (the negatives its set gave come
+first, rank 0, scored by the miner; mined ones fill up to ``num_negatives``), write its rows of the
 hard-negatives table and its ``too_few_negatives`` drops, then its marker.
 
 A search task holds its chunk's query vectors, one candidate shard at a time (exact search) and
@@ -10,6 +11,7 @@ does not grow with the number of candidates.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -64,21 +66,32 @@ def mine_chunk(task: str, chunk: int, vectors: dict[str, dict], index_marker: di
     ranked = _rank(cfg, queries, ks, vectors["candidates"], index_marker, keys)
     positives = {name: open_vectors(vectors[name]) for name in ("candidates", "positives")}
     kept, dropped, picks = [], [], []
+
+    def score(i: int, where: str, at: int) -> float:
+        return float(np.float32(queries[i] @ rows_of(positives[where], np.asarray([at]))[0]))
+
     for row in rows:
         i = row["qrow"] - lo_q
-        pos_vec = rows_of(positives[row["pos_in"]], np.asarray([row["pos_row"]]))[0]
-        positive_score = float(np.float32(queries[i] @ pos_vec))
+        positive_score = score(i, row["pos_in"], row["pos_row"])
+        given = min(len(row["negatives"]), rule.num_negatives)  # the set's own negatives come first
+        given_scores = [score(i, w, at) for w, at in zip(row["neg_in"][:given], row["neg_rows"][:given])]
         cand_rows, scores, ranks = ranked_without(*ranked[i], np.asarray(removed[i], dtype=np.int64), rule.hi)
         seed = sample_seed(rule.seed, row["query_id"], row["positive_id"] or row["positive_hash"])
-        chosen, facts = choose(cand_rows, scores, ranks, positive_score, rule, seed,
+        chosen, facts = choose(cand_rows, scores, ranks, positive_score,
+                               dataclasses.replace(rule, num_negatives=rule.num_negatives - given), seed,
                                copies=np.isin(cand_rows, np.asarray(copies[i], dtype=np.int64)))
+        if given:
+            facts["given"] = given
         if chosen is None:
             dropped.append(dropped_row(row, TOO_FEW, facts, positive_score))
             continue
         picks.append(cand_rows[chosen])
         kept.append({"query_id": row["query_id"], "query": row["query"], "positive_id": row["positive_id"],
                      "positive": row["positive"], "positive_score": positive_score,
-                     "negative_ranks": ranks[chosen].tolist(), "negative_scores": scores[chosen].tolist(),
+                     "given_ids": row["negative_ids"][:given], "given": row["negatives"][:given],
+                     "negative_ranks": [0] * given + ranks[chosen].tolist(),
+                     "negative_scores": given_scores + scores[chosen].tolist(),
+                     "negative_given": [True] * given + [False] * len(chosen),
                      "source": row["source"], "lang": row["lang"]})
     _fill_negatives(out, kept, picks, vectors["queries"]["miner"])  # model (kind:fingerprint)
     files = []
@@ -93,13 +106,13 @@ def _fill_negatives(out: StageOutput, kept: list[dict], picks: list[np.ndarray],
     """Ids and texts of the chosen candidates, taken from the memory-mapped candidate file."""
     if not kept:
         return
-    flat = np.concatenate(picks)
+    flat = np.concatenate(picks).astype(np.int64)
     ids = pc.take(read_column(out.root / CANDIDATES, "id"), flat).to_pylist()
     texts = pc.take(read_column(out.root / CANDIDATES, "text"), flat).to_pylist()
     start = 0
     for row, pick in zip(kept, picks):
-        row["negative_ids"] = ids[start:start + len(pick)]
-        row["negatives"] = texts[start:start + len(pick)]
+        row["negative_ids"] = row.pop("given_ids") + ids[start:start + len(pick)]
+        row["negatives"] = row.pop("given") + texts[start:start + len(pick)]
         row["miner"] = miner
         start += len(pick)
 

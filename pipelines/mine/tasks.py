@@ -10,7 +10,10 @@
   dropped as ``duplicate_pair``), the queries in first-seen order, the pool of positives as the
   candidates when ``candidates`` is null, and per query the candidate rows that are its positives
   (same id; same normalised-text hash for a positive without id), removed from its ranking, and
-  the exact copies of a positive under another id (same hash), ranked but never chosen.
+  the exact copies of a positive under another id (same hash), ranked but never chosen; and per
+  (query, positive) the negatives the set gave (dropped when they are one of the query's
+  positives), located among the candidates (same id, else same hash) or among the extra texts to
+  encode; their candidate rows are never mined again for that query.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from foundation.ledger import StageOutput, atomic_write_npy, input_task
 from pipelines.mine.encode import read_column, write_collection
 from pipelines.mine.inputs import dropped_row, empty_reason, read_candidate_file, read_pair_file
 from pipelines.mine.search import order_keys
+from pipelines.pairs.records import text_hash
 from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined
 from storage_schemas.corpus import QUARANTINE
@@ -40,8 +44,10 @@ POSITIVES = f"{WORK}/positives.arrow"
 ROWS = f"{WORK}/rows.parquet"
 PAIR_SCHEMA = pa.schema([("path", pa.string()), ("line", pa.int64()), ("query_id", pa.string()),
                          ("query", pa.string()), ("positive_id", pa.string()), ("positive", pa.string()),
-                         ("positive_hash", pa.string()), ("source", pa.string()), ("lang", pa.string())])
-ROW_SCHEMA = pa.schema([*PAIR_SCHEMA, ("qrow", pa.int64()), ("pos_in", pa.string()), ("pos_row", pa.int64())])
+                         ("positive_hash", pa.string()), ("source", pa.string()), ("lang", pa.string()),
+                         ("negatives", pa.list_(pa.string())), ("negative_ids", pa.list_(pa.string()))])
+ROW_SCHEMA = pa.schema([*PAIR_SCHEMA, ("qrow", pa.int64()), ("pos_in", pa.string()), ("pos_row", pa.int64()),
+                        ("neg_in", pa.list_(pa.string())), ("neg_rows", pa.list_(pa.int64()))])
 QUERY_SCHEMA = pa.schema([("qrow", pa.int64()), ("query_id", pa.string()), ("removed", pa.list_(pa.int64())),
                           ("copies", pa.list_(pa.int64()))])
 POOL_PREFIX = "h:"  # a pooled positive without an id is named by its text hash
@@ -61,10 +67,10 @@ def read_file(entry: dict, cfg, out: StageOutput) -> dict:
     if (marker := out.task_marker(task)) is not None:
         return marker
     outcomes = Outcomes()
-    for item in read_pair_file(entry["path"], cfg.reader.max_record_bytes, cfg.reader.on_schema_error):
-        if isinstance(item, Quarantined):
+    for item in read_pair_file(entry["path"], cfg):
+        if isinstance(item, Quarantined) or "error" in item:  # a reader's Quarantined or its QUARANTINE row
             outcomes.quarantine(item)
-        elif (reason := empty_reason(item)) is not None:
+        elif (reason := item.pop("reason", None) or empty_reason(item)) is not None:
             outcomes.drop(dropped_row(item, reason))
         else:
             outcomes.keep(item)
@@ -187,27 +193,44 @@ def group_pairs(pair_files: list[str], candidates_marker: dict | None, cfg, out:
     for row in kept:
         by_query.setdefault(row["query_id"], []).append(row)
     qrow = {qid: i for i, qid in enumerate(by_query)}
-    extra: dict[str, int] = {}
+    extra: dict[str, int] = {}  # texts to encode that are not candidates (positives, given negatives) by hash
+    extra_texts: list[str] = []
+
+    def locate(doc_id: str | None, text: str, text_hash_: str) -> tuple[str, int]:
+        if doc_id is not None and doc_id in by_id:
+            return "candidates", by_id[doc_id]
+        if text_hash_ in by_hash:
+            return "candidates", by_hash[text_hash_][0]
+        if text_hash_ not in extra:
+            extra[text_hash_] = len(extra)
+            extra_texts.append(text)
+        return "positives", extra[text_hash_]
+
+    given_rows: dict[str, set[int]] = defaultdict(set)  # per query: candidate rows of its given negatives
     for row in kept:
         row["qrow"] = qrow[row["query_id"]]
-        if row["positive_id"] is not None and row["positive_id"] in by_id:
-            row["pos_in"], row["pos_row"] = "candidates", by_id[row["positive_id"]]
-        elif row["positive_hash"] in by_hash:
-            row["pos_in"], row["pos_row"] = "candidates", by_hash[row["positive_hash"]][0]
-        else:
-            row["pos_in"], row["pos_row"] = "positives", extra.setdefault(row["positive_hash"], len(extra))
+        row["pos_in"], row["pos_row"] = locate(row["positive_id"], row["positive"], row["positive_hash"])
+        siblings = by_query[row["query_id"]]
+        own = {r["positive_id"] for r in siblings if r["positive_id"]} | {r["positive_hash"] for r in siblings}
+        given = [(i, t, text_hash(t)) for i, t in zip(row["negative_ids"], row["negatives"])]
+        given = [g for g in given if g[0] not in own and g[2] not in own]  # a positive of the query is no negative
+        row["negative_ids"] = [i or POOL_PREFIX + h for i, _, h in given]
+        row["negatives"] = [t for _, t, _ in given]
+        places = [locate(i, t, h) for i, t, h in given]
+        row["neg_in"], row["neg_rows"] = [p[0] for p in places], [p[1] for p in places]
+        for i, _, h in given:  # ranked, never mined again
+            given_rows[row["query_id"]].update([by_id[i]] if i in by_id else by_hash.get(h, ()))
     kept.sort(key=lambda r: (r["qrow"], r["path"], r["line"]))
     query_texts = [cfg.query_instruction + rs[0]["query"] for rs in by_query.values()]
     rel, data_hash = write_collection(out, QUERIES, query_texts)
     collections["queries"] = {"rel": rel, "hash": data_hash, "rows": len(query_texts)}
-    extra_texts = [""] * len(extra)
-    for row in kept:
-        if row["pos_in"] == "positives":
-            extra_texts[row["pos_row"]] = row["positive"]
     rel, data_hash = write_collection(out, POSITIVES, extra_texts)
     collections["positives"] = {"rel": rel, "hash": data_hash, "rows": len(extra_texts)}
-    queries = [{"qrow": i, "query_id": qid, **dict(zip(("removed", "copies"), _own(rs, by_id, by_hash)))}
-               for i, (qid, rs) in enumerate(by_query.items())]
+    queries = []
+    for i, (qid, rs) in enumerate(by_query.items()):
+        removed, copies = _own(rs, by_id, by_hash)
+        copies = sorted((set(copies) | given_rows[qid]) - set(removed))
+        queries.append({"qrow": i, "query_id": qid, "removed": removed, "copies": copies})
     files += [QUERIES, POSITIVES,
               out.write_table(QUERY_TABLE, pa.Table.from_pylist(queries, schema=QUERY_SCHEMA)),
               out.write_table(ROWS, pa.Table.from_pylist(kept, schema=ROW_SCHEMA))]

@@ -37,7 +37,7 @@ def pair_hash(query: str, positive: str) -> str:
 
 def file_stem(path: str) -> str:
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json", ".parquet"):
+    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json", ".parquet", ".tsv"):
         name = name.removesuffix(suffix)
     return name
 

@@ -36,3 +36,28 @@ def test_relative_output_reaches_every_step_as_absolute_paths(tmp_path, monkeypa
     assert calls[1]["config"] == str(tmp_path / "b.yaml")
     assert json.loads((root / "dag.json").read_text())["steps"] == report["steps"]
     assert report["steps"]["b"]["counts"] == {"input": 1}
+
+
+def test_dag_variables_reach_the_steps_and_set_overrides_them(tmp_path):
+    """`vars` in a DAG config: `${name}` in a step's `config`, `input` and `set` is its value;
+    `--set name=value` (no step prefix) overrides it; an undeclared reference or name is exit 2."""
+    import pytest
+
+    from foundation.errors import UsageError
+
+    dag = Dag("toy", (Step("a", "mine"), Step("b", "train trm", inputs=("a",))))
+    path = tmp_path / "toy.yaml"
+    path.write_text("vars: {init: base-model, sets: data/ft}\n"
+                    "steps:\n  a: {config: a.yaml, input: ['${sets}/x'], set: ['model=${init}']}\n"
+                    "  b: {config: b.yaml, set: ['init=${init}', 'loop.max_steps=3']}\n")
+    cfg = runner.load_dag_config(dag, str(path), [])
+    assert cfg.vars == {"init": "base-model", "sets": "data/ft"}
+    assert cfg.steps["a"].input == ("data/ft/x",) and cfg.steps["a"].set == ("model=base-model",)
+    cfg = runner.load_dag_config(dag, str(path), ["init=other/model-2", "b.loop.max_steps=5"])
+    assert cfg.steps["a"].set == ("model=other/model-2",)
+    assert cfg.steps["b"].set == ("init=other/model-2", "loop.max_steps=3", "loop.max_steps=5")
+    with pytest.raises(UsageError, match="variable of \\['init', 'sets'\\]"):
+        runner.load_dag_config(dag, str(path), ["nope=1"])
+    path.write_text("vars: {init: m}\nsteps:\n  a: {config: a.yaml, set: ['model=${modle}']}\n  b: {config: b.yaml}\n")
+    with pytest.raises(UsageError, match=r"step a refers to \$\{modle\}.*declared: \['init'\]"):
+        runner.load_dag_config(dag, str(path), [])
