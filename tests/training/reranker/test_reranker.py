@@ -266,7 +266,7 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
     assert [(g.max_length, g.batch_size) for g in d.groups] == \
         [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS]
     assert cfg.gradient_checkpointing and d.max_length == 8192
-    assert cfg.init is None and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
+    assert cfg.init == "random" and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
     o = cfg.loop.optim  # other settings as CPT (B.3)
     assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.schedule, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05,
                                                                                    "linear", 1.0)
