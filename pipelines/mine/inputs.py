@@ -20,7 +20,8 @@ from typing import Iterator
 
 from foundation.errors import BadInputError
 from foundation.ledger import stage_output, stage_output_files
-from pipelines.pairs.records import AUDIT_CHARS, file_stem, text_hash
+from foundation.text import text_hash
+from pipelines.pairs.records import AUDIT_CHARS, file_stem
 from pipelines.corpus.normalize import normalize_text
 from pipelines.readers import Quarantined, Record, check_string_field, expand_inputs, read_records
 from storage_schemas.pairs import PAIR

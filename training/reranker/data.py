@@ -7,8 +7,8 @@ dropped as ``too_few_negatives``.
 
 Each query's group is its positive, then ``hard_negatives`` of its mined negatives (the best
 ranked, or a seeded sample: ``hard_select``), then ``random_negatives`` drawn from the candidate
-pool: every distinct positive and negative text of the input (distinct by the hash of the text
-with NFC and collapsed whitespace). A random negative is never a positive of that query (by id or
+pool: every distinct positive and negative text of the input (distinct by :func:`foundation.text.text_id`,
+the one "same text" of every stage). A random negative is never a positive of that query (by id or
 by text hash, over every row of the same query), never one of the group's hard negatives and
 never the query itself. The draw depends only on (seed, step, row), so a resumed run sees the same
 groups.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -34,10 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import xxhash
 
 from foundation.config import frozen
 from foundation.errors import BadInputError
+from foundation.text import text_id
 from storage_schemas.base import SchemaError
 from storage_schemas.mine import HARD_NEGATIVES
 from training.length_groups import LengthGroup, LengthGroupBatchSampler, check_groups
@@ -93,12 +92,6 @@ class RerankDataConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Input
-
-
-def norm_hash(text: str) -> int:
-    """A signed 64-bit hash of the text with NFC and whitespace runs collapsed (duplicates by text)."""
-    key = " ".join(unicodedata.normalize("NFC", text).split())
-    return xxhash.xxh3_64_intdigest(key.encode("utf-8")) - (1 << 63)
 
 
 def _parquet_files(spec: str) -> list[Path]:
@@ -158,7 +151,7 @@ class CandidatePool:
         self.ids: list[set[str]] = []  # every id seen with the text
 
         def add(text: str, id_: str | None) -> int:
-            h = norm_hash(text)
+            h = text_id(text)
             i = index.get(h)
             if i is None:
                 i = index[h] = len(self.texts)
@@ -172,7 +165,7 @@ class CandidatePool:
         self.ids_of: dict[str, set[str]] = {}  # query key -> positive ids
         for r in range(len(cols["query"])):
             key = self.query_key(cols["query_id"][r], cols["query"][r])
-            self.hashes_of.setdefault(key, {norm_hash(cols["query"][r])}).add(add(cols["positive"][r],
+            self.hashes_of.setdefault(key, {text_id(cols["query"][r])}).add(add(cols["positive"][r],
                                                                                   cols["positive_id"][r]))
             if cols["positive_id"][r] is not None:
                 self.ids_of.setdefault(key, set()).add(cols["positive_id"][r])
@@ -182,7 +175,7 @@ class CandidatePool:
 
     @staticmethod
     def query_key(query_id: str | None, query: str) -> str:
-        return query_id if query_id else f"text:{norm_hash(query)}"
+        return query_id if query_id else f"text:{text_id(query)}"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -236,7 +229,7 @@ def build_groups(table: pa.Table, pool: CandidatePool, rows: Sequence[int], step
             hard = [negatives[i] for i in sorted(rng.choice(len(negatives), cfg.hard_negatives, replace=False))]
         rng = np.random.default_rng([cfg.seed, _SALT_RANDOM, step, int(r)])
         random = pool.sample(pool.query_key(query_id, query), cfg.random_negatives, rng,
-                             exclude_hashes=[norm_hash(t) for t in hard])
+                             exclude_hashes=[text_id(t) for t in hard])
         queries.append(query)
         documents.append([positive, *hard, *random])
     return QueryGroups(queries, documents)

@@ -14,7 +14,6 @@ shared by all workers). A rank's share is tokenised into sub-batches of ``sub_ba
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -27,10 +26,10 @@ import torch
 
 from foundation.errors import BadInputError
 from foundation.ledger import read_stage_output, stage_output
+from foundation.text import text_id
 from storage_schemas.mine import HARD_NEGATIVES
 from training.embedder import tokenize_chunks
 from training.length_groups import LengthGroup, LengthGroupBatchSampler
-from training.pair_sampler import hash_to_int64
 from training.stage import ModelInput
 
 log = logging.getLogger(__name__)
@@ -130,11 +129,6 @@ def steps_for_epochs(cfg, rows: dict) -> int:
     return max(1, math.ceil(cfg.epochs * sampler.batches_per_epoch()))
 
 
-def text_hash(text: str) -> int:
-    """A text's identity for the duplicate mask (sha256 of its UTF-8 bytes, first 64 bits)."""
-    return hash_to_int64(hashlib.sha256(text.encode("utf-8")).hexdigest())
-
-
 def row_lengths(tokenizer, rows: dict[str, list], query_max: int, doc_max: int) -> np.ndarray:
     """Each row's longest text in tokens (truncated as in training): the length its group is chosen by."""
     def lengths(texts: list[str], limit: int) -> np.ndarray:
@@ -173,9 +167,9 @@ class HardNegativeBatches:
         q_chunks, q_tokens = self._tokenize(self.tokenizer, queries, self.query_max, self.sub_batch)
         d_chunks, d_tokens = self._tokenize(self.tokenizer, docs, self.doc_max, self.sub_batch)
         return {"queries": q_chunks, "documents": d_chunks,
-                "query_hash": torch.tensor([text_hash(t) for t in queries], dtype=torch.int64),
-                "doc_hash": torch.tensor([text_hash(t) for t in docs], dtype=torch.int64),
-                "doc_query_hash": torch.tensor([text_hash(t) for t in doc_query], dtype=torch.int64),
+                "query_hash": torch.tensor([text_id(t) for t in queries], dtype=torch.int64),
+                "doc_hash": torch.tensor([text_id(t) for t in docs], dtype=torch.int64),
+                "doc_query_hash": torch.tensor([text_id(t) for t in doc_query], dtype=torch.int64),
                 "doc_is_positive": torch.tensor(positive, dtype=torch.bool),
                 "tokens": q_tokens + d_tokens, "group": self.sampler.last_group, "rows": list(indices)}
 

@@ -15,12 +15,13 @@ import torch
 from foundation.config import load_config
 from foundation.errors import BadInputError
 from foundation.ledger import StageOutput
+from foundation.text import text_id
 from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker
 from training.distributed import World
 from training.length_groups import PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_SUB_BATCH
 from training.loop import _default_train_step
-from training.reranker.data import (CandidatePool, build_groups, encode_pairs, norm_hash, read_hard_negatives,
+from training.reranker.data import (CandidatePool, build_groups, encode_pairs, read_hard_negatives,
                                   split_usable)
 from training.reranker.loss import group_info_nce, positive_ranked_first
 from training.steppers import StepContext, TorchStepper
@@ -113,24 +114,24 @@ def tricky_table():
 def test_random_negatives_are_never_a_positive_its_duplicate_or_a_hard_negative():
     table = tricky_table()
     pool = CandidatePool(table)
-    assert len(pool) == len({norm_hash(t) for t in pool.texts})  # distinct by normalised text
-    assert norm_hash(doc("owls")) in {norm_hash(t) for t in pool.texts}
-    banned = {norm_hash(doc("owls")), norm_hash(doc("salt")), norm_hash("An unrelated text that reuses the id pb.")}
+    assert len(pool) == len({text_id(t) for t in pool.texts})  # distinct by normalised text
+    assert text_id(doc("owls")) in {text_id(t) for t in pool.texts}
+    banned = {text_id(doc("owls")), text_id(doc("salt")), text_id("An unrelated text that reuses the id pb.")}
     seen = set()
     for step in range(200):
         rng = np.random.default_rng([7, step])
         for row in (0, 1):
             hard = table["negatives"][row].as_py()[:1]
-            got = pool.sample("q0", 4, rng, exclude_hashes=[norm_hash(t) for t in hard])
-            hashes = [norm_hash(t) for t in got]
+            got = pool.sample("q0", 4, rng, exclude_hashes=[text_id(t) for t in hard])
+            hashes = [text_id(t) for t in got]
             assert len(set(hashes)) == 4
             assert not set(hashes) & banned, got  # by text (the variant too) and by id (pb)
-            assert norm_hash(hard[0]) not in hashes and norm_hash("Tell me about owls") not in hashes
+            assert text_id(hard[0]) not in hashes and text_id("Tell me about owls") not in hashes
             seen.update(hashes)
-    allowed = {norm_hash(t) for t in pool.texts} - banned - {norm_hash(doc("maps"))}
+    allowed = {text_id(t) for t in pool.texts} - banned - {text_id(doc("maps"))}
     assert seen == allowed  # every other text does get drawn: the filter is not vacuous
     # another query may get q0's positives
-    other = {norm_hash(t) for s in range(50) for t in pool.sample("q3", 4, np.random.default_rng(s))}
+    other = {text_id(t) for s in range(50) for t in pool.sample("q3", 4, np.random.default_rng(s))}
     assert banned & other
 
 
@@ -166,7 +167,7 @@ def test_groups_are_positive_hard_random_and_deterministic_per_step(tmp_path):
     for r, docs in zip([3, 5], g.documents):
         assert len(docs) == 11 and docs[0] == doc(TOPICS[r])
         assert docs[1:7] == table["negatives"][r].as_py()[:6]  # the best-ranked six
-        assert len({norm_hash(d) for d in docs}) == 11
+        assert len({text_id(d) for d in docs}) == 11
     assert build_groups(table, pool, [3, 5], step=4, cfg=cfg) == g
     assert build_groups(table, pool, [3, 5], step=5, cfg=cfg).documents != g.documents
     sampled = build_groups(table, pool, [3], step=4, cfg=load_config(
