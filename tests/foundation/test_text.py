@@ -70,15 +70,17 @@ def test_cpt_batches_carry_the_same_int64_as_computed_elsewhere():
 
 def test_trm_batches_mask_the_variants_as_one_text():
     from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
+    from training.length_groups import LengthGroup
     from training.trm.data import HardNegativeBatches
 
     n = len(SAME)
     rows = {"query_id": [f"q{i}" for i in range(n)], "query": SAME, "positive": SAME,
             "negatives": [[d] for d in DIFFERENT[:1] * n], "source": ["s"] * n}
     tok = load_tokenizer(str(bundled_xlmr_tokenizer_json()))
-    data = HardNegativeBatches(rows, np.full(n, 8), tok, _trm_groups(n), query_max_tokens=16, doc_max_tokens=16,
-                               seed=0, rank=0, world_size=1, **_trm_kwargs())
-    mb = data.batch(list(range(n)))
+    groups = (LengthGroup(max_length=64, batch_size=n, sub_batch=4),)
+    data = HardNegativeBatches(rows, np.full(n, 8), tok, groups, query_max_tokens=16, doc_max_tokens=16,
+                               seed=0, rank=0, world_size=1)
+    mb = data.batch(list(range(n)), 0)
     assert set(mb["query_hash"].tolist()) == {text_id(BASE)}
     assert set(mb["doc_hash"][mb["doc_is_positive"]].tolist()) == {text_id(BASE)}
     assert set(mb["doc_hash"][~mb["doc_is_positive"]].tolist()) == {text_id(DIFFERENT[0])}
@@ -104,13 +106,3 @@ def test_in_batch_mask_treats_the_variants_as_duplicates():
     d = torch.tensor([text_id(SAME[2]), text_id(DIFFERENT[1]), text_id(SAME[3])])  # (N,) doc 2: query 1's
     mask = duplicate_mask(q, d, torch.tensor([q[0], q[1], q[1]]), torch.tensor([0, 1]))
     assert mask.tolist() == [[False, False, True], [False, False, True]]  # q0: its positive again; q1: its pair
-
-
-def _trm_groups(n: int):
-    from training.length_groups import LengthGroup
-
-    return (LengthGroup(max_length=64, batch_size=n),)
-
-
-def _trm_kwargs() -> dict:
-    return {"sub_batch": 4}
