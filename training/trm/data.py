@@ -102,7 +102,7 @@ def read_input(cfg) -> ModelInput:
     if not rows["query"]:
         raise BadInputError(f"train trm: no usable rows in {list(cfg.input)} ({data['dropped_by_reason']})")
     log.info("trm: %d queries with %d negatives each", len(rows["query"]), cfg.data.num_negatives)
-    extra = {"queries": len(rows["query"]), "sources": dict(sorted(Counter(rows["source"]).items()))}
+    extra = {"queries": len(rows["query"]), "sources": dict(sorted(Counter(s or "" for s in rows["source"]).items()))}
     if cfg.epochs:
         cfg, extra["steps"] = epochs_to_steps(cfg, batches_per_epoch(cfg, rows))
     return ModelInput(data["counts"], data["dropped_by_reason"], extra, cfg)
