@@ -145,8 +145,8 @@ class LengthGroupBatchSampler:
         self.groups, self.seed, self.alpha = groups, int(seed), float(alpha)
         self.rank, self.world_size = rank, world_size
         which = assign_groups(lengths, groups)
-        labels = np.array(["" if s is None else str(s) for s in (sources if sources is not None else [""] * len(which))],
-                          dtype=object)
+        sources = sources if sources is not None else [""] * len(which)
+        labels = np.array(["" if s is None else str(s) for s in sources], dtype=object)  # (rows,)
         if len(labels) != len(which):
             raise ValueError(f"length groups: {len(labels)} sources for {len(which)} rows")
         self.buckets: dict[str, list[Bucket]] = {}

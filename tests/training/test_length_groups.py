@@ -83,14 +83,16 @@ def test_sources_follow_eq1_in_the_long_run():
 
 def test_groups_within_a_source_drawn_in_proportion_to_rows():
     lengths = np.array([5] * 800 + [15] * 200)
-    groups = (LengthGroup(max_length=10, batch_size=1, sub_batch=1), LengthGroup(max_length=20, batch_size=1, sub_batch=1))
+    groups = (LengthGroup(max_length=10, batch_size=1, sub_batch=1),
+              LengthGroup(max_length=20, batch_size=1, sub_batch=1))
     s = LengthGroupBatchSampler(lengths, groups, seed=1)
     first = [s.next_global().group for _ in range(300)]
     assert np.mean(np.array(first) == 1) == pytest.approx(0.2, abs=0.06)
 
 
 def test_a_group_too_small_for_a_batch_joins_the_next_longer_one_with_its_table_row():
-    groups = (LengthGroup(max_length=10, batch_size=8, sub_batch=32), LengthGroup(max_length=20, batch_size=4, sub_batch=16),
+    groups = (LengthGroup(max_length=10, batch_size=8, sub_batch=32),
+              LengthGroup(max_length=20, batch_size=4, sub_batch=16),
               LengthGroup(max_length=40, batch_size=2, sub_batch=8))
     lengths = np.array([5] * 3 + [15] * 6 + [30] * 5)  # group 0 has 3 rows < 8: joins group 1 (9 rows >= 4)
     (a, b) = source_buckets("s", np.arange(len(lengths)), assign_groups(lengths, groups), groups, 1)

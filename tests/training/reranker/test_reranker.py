@@ -316,7 +316,8 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
     trm_cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
     assert cfg.epochs == trm_cfg.epochs == 10  # "all training parameters except batch size" as the TRM
     assert cfg.gradient_checkpointing and d.max_length == 8192
-    assert is_random(cfg.init) and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
+    assert is_random(cfg.init) and cfg.model.preset == "base"
+    assert cfg.model.rope_theta is None  # the MLM-8192 model's own
     o = cfg.loop.optim  # other settings as CPT (B.3)
     assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.schedule, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05,
                                                                                    "linear", 1.0)
@@ -338,5 +339,6 @@ def test_epochs_set_max_steps_from_the_batches_of_one_pass(tmp_path):
     data = RerankBatches(table, CandidatePool(table), load_tokenizer(xlmr_tokenizer()), cfg.data, max_length=96,
                          rank=0, world_size=1)
     per_epoch = data.sampler.batches_per_epoch()
-    assert got.extra["steps"] == {"epochs": 2.5, "max_steps": math.ceil(2.5 * per_epoch), "batches_per_epoch": per_epoch}
+    steps = math.ceil(2.5 * per_epoch)
+    assert got.extra["steps"] == {"epochs": 2.5, "max_steps": steps, "batches_per_epoch": per_epoch}
     assert got.cfg.loop.max_steps == math.ceil(2.5 * per_epoch) and got.extra["sources"] == {"s": 16}

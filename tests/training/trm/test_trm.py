@@ -233,14 +233,18 @@ def test_each_group_encodes_in_its_own_sub_batch_size():
     from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
     from training.trm.data import HardNegativeBatches
 
-    rows = {k: [r[k] for r in hard_negative_rows(2)[:12]] for k in ("query_id", "query", "positive", "negatives", "source")}
-    groups = (LengthGroup(max_length=10, batch_size=4, sub_batch=3), LengthGroup(max_length=99, batch_size=4, sub_batch=7))
-    data = HardNegativeBatches(rows, np.array([5] * 6 + [50] * 6), load_tokenizer(str(bundled_xlmr_tokenizer_json())),
-                               groups, query_max_tokens=16, doc_max_tokens=32, seed=0, rank=0, world_size=1)
+    keys = ("query_id", "query", "positive", "negatives", "source")
+    rows = {k: [r[k] for r in hard_negative_rows(2)[:12]] for k in keys}
+    groups = (LengthGroup(max_length=10, batch_size=4, sub_batch=3),
+              LengthGroup(max_length=99, batch_size=4, sub_batch=7))
+    tokenizer = load_tokenizer(str(bundled_xlmr_tokenizer_json()))
+    data = HardNegativeBatches(rows, np.array([5] * 6 + [50] * 6), tokenizer, groups, query_max_tokens=16,
+                               doc_max_tokens=32, seed=0, rank=0, world_size=1)
     for _ in range(6):
         (mb,) = next(data)
         size = groups[mb["group"]].sub_batch
-        assert [int(c["cu_seqlens"].numel()) - 1 for c in mb["queries"]] == [min(size, 4 - i) for i in range(0, 4, size)]
+        assert [int(c["cu_seqlens"].numel()) - 1 for c in mb["queries"]] == \
+            [min(size, 4 - i) for i in range(0, 4, size)]
         assert [int(c["cu_seqlens"].numel()) - 1 for c in mb["documents"]] == \
             [min(size, 12 - i) for i in range(0, 12, size)]  # 4 rows x (positive + 2 negatives)
 
