@@ -89,6 +89,18 @@ def is_random(init: str | None) -> bool:
     return init is None or init == RANDOM_INIT
 
 
+def training_tokenizer(init: str | None, fallback: str):
+    """The tokenizer a run sees: the init's when its directory has tokenizer files, else ``fallback``
+    (the config's ``tokenizer``)."""
+    from model.tokenizer import load_tokenizer
+
+    if not is_random(init):
+        init_dir = resolve_init(init)
+        if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+            return load_tokenizer(init_dir)
+    return load_tokenizer(fallback)
+
+
 def resolve_init(init: str) -> Path:
     """``init`` as a local model directory (itself, a ``mgte train`` output's ``model/``, the bundled
     all-MiniLM-L6-v2, or the HF cache), or a one-line ModelLoadError naming it."""

@@ -22,6 +22,7 @@ import pyarrow as pa
 import torch
 
 from foundation.sampling import eq1_weights
+from foundation.text import hash_to_int64  # noqa: F401  (re-exported: the stored hashes as int64)
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,6 @@ class SourceBatchSampler:
 
 # ---------------------------------------------------------------------------------------------
 # Batch contents
-
-
-def hash_to_int64(hex_digest: str) -> int:
-    """The first 64 bits of a hex text hash as a signed int64 (for tensor comparisons and gathers)."""
-    value = int(hex_digest[:16], 16)
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 @dataclass

@@ -46,6 +46,7 @@ import functools
 import glob
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -93,6 +94,14 @@ class ModelInput:
     dropped_by_reason: dict
     extra: dict = dataclasses.field(default_factory=dict)
     cfg: Any = None
+
+
+def epochs_to_steps(cfg, batches_per_epoch: int) -> tuple[Any, dict]:
+    """``cfg`` with ``loop.max_steps`` = ``epochs`` x ``batches_per_epoch`` (at least 1) and the
+    manifest's record of it (the TRM and the reranker: "10 epochs")."""
+    steps = max(1, math.ceil(cfg.epochs * batches_per_epoch))
+    return replace(cfg, loop=replace(cfg.loop, max_steps=steps)), {"epochs": cfg.epochs, "max_steps": steps,
+                                                                    "batches_per_epoch": int(batches_per_epoch)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ from typing import Iterator
 
 from foundation.errors import BadInputError
 from foundation.ledger import stage_output, stage_output_files
-from pipelines.pairs.records import AUDIT_CHARS, file_stem, text_hash
+from foundation.text import text_hash
+from pipelines.pairs.records import AUDIT_CHARS, file_stem
 from pipelines.corpus.normalize import normalize_text
 from pipelines.mine.sets import (TSV_SUFFIXES, beir_root, is_beir_dir, read_beir_pairs, read_tsv_pairs, refuse_held_out,
                                  train_qrels)

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import xxhash
 
+from foundation.text import text_hash, text_key  # noqa: F401  (text_hash: re-exported)
 from pipelines.corpus.langs import MGTE_LANGS, to_mgte
 from pipelines.corpus.normalize import normalize_text
 from pipelines.pairs.config import ReaderConfig
@@ -23,12 +24,9 @@ AUDIT_CHARS = 1000  # characters of query / positive / raw record kept in droppe
 
 
 def norm_key(text: str) -> str:
-    """The text a hash is taken of: NFC and all whitespace runs collapsed to one space."""
-    return " ".join(normalize_text(text).split())
-
-
-def text_hash(text: str) -> str:
-    return xxhash.xxh3_128_hexdigest(norm_key(text).encode("utf-8"))
+    """The text a hash is taken of (:func:`foundation.text.text_key`: NFC, controls removed,
+    whitespace runs collapsed): the one notion of "the same text" of every stage."""
+    return text_key(text)
 
 
 def pair_hash(query: str, positive: str) -> str:

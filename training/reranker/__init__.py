@@ -4,10 +4,12 @@ Input ``[CLS] q [SEP] d`` (the tokenizer's pair encoding; the query cut first, t
 score = W h_[CLS], trained in one stage from the MLM-8192 encoder (no contrastive pre-training) with
 group-wise InfoNCE (:mod:`training.reranker.loss`): each query's positive against 10 negatives, 6
 mined hard + 4 random from the candidate pool, never a positive of the query
-(:mod:`training.reranker.data`). Batches come from one length group each; a batch is split into
-sub-batches of whole query groups (the group's sub-batch size in pairs: 256 / 128 / 64 / 48 / 16
-at paper scale) whose gradients the shared loop accumulates, with gradient checkpointing in the
-encoder (``gradient_checkpointing``). ``init`` may also name any Hugging Face encoder (its
+(:mod:`training.reranker.data`). Batches as the TRM's: each from one dataset (eq. 1) and one length
+group of it (Table 12's reranker column: 512 / 384 / 256 / 160 / 80 queries), the group counting
+every document a row can be given, random negatives included; ``epochs`` (10, as the TRM) sets
+the steps. A batch is split into sub-batches of whole query groups (the group's sub-batch size in
+pairs: 256 / 128 / 64 / 48 / 16 at paper scale) whose gradients the shared loop accumulates, with
+gradient checkpointing in the encoder (``gradient_checkpointing``). ``init`` may also name any Hugging Face encoder (its
 ``AutoModelForSequenceClassification`` with one label).
 
 Input: a finished ``mgte mine`` output directory or parquet files of the hard-negatives table.

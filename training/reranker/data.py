@@ -7,24 +7,29 @@ dropped as ``too_few_negatives``.
 
 Each query's group is its positive, then ``hard_negatives`` of its mined negatives (the best
 ranked, or a seeded sample: ``hard_select``), then ``random_negatives`` drawn from the candidate
-pool: every distinct positive and negative text of the input (distinct by the hash of the text
-with NFC and collapsed whitespace). A random negative is never a positive of that query (by id or
-by text hash, over every row of the same query), never one of the group's hard negatives and
-never the query itself. The draw depends only on (seed, step, row), so a resumed run sees the same
-groups.
+pool: every distinct positive and negative text of the input (distinct by :func:`foundation.text.text_id`,
+the one "same text" of every stage). A random negative is never a positive of that query (by id or
+by text hash, over every row of the same query), never a mined negative the row can get as a hard
+negative and never the query itself. Random negatives are drawn ONCE per row (seed, row), when
+the data is built, so that the row's length group can count them (the paper does not say whether
+they are redrawn); a ``sample``d hard negative set is drawn per (seed, step, row). Either way a
+resumed run sees the same groups.
 
-Rows are batched by length group (:class:`training.length_groups.LengthGroupBatchSampler`): every
-global batch holds queries of one group, whose pairs are cut to that group's bound, and is split
-into sub-batches of at most the group's ``sub_batch`` pairs (whole query groups: the loss of a
-query depends on its own group only, so the loop's gradient accumulation over sub-batches is
-exact).
+Rows are batched as the TRM's (:class:`training.length_groups.LengthGroupBatchSampler`): every
+global batch holds queries of one source (drawn by eq. 1, ``data.alpha``) and one length group of
+it. A row's length is its longest pair over EVERY document it can be given: its positive, the mined
+negatives it can get (the first ``hard_negatives``, or all of them with ``hard_select: sample``) and
+its random negatives, so a batch's cut to its group's bound never shortens a document of that batch
+(beyond ``max_length``). A batch is split into sub-batches of at most the group's ``sub_batch``
+pairs (whole query groups: the loss of a query depends on its own group only, so the loop's
+gradient accumulation over sub-batches is exact).
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -34,33 +39,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import xxhash
 
 from foundation.config import frozen
 from foundation.errors import BadInputError
+from foundation.text import text_id
 from storage_schemas.base import SchemaError
 from storage_schemas.mine import HARD_NEGATIVES
-from training.length_groups import LengthGroup, LengthGroupBatchSampler, check_groups
-from training.stage import ModelInput
+from training.length_groups import PAPER_RERANKER_GROUPS, LengthGroup, LengthGroupBatchSampler, check_groups
+from training.stage import ModelInput, epochs_to_steps
 
 log = logging.getLogger(__name__)
 
 _SALT_RANDOM = 0x524E4547  # "RNEG"
 _SALT_HARD = 0x484E4547  # "HNEG"
-
-
-@frozen
-class RerankGroup:
-    """Queries of up to ``max_length`` pair tokens: ``batch_size`` queries per global step, cut
-    into sub-batches of at most ``sub_batch`` (query, document) pairs."""
-
-    max_length: int
-    batch_size: int
-    sub_batch: int
-
-    def validate(self) -> None:
-        if min(self.max_length, self.batch_size, self.sub_batch) < 1:
-            raise ValueError(f"reranker length group needs positive max_length, batch_size and sub_batch, got {self}")
 
 
 @frozen
@@ -70,12 +61,10 @@ class RerankDataConfig:
     hard_select: Literal["first", "sample"] = "first"  # the best-ranked mined negatives, or a seeded sample
     query_max_tokens: int = 512  # queries are cut first (to at most half the pair); then the document
     max_length: int = 8192  # pair tokens, special tokens included (clipped to the model's positions)
-    groups: tuple[RerankGroup, ...] = (
-        RerankGroup(max_length=500, batch_size=768, sub_batch=256),
-        RerankGroup(max_length=1000, batch_size=384, sub_batch=128),
-        RerankGroup(max_length=2000, batch_size=256, sub_batch=64),
-        RerankGroup(max_length=3000, batch_size=160, sub_batch=48),
-        RerankGroup(max_length=8000, batch_size=80, sub_batch=16))
+    # per length group (pair tokens): queries per global batch and (query, document) pairs per
+    # sub-batch on a rank; Table 12's BS(R) / S-BS(R)
+    groups: tuple[LengthGroup, ...] = PAPER_RERANKER_GROUPS
+    alpha: float = 0.5  # eq. 1 over the sources (datasets): each global batch from one source
     seed: int = 0
 
     def validate(self) -> None:
@@ -83,7 +72,9 @@ class RerankDataConfig:
             raise ValueError("data.hard_negatives and data.random_negatives must be >= 0, at least one negative")
         if self.query_max_tokens < 1 or self.max_length < 8:
             raise ValueError("data.query_max_tokens must be >= 1 and data.max_length >= 8")
-        check_groups([LengthGroup(max_length=g.max_length, batch_size=g.batch_size) for g in self.groups])
+        check_groups(self.groups)
+        if not 0 < self.alpha <= 1:
+            raise ValueError("data.alpha (eq. 1) must be in (0, 1]")
 
     @property
     def group_size(self) -> int:
@@ -93,12 +84,6 @@ class RerankDataConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Input
-
-
-def norm_hash(text: str) -> int:
-    """A signed 64-bit hash of the text with NFC and whitespace runs collapsed (duplicates by text)."""
-    key = " ".join(unicodedata.normalize("NFC", text).split())
-    return xxhash.xxh3_64_intdigest(key.encode("utf-8")) - (1 << 63)
 
 
 def _parquet_files(spec: str) -> list[Path]:
@@ -158,7 +143,7 @@ class CandidatePool:
         self.ids: list[set[str]] = []  # every id seen with the text
 
         def add(text: str, id_: str | None) -> int:
-            h = norm_hash(text)
+            h = text_id(text)
             i = index.get(h)
             if i is None:
                 i = index[h] = len(self.texts)
@@ -172,7 +157,7 @@ class CandidatePool:
         self.ids_of: dict[str, set[str]] = {}  # query key -> positive ids
         for r in range(len(cols["query"])):
             key = self.query_key(cols["query_id"][r], cols["query"][r])
-            self.hashes_of.setdefault(key, {norm_hash(cols["query"][r])}).add(add(cols["positive"][r],
+            self.hashes_of.setdefault(key, {text_id(cols["query"][r])}).add(add(cols["positive"][r],
                                                                                   cols["positive_id"][r]))
             if cols["positive_id"][r] is not None:
                 self.ids_of.setdefault(key, set()).add(cols["positive_id"][r])
@@ -182,7 +167,7 @@ class CandidatePool:
 
     @staticmethod
     def query_key(query_id: str | None, query: str) -> str:
-        return query_id if query_id else f"text:{norm_hash(query)}"
+        return query_id if query_id else f"text:{text_id(query)}"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -222,23 +207,37 @@ class QueryGroups:
     documents: list[list[str]]  # per query: positive, hard negatives, random negatives
 
 
-def build_groups(table: pa.Table, pool: CandidatePool, rows: Sequence[int], step: int,
+def hard_candidates(negatives: Sequence[str], cfg: RerankDataConfig) -> list[str]:
+    """The mined negatives a row can be given: the first ``hard_negatives``, or (``sample``) all."""
+    return list(negatives[:cfg.hard_negatives]) if cfg.hard_select == "first" else list(negatives)
+
+
+def draw_random_negatives(table: pa.Table, pool: CandidatePool, cfg: RerankDataConfig) -> list[list[str]]:
+    """Each row's ``random_negatives`` pool texts, drawn once (seed, row): never a positive of its
+    query, the query itself or a mined negative the row can get as a hard negative."""
+    cols = table.select(["query_id", "query", "negatives"]).to_pydict()
+    out = []
+    for r, (query_id, query, negatives) in enumerate(zip(*cols.values())):
+        rng = np.random.default_rng([cfg.seed, _SALT_RANDOM, r])
+        out.append(pool.sample(pool.query_key(query_id, query), cfg.random_negatives, rng,
+                               exclude_hashes=[text_id(t) for t in hard_candidates(negatives or [], cfg)]))
+    return out
+
+
+def build_groups(table: pa.Table, randoms: Sequence[Sequence[str]], rows: Sequence[int], step: int,
                  cfg: RerankDataConfig) -> QueryGroups:
-    """The groups of ``rows`` at global step ``step`` (deterministic in seed, step and row)."""
-    picked = table.take(pa.array(list(rows), type=pa.int64())).select(
-        ["query_id", "query", "positive", "negatives"]).to_pydict()
+    """The groups of ``rows`` at global step ``step`` (deterministic in seed, step and row):
+    positive, hard negatives, then the row's random negatives (``randoms[row]``)."""
+    picked = table.take(pa.array(list(rows), type=pa.int64())).select(["query", "positive", "negatives"]).to_pydict()
     queries, documents = [], []
-    for r, query_id, query, positive, negatives in zip(rows, *picked.values()):
+    for r, query, positive, negatives in zip(rows, *picked.values()):
         if cfg.hard_select == "first":
             hard = list(negatives[:cfg.hard_negatives])
         else:
             rng = np.random.default_rng([cfg.seed, _SALT_HARD, step, int(r)])
             hard = [negatives[i] for i in sorted(rng.choice(len(negatives), cfg.hard_negatives, replace=False))]
-        rng = np.random.default_rng([cfg.seed, _SALT_RANDOM, step, int(r)])
-        random = pool.sample(pool.query_key(query_id, query), cfg.random_negatives, rng,
-                             exclude_hashes=[norm_hash(t) for t in hard])
         queries.append(query)
-        documents.append([positive, *hard, *random])
+        documents.append([positive, *hard, *randoms[int(r)]])
     return QueryGroups(queries, documents)
 
 
@@ -262,18 +261,29 @@ def encode_pairs(tokenizer, queries: Sequence[str], docs: Sequence[str], max_len
                      max_length=max_length, padding=True, return_tensors="pt", verbose=False)
 
 
-def row_lengths(tokenizer, table: pa.Table, cfg: RerankDataConfig, max_length: int) -> np.ndarray:
-    """Pair tokens of each row's longest (query, positive or mined negative) pair, capped at ``max_length``."""
+def row_lengths(tokenizer, table: pa.Table, randoms: Sequence[Sequence[str]], cfg: RerankDataConfig,
+                max_length: int) -> np.ndarray:
+    """Pair tokens of each row's longest pair over every document it can be given (its positive, the
+    mined negatives it can get, its random negatives), capped at ``max_length``."""
     cols = table.select(["query", "positive", "negatives"]).to_pydict()
-    texts = list(dict.fromkeys([*cols["query"], *cols["positive"], *(t for n in cols["negatives"] for t in n)]))
+    docs = [[pos, *hard_candidates(negs or [], cfg), *rand]
+            for pos, negs, rand in zip(cols["positive"], cols["negatives"], randoms)]
+    texts = list(dict.fromkeys([*cols["query"], *(t for d in docs for t in d)]))
     ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     n_tokens = {t: len(i) for t, i in zip(texts, ids)}
     extra = tokenizer.num_special_tokens_to_add(pair=True)
+    query_budget = max(1, min(cfg.query_max_tokens, max_length // 2))  # >= what encode_pairs keeps of it
     out = np.empty(table.num_rows, dtype=np.int64)
-    for r, (q, pos, negs) in enumerate(zip(cols["query"], cols["positive"], cols["negatives"])):
-        longest_doc = max([n_tokens[pos], *(n_tokens[t] for t in negs[:max(cfg.hard_negatives, 1)])])
-        out[r] = min(max_length, min(n_tokens[q], cfg.query_max_tokens) + longest_doc + extra)
+    for r, (q, d) in enumerate(zip(cols["query"], docs)):
+        out[r] = min(max_length, min(n_tokens[q], query_budget) + max(n_tokens[t] for t in d) + extra)
     return out
+
+
+def batch_sampler(table: pa.Table, lengths: np.ndarray, cfg: RerankDataConfig, *, rank: int = 0,
+                  world_size: int = 1) -> LengthGroupBatchSampler:
+    """Batches of one source (the table's ``source``) and one length group, as the TRM's."""
+    return LengthGroupBatchSampler(lengths, cfg.groups, sources=table["source"].to_pylist(), alpha=cfg.alpha,
+                                   seed=cfg.seed, rank=rank, world_size=world_size)
 
 
 class RerankBatches:
@@ -285,10 +295,9 @@ class RerankBatches:
                  rank: int, world_size: int):
         self.table, self.pool, self.tokenizer, self.cfg = table, pool, tokenizer, cfg
         self.max_length = max_length  # data.max_length clipped to the model's positions
-        lengths = row_lengths(tokenizer, table, cfg, max_length)
-        self.sampler = LengthGroupBatchSampler(
-            lengths, [LengthGroup(max_length=g.max_length, batch_size=g.batch_size) for g in cfg.groups],
-            seed=cfg.seed, rank=rank, world_size=world_size)
+        self.randoms = draw_random_negatives(table, pool, cfg)
+        self.sampler = batch_sampler(table, row_lengths(tokenizer, table, self.randoms, cfg, max_length), cfg,
+                                     rank=rank, world_size=world_size)
 
     def cut_length(self, group: int) -> int:
         """Pair tokens of a batch of ``group``: its bound (the last group: ``max_length``)."""
@@ -302,7 +311,7 @@ class RerankBatches:
         step = self.sampler.step
         rows = next(self.sampler)
         group = self.sampler.last_group
-        groups = build_groups(self.table, self.pool, rows, step, self.cfg)
+        groups = build_groups(self.table, self.randoms, rows, step, self.cfg)
         per_sub = max(1, self.cfg.groups[group].sub_batch // self.cfg.group_size)  # whole query groups
         out = []
         for start in range(0, len(rows), per_sub):
@@ -334,11 +343,21 @@ def load_inputs(inputs: tuple[str, ...], hard_negatives: int) -> tuple[pa.Table,
 
 
 def read_input(cfg) -> ModelInput:
-    """The stage's reader: the accounting of the usable queries (none usable refuses)."""
-    table, _, data = load_inputs(cfg.input, cfg.data.hard_negatives)
+    """The stage's reader: the accounting of the usable queries (none usable refuses); ``epochs``
+    sets ``loop.max_steps`` (lengths by the init's tokenizer, pairs up to ``data.max_length``)."""
+    table, pool, data = load_inputs(cfg.input, cfg.data.hard_negatives)
     if not table.num_rows:
         raise BadInputError(f"train reranker: no query in {list(cfg.input)} has {cfg.data.hard_negatives} mined "
                             "negatives (data.hard_negatives)")
     log.info("reranker: %d queries, %s", table.num_rows, data["counts"])
-    return ModelInput(data["counts"], data["dropped_by_reason"],
-                      {"group": f"1 positive + {cfg.data.hard_negatives} hard + {cfg.data.random_negatives} random"})
+    extra = {"group": f"1 positive + {cfg.data.hard_negatives} hard + {cfg.data.random_negatives} random",
+             "sources": dict(sorted(Counter(s or "" for s in table["source"].to_pylist()).items()))}
+    if cfg.epochs:
+        from training.model_builder import training_tokenizer
+
+        randoms = draw_random_negatives(table, pool, cfg.data)
+        lengths = row_lengths(training_tokenizer(cfg.init, cfg.tokenizer), table, randoms, cfg.data,
+                              cfg.data.max_length)
+        sampler = batch_sampler(table, lengths, cfg.data, world_size=cfg.scaling.num_workers)
+        cfg, extra["steps"] = epochs_to_steps(cfg, sampler.batches_per_epoch())
+    return ModelInput(data["counts"], data["dropped_by_reason"], extra, cfg)

@@ -5,10 +5,11 @@
 
 The loss (:mod:`training.trm.loss`; its parts in :mod:`training.trm.matryoshka` and
 :mod:`training.trm.sparse`) sees each query's positive and mined hard negatives plus every
-other document of the global batch, from every worker; duplicate texts are masked by hash. The
-global batch is one length group (:mod:`training.length_groups`, the paper's 768 / 384 / 256 / 160
-/ 80 by length), encoded in sub-batches by the cached-gradient step (memory: one sub-batch, with
-gradient checkpointing inside it), and gathered. The sparse head's health is logged every step
+other document of the global batch, from every worker; duplicate texts are masked by their
+:func:`foundation.text.text_id`. The global batch is one dataset (source, drawn by eq. 1) and one
+length group of it (:mod:`training.length_groups`, Table 12: 768 / 384 / 256 / 160 / 80 queries by
+length), encoded in sub-batches of the group's size (256 / 128 / 64 / 48 / 16 texts) by the
+cached-gradient step (memory: one sub-batch, with gradient checkpointing inside it), and gathered. The sparse head's health is logged every step
 (``OUTPUT/sparsity.jsonl`` and the metrics); vectors that stay all-zero for ``health.collapse_steps``
 steps stop the run with :class:`SparseCollapse` and no model is saved.
 
@@ -28,11 +29,11 @@ from __future__ import annotations
 from training.embedder import rope_extra
 from training.stage import ModelStage, run_model_stage
 from training.trm.config import Config, DataConfig, HealthConfig, LossConfig
-from training.trm.data import read_input, steps_for_epochs
+from training.trm.data import batches_per_epoch, read_input
 from training.trm.task import SparseCollapse, TRMTask, resolve_pooling
 
 __all__ = ["Config", "DataConfig", "HealthConfig", "LossConfig", "TRMTask", "SparseCollapse", "resolve_pooling",
-           "read_input", "steps_for_epochs", "run", "STAGE"]
+           "read_input", "batches_per_epoch", "run", "STAGE"]
 
 STAGE = ModelStage("train-trm", "trm", Config, TRMTask, read_input, extra=rope_extra)
 

@@ -1,5 +1,5 @@
 """``mgte train trm``'s config: the shared model-stage keys, pooling, the loss (Matryoshka + sparse),
-the sparse head's health check and the length-grouped batches."""
+the sparse head's health check and the batches (one source and one length group each)."""
 
 from __future__ import annotations
 
@@ -42,16 +42,20 @@ class HealthConfig:
 @frozen
 class DataConfig:
     num_negatives: int = 8
-    groups: tuple[LengthGroup, ...] = PAPER_EMBEDDER_GROUPS  # global batch (queries) per length group
-    sub_batch: int = 64  # texts per cached-gradient sub-batch: memory is one sub-batch's activations
+    # per length group: global batch (queries) and sub-batch (texts per cached-gradient sub-batch on a
+    # rank: memory is one sub-batch's activations); Table 12's BS(E) / S-BS(E)
+    groups: tuple[LengthGroup, ...] = PAPER_EMBEDDER_GROUPS
+    alpha: float = 0.5  # eq. 1 over the sources (datasets): each global batch from one source
     gradient_checkpointing: bool = True  # inside a sub-batch, recompute layer activations in backward
     query_max_tokens: int = 512
     doc_max_tokens: int = 8192
     seed: int = 0
 
     def validate(self) -> None:
-        if self.num_negatives < 0 or self.sub_batch < 1:
-            raise ValueError("data.num_negatives must be >= 0 and data.sub_batch >= 1")
+        if self.num_negatives < 0:
+            raise ValueError("data.num_negatives must be >= 0")
+        if not 0 < self.alpha <= 1:
+            raise ValueError("data.alpha (eq. 1) must be in (0, 1]")
         if self.query_max_tokens < 2 or self.doc_max_tokens < 2:
             raise ValueError("data.query_max_tokens and data.doc_max_tokens must be >= 2")
 

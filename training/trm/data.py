@@ -7,16 +7,15 @@ negatives (best-ranked first); a row with fewer negatives is dropped (``too_few_
 with an empty query or positive too (``empty_text``).
 
 Batches: every row's length is its longest text in tokens (after truncation); a global batch
-holds rows of one length group (:class:`training.length_groups.LengthGroupBatchSampler`, seed
-shared by all workers). A rank's share is tokenised into sub-batches of ``sub_batch`` texts
-(queries, then each row's ``[positive, negative_1 .. negative_k]``) for the cached-gradient step.
+holds rows of one source (drawn by eq. 1, ``data.alpha``) and one length group of it
+(:class:`training.length_groups.LengthGroupBatchSampler`, seed shared by all workers). A rank's
+share is tokenised into sub-batches of the group's ``sub_batch`` texts (queries, then each row's
+``[positive, negative_1 .. negative_k]``) for the cached-gradient step.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -27,11 +26,11 @@ import torch
 
 from foundation.errors import BadInputError
 from foundation.ledger import read_stage_output, stage_output
+from foundation.text import text_id
 from storage_schemas.mine import HARD_NEGATIVES
 from training.embedder import tokenize_chunks
 from training.length_groups import LengthGroup, LengthGroupBatchSampler
-from training.pair_sampler import hash_to_int64
-from training.stage import ModelInput
+from training.stage import ModelInput, epochs_to_steps
 
 log = logging.getLogger(__name__)
 
@@ -99,40 +98,26 @@ def clean_rows(table: pa.Table, num_negatives: int) -> tuple[dict[str, list], di
 
 def read_input(cfg) -> ModelInput:
     """The stage's reader: usable rows and their accounting; ``epochs`` sets ``loop.max_steps``."""
-    from foundation.config import replace
-
     rows, data = clean_rows(read_hard_negatives(cfg.input), cfg.data.num_negatives)
     if not rows["query"]:
         raise BadInputError(f"train trm: no usable rows in {list(cfg.input)} ({data['dropped_by_reason']})")
     log.info("trm: %d queries with %d negatives each", len(rows["query"]), cfg.data.num_negatives)
-    extra = {"queries": len(rows["query"])}
+    extra = {"queries": len(rows["query"]), "sources": dict(sorted(Counter(s or "" for s in rows["source"]).items()))}
     if cfg.epochs:
-        steps = steps_for_epochs(cfg, rows)
-        extra["steps"] = {"epochs": cfg.epochs, "max_steps": steps}
-        cfg = replace(cfg, loop=replace(cfg.loop, max_steps=steps))
+        cfg, extra["steps"] = epochs_to_steps(cfg, batches_per_epoch(cfg, rows))
     return ModelInput(data["counts"], data["dropped_by_reason"], extra, cfg)
 
 
-def steps_for_epochs(cfg, rows: dict) -> int:
-    """``epochs`` x the global batches of one epoch over ``rows`` (at least 1 step); lengths in
-    tokens of the init's tokenizer when it has one (as training sees them), else ``tokenizer``."""
-    from model.tokenizer import load_tokenizer
-    from training.model_builder import is_random, resolve_init
+def batches_per_epoch(cfg, rows: dict) -> int:
+    """The global batches of one epoch over ``rows``; lengths in tokens of the init's tokenizer when
+    it has one (as training sees them), else ``tokenizer``."""
+    from training.model_builder import training_tokenizer
 
-    tokenizer = None
-    if not is_random(cfg.init):
-        init_dir = resolve_init(cfg.init)
-        if any((init_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-            tokenizer = load_tokenizer(init_dir)
     d = cfg.data
-    lengths = row_lengths(tokenizer or load_tokenizer(cfg.tokenizer), rows, d.query_max_tokens, d.doc_max_tokens)
-    sampler = LengthGroupBatchSampler(lengths, d.groups, seed=d.seed, world_size=cfg.scaling.num_workers)
-    return max(1, math.ceil(cfg.epochs * sampler.batches_per_epoch()))
-
-
-def text_hash(text: str) -> int:
-    """A text's identity for the duplicate mask (sha256 of its UTF-8 bytes, first 64 bits)."""
-    return hash_to_int64(hashlib.sha256(text.encode("utf-8")).hexdigest())
+    lengths = row_lengths(training_tokenizer(cfg.init, cfg.tokenizer), rows, d.query_max_tokens, d.doc_max_tokens)
+    sampler = LengthGroupBatchSampler(lengths, d.groups, sources=rows["source"], alpha=d.alpha, seed=d.seed,
+                                      world_size=cfg.scaling.num_workers)
+    return sampler.batches_per_epoch()
 
 
 def row_lengths(tokenizer, rows: dict[str, list], query_max: int, doc_max: int) -> np.ndarray:
@@ -151,18 +136,22 @@ def row_lengths(tokenizer, rows: dict[str, list], query_max: int, doc_max: int) 
 
 
 class HardNegativeBatches:
-    """The loop's data source: next() -> [this rank's share of one length-grouped global batch]."""
+    """The loop's data source: next() -> [this rank's share of one global batch (one source, one length group)]."""
 
     reshardable = LengthGroupBatchSampler.reshardable
 
     def __init__(self, rows: dict[str, list], lengths: np.ndarray, tokenizer, groups: tuple[LengthGroup, ...], *,
-                 sub_batch: int, query_max_tokens: int, doc_max_tokens: int, seed: int, rank: int, world_size: int):
+                 query_max_tokens: int, doc_max_tokens: int, seed: int, rank: int, world_size: int,
+                 alpha: float = 0.5):
         self._tokenize = tokenize_chunks
         self.rows, self.tokenizer = rows, tokenizer
-        self.sub_batch, self.query_max, self.doc_max = sub_batch, query_max_tokens, doc_max_tokens
-        self.sampler = LengthGroupBatchSampler(lengths, groups, seed=seed, rank=rank, world_size=world_size)
+        self.query_max, self.doc_max = query_max_tokens, doc_max_tokens
+        self.sampler = LengthGroupBatchSampler(lengths, groups, sources=rows["source"], alpha=alpha, seed=seed,
+                                               rank=rank, world_size=world_size)
 
-    def batch(self, indices: list[int]) -> dict:
+    def batch(self, indices: list[int], group: int) -> dict:
+        """This rank's ``indices`` of a batch of length group ``group`` (its sub-batch size)."""
+        sub_batch = self.sampler.group(group).sub_batch
         queries = [self.rows["query"][i] for i in indices]
         docs, doc_query, positive = [], [], []
         for i in indices:
@@ -170,20 +159,21 @@ class HardNegativeBatches:
                 docs.append(text)
                 doc_query.append(self.rows["query"][i])
                 positive.append(j == 0)
-        q_chunks, q_tokens = self._tokenize(self.tokenizer, queries, self.query_max, self.sub_batch)
-        d_chunks, d_tokens = self._tokenize(self.tokenizer, docs, self.doc_max, self.sub_batch)
+        q_chunks, q_tokens = self._tokenize(self.tokenizer, queries, self.query_max, sub_batch)
+        d_chunks, d_tokens = self._tokenize(self.tokenizer, docs, self.doc_max, sub_batch)
         return {"queries": q_chunks, "documents": d_chunks,
-                "query_hash": torch.tensor([text_hash(t) for t in queries], dtype=torch.int64),
-                "doc_hash": torch.tensor([text_hash(t) for t in docs], dtype=torch.int64),
-                "doc_query_hash": torch.tensor([text_hash(t) for t in doc_query], dtype=torch.int64),
+                "query_hash": torch.tensor([text_id(t) for t in queries], dtype=torch.int64),
+                "doc_hash": torch.tensor([text_id(t) for t in docs], dtype=torch.int64),
+                "doc_query_hash": torch.tensor([text_id(t) for t in doc_query], dtype=torch.int64),
                 "doc_is_positive": torch.tensor(positive, dtype=torch.bool),
-                "tokens": q_tokens + d_tokens, "group": self.sampler.last_group, "rows": list(indices)}
+                "tokens": q_tokens + d_tokens, "group": group, "rows": list(indices)}
 
     def __iter__(self):
         return self
 
     def __next__(self) -> list[dict]:
-        return [self.batch(next(self.sampler))]
+        indices = next(self.sampler)
+        return [self.batch(indices, self.sampler.last_group)]
 
     def state_dict(self) -> dict:
         return self.sampler.state_dict()

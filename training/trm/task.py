@@ -84,9 +84,9 @@ class TRMTask(EmbedderTask):
             read_hard_negatives(self.cfg.input), self.cfg.data.num_negatives)[0]
         d = self.data_config
         lengths = row_lengths(self.tokenizer, rows, d.query_max_tokens, d.doc_max_tokens)
-        return HardNegativeBatches(rows, lengths, self.tokenizer, d.groups, sub_batch=d.sub_batch,
-                                   query_max_tokens=d.query_max_tokens, doc_max_tokens=d.doc_max_tokens,
-                                   seed=d.seed, rank=rank, world_size=world_size)
+        return HardNegativeBatches(rows, lengths, self.tokenizer, d.groups, query_max_tokens=d.query_max_tokens,
+                                   doc_max_tokens=d.doc_max_tokens, seed=d.seed, alpha=d.alpha, rank=rank,
+                                   world_size=world_size)
 
     def train_step(self, ctx: StepContext, model, micro_batches: list[dict]):
         (mb,) = micro_batches

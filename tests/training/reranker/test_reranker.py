@@ -12,16 +12,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from foundation.config import load_config
+from foundation.config import load_config, replace
 from foundation.errors import BadInputError
 from foundation.ledger import StageOutput
+from foundation.text import text_id
 from storage_schemas.mine import HARD_NEGATIVES
-from training import reranker
+from training import reranker, trm
 from training.distributed import World
-from training.length_groups import PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_SUB_BATCH
+from training.length_groups import PAPER_RERANKER_GROUPS, LengthGroupBatchSampler
 from training.loop import _default_train_step
-from training.reranker.data import (CandidatePool, build_groups, encode_pairs, norm_hash, read_hard_negatives,
-                                  split_usable)
+from training.model_builder import is_random
+from training.reranker.data import (CandidatePool, RerankBatches, build_groups, draw_random_negatives, encode_pairs,
+                                  read_hard_negatives, row_lengths, split_usable)
 from training.reranker.loss import group_info_nce, positive_ranked_first
 from training.steppers import StepContext, TorchStepper
 
@@ -113,24 +115,24 @@ def tricky_table():
 def test_random_negatives_are_never_a_positive_its_duplicate_or_a_hard_negative():
     table = tricky_table()
     pool = CandidatePool(table)
-    assert len(pool) == len({norm_hash(t) for t in pool.texts})  # distinct by normalised text
-    assert norm_hash(doc("owls")) in {norm_hash(t) for t in pool.texts}
-    banned = {norm_hash(doc("owls")), norm_hash(doc("salt")), norm_hash("An unrelated text that reuses the id pb.")}
+    assert len(pool) == len({text_id(t) for t in pool.texts})  # distinct by normalised text
+    assert text_id(doc("owls")) in {text_id(t) for t in pool.texts}
+    banned = {text_id(doc("owls")), text_id(doc("salt")), text_id("An unrelated text that reuses the id pb.")}
     seen = set()
     for step in range(200):
         rng = np.random.default_rng([7, step])
         for row in (0, 1):
             hard = table["negatives"][row].as_py()[:1]
-            got = pool.sample("q0", 4, rng, exclude_hashes=[norm_hash(t) for t in hard])
-            hashes = [norm_hash(t) for t in got]
+            got = pool.sample("q0", 4, rng, exclude_hashes=[text_id(t) for t in hard])
+            hashes = [text_id(t) for t in got]
             assert len(set(hashes)) == 4
             assert not set(hashes) & banned, got  # by text (the variant too) and by id (pb)
-            assert norm_hash(hard[0]) not in hashes and norm_hash("Tell me about owls") not in hashes
+            assert text_id(hard[0]) not in hashes and text_id("Tell me about owls") not in hashes
             seen.update(hashes)
-    allowed = {norm_hash(t) for t in pool.texts} - banned - {norm_hash(doc("maps"))}
+    allowed = {text_id(t) for t in pool.texts} - banned - {text_id(doc("maps"))}
     assert seen == allowed  # every other text does get drawn: the filter is not vacuous
     # another query may get q0's positives
-    other = {norm_hash(t) for s in range(50) for t in pool.sample("q3", 4, np.random.default_rng(s))}
+    other = {text_id(t) for s in range(50) for t in pool.sample("q3", 4, np.random.default_rng(s))}
     assert banned & other
 
 
@@ -145,7 +147,7 @@ def test_a_positive_of_a_dropped_row_stays_forbidden_for_the_kept_rows_of_its_qu
     pool = CandidatePool(table)
     cfg = tiny_cfg(tmp_path, []).data
     q3 = kept["query_id"].to_pylist().index("q3")
-    drawn = {d for step in range(60) for d in build_groups(kept, pool, [q3], step, cfg).documents[0][7:]}
+    drawn = {d for seed in range(60) for d in draw_random_negatives(kept, pool, replace(cfg, seed=seed))[q3]}
     assert "Chess is a board game for two players." not in drawn and doc("chess") not in drawn
     assert len(drawn) > 6  # the other texts are drawn
 
@@ -161,17 +163,54 @@ def test_groups_are_positive_hard_random_and_deterministic_per_step(tmp_path):
     table = HARD_NEGATIVES.from_rows(topic_rows())
     cfg = tiny_cfg(tmp_path, []).data
     pool = CandidatePool(table)
-    g = build_groups(table, pool, [3, 5], step=4, cfg=cfg)
+    randoms = draw_random_negatives(table, pool, cfg)
+    assert randoms == draw_random_negatives(table, pool, cfg)  # seeded
+    g = build_groups(table, randoms, [3, 5], step=4, cfg=cfg)
     assert g.queries == ["All about chess", "All about orchids"]
     for r, docs in zip([3, 5], g.documents):
         assert len(docs) == 11 and docs[0] == doc(TOPICS[r])
         assert docs[1:7] == table["negatives"][r].as_py()[:6]  # the best-ranked six
-        assert len({norm_hash(d) for d in docs}) == 11
-    assert build_groups(table, pool, [3, 5], step=4, cfg=cfg) == g
-    assert build_groups(table, pool, [3, 5], step=5, cfg=cfg).documents != g.documents
-    sampled = build_groups(table, pool, [3], step=4, cfg=load_config(
-        reranker.Config, CONFIGS / "tiny.yaml", ["data.hard_select=sample"]).data)
-    assert set(sampled.documents[0][1:7]) <= set(table["negatives"][3].as_py())
+        assert docs[7:] == randoms[r] and len({text_id(d) for d in docs}) == 11
+    assert build_groups(table, randoms, [3, 5], step=4, cfg=cfg) == g
+    assert build_groups(table, randoms, [3, 5], step=5, cfg=cfg) == g  # random negatives: drawn once per row
+    sample_cfg = load_config(reranker.Config, CONFIGS / "tiny.yaml", ["data.hard_select=sample"]).data
+    sample_randoms = draw_random_negatives(table, pool, sample_cfg)
+    sampled = [build_groups(table, sample_randoms, [3], step=s, cfg=sample_cfg).documents[0] for s in range(4)]
+    assert all(set(d[1:7]) <= set(table["negatives"][3].as_py()) for d in sampled)
+    assert len({tuple(d[1:7]) for d in sampled}) > 1  # sampled hard negatives: redrawn per step
+    # with `sample`, a random negative is none of the row's mined negatives (any may be a hard one)
+    assert not set(sample_randoms[3]) & set(table["negatives"][3].as_py())
+
+
+def test_a_long_random_negative_puts_its_row_in_a_long_group_and_is_never_cut(tmp_path):
+    """Issue 24 item 6: the length group counts the random negatives, so a short row that draws a
+    long random negative is batched (and cut) by a group whose bound fits that pair."""
+    from model.tokenizer import load_tokenizer
+
+    long = " ".join(f"A long essay on cartography, paragraph {k}, with a good many words." for k in range(9))
+    rows = topic_rows() + [hn_row(50, "All about essays", long, [doc(t) for t in TOPICS[:8]], positive_id="long")]
+    table = HARD_NEGATIVES.from_rows(rows)
+    cfg = tiny_cfg(tmp_path, [], "data.max_length=192", "data.groups=[{max_length: 64, batch_size: 2, sub_batch: 22}, "
+                   "{max_length: 192, batch_size: 2, sub_batch: 22}]").data
+    tok = load_tokenizer(xlmr_tokenizer())
+    data = RerankBatches(table, CandidatePool(table), tok, cfg, max_length=192, rank=0, world_size=1)
+    with_long = [r for r, rand in enumerate(data.randoms) if long in rand]
+    assert with_long and 50 not in with_long  # short rows that drew it as a random negative
+    pair = len(tok("All about " + TOPICS[with_long[0]], long)["input_ids"])
+    assert 64 < pair <= 192  # the short group would have cut it
+    lengths = row_lengths(tok, table, data.randoms, cfg, 192)
+    assert all(lengths[r] >= pair - 8 and lengths[r] > 64 for r in with_long)
+    group_of = {int(r): b.group for bs in data.sampler.buckets.values() for b in bs for r in b.rows}
+    assert all(group_of[r] == 1 for r in with_long)  # batched (and cut) by the 192-token group
+    seen = 0
+    for _ in range(40):
+        for mb in next(data):
+            for ids, mask in zip(mb["input_ids"], mb["attention_mask"]):
+                text = tok.decode(ids[mask.bool()], skip_special_tokens=True)
+                if "paragraph 0," in text:
+                    seen += 1
+                    assert "paragraph 8, with a good many words." in text  # the whole document
+    assert seen > len(with_long)
 
 
 def test_pair_encoding_cuts_the_query_first_then_the_document():
@@ -261,15 +300,45 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
     cfg = load_config(reranker.Config, CONFIGS / "paper.yaml")
     d = cfg.data
     assert (d.hard_negatives, d.random_negatives, d.group_size) == (6, 4, 11)  # 1 + 10 = 6 hard + 4 random
-    assert [(g.max_length, g.sub_batch) for g in d.groups] == \
-        [(g.max_length, g.batch_size) for g in PAPER_RERANKER_SUB_BATCH]  # 256 / 128 / 64 / 48 / 16
-    assert [(g.max_length, g.batch_size) for g in d.groups] == \
-        [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS]
+    assert d.groups == PAPER_RERANKER_GROUPS and d.alpha == 0.5
+    assert [(g.max_length, g.batch_size, g.sub_batch) for g in d.groups] == [  # Table 12: BS(R), S-BS(R)
+        (500, 512, 256), (1000, 384, 128), (2000, 256, 64), (3000, 160, 48), (8000, 80, 16)]
+    lengths = np.repeat([g.max_length for g in d.groups], 3000)  # every group of every source fills its batches
+    sources = np.array(["miracl", "t2ranking", "msmarco"] * (len(lengths) // 3), dtype=object)
+    s = LengthGroupBatchSampler(lengths, d.groups, sources=sources, alpha=d.alpha, seed=0,
+                                world_size=cfg.scaling.num_workers)
+    sizes = {}
+    for _ in range(300):
+        b = s.next_global()
+        assert len(set(sources[b.indices])) == 1  # one dataset per batch
+        sizes[b.group] = len(b.indices)
+    assert [sizes[g] for g in range(len(d.groups))] == [512, 384, 256, 160, 80]
+    trm_cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
+    assert cfg.epochs == trm_cfg.epochs == 10  # "all training parameters except batch size" as the TRM
     assert cfg.gradient_checkpointing and d.max_length == 8192
-    assert cfg.init == "random" and cfg.model.preset == "base" and cfg.model.rope_theta is None  # the MLM-8192 model's own
+    assert is_random(cfg.init) and cfg.model.preset == "base"
+    assert cfg.model.rope_theta is None  # the MLM-8192 model's own
     o = cfg.loop.optim  # other settings as CPT (B.3)
     assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.schedule, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05,
                                                                                    "linear", 1.0)
     assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
     tiny = load_config(reranker.Config, CONFIGS / "tiny.yaml")
     assert (tiny.data.hard_negatives, tiny.data.random_negatives) == (6, 4) and tiny.loop.device == "cpu"
+
+
+def test_epochs_set_max_steps_from_the_batches_of_one_pass(tmp_path):
+    """`epochs` (10 in paper.yaml, as the TRM) -> loop.max_steps = epochs x the full batches of one
+    pass over every source, counted as training batches them."""
+    from model.tokenizer import load_tokenizer
+    from training.reranker.data import read_input
+
+    table = HARD_NEGATIVES.from_rows(topic_rows())
+    pq.write_table(table, tmp_path / "hn.parquet")
+    cfg = tiny_cfg(tmp_path, [tmp_path / "hn.parquet"], "epochs=2.5")
+    got = read_input(cfg)
+    data = RerankBatches(table, CandidatePool(table), load_tokenizer(xlmr_tokenizer()), cfg.data, max_length=96,
+                         rank=0, world_size=1)
+    per_epoch = data.sampler.batches_per_epoch()
+    steps = math.ceil(2.5 * per_epoch)
+    assert got.extra["steps"] == {"epochs": 2.5, "max_steps": steps, "batches_per_epoch": per_epoch}
+    assert got.cfg.loop.max_steps == math.ceil(2.5 * per_epoch) and got.extra["sources"] == {"s": 16}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,7 +18,7 @@ from foundation import faults
 from foundation.config import load_config
 from storage_schemas.mine import HARD_NEGATIVES
 from training import trm
-from training.length_groups import PAPER_EMBEDDER_GROUPS
+from training.length_groups import PAPER_EMBEDDER_GROUPS, LengthGroup, LengthGroupBatchSampler
 from training.loop import Preempted
 from training.metrics import read_metrics
 
@@ -51,8 +52,8 @@ def write_table(path: Path) -> Path:
 def tiny_cfg(tmp_path, inputs, *sets, out="out"):
     return load_config(trm.Config, REPO / "dags/configs/trm/tiny.yaml", [
         "input=" + json.dumps([str(p) for p in inputs]), f"output={tmp_path / out}", "engine=local",
-        "data.num_negatives=2", "data.sub_batch=5", "data.query_max_tokens=16", "data.doc_max_tokens=48",
-        "data.groups=[{max_length: 32, batch_size: 4}, {max_length: 48, batch_size: 2}]",
+        "data.num_negatives=2", "data.query_max_tokens=16", "data.doc_max_tokens=48",
+        "data.groups=[{max_length: 32, batch_size: 4, sub_batch: 5}, {max_length: 48, batch_size: 2, sub_batch: 5}]",
         "loop.max_steps=4", "loop.ckpt_every=2", "loop.progress=false", "loop.tensorboard=false", *sets])
 
 
@@ -202,12 +203,50 @@ def test_paper_config_carries_the_paper_numbers():
     cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
     assert cfg.loss.mrl_temperature == 0.05 and cfg.loss.sparse_temperature == 0.01
     assert cfg.loss.dim_step == 32 and cfg.loss.dim_weights == ()
-    assert cfg.data.num_negatives == 8 and cfg.data.groups == PAPER_EMBEDDER_GROUPS
+    assert cfg.data.num_negatives == 8 and cfg.data.groups == PAPER_EMBEDDER_GROUPS and cfg.data.alpha == 0.5
     assert cfg.epochs == 10 and cfg.scaling.num_workers == 8 and cfg.data.doc_max_tokens == 8192
     assert cfg.data.gradient_checkpointing and cfg.loss.false_negative_margin is None
     o = cfg.loop.optim  # "other settings as CPT"
     assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05, 1.0)
     assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
+
+
+def test_paper_batches_have_table_12_sizes_per_group_from_one_dataset():
+    """The sampler built from paper.yaml on 8 workers: each global batch is one dataset and has its
+    group's BS(E); each rank's share is encoded in sub-batches of the group's S-BS(E) texts."""
+    cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
+    table = [(g.max_length, g.batch_size, g.sub_batch) for g in cfg.data.groups]
+    assert table == [(500, 768, 256), (1000, 384, 128), (2000, 256, 64), (3000, 160, 48), (8000, 80, 16)]
+    lengths = np.repeat([g.max_length for g in cfg.data.groups], 1600)  # every group fills its batches
+    sources = np.array(["msmarco", "dureader"] * (len(lengths) // 2), dtype=object)
+    s = LengthGroupBatchSampler(lengths, cfg.data.groups, sources=sources, alpha=cfg.data.alpha, seed=0,
+                                world_size=cfg.scaling.num_workers)
+    sizes = {}
+    for _ in range(300):
+        b = s.next_global()
+        assert len(set(sources[b.indices])) == 1
+        sizes[b.group] = len(b.indices)
+    assert [sizes[g] for g in range(len(table))] == [bs for _, bs, _ in table]
+
+
+def test_each_group_encodes_in_its_own_sub_batch_size():
+    from model.tokenizer import bundled_xlmr_tokenizer_json, load_tokenizer
+    from training.trm.data import HardNegativeBatches
+
+    keys = ("query_id", "query", "positive", "negatives", "source")
+    rows = {k: [r[k] for r in hard_negative_rows(2)[:12]] for k in keys}
+    groups = (LengthGroup(max_length=10, batch_size=4, sub_batch=3),
+              LengthGroup(max_length=99, batch_size=4, sub_batch=7))
+    tokenizer = load_tokenizer(str(bundled_xlmr_tokenizer_json()))
+    data = HardNegativeBatches(rows, np.array([5] * 6 + [50] * 6), tokenizer, groups, query_max_tokens=16,
+                               doc_max_tokens=32, seed=0, rank=0, world_size=1)
+    for _ in range(6):
+        (mb,) = next(data)
+        size = groups[mb["group"]].sub_batch
+        assert [int(c["cu_seqlens"].numel()) - 1 for c in mb["queries"]] == \
+            [min(size, 4 - i) for i in range(0, 4, size)]
+        assert [int(c["cu_seqlens"].numel()) - 1 for c in mb["documents"]] == \
+            [min(size, 12 - i) for i in range(0, 12, size)]  # 4 rows x (positive + 2 negatives)
 
 
 def beir_subset(out: Path, n_queries: int = 12, n_docs: int = 60) -> Path:
