@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests import paper
 from training.length_groups import (PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_SUB_BATCH, LengthGroup,
                                     LengthGroupBatchSampler, assign_groups)
 
@@ -11,11 +12,12 @@ GROUPS = (LengthGroup(max_length=10, batch_size=4), LengthGroup(max_length=20, b
 LENGTHS = np.random.default_rng(0).integers(1, 60, size=37)
 
 
-def test_paper_tables():
-    assert [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS] == [
-        (500, 768), (1000, 384), (2000, 256), (3000, 160), (8000, 80)]
-    assert [(g.max_length, g.batch_size) for g in PAPER_RERANKER_SUB_BATCH] == [
-        (500, 256), (1000, 128), (2000, 64), (3000, 48), (8000, 16)]
+def test_paper_tables_are_table12_of_the_paper():
+    """The constants against Table 12 as the paper's text has it (tests/paper.py), bounds included."""
+    table = paper.table12()
+    assert [r["lo"] for r in table] == [0] + [r["hi"] for r in table[:-1]]  # contiguous length spans
+    assert [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS] == [(r["hi"], r["bs_e"]) for r in table]
+    assert [(g.max_length, g.batch_size) for g in PAPER_RERANKER_SUB_BATCH] == [(r["hi"], r["sbs_r"]) for r in table]
 
 
 def test_assign_groups_bounds():
