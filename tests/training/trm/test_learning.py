@@ -3,14 +3,13 @@
 held-out MRR of both the dense and the sparse side, measured through mgte's own encode API on the
 model saved before training and on the model the run saved.
 
-Checked against these deliberate breaks, one at a time (each must stay below a margin; the
-metrics each reached are in the comments at DENSE_MARGIN / SPARSE_MARGIN and in
-tests/breaks.py):
+Checked against these deliberate breaks, one at a time (tests/breaks.py applies them); held-out
+MRR gain (dense, sparse) each reached, intact: (+0.542, +0.566), start (0.458, 0.073):
 
-- loss sign flipped (``trm_loss`` returns minus the total)
-- labels off by one (each query's target is its first mined negative)
-- temperature ignored (both InfoNCE temperatures forced to 1.0)
-- sparse head detached (the term weights carry no gradient: the sparse metric must not rise)
+- loss sign flipped (``trm_loss`` returns minus the total): (-0.421, -0.026)
+- labels off by one (each query's target is its first mined negative): (-0.346, +0.033)
+- temperature ignored (both InfoNCE temperatures forced to 1.0): (+0.292, +0.043)
+- sparse head detached (the term weights carry no gradient): (+0.542, +0.000), caught by the sparse side
 """
 
 import os
@@ -27,9 +26,9 @@ from training import checkpoint as ckpt
 from training import trm
 
 REPO = Path(__file__).resolve().parents[3]
-# held-out MRR gains over the start (dense 0.458, sparse 0.073) that the intact loss reaches and no break does
-DENSE_MARGIN = 0.3
-SPARSE_MARGIN = 0.3
+# held-out MRR gains over the start that the intact loss reaches and no break does (see the docstring)
+DENSE_MARGIN = 0.4  # intact +0.542; best break +0.292 (temperature ignored)
+SPARSE_MARGIN = 0.3  # intact +0.566; best break +0.043 (temperature ignored), detached +0.000
 
 
 def held_out_mrr(model_dir: Path) -> tuple[float, float]:
