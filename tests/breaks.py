@@ -1,4 +1,4 @@
-"""Five deliberate breaks (issue 21): the suite must fail on each.
+"""Deliberate breaks (issue 21; the learning breaks of issue 25): the suite must fail on each.
 
 Each break edits one source file (an exact text replaced), runs the tests that guard the behaviour,
 expects at least one failure, and restores the file whatever happens. Run it before and after a
@@ -60,6 +60,42 @@ BREAKS = (
             "               for name, ident in upstream.items() if name.startswith(\"input:\") and "
             "prev[\"upstream\"].get(name) != ident]\n"),),
           ("tests/dags/test_lineage.py",)),
+    Break("mine-ties-reversed", "tied mining scores are broken by the larger candidate id first",
+          "pipelines/mine/search.py",
+          (("    keys[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))\n",
+            "    keys[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))[::-1]\n"),),
+          ("tests/pipelines/mine/test_stage.py",)),
+    Break("trm-loss-sign-flipped", "the TRM minimises minus its loss",
+          "training/trm/loss.py",
+          (('            "loss": s.sparse_weight * sparse + dense + s.sparse_l1 * reg}\n',
+            '            "loss": -(s.sparse_weight * sparse + dense + s.sparse_l1 * reg)}\n'),),
+          ("tests/training/trm/test_learning.py",)),
+    Break("trm-labels-off-by-one", "each TRM query's target is its first mined negative, not its positive",
+          "training/trm/task.py",
+          (("            labels = torch.arange(batch, device=q.device) * group + rank() * n_local\n",
+            "            labels = torch.arange(batch, device=q.device) * group + rank() * n_local + 1\n"),),
+          ("tests/training/trm/test_learning.py",)),
+    Break("trm-temperature-ignored", "both TRM InfoNCE temperatures are 1.0 whatever the config",
+          "training/trm/loss.py",
+          (("    dense = matryoshka_info_nce(q, d, s.mrl_temperature, s.dims,",
+            "    dense = matryoshka_info_nce(q, d, 1.0, s.dims,"),
+           ("    sparse = sparse_info_nce(q_terms, d_terms, s.sparse_temperature,",
+            "    sparse = sparse_info_nce(q_terms, d_terms, 1.0,")),
+          ("tests/training/trm/test_learning.py",)),
+    Break("trm-sparse-head-detached", "the TRM's term weights carry no gradient (the sparse loss trains nothing)",
+          "training/trm/loss.py",
+          (("    w = weights.float()\n", "    w = weights.float().detach()\n"),),
+          ("tests/training/trm/test_learning.py",)),
+    Break("reranker-loss-sign-flipped", "the reranker minimises minus its group InfoNCE",
+          "training/reranker/loss.py",
+          (("        return F.cross_entropy(logits, labels, reduction=reduction)\n",
+            "        return -F.cross_entropy(logits, labels, reduction=reduction)\n"),),
+          ("tests/training/reranker/test_learning.py",)),
+    Break("reranker-labels-off-by-one", "each reranker group's target is its first negative, not its positive",
+          "training/reranker/loss.py",
+          (("        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)",
+            "        labels = torch.ones(logits.shape[0], dtype=torch.long, device=logits.device)"),),
+          ("tests/training/reranker/test_learning.py",)),
 )
 
 

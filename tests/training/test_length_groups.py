@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from foundation.sampling import eq1_weights
+from tests import paper
 from training.length_groups import (PAPER_EMBEDDER_GROUPS, PAPER_RERANKER_GROUPS, LengthGroup,
                                     LengthGroupBatchSampler, assign_groups, source_buckets)
 
@@ -14,11 +15,14 @@ GROUPS = (LengthGroup(max_length=10, batch_size=4, sub_batch=8), LengthGroup(max
 LENGTHS = np.random.default_rng(0).integers(1, 60, size=37)
 
 
-def test_paper_tables():
-    assert [(g.max_length, g.batch_size) for g in PAPER_EMBEDDER_GROUPS] == [
-        (500, 768), (1000, 384), (2000, 256), (3000, 160), (8000, 80)]
-    assert [(g.max_length, g.sub_batch) for g in PAPER_RERANKER_GROUPS] == [
-        (500, 256), (1000, 128), (2000, 64), (3000, 48), (8000, 16)]
+def test_paper_tables_are_table12_of_the_paper():
+    """The constants against Table 12 as the paper's text has it (tests/paper.py), bounds included."""
+    table = paper.table12()
+    assert [r["lo"] for r in table] == [0] + [r["hi"] for r in table[:-1]]  # contiguous length spans
+    assert [(g.max_length, g.batch_size, g.sub_batch) for g in PAPER_EMBEDDER_GROUPS] == \
+        [(r["hi"], r["bs_e"], r["sbs_e"]) for r in table]
+    assert [(g.max_length, g.batch_size, g.sub_batch) for g in PAPER_RERANKER_GROUPS] == \
+        [(r["hi"], r["bs_r"], r["sbs_r"]) for r in table]
 
 
 def test_paper_tables_every_column():

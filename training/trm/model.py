@@ -42,6 +42,8 @@ TRM_FILE = "trm.json"
 class TRMEmbedder(nn.Module):
     """Packed input -> (dense (n, H) pooled states, token weights (total,) >= 0)."""
 
+    base_model_prefix = "encoder"  # the sparse head is the task head (optim.head_lr applies to it)
+
     def __init__(self, encoder: nn.Module, pooling: str, special_token_ids):
         super().__init__()
         if pooling not in ("cls", "mean"):

@@ -13,17 +13,18 @@ import pytest
 
 from foundation.config import config_to_dict
 from pipelines import mine
-from pipelines.mine.search import order_keys
 from pipelines.pairs.records import text_hash
 from tests.pipelines.mine.conftest import REPO, config, fake_vector, read_dropped, read_rows, topic_pairs, write_jsonl
 
 
-def reference(pairs, candidates, cfg):
-    """Brute force: {(query_id, positive_id): (negative ids, ranks) or None (too few)}."""
+def reference(pairs, candidates, cfg, vector=None):
+    """Brute force, written apart from pipelines/mine (only the text hash is shared): score every
+    candidate, sort by (-score, id) in Python, drop the query's own positives, then the window,
+    copies, ratio and margin rules in turn: {(query_id, positive_id): (negative ids, ranks) or None (too few)}."""
+    vector = vector or fake_vector
     ids = [c[0] for c in candidates]
-    vecs = np.stack([fake_vector(c[1]) for c in candidates])
+    vecs = np.stack([vector(c[1]) for c in candidates])
     hashes = [text_hash(c[1]) for c in candidates]
-    keys = order_keys(ids)
     positives = defaultdict(list)
     for p in pairs:
         positives[p["query_id"]].append(p)
@@ -36,10 +37,10 @@ def reference(pairs, candidates, cfg):
         own_hashes = {text_hash(o["positive"]) for o in own}
         removed = {i for i, (cid, h) in enumerate(zip(ids, hashes)) if cid in own_ids or h in no_id_hashes}
         copies = {i for i, h in enumerate(hashes) if h in own_hashes} - removed
-        q = fake_vector(p["query"])
+        q = vector(p["query"])
         scores = (vecs @ q).astype(np.float32)
-        order = [i for i in np.lexsort((keys, -scores)) if i not in removed]
-        pos = float(np.float32(q @ fake_vector(p["positive"])))
+        order = [i for i in sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i])) if i not in removed]
+        pos = float(np.float32(q @ vector(p["positive"])))
         passing = []
         for rank, i in enumerate(order[:hi], 1):
             ok = lo <= rank <= hi and i not in copies
@@ -58,8 +59,8 @@ def pool(pairs):
     return list(seen.items())
 
 
-def check_against_reference(out, pairs, candidates, cfg):
-    ref = reference(pairs, candidates, cfg)
+def check_against_reference(out, pairs, candidates, cfg, vector=None):
+    ref = reference(pairs, candidates, cfg, vector)
     rows = {(r["query_id"], r["positive_id"] or r["positive"]): r for r in read_rows(out)}
     dropped = {(r["query_id"], r["positive_id"] or r["positive"]) for r in read_dropped(out)
                if r["reason"] == "too_few_negatives"}
@@ -83,6 +84,29 @@ def test_negatives_equal_a_brute_force_ranking(tmp_path, fake, rule):
         assert len(row["negatives"]) == cfg.num_negatives
         if cfg.max_score_ratio is not None:
             assert max(row["negative_scores"]) < cfg.max_score_ratio * row["positive_score"]
+
+
+def topic_only_vector(text: str) -> np.ndarray:
+    """Every text of a topic (its first word) gets the same vector: scores tie in blocks."""
+    return fake_vector(text.split()[0] if text.split() else "")
+
+
+def test_tied_scores_follow_the_candidate_id_order_of_the_brute_force(tmp_path, monkeypatch, fake):
+    """With scores tied in whole topics, which tied candidates fall inside the window is decided by
+    the id tie-break alone; the ratio filter then drops the positive's own topic (score = positive's)."""
+    import tests.pipelines.mine.conftest as fake_module
+
+    monkeypatch.setattr(fake_module, "fake_vector", topic_only_vector)
+    pairs = topic_pairs()
+    src = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    cfg = config(tmp_path, [src], "encode.store_dtype=float32", "search.query_chunk=5", rank_range=[2, 25],
+                 max_score_ratio=0.95, num_negatives=4)
+    mine.run(cfg)
+    rows = check_against_reference(tmp_path / "out", pairs, pool(pairs), cfg, topic_only_vector)
+    assert len(rows) > 10
+    ranked = [r for r in rows.values() if len(set(r["negative_scores"])) < len(r["negative_scores"])]
+    assert ranked and all(r["negative_ids"] == sorted(r["negative_ids"], key=lambda i: (
+        -r["negative_scores"][r["negative_ids"].index(i)], i)) for r in ranked)  # ties listed by id
 
 
 def test_no_positive_sibling_or_copy_of_a_positive_is_a_negative(tmp_path, fake):

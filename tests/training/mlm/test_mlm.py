@@ -165,19 +165,28 @@ def test_mlm8192_starts_from_the_2048_model_with_rope_160k(shards, reference, tm
 
 
 def test_shipped_configs_carry_table8():
+    """paper.yaml / paper-8192.yaml against Table 8 and 2.1 as the paper's text has them (tests/paper.py)."""
+    from tests import paper
+
+    t8 = paper.table8()
     two = load_config(Config, CONFIGS / "mlm/paper.yaml")
     eight = load_config(Config, CONFIGS / "mlm/paper-8192.yaml")
-    assert (two.data.max_sequences, two.loop.optim.lr, two.loop.max_steps, two.model.rope_theta) == (8192, 5e-4, 250000, 1e4)
-    assert (eight.data.max_sequences, eight.loop.optim.lr, eight.loop.max_steps, eight.model.rope_theta) == (2048, 5e-5, 30000, 1.6e5)
-    for c in (two, eight):
+    for col, c in enumerate((two, eight)):
         o = c.loop.optim
-        assert (o.warmup_ratio, o.betas, o.eps, o.weight_decay, o.max_grad_norm) == (0.06, (0.9, 0.98), 1e-6, 1e-5, 0.0)
-        assert c.loop.precision == "bf16" and c.data.mlm_probability == 0.3 and c.model.preset == "base"
+        assert c.data.max_sequences == t8["Batch Size"][col] and o.lr == t8["Peak Learning Rate"][col]
+        assert c.loop.max_steps == t8["Max Steps"][col] and c.model.rope_theta == t8["RoPE base"][col]
+        assert (o.warmup_ratio, o.betas, o.eps) == (t8["Warm-up Ratio"][col], (t8["Adam β1"][col], t8["Adam β2"][col]),
+                                                    t8["Adam ϵ"][col])
+        assert (o.weight_decay, o.max_grad_norm) == (t8["Weight Decay"][col], t8["Gradient Clipping"][col])
+        assert o.schedule == t8["Learning Rate Decay"][col].lower()
+        assert t8["Precision"][col] == "PyTorch BF16 AMP" and c.loop.precision == "bf16"
+        assert c.data.mlm_probability == int(paper.find(r"MLM probability is set to (\d+)%")[0]) / 100
+        assert c.model.preset == "base" and t8["Hidden Size"][col] == 768 and t8["Number of Layers"][col] == 12
     for name in ("tiny", "tiny-8192"):
         load_config(Config, CONFIGS / f"mlm/{name}.yaml")
     from pipelines.mlm_shards import Config as ShardConfig
 
-    assert load_config(ShardConfig, CONFIGS / "mlm-shards/paper.yaml").max_len == 2048
+    assert load_config(ShardConfig, CONFIGS / "mlm-shards/paper.yaml").max_len == t8["Max Length"][0]
     s8 = load_config(ShardConfig, CONFIGS / "mlm-shards/paper-8192.yaml")
-    assert (s8.max_len, s8.short_threshold) == (8192, 2048)
+    assert (s8.max_len, s8.short_threshold) == (t8["Max Length"][1], t8["Max Length"][0])
     assert load_config(ShardConfig, CONFIGS / "mlm-shards/tiny-8192.yaml").max_len == 8192

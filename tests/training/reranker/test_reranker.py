@@ -1,7 +1,7 @@
 """`mgte train reranker`, the parts: the group loss against its formula, random negatives that are
 never a positive (by id or duplicate text), the groups and pair encoding, inputs (a mine output or
 parquet files), sub-batches of whole groups = the one-pass gradient (with gradient checkpointing),
-and paper.yaml against PAPER_FACTS."""
+and paper.yaml against the paper's text (tests/paper.py)."""
 
 import json
 import math
@@ -19,6 +19,7 @@ from foundation.text import text_id
 from storage_schemas.mine import HARD_NEGATIVES
 from training import reranker, trm
 from training.distributed import World
+from tests import paper
 from training.length_groups import PAPER_RERANKER_GROUPS, LengthGroupBatchSampler
 from training.loop import _default_train_step
 from training.model_builder import is_random
@@ -297,12 +298,18 @@ def test_sub_batches_with_checkpointing_give_the_one_pass_gradient(tmp_path):
 
 
 def test_paper_yaml_carries_the_paper_reranker_numbers():
+    """paper.yaml against the paper's text (tests/paper.py): B.4's negatives, Table 12's S-BS(R), and
+    "all training parameters except batch size ... consistent with ... the TRM" (B.3's CPT settings)."""
+    b3 = paper.section("B.3 TRM Training Setup", "B.4 Reranker Training Setup")
+    b4 = paper.section("B.4 Reranker Training Setup", "Appendix C NLU Evaluation")
     cfg = load_config(reranker.Config, CONFIGS / "paper.yaml")
     d = cfg.data
-    assert (d.hard_negatives, d.random_negatives, d.group_size) == (6, 4, 11)  # 1 + 10 = 6 hard + 4 random
+    total, hard, random = (int(x) for x in paper.find(r"(\d+) negative samples, comprising (\d+) hard negatives and "
+                                                      r"(\d+) randomly", b4))
+    assert (d.hard_negatives, d.random_negatives, d.group_size) == (hard, random, 1 + total)
     assert d.groups == PAPER_RERANKER_GROUPS and d.alpha == 0.5
-    assert [(g.max_length, g.batch_size, g.sub_batch) for g in d.groups] == [  # Table 12: BS(R), S-BS(R)
-        (500, 512, 256), (1000, 384, 128), (2000, 256, 64), (3000, 160, 48), (8000, 80, 16)]
+    assert [(g.max_length, g.batch_size, g.sub_batch) for g in d.groups] == \
+        [(r["hi"], r["bs_r"], r["sbs_r"]) for r in paper.table12()]  # Table 12: BS(R), S-BS(R)
     lengths = np.repeat([g.max_length for g in d.groups], 3000)  # every group of every source fills its batches
     sources = np.array(["miracl", "t2ranking", "msmarco"] * (len(lengths) // 3), dtype=object)
     s = LengthGroupBatchSampler(lengths, d.groups, sources=sources, alpha=d.alpha, seed=0,
@@ -312,18 +319,24 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
         b = s.next_global()
         assert len(set(sources[b.indices])) == 1  # one dataset per batch
         sizes[b.group] = len(b.indices)
-    assert [sizes[g] for g in range(len(d.groups))] == [512, 384, 256, 160, 80]
+    assert [sizes[g] for g in range(len(d.groups))] == [r["bs_r"] for r in paper.table12()]
     trm_cfg = load_config(trm.Config, REPO / "dags/configs/trm/paper.yaml")
     assert cfg.epochs == trm_cfg.epochs == 10  # "all training parameters except batch size" as the TRM
     assert cfg.gradient_checkpointing and d.max_length == 8192
     assert is_random(cfg.init) and cfg.model.preset == "base"
     assert cfg.model.rope_theta is None  # the MLM-8192 model's own
-    o = cfg.loop.optim  # other settings as CPT (B.3)
-    assert (o.lr, o.betas, o.eps, o.warmup_ratio, o.schedule, o.max_grad_norm) == (2e-4, (0.9, 0.999), 1e-7, 0.05,
-                                                                                   "linear", 1.0)
-    assert cfg.loop.precision == "fp16" and cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == 1
+    o = cfg.loop.optim
+    assert o.lr == float(paper.find(r"learning rate (\S+), linear decay", b3)[0]) and o.schedule == "linear"
+    assert o.warmup_ratio == float(paper.find(r"warm-up ratio (\S+)\.", b3)[0])
+    assert o.betas == (float(paper.find(r"\\beta_\{1\}=([0-9.]+)", b3)[0]),
+                       float(paper.find(r"\\beta_\{2\}=([0-9.]+)", b3)[0]))
+    assert o.eps == float(paper.find(r"\\epsilon=([0-9.e-]+?)italic", b3)[0])
+    assert o.max_grad_norm == float(paper.find(r"gradient clipping to (\d+\.\d+)", b3)[0])
+    assert cfg.loop.precision == paper.find(r"in (FP16) precision", b3)[0].lower()
+    assert cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == int(paper.find(r"ZeRO .{0,60}stage (\d)", b3)[0])
+    assert cfg.scaling.num_workers == int(paper.find(r"epochs with (\d+) A100", b3)[0])
     tiny = load_config(reranker.Config, CONFIGS / "tiny.yaml")
-    assert (tiny.data.hard_negatives, tiny.data.random_negatives) == (6, 4) and tiny.loop.device == "cpu"
+    assert (tiny.data.hard_negatives, tiny.data.random_negatives) == (hard, random) and tiny.loop.device == "cpu"
 
 
 def test_epochs_set_max_steps_from_the_batches_of_one_pass(tmp_path):

@@ -58,7 +58,9 @@ def test_tiny_run_writes_model_checkpoints_and_an_accounted_manifest(finished_ru
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-4"]
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["units"] == 4 for r in rows)
-    assert all(0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0 for r in rows)
+    # accuracy = groups whose positive scored first / queries of the step (whether it rises:
+    # tests/training/reranker/test_learning.py)
+    assert all(float(r["accuracy"] * r["units"]).is_integer() for r in rows)
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["architectures"] == ["MGTEForSequenceClassification"] and len(config["id2label"]) == 1
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling.MGTEForSequenceClassification"
@@ -140,7 +142,6 @@ def test_eval_reranks_with_trained_rerankers(finished_run, minilm_run, tmp_path)
                      "--set", "rerank.top_k=5"]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
         assert "rerank" in metrics["methods"] and metrics["final_method"] == "rerank", metrics.get("skipped")
-        assert 0.0 <= metrics["methods"]["rerank"]["ndcg@10"] <= 1.0
         assert metrics["methods"]["rerank"]["recall@100"] == metrics["methods"]["dense"]["recall@100"]
 
 
