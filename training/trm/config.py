@@ -43,7 +43,9 @@ class HealthConfig:
 class DataConfig:
     num_negatives: int = 8
     groups: tuple[LengthGroup, ...] = PAPER_EMBEDDER_GROUPS  # global batch (queries) per length group
-    sub_batch: int = 64  # texts per cached-gradient sub-batch: memory is one sub-batch's activations
+    # texts per cached-gradient sub-batch: memory is one sub-batch's activations; a rank's batch of at
+    # most sub_batch texts (queries + documents) runs as one graph instead (no second forward)
+    sub_batch: int = 64
     gradient_checkpointing: bool = True  # inside a sub-batch, recompute layer activations in backward
     query_max_tokens: int = 512
     doc_max_tokens: int = 8192
