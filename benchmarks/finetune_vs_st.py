@@ -21,6 +21,7 @@ mgte and the peer alternating within a seed. Writes OUT/runs.json and prints the
 
     python benchmarks/finetune_vs_st.py --out runs/vs-st                  # defaults: ~25 min on 2 cores
     python benchmarks/finetune_vs_st.py --out runs/vs-st --mined runs/mine --seeds 0 --skip-reranker
+    python benchmarks/finetune_vs_st.py --merge runs/a/runs.json runs/b/runs.json   # one table of both
 """
 
 from __future__ import annotations
@@ -156,6 +157,71 @@ def run_st_reranker(spec: dict) -> None:
     (out / "peer.json").write_text(json.dumps({"train_s": train_s, "rows": len(data)}))
 
 
+def step_timing(args, mined: str) -> dict:
+    """Seconds of one training step's compute (tokenise, forward, loss, backward; no optimizer) on
+    the same ``--batch`` rows, mgte's variants and the peer alternating ``--step-timing`` times in
+    this process (so load changes hit every variant alike): medians and ratios to the peer."""
+    import types
+    from contextlib import nullcontext
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+
+    from foundation.config import load_config
+    import training.trm as stage
+    from training.length_groups import LengthGroup
+    from training.trm.data import HardNegativeBatches, row_lengths
+    from training.trm.task import TRMTask
+
+    torch.set_num_threads(args.threads)
+    s = trm_settings(args)
+    rows = trm_rows(mined, s["negatives"])
+    idx = list(range(s["batch"]))
+    whole = s["batch"] * (2 + s["negatives"])
+    variants = {}
+    for name, sub, weight in (("mgte", whole, 0.1), ("mgte-dense", whole, 0.0), ("mgte-cached", args.sub_batch, 0.1)):
+        cfg = load_config(stage.Config, ROOT / "dags/configs/trm/tiny.yaml", [
+            f"init={MINILM}", f"input=[{mined}]", "output=null", f"data.num_negatives={s['negatives']}",
+            f"loss.sparse_weight={weight}", f"loss.mrl_temperature={s['temperature']}"])
+        task = TRMTask(cfg, rows=rows)
+        task.health_log = None
+        model = task.build_model().train()
+        data = HardNegativeBatches(rows, row_lengths(task.tokenizer, rows, s["query_max"], s["doc_max"]), task.tokenizer,
+                                   (LengthGroup(max_length=s["doc_max"], batch_size=s["batch"]),), sub_batch=sub,
+                                   query_max_tokens=s["query_max"], doc_max_tokens=s["doc_max"], seed=0, rank=0,
+                                   world_size=1)
+        ctx = types.SimpleNamespace(device=torch.device("cpu"), autocast=nullcontext, poison=False,
+                                    backward=lambda loss: loss.backward(), no_sync=lambda sync: nullcontext(),
+                                    world=types.SimpleNamespace(rank=0, size=1))
+
+        def step(task=task, model=model, data=data, ctx=ctx):
+            model.zero_grad(set_to_none=True)
+            task.train_step(ctx, model, [data.batch(idx)])
+        variants[name] = step
+    st = SentenceTransformer(minilm_path(), device="cpu")
+    st.max_seq_length = s["doc_max"]
+    st.train()
+    loss = losses.MatryoshkaLoss(st, losses.MultipleNegativesRankingLoss(st, scale=1.0 / s["temperature"]),
+                                 matryoshka_dims=s["dims"])
+    cols = st_trm_columns({k: [v[i] for i in idx] for k, v in rows.items()}, st.tokenizer, s["query_max"])
+
+    def st_step():
+        st.zero_grad(set_to_none=True)
+        loss([st.preprocess(c) for c in cols.values()], None).backward()
+    variants["st"] = st_step
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for rep in range(args.step_timing + 1):  # the first round warms up, not counted
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            if rep:
+                times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"batch": s["batch"], "texts": whole, "reps": args.step_timing, "seconds": times,
+            "median_s": med, "vs_st": {k: v / med["st"] for k, v in med.items()}}
+
+
 # ---------------------------------------------------------------------------------------------
 # Runs
 
@@ -287,12 +353,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rr-query-max", type=int, default=32)
     p.add_argument("--rr-pair-max", type=int, default=192)
     p.add_argument("--rr-sub-batch", type=int, default=24, help="pairs per forward (both trainers)")
+    p.add_argument("--step-timing", type=int, metavar="REPS",
+                   help="only time one step's compute of each TRM trainer, alternating REPS times (needs --mined)")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="RUNS_JSON",
+                   help="only print the table of these runs.json files together (runs split over processes)")
     p.add_argument("--child", choices=["st-trm", "st-reranker"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         spec = json.loads(Path(args.spec).read_text())
         (run_st_trm if args.child == "st-trm" else run_st_reranker)(spec)
+        return 0
+    if args.merge:
+        runs = [r for f in args.merge for r in json.loads(f.read_text())["runs"]]
+        print(table({"summary": summarise(runs)}))
+        return 0
+    if args.step_timing:
+        if not args.mined:
+            p.error("--step-timing needs --mined")
+        result = step_timing(args, args.mined)
+        print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=1))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "step_timing.json").write_text(json.dumps(result, indent=1))
         return 0
     if args.out is None:
         p.error("--out is required")
