@@ -211,10 +211,11 @@ def step_timing(args, mined: str) -> dict:
         loss([st.preprocess(c) for c in cols.values()], None).backward()
     variants["st"] = st_step
     times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
     for rep in range(args.step_timing + 1):  # the first round warms up, not counted
-        for name, fn in variants.items():
+        for name in names[rep % len(names):] + names[:rep % len(names)]:  # each round starts elsewhere
             start = time.perf_counter()
-            fn()
+            variants[name]()
             if rep:
                 times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
