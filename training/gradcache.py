@@ -90,9 +90,18 @@ def cached_step(encode: Callable[[object], torch.Tensor], query_chunks: Sequence
 
 def full_batch_step(encode: Callable[[object], torch.Tensor], query_chunks: Sequence, doc_chunks: Sequence,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    backward: Callable[[torch.Tensor], None] = _plain_backward) -> torch.Tensor:
-    """The reference: the same chunk forwards in one graph and one backward (memory grows with the batch)."""
+                    backward: Callable[[torch.Tensor], None] = _plain_backward,
+                    skip_backward: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
+    """The same chunk forwards in one graph and one backward: memory grows with the batch, time is
+    one forward less than :func:`cached_step` (the step to take when the whole batch fits in memory)."""
     embs = [encode(chunk) for chunk in [*query_chunks, *doc_chunks]]
     loss = loss_fn(torch.cat(embs[:len(query_chunks)]), torch.cat(embs[len(query_chunks):]))
+    if skip_backward is not None and skip_backward(loss.detach()):
+        return loss.detach()
     backward(loss)
     return loss.detach()
+
+
+def texts_in(chunks: Sequence[dict]) -> int:
+    """Texts in packed chunks (``cu_seqlens`` has one more entry than its chunk has texts)."""
+    return sum(int(c["cu_seqlens"].numel()) - 1 for c in chunks)

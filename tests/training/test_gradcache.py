@@ -118,3 +118,18 @@ def test_backward_hook_receives_a_scalar_per_chunk():
     assert len(seen) == 4
     for name, g in grads(model).items():
         torch.testing.assert_close(scaled[name], 2 * g)
+
+
+def test_full_batch_step_skips_the_backward_when_told_and_counts_texts():
+    from training.gradcache import texts_in
+    from model.unpad import pack_sequences
+
+    torch.manual_seed(0)
+    model = ToyEncoder().train()
+    queries, docs = make_batch()
+    model.zero_grad(set_to_none=True)
+    loss = full_batch_step(model, queries.split(4), docs.split(4), lambda q, d: info_nce(q, d, 0.05),
+                           skip_backward=lambda loss: True)
+    assert torch.isfinite(loss) and all(p.grad is None for p in model.parameters())
+    _, cu, _ = pack_sequences([[1, 2], [3], [4, 5, 6]])
+    assert texts_in([{"cu_seqlens": cu}, {"cu_seqlens": cu}]) == 6

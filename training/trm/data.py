@@ -166,7 +166,7 @@ class HardNegativeBatches:
                 "doc_hash": torch.tensor([text_id(t) for t in docs], dtype=torch.int64),
                 "doc_query_hash": torch.tensor([text_id(t) for t in doc_query], dtype=torch.int64),
                 "doc_is_positive": torch.tensor(positive, dtype=torch.bool),
-                "tokens": q_tokens + d_tokens, "group": group, "rows": list(indices)}
+                "tokens": q_tokens + d_tokens, "group": group, "sub_batch": sub_batch, "rows": list(indices)}
 
     def __iter__(self):
         return self

@@ -14,7 +14,7 @@ from foundation.errors import ConfigError, MgteError
 from training.contrastive import gather_no_grad, gather_with_grad, rank
 from training.distributed import all_reduce_sum
 from training.embedder import EmbedderTask, nonfinite_on_any_rank
-from training.gradcache import cached_step
+from training.gradcache import cached_step, full_batch_step, texts_in
 from training.model_builder import is_hf_encoder, is_random, resolve_init
 from training.steppers import StepContext
 from training.trm.config import Config
@@ -131,9 +131,14 @@ class TRMTask(EmbedderTask):
             loss = parts["loss"]
             return loss * float("nan") if ctx.poison else loss
 
-        loss = cached_step(encode, mb["queries"], mb["documents"], loss_fn, device=ctx.device,
-                           backward=ctx.backward, no_sync=lambda: ctx.no_sync(False),
-                           skip_backward=lambda loss: nonfinite_on_any_rank(loss, ctx.device))
+        skip = lambda loss: nonfinite_on_any_rank(loss, ctx.device)  # noqa: E731
+        if texts_in(mb["queries"]) + texts_in(mb["documents"]) <= mb["sub_batch"]:
+            # the whole batch fits in one sub-batch: one graph, no second forward
+            loss = full_batch_step(encode, mb["queries"], mb["documents"], loss_fn, backward=ctx.backward,
+                                   skip_backward=skip)
+        else:
+            loss = cached_step(encode, mb["queries"], mb["documents"], loss_fn, device=ctx.device,
+                               backward=ctx.backward, no_sync=lambda: ctx.no_sync(False), skip_backward=skip)
         n = int(mb["query_hash"].shape[0])
         health = self._check_health(stats, ctx)
         metrics = {"accuracy": stats.get("correct", 0.0), "loss_dense": stats.get("dense", 0.0) * n,
