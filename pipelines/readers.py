@@ -277,9 +277,11 @@ class _NotCompressed(Exception):
     """A file named as compressed that is not (one file-level quarantine row)."""
 
 
-def read_jsonl(path: str, max_record_bytes: int) -> Iterator[Record | Quarantined]:
-    """JSONL, plain, gzip or zstd. At most OUT_BYTES are decompressed at a time and a line over
-    ``max_record_bytes`` is skipped unbuffered, so a compression bomb costs a normal run's memory."""
+def _file_lines(path: str, max_record_bytes: int) -> Iterator[tuple[int, bytes] | Quarantined]:
+    """``(line number, raw line)`` of a plain, gzip or zstd text file; an empty file, a false
+    compression suffix, an oversized line and a cut stream come as :class:`Quarantined`. At most
+    OUT_BYTES are decompressed at a time and a line over ``max_record_bytes`` is skipped unbuffered,
+    so a compression bomb costs a normal run's memory."""
     lineno = 0
     try:
         with _open_binary(path) as fh:
@@ -299,48 +301,38 @@ def read_jsonl(path: str, max_record_bytes: int) -> Iterator[Record | Quarantine
                 if oversized:
                     yield Quarantined(path, lineno, "<record>", f"oversized: record longer than {max_record_bytes} bytes")
                 else:
-                    yield _parse_json_line(path, lineno, raw)
+                    yield lineno, raw
     except STREAM_ERRORS as exc:
         yield Quarantined(path, -1, "<file>", f"truncated_or_corrupt: {exc} (after line {lineno})")
+
+
+def read_jsonl(path: str, max_record_bytes: int) -> Iterator[Record | Quarantined]:
+    """JSONL, plain, gzip or zstd (:func:`_file_lines`): one record per line."""
+    for item in _file_lines(path, max_record_bytes):
+        yield item if isinstance(item, Quarantined) else _parse_json_line(path, *item)
 
 
 def read_tsv(path: str, max_record_bytes: int) -> Iterator[Record | Quarantined]:
     """Tab-separated lines (plain, gzip or zstd, as :func:`read_jsonl`) -> ``Record(data={"columns":
     [...]})``; a blank line, bad UTF-8 or an oversized line is quarantined with its line number."""
-    lineno = 0
-    try:
-        with _open_binary(path) as fh:
-            head = fh.read(4)
-            fh.seek(0)
-            if head == b"":
-                yield Quarantined(path, -1, "<file>", "empty_file")
-                return
-            try:
-                kind = _compression(path, head)
-            except _NotCompressed as exc:
-                yield Quarantined(path, -1, "<file>", str(exc))
-                return
-            chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, None: _plain_chunks}[kind](fh)
-            for raw, oversized in _lines(chunks, max_record_bytes):
-                lineno += 1
-                if oversized:
-                    yield Quarantined(path, lineno, "<record>", f"oversized: record longer than {max_record_bytes} bytes")
-                    continue
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                stripped = raw.rstrip(b"\r\n")
-                if not stripped.strip():
-                    yield Quarantined(path, lineno, "<record>", "empty_line", None)
-                    continue
-                try:
-                    text = stripped.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield Quarantined(path, lineno, "<record>", f"invalid_utf8: byte {exc.start}: {exc.reason}",
-                                      _preview(stripped))
-                    continue
-                yield Record(path, lineno, {"columns": text.split("\t")})
-    except STREAM_ERRORS as exc:
-        yield Quarantined(path, -1, "<file>", f"truncated_or_corrupt: {exc} (after line {lineno})")
+    for item in _file_lines(path, max_record_bytes):
+        if isinstance(item, Quarantined):
+            yield item
+            continue
+        lineno, raw = item
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        stripped = raw.rstrip(b"\r\n")
+        if not stripped.strip():
+            yield Quarantined(path, lineno, "<record>", "empty_line", None)
+            continue
+        try:
+            text = stripped.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Quarantined(path, lineno, "<record>", f"invalid_utf8: byte {exc.start}: {exc.reason}",
+                              _preview(stripped))
+            continue
+        yield Record(path, lineno, {"columns": text.split("\t")})
 
 
 def _is_damage(exc: BaseException) -> bool:
