@@ -107,3 +107,18 @@ def find(pattern: str, where: str | None = None) -> tuple[str, ...]:
     hits = re.findall(pattern, text() if where is None else where)
     assert len(hits) == 1, f"the paper text has {len(hits)} matches of {pattern!r}"
     return hits[0] if isinstance(hits[0], tuple) else (hits[0],)
+
+
+def assert_b3_training_settings(loop, b3: str) -> None:
+    """A TRM or reranker ``loop`` config against B.3's CPT settings ("all other hyper-parameters remain
+    consistent with contrastive pre-training"): lr, schedule, warm-up, Adam betas and eps, clipping,
+    FP16, DeepSpeed's ZeRO stage."""
+    o = loop.optim
+    assert o.lr == float(find(r"learning rate (\S+), linear decay", b3)[0]) and o.schedule == "linear"
+    assert o.warmup_ratio == float(find(r"warm-up ratio (\S+)\.", b3)[0])
+    assert o.betas == (float(find(r"\\beta_\{1\}=([0-9.]+)", b3)[0]),
+                       float(find(r"\\beta_\{2\}=([0-9.]+)", b3)[0]))
+    assert o.eps == float(find(r"\\epsilon=([0-9.e-]+?)italic", b3)[0])
+    assert o.max_grad_norm == float(find(r"gradient clipping to (\d+\.\d+)", b3)[0])
+    assert loop.precision == find(r"in (FP16) precision", b3)[0].lower()
+    assert loop.deepspeed.enabled and loop.deepspeed.zero_stage == int(find(r"ZeRO .{0,60}stage (\d)", b3)[0])

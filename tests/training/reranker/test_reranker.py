@@ -326,14 +326,7 @@ def test_paper_yaml_carries_the_paper_reranker_numbers():
     assert is_random(cfg.init) and cfg.model.preset == "base"
     assert cfg.model.rope_theta is None  # the MLM-8192 model's own
     o = cfg.loop.optim
-    assert o.lr == float(paper.find(r"learning rate (\S+), linear decay", b3)[0]) and o.schedule == "linear"
-    assert o.warmup_ratio == float(paper.find(r"warm-up ratio (\S+)\.", b3)[0])
-    assert o.betas == (float(paper.find(r"\\beta_\{1\}=([0-9.]+)", b3)[0]),
-                       float(paper.find(r"\\beta_\{2\}=([0-9.]+)", b3)[0]))
-    assert o.eps == float(paper.find(r"\\epsilon=([0-9.e-]+?)italic", b3)[0])
-    assert o.max_grad_norm == float(paper.find(r"gradient clipping to (\d+\.\d+)", b3)[0])
-    assert cfg.loop.precision == paper.find(r"in (FP16) precision", b3)[0].lower()
-    assert cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == int(paper.find(r"ZeRO .{0,60}stage (\d)", b3)[0])
+    paper.assert_b3_training_settings(cfg.loop, b3)
     assert cfg.scaling.num_workers == int(paper.find(r"epochs with (\d+) A100", b3)[0])
     tiny = load_config(reranker.Config, CONFIGS / "tiny.yaml")
     assert (tiny.data.hard_negatives, tiny.data.random_negatives) == (hard, random) and tiny.loop.device == "cpu"

@@ -214,14 +214,7 @@ def test_paper_config_carries_the_paper_numbers():
         [(r["hi"], r["bs_e"], r["sbs_e"]) for r in paper.table12()]  # Table 12: BS(E), S-BS(E)
     assert cfg.data.groups == PAPER_EMBEDDER_GROUPS and cfg.data.alpha == 0.5
     o = cfg.loop.optim  # "All other hyper-parameters remain consistent with ... contrastive pre-training"
-    assert o.lr == float(paper.find(r"learning rate (\S+), linear decay", b3)[0]) and o.schedule == "linear"
-    assert o.warmup_ratio == float(paper.find(r"warm-up ratio (\S+)\.", b3)[0])
-    assert o.betas == (float(paper.find(r"\\beta_\{1\}=([0-9.]+)", b3)[0]),
-                       float(paper.find(r"\\beta_\{2\}=([0-9.]+)", b3)[0]))
-    assert o.eps == float(paper.find(r"\\epsilon=([0-9.e-]+?)italic", b3)[0])
-    assert o.max_grad_norm == float(paper.find(r"gradient clipping to (\d+\.\d+)", b3)[0])
-    assert cfg.loop.precision == paper.find(r"in (FP16) precision", b3)[0].lower()
-    assert cfg.loop.deepspeed.enabled and cfg.loop.deepspeed.zero_stage == int(paper.find(r"ZeRO .{0,60}stage (\d)", b3)[0])
+    paper.assert_b3_training_settings(cfg.loop, b3)
     assert cfg.data.gradient_checkpointing and cfg.data.doc_max_tokens == 8192  # "to fine-tune 8192-context data"
     assert cfg.loss.false_negative_margin is None  # ours, off at paper scale
 
