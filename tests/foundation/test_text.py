@@ -52,8 +52,8 @@ def test_mine_gives_the_variants_one_query_id_and_positive_hash():
     from pipelines.mine.inputs import parse_pair
     from pipelines.readers import Record
 
-    rows = [parse_pair(Record(path="p.jsonl", line=i, data={"query": t, "positive": t}))
-            for i, t in enumerate(SAME)]
+    rows = [row for i, t in enumerate(SAME)  # one row per positive
+            for row in parse_pair(Record(path="p.jsonl", line=i, data={"query": t, "positive": t}))]
     assert {r["query_id"] for r in rows} == {text_hash(BASE)}
     assert {r["positive_hash"] for r in rows} == {text_hash(BASE)}
 
