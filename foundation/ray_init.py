@@ -136,7 +136,9 @@ def init_ray(cfg: RayConfig) -> bool:
     runtime_env: dict[str, Any] = {"worker_process_setup_hook": quiet_worker_logs}
     if env:
         runtime_env["env_vars"] = env
-    kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": False}
+    # workers' stdout/stderr reach the driver's (Ray's default): rank 0's training progress lines and a
+    # worker's errors must be in the log of a run under cron or `> log`; `quiet_worker_logs` keeps known noise out
+    kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
     if cfg.address:
         _check_reachable(cfg.address)
         if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or

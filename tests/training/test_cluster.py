@@ -171,7 +171,8 @@ def test_train_mlm_across_two_nodes_survives_losing_one(cluster, shards, tmp_pat
          "--set", "engine=local", "--set", "scaling.num_workers=1")
 
     out, paused = tmp_path / "cluster", tmp_path / "paused"
-    env = _env(MGTE_FAULT=f"point=train_step,count=4,action=pause,seconds=90,once={paused}")
+    env = _env(MGTE_FAULT=f"point=train_step,count=4,action=pause,seconds=90,once={paused}",
+               MGTE_PROGRESS_INTERVAL_S="0")
     run = subprocess.Popen(
         [sys.executable, "-m", "dags.cli", "train", "mlm", "--config", config, "--input", str(shards),
          "--output", str(out), *sets, "--set", "engine=ray", "--set", f"ray.address={cluster.address}",
@@ -198,6 +199,9 @@ def test_train_mlm_across_two_nodes_survives_losing_one(cluster, shards, tmp_pat
     resumed = int(re.search(r"Ray Train attempt 2: resumed from step (\d+) after ranks? [\d, ]+ failed: \w+",
                             output).group(1))
     assert resumed in (2, 4) and steps.count(resumed + 1) == 2, output[-3000:]  # told where it really resumed
+    # rank 0's progress lines (a Ray worker's stderr) reach the driver's log: a run under cron or `> log`
+    # says how far it is (issue 25, item 5)
+    assert re.search(r"foundation\.progress: train: [1-6]/6 steps \(\d+%\)", output), output[-3000:]
     got, want = _losses(out), _losses(ref)
     assert sorted(got) == sorted(want)
     for step in want:
