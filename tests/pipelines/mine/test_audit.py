@@ -85,3 +85,38 @@ def test_rule_counts_of_too_few_negatives(tmp_path, fake):
     facts = json.loads((tmp_path / "out" / "audit" / "mine.json").read_text())
     lost = {d["query_id"] for d in read_dropped(tmp_path / "out")} - {r["query_id"] for r in read_rows(tmp_path / "out")}
     assert facts["queries_without_rows_by_reason"] == ({"too_few_negatives": len(lost)} if lost else {})
+
+
+def test_a_negative_scoring_exactly_its_positive_is_a_suspected_false_negative():
+    from pipelines.audit.mine import false_negatives
+
+    row = {"query_id": "q", "positive_id": "p", "source": "s", "query": "q?", "positive": "p.", "positive_score": 0.5,
+           "negative_ids": ["a", "b", "c", "d"], "negatives": ["A", "B", "C", "D"], "negative_ranks": [0, 3, 4, 9],
+           "negative_scores": [0.5, 0.49, 0.75, 0.5], "negative_given": None}
+    found = false_negatives([row])
+    assert [(f["negative_id"], f["rank"], f["given"], f["excess"]) for f in found] == [
+        ("c", 4, False, 0.25), ("a", 0, True, 0.0), ("d", 9, False, 0.0)]
+
+
+def test_diff_of_two_mining_runs(tmp_path, fake, capsys):
+    src = write_jsonl(tmp_path / "pairs.jsonl", _pairs())
+    mine.run(config(tmp_path, [src], rank_range=[1, 30], num_negatives=3, out="a"))
+    mine.run(config(tmp_path, [src], rank_range=[1, 30], num_negatives=8, margin=0.3, out="b"))
+    assert main(["audit", "diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    facts = json.loads((tmp_path / "b" / "audit" / "diff" / "diff.json").read_text())
+    assert facts["stage"] == "mine"
+    side = {k: read_rows(tmp_path / k) for k in "ab"}
+    drops = {k: read_dropped(tmp_path / k) for k in "ab"}
+    for source in ("topics", "other"):
+        n = {k: sum(r["source"] == source for r in side[k]) for k in "ab"}
+        d = {k: sum(r["source"] == source for r in drops[k]) for k in "ab"}
+        s = facts["mine"]["sources"][source]
+        assert s["rows"] == {"old": n["a"], "new": n["b"], "delta": n["b"] - n["a"]}
+        assert s["dropped"] == {"old": d["a"], "new": d["b"], "delta": d["b"] - d["a"]}
+    reasons = {k: Counter(r["reason"] for r in drops[k]) for k in "ab"}
+    assert facts["dropped_by_reason"]["too_few_negatives"]["new"] == reasons["b"]["too_few_negatives"] > 0
+    assert facts["dropped_by_reason"]["duplicate_pair"] == {"old": 1, "new": 1, "delta": 0}
+    lost = {r["query_id"] for r in side["a"]} - {r["query_id"] for r in side["b"]}
+    assert lost and facts["mine"]["queries"]["removed"] == len(lost) and facts["mine"]["queries"]["removed_ids"] == sorted(lost)
+    ranks = {k: [x for r in side[k] for x in r["negative_ranks"]] for k in "ab"}
+    assert facts["mine"]["mean_rank"]["old"] == pytest.approx(sum(ranks["a"]) / len(ranks["a"]))
