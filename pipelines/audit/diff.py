@@ -84,6 +84,24 @@ def _texts(root: Path, files: list[str], ids: list[str]) -> dict[str, str]:
     return found
 
 
+def _chain(manifest: dict) -> list[str]:
+    """The builds an incremental corpus build was built against (transitively, oldest first)."""
+    return [str(b["path"]) for b in (manifest.get("extra") or {}).get("previous", [])]
+
+
+def _chain_ids(manifest: dict) -> list[pa.Array]:
+    """The kept ids of every build of :func:`_chain`, through the one reader of stage outputs."""
+    from foundation.ledger import stage_output_files
+    from storage_schemas.corpus import CLEAN_DOC
+
+    arrays = []
+    for path in _chain(manifest):
+        files = stage_output_files(path, "data", CLEAN_DOC, ["id"], kind="corpus")
+        if files:
+            arrays.append(pq.read_table(files, columns=["id"])["id"].combine_chunks().cast(pa.string()))
+    return arrays
+
+
 def _corpus(old: Path, new: Path, mo: dict, mn: dict, out: Path) -> tuple[dict, list[str]]:
     oo, on = mo["outputs"], mn["outputs"]
     langs = side(_kept_per_language(old, oo), _kept_per_language(new, on))
@@ -91,8 +109,11 @@ def _corpus(old: Path, new: Path, mo: dict, mn: dict, out: Path) -> tuple[dict, 
                            for root, o in ((old, oo), (new, on))))
     a = _docs(old, oo.get("data", []), DOC_COLUMNS + ["text_hash"])
     b = _docs(new, on.get("data", []), DOC_COLUMNS + ["text_hash"])
-    added = b.filter(pc.invert(pc.is_in(b["id"], value_set=a["id"]))).sort_by("id")
-    removed = a.filter(pc.invert(pc.is_in(a["id"], value_set=b["id"]))).sort_by("id")
+    # an incremental build holds only its own documents: each side counts with the builds it was built against
+    seen_old = pa.concat_arrays([a["id"].combine_chunks().cast(pa.string()), *_chain_ids(mo)])
+    seen_new = pa.concat_arrays([b["id"].combine_chunks().cast(pa.string()), *_chain_ids(mn)])
+    added = b.filter(pc.invert(pc.is_in(b["id"], value_set=seen_old))).sort_by("id")
+    removed = a.filter(pc.invert(pc.is_in(a["id"], value_set=seen_new))).sort_by("id")
     both = a.select(["id", "text_hash"]).join(b.select(["id", "text_hash"]), "id", right_suffix="_new")
     changed = sorted(both.filter(pc.not_equal(both["text_hash"], both["text_hash_new"]))["id"].to_pylist())
     atomic_write_parquet(out / "added.parquet", added.select(DOC_COLUMNS))
@@ -106,9 +127,22 @@ def _corpus(old: Path, new: Path, mo: dict, mn: dict, out: Path) -> tuple[dict, 
             "added_ids": added["id"].to_pylist()[:IDS_LISTED], "removed_ids": removed["id"].to_pylist()[:IDS_LISTED],
             "changed_text_ids": changed[:IDS_LISTED], "examples": examples,
             "files": {"added": "added.parquet", "removed": "removed.parquet"}}
-    facts = {"kept_per_language": langs, "dropped_per_language": dropped_langs, "documents": docs}
-    parts = ["<h2>Kept documents per language</h2>" + _side_table("lang", langs),
+    incremental = str(old.resolve()) in {str(Path(p).resolve()) for p in _chain(mn)}
+    facts = {"incremental": incremental, "kept_per_language": langs, "dropped_per_language": dropped_langs,
+             "documents": docs}
+    parts = []
+    if incremental:
+        parts.append(f"<p id='incremental'>NEW was built against OLD (previous builds: {len(_chain(mn))}): documents "
+                     f"added and removed count every build of each chain; languages and reasons are per build</p>")
+    if oo.get("lang_stats_cumulative") and on.get("lang_stats_cumulative"):
+        facts["kept_per_language_cumulative"] = side(
+            *({r["lang"]: int(r["docs"]) for r in read_rows(root, o["lang_stats_cumulative"], ["lang", "docs"])}
+              for root, o in ((old, oo), (new, on))))
+    parts += ["<h2>Kept documents per language (this build)</h2>" + _side_table("lang", langs),
              "<h2>Dropped records per language</h2>" + _side_table("lang", dropped_langs),
+             *(["<h2>Kept documents per language, every build (cumulative)</h2>"
+                + _side_table("lang", facts["kept_per_language_cumulative"])]
+               if "kept_per_language_cumulative" in facts else []),
              f"<h2>Documents added and removed (by id)</h2><p id='documents'>{docs['added']} added, "
              f"{docs['removed']} removed, {docs['changed_text']} kept by both with another text "
              f"(all ids in added.parquet / removed.parquet)</p>"]

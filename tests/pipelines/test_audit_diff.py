@@ -18,10 +18,10 @@ from tests.pipelines.test_audit import _stage
 LINES = (DOCS / "01-coreutils-a.jsonl").read_text(encoding="utf-8").splitlines()
 
 
-def _build(tmp_path: Path, name: str, lines: list[str]) -> Path:
+def _build(tmp_path: Path, name: str, lines: list[str], *sets: str) -> Path:
     src = tmp_path / f"{name}.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    corpus_run(docs_config(tmp_path / name, "quality.profile=curated", f"input=['{src}']"))
+    corpus_run(docs_config(tmp_path / name, "quality.profile=curated", f"input=['{src}']", *sets))
     return tmp_path / name
 
 
@@ -85,6 +85,27 @@ def test_diff_of_an_output_with_itself_is_empty(corpus_pair, tmp_path, capsys):
     docs = facts["corpus"]["documents"]
     assert (docs["added"], docs["removed"], docs["changed_text"]) == (0, 0, 0)
     assert all(v["delta"] == 0 for v in facts["corpus"]["kept_per_language"].values())
+
+
+def test_incremental_build_against_old_adds_and_removes_nothing_of_old(tmp_path, capsys):
+    """The scheduled-build recipe: NEW built with previous=[LAST] holds only its own documents;
+    nothing of LAST counts as removed, NEW's documents are the additions."""
+    first = _build(tmp_path, "first", LINES[:30])
+    last = _build(tmp_path, "last", LINES[30:60], f"previous=['{first}']")
+    new = _build(tmp_path, "new", LINES[60:], f"previous=['{last}']")
+    facts, text = _diff(last, new, tmp_path / "d", capsys)
+    c = facts["corpus"]
+    assert c["incremental"] and "NEW was built against OLD (previous builds: 2)" in text
+    ids = {d: {r["id"] for r in _table(d, "data", ["id"])} for d in (first, last, new)}
+    assert c["documents"]["removed"] == 0
+    assert c["documents"]["added_ids"] == sorted(ids[new] - ids[first] - ids[last]) and ids[new]
+    cumulative = {d: Counter(r["lang"] for x in chain for r in _table(x, "data", ["lang"]))
+                  for d, chain in ((last, (first, last)), (new, (first, last, new)))}
+    assert c["kept_per_language_cumulative"] == {
+        lg: {"old": cumulative[last][lg], "new": cumulative[new][lg], "delta": cumulative[new][lg] - cumulative[last][lg]}
+        for lg in sorted(set(cumulative[last]) | set(cumulative[new]))}
+    # without the chain, by the two tables alone, every document of LAST would count as removed
+    assert ids[last] and not ids[last] & ids[new]
 
 
 def _eval_output(root: Path, methods: dict) -> Path:
