@@ -193,7 +193,7 @@ def _mine(old: Path, new: Path, mo: dict, mn: dict, out: Path) -> tuple[dict, li
                                       "removed": [{"query_id": q, "query": short(texts_a[q], 300)}
                                                   for q in removed[:EXAMPLES]]}}}
     cols = ["rows", "queries", "dropped", "false_negatives", "positive_mean", "negative_mean", "gap_mean"]
-    parts = ["<h2>Overall</h2>" + _side_table("measure", {**facts["overall"], "mean rank": facts["mean_rank"]}),
+    parts = ["<h2>Overall</h2>" + _side_table("measure", {**facts["overall"], "mean rank (mined)": facts["mean_rank"]}),
              "<h2>Per source (old / new / delta)</h2>" + table(
                  ["source", *cols],
                  [[s, *[_cell(e[c]) for c in cols]] for s, e in sources.items()]),

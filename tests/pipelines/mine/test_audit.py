@@ -15,10 +15,13 @@ from tests.pipelines.mine.conftest import config, read_dropped, read_rows, topic
 
 
 def _pairs() -> list[dict]:
-    """Two sources; an empty query and a repeated pair (dropped before mining)."""
+    """Two sources; some rows with a given negative (rank 0); an empty query and a repeated pair
+    (dropped before mining)."""
     rows = topic_pairs()
     for r in rows[::2]:
         r["source"] = "other"
+    for r in rows[1::5]:
+        r["negatives"] = [f"{r['query'].split()[0]} handwritten wrong answer {r['query_id']}"]
     rows.append({**rows[0]})  # duplicate_pair
     rows.append({"query_id": "blank", "query": "  ", "positive_id": "x", "positive": "cats text", "source": "topics"})
     return rows
@@ -51,7 +54,10 @@ def test_audit_page_of_a_mine_output(tmp_path, fake, capsys):
 
     ranks = Counter(k for r in rows for k in r["negative_ranks"])
     assert facts["rank_histogram"] == {str(k): n for k, n in sorted(ranks.items()) if k > 0}
-    assert facts["given_negatives"] == ranks[0]
+    assert facts["given_negatives"] == ranks[0] > 0
+    assert {(f["query_id"], f["negative_id"]) for f in facts["false_negatives"] if f["given"]} == {
+        (r["query_id"], r["negative_ids"][j]) for r in rows for j, s in enumerate(r["negative_scores"])
+        if s >= r["positive_score"] and r["negative_given"][j]}
     assert f"{sum(ranks.values()) - ranks[0]} mined negatives over {len(facts['rank_histogram'])} ranks" in text
 
     for source in ("topics", "other"):
@@ -118,5 +124,5 @@ def test_diff_of_two_mining_runs(tmp_path, fake, capsys):
     assert facts["dropped_by_reason"]["duplicate_pair"] == {"old": 1, "new": 1, "delta": 0}
     lost = {r["query_id"] for r in side["a"]} - {r["query_id"] for r in side["b"]}
     assert lost and facts["mine"]["queries"]["removed"] == len(lost) and facts["mine"]["queries"]["removed_ids"] == sorted(lost)
-    ranks = {k: [x for r in side[k] for x in r["negative_ranks"]] for k in "ab"}
+    ranks = {k: [x for r in side[k] for x in r["negative_ranks"] if x > 0] for k in "ab"}  # mined ones
     assert facts["mine"]["mean_rank"]["old"] == pytest.approx(sum(ranks["a"]) / len(ranks["a"]))
