@@ -157,7 +157,8 @@ def _sections(facts: dict) -> list[str]:
     hist = facts["rank_histogram"]
     parts.append(f"<h2>Ranks of the kept negatives</h2><p id='ranks'>{sum(hist.values())} mined negatives over "
                  f"{len(hist)} ranks; {facts['given_negatives']} given by the input set (rank 0, not ranked)</p>"
-                 + table(["rank", "negatives"], [[int(k), n] for k, n in hist.items()]))
+                 + "<details><summary>negatives per rank</summary>"
+                 + table(["rank", "negatives"], [[int(k), n] for k, n in hist.items()]) + "</details>")
     fns = facts["false_negatives"]
     parts.append(f"<h2>Suspected false negatives</h2><p id='false-negatives'>{facts['false_negatives_total']} "
                  f"negatives score at or above their own positive"
