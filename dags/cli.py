@@ -66,10 +66,10 @@ def make_parser() -> argparse.ArgumentParser:
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         output = Path(args.output) if args.output else None
-        if args.dir[0] == "diff" and len(args.dir) > 1:
+        if args.dir[0] == "diff" and (len(args.dir) > 1 or not Path("diff").is_dir()):
             if len(args.dir) != 3:
                 raise UsageError(f"mgte audit diff takes two stage output directories, OLD and NEW; got "
-                                 f"{len(args.dir) - 1}: {' '.join(args.dir[1:])}")
+                                 f"{len(args.dir) - 1}" + (f": {' '.join(args.dir[1:])}" if len(args.dir) > 1 else ""))
             from pipelines.audit.diff import write_diff
 
             print(write_diff(Path(args.dir[1]), Path(args.dir[2]), output))
