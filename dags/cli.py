@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from dags.registry import HELP, TRAIN_KINDS, build_stage_config
-from foundation.errors import MgteError
+from foundation.errors import MgteError, UsageError
 
 log = logging.getLogger("mgte")
 
@@ -44,9 +44,13 @@ def make_parser() -> argparse.ArgumentParser:
     train_sub = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind in TRAIN_KINDS:
         _stage_parser(train_sub, kind, HELP[f"train {kind}"])
-    audit = sub.add_parser("audit", help="HTML audit report (plots, samples) of any stage output directory")
-    audit.add_argument("dir", help="a finished stage output directory (corpus, mlm-shards, pairs, train, eval)")
-    audit.add_argument("--output", help="report directory (default: DIR/audit)")
+    audit = sub.add_parser("audit", help="HTML audit report (plots, samples) of any stage output directory, or "
+                                         "`audit diff OLD NEW`: two outputs of one stage side by side",
+                           usage="mgte audit [-h] DIR [--output D]\n       mgte audit diff OLD NEW [--output D]")
+    audit.add_argument("dir", nargs="+", metavar="DIR",
+                       help="a finished stage output directory (corpus, mlm-shards, pairs, mine, train, eval); or "
+                            "`diff OLD NEW`: two finished outputs of the same stage (HTML page + diff.json)")
+    audit.add_argument("--output", help="report directory (default: DIR/audit; for diff: NEW/audit/diff)")
     dag = sub.add_parser("dag", help="run a whole DAG of stages")
     dag_sub = dag.add_subparsers(dest="dag_command", required=True, metavar="ACTION")
     run = dag_sub.add_parser("run", help="run the DAG NAME (dags/NAME.py)")
@@ -61,9 +65,21 @@ def make_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
+        output = Path(args.output) if args.output else None
+        if args.dir[0] == "diff" and (len(args.dir) > 1 or not Path("diff").is_dir()):
+            if len(args.dir) != 3:
+                raise UsageError(f"mgte audit diff takes two stage output directories, OLD and NEW; got "
+                                 f"{len(args.dir) - 1}" + (f": {' '.join(args.dir[1:])}" if len(args.dir) > 1 else ""))
+            from pipelines.audit.diff import write_diff
+
+            print(write_diff(Path(args.dir[1]), Path(args.dir[2]), output))
+            return 0
+        if len(args.dir) != 1:
+            raise UsageError(f"mgte audit takes one stage output directory (or `diff OLD NEW`); got "
+                             f"{' '.join(args.dir)}")
         from pipelines.audit import write_audit
 
-        print(write_audit(Path(args.dir), Path(args.output) if args.output else None))
+        print(write_audit(Path(args.dir[0]), output))
         return 0
     if args.command == "dag":
         from dags.runner import run_dag
