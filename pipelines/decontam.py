@@ -86,6 +86,27 @@ def eval_sets(dirs: tuple[str, ...] | list[str]) -> list[Path]:
     return sorted(dict.fromkeys(sets))
 
 
+def _set_files(root: Path) -> list[Path]:
+    """corpus, queries, then every qrels file of one set."""
+    qrels = sorted(p for p in (root / "qrels").iterdir() if p.is_file() and p.name.endswith((".tsv", ".tsv.gz")))
+    return [_first(root, "corpus"), _first(root, "queries"), *qrels]
+
+
+def _fingerprint(files: list[dict]) -> str:
+    return xxhash.xxh64("|".join(f"{Path(f['path']).name}:{f['fingerprint']}" for f in files).encode()).hexdigest()
+
+
+def fingerprint(dirs: tuple[str, ...] | list[str]) -> str:
+    """The content fingerprint of the sets ``dirs`` name (:func:`foundation.ledger.describe_input`
+    of each file: cheap, without reading the texts); equals :attr:`DecontamIndex.fingerprint`."""
+    sets = eval_sets(dirs)
+    return _combine((s.name, _fingerprint([describe_input(str(p)) for p in _set_files(s)])) for s in sets)
+
+
+def _combine(parts) -> str:
+    return xxhash.xxh64("|".join(f"{name}:{fp}" for name, fp in parts).encode()).hexdigest()
+
+
 @dataclass
 class EvalSet:
     """The evaluation texts of one set: (ref, text) with ref ``<set>/query/<id>`` or ``<set>/doc/<id>``."""
@@ -96,8 +117,7 @@ class EvalSet:
     files: list[dict] = field(default_factory=list)
 
     def fingerprint(self) -> str:
-        return xxhash.xxh64("|".join(f"{Path(f['path']).name}:{f['fingerprint']}" for f in self.files)
-                            .encode()).hexdigest()
+        return _fingerprint(self.files)
 
 
 def read_eval_set(root: Path) -> EvalSet:
@@ -105,9 +125,7 @@ def read_eval_set(root: Path) -> EvalSet:
     skipped here (``mgte eval`` accounts for them)."""
     from pipelines.eval.beir import iter_qrels, read_texts
 
-    corpus_path, queries_path = _first(root, "corpus"), _first(root, "queries")
-    qrels = sorted(p for p in (root / "qrels").iterdir() if p.is_file() and p.name.split(".")[0] and
-                   p.name.endswith((".tsv", ".tsv.gz")))
+    corpus_path, queries_path, *qrels = _set_files(root)
     held_out = [p for p in qrels if p.name.split(".")[0] != "train"]
     has_train = len(held_out) < len(qrels)
     queries_wanted = docs_wanted = None  # None: all
@@ -180,8 +198,7 @@ class DecontamIndex:
                     for key in self._band_keys(sig, dedup.bands, dedup.rows):
                         self.buckets.setdefault(key, []).append(i)
         self.sigs = np.stack(sigs) if sigs else np.zeros((0, dedup.bands * dedup.rows), np.uint32)
-        self.fingerprint = xxhash.xxh64("|".join(f"{s.root.name}:{s.fingerprint()}" for s in self.sets)
-                                        .encode()).hexdigest()
+        self.fingerprint = _combine((s.root.name, s.fingerprint()) for s in self.sets)
         self.build_s = time.perf_counter() - t0
 
     def signature(self, text: str) -> np.ndarray:
@@ -219,15 +236,17 @@ class DecontamIndex:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(dirs: tuple[str, ...], dedup) -> DecontamIndex:
+def _cached(dirs: tuple[str, ...], dedup, content: str) -> DecontamIndex:
     return DecontamIndex(dirs, dedup)
 
 
 def load_index(dirs: tuple[str, ...] | list[str], dedup=None) -> DecontamIndex | None:
-    """The index of ``dirs`` (None when empty), built once per process (each engine worker)."""
+    """The index of ``dirs`` (None when empty), built once per process (each engine worker) and
+    per content of the sets (their :func:`fingerprint`)."""
     if not dirs:
         return None
-    return _cached(tuple(os.path.abspath(d) for d in dirs), dedup)
+    dirs = tuple(os.path.abspath(d) for d in dirs)
+    return _cached(dirs, dedup, fingerprint(dirs))
 
 
 def check(dirs: tuple[str, ...] | list[str], output: str | None, dedup=None) -> DecontamIndex | None:
