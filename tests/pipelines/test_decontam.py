@@ -168,6 +168,10 @@ def test_corpus_drops_exactly_the_planted_documents_and_counts_them(tmp_path, ev
     assert manifest["dropped_by_reason"][REASON] == len(planted)
     assert manifest["extra"]["decontaminate"]["dropped"] == len(planted)
     assert manifest["extra"]["decontaminate"]["sets"][0]["queries"] == 5
+    from pipelines.audit import write_audit  # the audit page shows the reason and samples of it
+
+    page = write_audit(out).read_text(encoding="utf-8")
+    assert f"{REASON} ({len(planted)})" in page and "udhr-eval/" in page  # a sample names its eval text
     # the same documents on Beam (in-process runner), the index built where the tasks run
     beam_manifest, beam_out = _corpus(tmp_path, eval_set, "beam", "engine=beam", "beam.options=--runner=FnApiRunner")
     assert {k: (r["duplicate_of"], r["similarity"]) for k, r in _overlaps(beam_out, "id").items()} == \
@@ -216,6 +220,9 @@ def test_pairs_drop_a_pair_whose_query_or_positive_overlaps_naming_the_side(tmp_
     assert manifest["dropped_by_reason"] == {REASON: len(expected)}
     assert manifest["counts"]["kept"] == manifest["counts"]["input"] - len(expected)
     assert manifest["extra"]["decontaminate"]["dropped"] == len(expected)
+    from pipelines.audit import write_audit
+
+    assert REASON in write_audit(tmp_path / "out").read_text(encoding="utf-8")
 
     # a rerun against changed evaluation files is refused in one line; so is a missing directory
     (eval_set / "qrels" / "test.tsv").write_text((eval_set / "qrels" / "test.tsv").read_text() + "q-en\td-ru\t1\n")
