@@ -37,6 +37,7 @@ directories' identity in its lineage and rebuilds the step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -264,6 +265,14 @@ def check(dirs: tuple[str, ...] | list[str], output: str | None, dedup=None) -> 
                 f"now {index.fingerprint}: {', '.join(s['name'] for s in index.summary()['sets'])}). Use another "
                 f"--output, or delete the directory to rebuild.")
     return index
+
+
+def with_absolute_dirs(cfg):
+    """``cfg`` with its ``decontaminate`` directories absolute, for the tasks: a worker (Ray, Beam)
+    may run in another working directory. The stage's identity keeps the paths as written."""
+    if not cfg.decontaminate:
+        return cfg
+    return dataclasses.replace(cfg, decontaminate=tuple(os.path.abspath(d) for d in cfg.decontaminate))
 
 
 def pin(root: str | Path, index: DecontamIndex | None) -> None:

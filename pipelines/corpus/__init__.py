@@ -26,7 +26,8 @@ from pipelines.corpus.config import Config
 from pipelines.corpus.dedup_engines import run_dedup
 from pipelines.corpus.incremental import cumulative_stats, previous_index_items, resolve_previous
 from pipelines.corpus.stats import language_stats
-from pipelines.decontam import REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.corpus.steps import DEDUP_TASK, read_task, run_read_task, run_write_task, write_task
 from pipelines.readers import expand_inputs
 from storage_schemas import LANG_STATS
@@ -87,7 +88,7 @@ def run(cfg: Config) -> dict:
     check_decontam(cfg.decontaminate, cfg.output, cfg.dedup)  # a missing eval dir: one line, before any work
     spec = StageSpec(
         name="corpus",
-        phases=functools.partial(phases, cfg),
+        phases=functools.partial(phases, with_absolute_dirs(cfg)),
         per_input=lambda e: [read_task(e), write_task(e)],  # the tasks of a removed or changed file
         later=lambda entries: [DEDUP_TASK, *(write_task(e) for e in entries)],  # they read every file
         finish=functools.partial(finish, cfg),

@@ -7,8 +7,9 @@ its position in the input list, and each marker records the file it read.
 
 * ``read-<file>-<hash>`` (one per input file): read -> normalise -> identify the language -> quality
   filters (verdict recorded) -> MinHash; with ``decontaminate``, an evaluation text (exact or near,
-  :mod:`pipelines.decontam`) is dropped as ``eval_overlap`` whatever the language and quality say. Writes the file's candidates (``_work/candidates/``), the
-  records dropped before de-duplication, and quarantined records.
+  :mod:`pipelines.decontam`) is dropped as ``eval_overlap`` whatever the language and quality say.
+  Writes the file's candidates (``_work/candidates/``), the records dropped before
+  de-duplication, and quarantined records.
 * ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
   the engines compute it with the functions of :mod:`pipelines.corpus.dedup`. Its marker records
   the set of read tasks it read (``deps``): over another set it is stale and is redone.

@@ -32,7 +32,8 @@ import functools
 
 from foundation.ledger import deps_hash, describe_input, input_task
 from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run_stage
-from pipelines.decontam import REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.mine.config import Config, EncodeConfig, ReaderConfig, SearchConfig
 from pipelines.mine.encode import encode_collection
 from pipelines.mine.inputs import resolve_inputs
@@ -122,7 +123,8 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
 
 def run(cfg: Config) -> dict:
     check_decontam(cfg.decontaminate, cfg.output)  # a missing eval dir: one line, before any work
-    spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
+    spec = StageSpec(STAGE, phases=functools.partial(phases, with_absolute_dirs(cfg)),
+                     per_input=lambda e: [read_task(e)],
                      later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg),
                      models=lambda cfg: {"model": cfg.model}, describe=describe_all)
     return run_stage(spec, cfg, resolve_inputs(cfg.input))

@@ -31,7 +31,8 @@ from pipelines.pairs.config import Config
 from pipelines.pairs.tasks import (
     DEDUP_PARTS, WORK, dedup_part, dedup_task, part_files, read_file, read_task, source_items, write_source,
 )
-from pipelines.decontam import REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.readers import expand_inputs
 from storage_schemas.pairs import PAIR_SOURCE_STATS
 
@@ -120,6 +121,7 @@ def run(cfg: Config) -> dict:
     if not cfg.input:
         raise MgteError("pairs: no input (give --input or set `input` in the config)")
     check_decontam(cfg.decontaminate, cfg.output)  # a missing eval dir: one line, before any work
-    spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
+    spec = StageSpec(STAGE, phases=functools.partial(phases, with_absolute_dirs(cfg)),
+                     per_input=lambda e: [read_task(e)],
                      later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg))
     return run_stage(spec, cfg, expand_inputs(cfg.input))

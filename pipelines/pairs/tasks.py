@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
-from pipelines.pairs.records import dropped_row, duplicate_row, read_pair_records, safe_name, split_survivor, survivor_key
+from pipelines.pairs.records import (dropped_row, duplicate_row, read_pair_records, safe_name, split_survivor,
+                                     survivor_key)
 from pipelines.contract import Outcomes
 from pipelines.decontam import REASON as EVAL_OVERLAP, DecontamIndex, load_index
 from pipelines.readers import Quarantined
