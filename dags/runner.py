@@ -168,6 +168,8 @@ def _prepare_and_run(step, sc, module, stage_cfg, done: dict, prev: dict | None,
     upstream = {u: done.get(u, {}).get("identity") for u in upstream_steps(step)}
     if not step.inputs:
         upstream.update({f"input:{p}": input_identity(p) for p in sc.input})
+    # the evaluation sets a data stage decontaminates against are outside data it reads (pipelines/decontam.py)
+    upstream.update({f"decontaminate:{p}": input_identity(p) for p in getattr(stage_cfg, "decontaminate", ()) or ()})
     log.info("dag: step %s (%s) -> %s", step.name, step.stage, stage_cfg.output)
     with output_lock(stage_cfg.output):  # held while the step decides, moves aside and runs the stage
         return _run_step(step, module, stage_cfg, prev, upstream, settings_hash(stage_cfg), save)

@@ -31,11 +31,13 @@ CLEAN_DOC = Table("clean_doc", "A kept document: normalised, language-identified
 DROPPED = Table("dropped", "A record read correctly but not kept, with the reason and the scores behind it.", pa.schema([
     col("id", pa.string(), "document id"),
     col("reason", pa.string(), "why: empty_text, lang_not_in_set, low_lang_score, exact_duplicate, "
-        "near_duplicate, or a quality-filter name such as gopher_short_doc"),
+        "near_duplicate, eval_overlap (an evaluation text, see decontaminate), or a quality-filter name such as gopher_short_doc"),
     col("lang", pa.string(), "identified language (raw identifier label when not in the set)", nullable=True),
     col("lang_score", pa.float32(), "identifier probability", nullable=True),
-    col("duplicate_of", pa.string(), "for duplicates: id of the kept survivor", nullable=True),
-    col("similarity", pa.float32(), "for near duplicates: estimated Jaccard to the survivor", nullable=True),
+    col("duplicate_of", pa.string(), "for duplicates: id of the kept survivor; for eval_overlap: the evaluation "
+        "text, <set>/query|doc/<id>", nullable=True),
+    col("similarity", pa.float32(), "for near duplicates: estimated Jaccard to the survivor (eval_overlap: to the "
+        "evaluation text, 1.0 when exact)", nullable=True),
     col("scores", pa.string(), "other scores behind the decision, JSON", nullable=True),
     col("path", pa.string(), "input file"),
     col("line", pa.int64(), "line/row in `path`"),

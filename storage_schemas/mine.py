@@ -32,7 +32,7 @@ HARD_NEGATIVES_DROPPED = Table("hard_negatives_dropped", "A query (with one posi
                                pa.schema([
     col("query_id", pa.string(), "query id"),
     col("positive_id", pa.string(), "positive id (null when the input has none)", nullable=True),
-    col("reason", pa.string(), "why: too_few_negatives, empty_query, empty_positive, ..."),
+    col("reason", pa.string(), "why: too_few_negatives, empty_query, empty_positive, eval_overlap, ..."),
     col("source", pa.string(), "pair source name", nullable=True),
     col("scores", pa.string(), "the numbers behind the decision (candidates passing each rule), JSON",
         nullable=True),

@@ -30,7 +30,7 @@ PAIR_DROPPED = Table("pair_dropped", "A pair read correctly but not kept, with t
                      pa.schema([
     col("pair_id", pa.string(), "pair id"),
     col("reason", pa.string(), "why: empty_query, empty_positive, identical_query_positive, over_long_query, "
-        "over_long_positive, lang_not_in_set, lang_mismatch, exact_duplicate"),
+        "over_long_positive, lang_not_in_set, lang_mismatch, eval_overlap, exact_duplicate"),
     col("source", pa.string(), "pair source name"),
     col("lang", pa.string(), "declared language (null when none)", nullable=True),
     col("duplicate_of", pa.string(), "for exact duplicates: pair_id of the kept survivor", nullable=True),

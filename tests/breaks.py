@@ -96,6 +96,15 @@ BREAKS = (
           (("        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)",
             "        labels = torch.ones(logits.shape[0], dtype=torch.long, device=logits.device)"),),
           ("tests/training/reranker/test_learning.py",)),
+    Break("decontam-near-skipped", "decontamination checks only exact copies: a near copy of an eval text stays",
+          "pipelines/decontam.py",
+          (("            return Match(\"exact\", 1.0, self.refs[hit])\n",
+            "            return Match(\"exact\", 1.0, self.refs[hit])\n        return None\n"),),
+          ("tests/pipelines/test_decontam.py",)),
+    Break("decontam-unverified", "decontamination takes every LSH candidate as a near copy (no Jaccard check)",
+          "pipelines/decontam.py",
+          (("if sim >= self.dedup.threshold and (best is None", "if (best is None"),),
+          ("tests/pipelines/test_decontam.py",)),
 )
 
 

@@ -26,6 +26,8 @@ from pipelines.corpus.config import Config
 from pipelines.corpus.dedup_engines import run_dedup
 from pipelines.corpus.incremental import cumulative_stats, previous_index_items, resolve_previous
 from pipelines.corpus.stats import language_stats
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.corpus.steps import DEDUP_TASK, read_task, run_read_task, run_write_task, write_task
 from pipelines.readers import expand_inputs
 from storage_schemas import LANG_STATS
@@ -49,6 +51,7 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
     previous = resolve_previous(cfg)
     reads = [read_task(e) for e in entries]
     deps = deps_hash(reads)
+    pin_decontam(out.root, load_index(cfg.decontaminate, cfg.dedup))
     return [
         Phase("read", [(e, cfg, out) for e in entries], run_read_task, names=reads,
               sort_key=lambda item: -item[0]["size"]),  # largest first: workers finish together
@@ -75,14 +78,17 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
              "lang_stats": stats_rows, "previous": previous,
              "cumulative": {"builds": len(previous) + 1, "kept": sum(r["docs"] for r in cumulative),
                             "languages": len(cumulative)}}
+    if (index := load_index(cfg.decontaminate, cfg.dedup)) is not None:
+        extra["decontaminate"] = {**index.summary(), "dropped": by_reason.get(EVAL_OVERLAP, 0)}
     return {"lang_stats": [stats_rel], "lang_stats_cumulative": [cumulative_rel],
             "dedup_index": sorted(task_outputs(result.markers["read"], "index"))}, extra
 
 
 def run(cfg: Config) -> dict:
+    check_decontam(cfg.decontaminate, cfg.output, cfg.dedup)  # a missing eval dir: one line, before any work
     spec = StageSpec(
         name="corpus",
-        phases=functools.partial(phases, cfg),
+        phases=functools.partial(phases, with_absolute_dirs(cfg)),
         per_input=lambda e: [read_task(e), write_task(e)],  # the tasks of a removed or changed file
         later=lambda entries: [DEDUP_TASK, *(write_task(e) for e in entries)],  # they read every file
         finish=functools.partial(finish, cfg),

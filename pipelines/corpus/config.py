@@ -235,3 +235,6 @@ class Config(DataStageConfig):
     # earlier corpus outputs this build de-duplicates against (incremental builds,
     # pipelines.corpus.incremental); their own `previous` are followed too
     previous: tuple[str, ...] = ()
+    # evaluation sets (BEIR directories, or directories of them) whose queries and documents are
+    # dropped as `eval_overlap`, exact or near (pipelines/decontam.py); empty: none
+    decontaminate: tuple[str, ...] = ()

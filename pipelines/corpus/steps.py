@@ -6,8 +6,10 @@ Tasks are named by their input file's content (:func:`foundation.ledger.input_ta
 its position in the input list, and each marker records the file it read.
 
 * ``read-<file>-<hash>`` (one per input file): read -> normalise -> identify the language -> quality
-  filters (verdict recorded) -> MinHash. Writes the file's candidates (``_work/candidates/``), the
-  records dropped before de-duplication, and quarantined records.
+  filters (verdict recorded) -> MinHash; with ``decontaminate``, an evaluation text (exact or near,
+  :mod:`pipelines.decontam`) is dropped as ``eval_overlap`` whatever the language and quality say.
+  Writes the file's candidates (``_work/candidates/``), the records dropped before
+  de-duplication, and quarantined records.
 * ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
   the engines compute it with the functions of :mod:`pipelines.corpus.dedup`. Its marker records
   the set of read tasks it read (``deps``): over another set it is stale and is redone.
@@ -34,6 +36,7 @@ from pipelines.corpus.dedup import make_hasher, text_hash
 from pipelines.corpus.lid import load_identifier
 from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
+from pipelines.decontam import REASON as EVAL_OVERLAP, load_index
 from foundation.faults import fault_point
 from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined, check_text, read_records
@@ -118,6 +121,7 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
     path = entry["path"]
     r = cfg.reader
     hasher = _hasher(cfg.dedup) if cfg.dedup.near else None
+    decontam = load_index(cfg.decontaminate, cfg.dedup)  # built once per worker process
     name = os.path.basename(path)
     skip = (r.text_field, r.id_field)
     outcomes = Outcomes()  # kept: the candidates of de-duplication
@@ -138,11 +142,21 @@ def run_read_task(entry: dict, cfg: Config, out: StageOutput) -> dict:
         source = str(source) if source not in (None, "") else name
         text, reason, facts = process_document(raw, cfg, source)
         normalized.update(facts.get("normalized", {}))
+        sig = None
+        if decontam is not None and text and reason != "too_long":  # an eval text: whatever its language or quality
+            sig = hasher.signature_of(text, cfg.dedup.ngram) if hasher else None
+            if (hit := decontam.match(text, sig)) is not None:
+                drop = _dropped(doc_id, EVAL_OVERLAP, path, item.line, text, lang=facts.get("lang"),
+                                lang_score=facts.get("lang_score"), scores={EVAL_OVERLAP: hit.detail()})
+                drop.update(duplicate_of=hit.ref, similarity=hit.similarity)
+                outcomes.drop(drop)
+                continue
         if reason is not None and "scores" not in facts:  # failed before the quality filters
             outcomes.drop(_dropped(doc_id, reason, path, item.line, text or raw, lang=facts.get("lang"),
                                    lang_score=facts.get("lang_score")))
             continue
-        sig = hasher.signature_of(text, cfg.dedup.ngram) if hasher else np.zeros(0, np.uint32)
+        if sig is None:
+            sig = hasher.signature_of(text, cfg.dedup.ngram) if hasher else np.zeros(0, np.uint32)
         outcomes.keep({
             "id": doc_id, "text": text, "lang": facts["lang"], "lang_score": facts["lang_score"],
             "source": source, "path": path, "line": item.line,

@@ -32,6 +32,8 @@ import functools
 
 from foundation.ledger import deps_hash, describe_input, input_task
 from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run_stage
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.mine.config import Config, EncodeConfig, ReaderConfig, SearchConfig
 from pipelines.mine.encode import encode_collection
 from pipelines.mine.inputs import resolve_inputs
@@ -59,6 +61,7 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
         entry = describe_input(candidates_file(cfg.candidates))
         cand = [(input_task("candidates", entry), entry, cfg, out)]
     deps = deps_hash(reads + [c[0] for c in cand])
+    pin_decontam(out.root, load_index(cfg.decontaminate))
 
     def group_items(m):
         files = [f for marker in m["read"] for f in marker["files"] if f.startswith("_work/pairs/")]
@@ -110,11 +113,18 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
             outputs["candidate_quarantine"] = quarantine
     else:
         extra["candidates"] = {"pool_of_positives": m["group"][0]["collections"]["candidates"]["rows"]}
+    if (index := load_index(cfg.decontaminate)) is not None:
+        extra["decontaminate"] = {**index.summary(), "dropped": result.dropped_by_reason.get(EVAL_OVERLAP, 0),
+                                  "negatives_left_out": sum(mk.get("eval_overlap_negatives", 0) for mk in m["read"]),
+                                  "candidates_left_out": (m["candidates"][0]["candidates"].get(EVAL_OVERLAP, 0)
+                                                          if "candidates" in m else 0)}
     return outputs, extra
 
 
 def run(cfg: Config) -> dict:
-    spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
+    check_decontam(cfg.decontaminate, cfg.output)  # a missing eval dir: one line, before any work
+    spec = StageSpec(STAGE, phases=functools.partial(phases, with_absolute_dirs(cfg)),
+                     per_input=lambda e: [read_task(e)],
                      later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg),
                      models=lambda cfg: {"model": cfg.model}, describe=describe_all)
     return run_stage(spec, cfg, resolve_inputs(cfg.input))

@@ -86,6 +86,10 @@ class Config(DataStageConfig):
     encode: EncodeConfig = EncodeConfig()
     search: SearchConfig = SearchConfig()
     cache_dir: str | None = None  # embedding shards; null = $MGTE_CACHE/mine, else ~/.cache/mgte/mine
+    # evaluation sets (BEIR directories, or directories of them): a (query, positive) whose query or
+    # positive is, or nearly is, one of their texts is dropped as `eval_overlap`; such a given
+    # negative or candidate is left out (pipelines/decontam.py)
+    decontaminate: tuple[str, ...] = ()
 
     def validate(self) -> None:
         lo, hi = self.rank_range

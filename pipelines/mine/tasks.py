@@ -31,6 +31,7 @@ from pipelines.mine.inputs import dropped_row, empty_reason, read_candidate_file
 from pipelines.mine.search import order_keys
 from pipelines.pairs.records import text_hash
 from pipelines.contract import Outcomes
+from pipelines.decontam import REASON as EVAL_OVERLAP, load_index
 from pipelines.readers import Quarantined
 from storage_schemas.corpus import QUARANTINE
 from storage_schemas.mine import HARD_NEGATIVES_DROPPED
@@ -67,16 +68,27 @@ def read_file(entry: dict, cfg, out: StageOutput) -> dict:
     if (marker := out.task_marker(task)) is not None:
         return marker
     outcomes = Outcomes()
+    decontam = load_index(cfg.decontaminate)
+    removed_negatives = 0  # given negatives left out as evaluation texts
     for item in read_pair_file(entry["path"], cfg):
         if isinstance(item, Quarantined) or "error" in item:  # a reader's Quarantined or its QUARANTINE row
             outcomes.quarantine(item)
         elif (reason := item.pop("reason", None) or empty_reason(item)) is not None:
             outcomes.drop(dropped_row(item, reason))
+        elif decontam is not None and (hit := next(((side, h) for side in ("query", "positive")
+                                                    if (h := decontam.match(item[side])) is not None), None)):
+            outcomes.drop(dropped_row(item, EVAL_OVERLAP, {EVAL_OVERLAP: hit[1].detail(hit[0])}))
         else:
+            if decontam is not None and item["negatives"]:  # an evaluation text as a negative: left out, pair kept
+                keep = [decontam.match(n) is None for n in item["negatives"]]
+                removed_negatives += keep.count(False)
+                item["negatives"] = [n for n, k in zip(item["negatives"], keep) if k]
+                item["negative_ids"] = [n for n, k in zip(item["negative_ids"], keep) if k]
             outcomes.keep(item)
     files = [out.write_table(f"{WORK}/pairs/{task}.parquet", pa.Table.from_pylist(outcomes.kept, schema=PAIR_SCHEMA)),
              *outcomes.write(out, task, HARD_NEGATIVES_DROPPED)]
-    return out.mark_task(task, outcomes.counts(), files, input=entry)
+    extra = {"eval_overlap_negatives": removed_negatives} if decontam is not None else None
+    return out.mark_task(task, outcomes.counts(), files, input=entry, extra=extra)
 
 
 # ---- candidates: the documents to mine from --------------------------------------------------------
@@ -99,6 +111,7 @@ def read_candidates(task: str, entry: dict, cfg, out: StageOutput) -> dict:
     ids, texts, hashes, quarantine = [], [], [], []
     tally: Counter = Counter()
     seen: set[str] = set()
+    decontam = load_index(cfg.decontaminate)
     for item in read_candidate_file(entry["path"], cfg.doc_template, cfg.reader.max_record_bytes):
         tally["read"] += 1
         if isinstance(item, Quarantined):
@@ -108,6 +121,8 @@ def read_candidates(task: str, entry: dict, cfg, out: StageOutput) -> dict:
             tally["empty_text"] += 1
         elif item["id"] in seen:
             tally["duplicate_id"] += 1
+        elif decontam is not None and decontam.match(item["text"]) is not None:
+            tally[EVAL_OVERLAP] += 1  # never mined as a negative
         else:
             seen.add(item["id"])
             ids.append(item["id"])

@@ -68,6 +68,9 @@ class Config(DataStageConfig):
     alpha: float = 0.5  # eq. 1 over per-source pair counts (the trainer samples batch sources with it)
     shard_rows: int = 200_000  # rows per part file
     keep_candidates: bool = False  # keep _work/ (per-file candidates, dedup keys and decisions) after success
+    # evaluation sets (BEIR directories, or directories of them): a pair whose query or positive is,
+    # or nearly is, one of their queries or documents is dropped as `eval_overlap` (pipelines/decontam.py)
+    decontaminate: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.shard_rows < 1:

@@ -31,6 +31,8 @@ from pipelines.pairs.config import Config
 from pipelines.pairs.tasks import (
     DEDUP_PARTS, WORK, dedup_part, dedup_task, part_files, read_file, read_task, source_items, write_source,
 )
+from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
+                                with_absolute_dirs)
 from pipelines.readers import expand_inputs
 from storage_schemas.pairs import PAIR_SOURCE_STATS
 
@@ -71,6 +73,7 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
     reads = [read_task(e) for e in entries]
     _forget_cleaned(out, reads)
     deps = deps_hash(reads)
+    pin_decontam(out.root, load_index(cfg.decontaminate))
 
     parts = [dedup_task(p) for p in range(DEDUP_PARTS)]  # an empty part still runs
     source_deps = deps_hash([*reads, *parts])
@@ -107,6 +110,8 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
              "positive_truncated": sum(r["positive_truncated"] for r in rows)}
     if result.engine == "beam":
         extra["beam_options"] = cfg.beam.options
+    if (index := load_index(cfg.decontaminate)) is not None:
+        extra["decontaminate"] = {**index.summary(), "dropped": result.dropped_by_reason.get(EVAL_OVERLAP, 0)}
     if not cfg.keep_candidates:
         shutil.rmtree(out.root / WORK, ignore_errors=True)
     return {"data": data, "source_stats": ["stats/source_stats.parquet"]}, extra
@@ -115,6 +120,8 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
 def run(cfg: Config) -> dict:
     if not cfg.input:
         raise MgteError("pairs: no input (give --input or set `input` in the config)")
-    spec = StageSpec(STAGE, phases=functools.partial(phases, cfg), per_input=lambda e: [read_task(e)],
+    check_decontam(cfg.decontaminate, cfg.output)  # a missing eval dir: one line, before any work
+    spec = StageSpec(STAGE, phases=functools.partial(phases, with_absolute_dirs(cfg)),
+                     per_input=lambda e: [read_task(e)],
                      later=lambda entries: later_tasks(cfg.output, LATER), finish=functools.partial(finish, cfg))
     return run_stage(spec, cfg, expand_inputs(cfg.input))

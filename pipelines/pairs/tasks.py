@@ -25,8 +25,10 @@ import pyarrow.parquet as pq
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
-from pipelines.pairs.records import duplicate_row, read_pair_records, safe_name, split_survivor, survivor_key
+from pipelines.pairs.records import (dropped_row, duplicate_row, read_pair_records, safe_name, split_survivor,
+                                     survivor_key)
 from pipelines.contract import Outcomes
+from pipelines.decontam import REASON as EVAL_OVERLAP, DecontamIndex, load_index
 from pipelines.readers import Quarantined
 from storage_schemas.pairs import PAIR, PAIR_DROPPED
 
@@ -61,10 +63,14 @@ def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
     if (marker := out.task_marker(task)) is not None:
         return marker
     check = PairChecker(cfg)
+    decontam = load_index(cfg.decontaminate)  # built once per worker process
     outcomes = Outcomes()  # kept: the candidates
     for item in read_pair_records(entry["path"], cfg.reader):
         if isinstance(item, Quarantined):
             outcomes.quarantine(item)
+            continue
+        if decontam is not None and (drop := overlap(item, decontam)) is not None:
+            outcomes.drop(drop)
             continue
         row, drop = check(item)
         outcomes.keep(row) if row is not None else outcomes.drop(drop)
@@ -83,6 +89,16 @@ def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
     outcomes.quarantined.sort(key=lambda r: (r["line"], r["field"]))
     files += outcomes.write(out, task, PAIR_DROPPED)
     return out.mark_task(task, outcomes.counts(), files, input=entry)
+
+
+def overlap(pair: dict, index: DecontamIndex) -> dict | None:
+    """The ``eval_overlap`` drop of a pair whose query (checked first) or positive is, or nearly is,
+    an evaluation text; its ``scores`` say which side, exact or near, and the evaluation text.
+    Checked before the other checks: an evaluation text is dropped for that, whatever else."""
+    for side in ("query", "positive"):
+        if pair[side] and (hit := index.match(pair[side])) is not None:
+            return dropped_row(pair, EVAL_OVERLAP, {EVAL_OVERLAP: hit.detail(side)})
+    return None
 
 
 # ---- dedup: one part of the pair-hash space --------------------------------------------------------

@@ -39,6 +39,9 @@ def test_finetune_dag_tiny_end_to_end_then_up_to_date(tmp_path, monkeypatch, cap
     assert [Path(e["path"]).relative_to(REPO / "data" / "finetune").as_posix() for e in mine["inputs"]] == \
         ["chatterbot-qa/qrels/train.tsv", "stdlib-docstrings/qrels/train.tsv"]
     assert mine["config"]["model"] == "all-MiniLM-L6-v2" and mine["counts"]["kept"] > 300
+    # decontaminated against the held-out splits the eval steps read: 10 training pairs whose query or
+    # answer is a held-out question or answer (docs/corpus.md, "Decontamination")
+    assert mine["dropped_by_reason"]["eval_overlap"] == 10 and mine["extra"]["decontaminate"]["dropped"] == 10
     for stage in ("trm", "reranker"):
         assert json.loads((out / stage / "manifest.json").read_text())["config"]["init"] == "all-MiniLM-L6-v2"
     for name in EVALS:
