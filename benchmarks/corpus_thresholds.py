@@ -10,8 +10,9 @@ Runs the stage (local engine, one process) with ``dags/configs/corpus/tiny.yaml`
 
 * clean retention, per expected language: originals (``kind == original`` and ``expected_outcome
   == kept``) that reach ``data/``; the drop reasons of the others are counted per language;
-  ``filter retention`` leaves out the originals language ID dropped (``lang_not_in_set``,
-  ``low_lang_score``): what the quality filters kept of the documents they saw;
+  ``filter retention`` counts only the originals language ID passed as their own language (not
+  dropped as ``lang_not_in_set`` / ``low_lang_score``, not read as another language): what the
+  quality filters, with that language's thresholds, kept of them;
 * junk removal: junk records (``kind == junk``) that do not reach ``data/`` (dropped or
   quarantined, for any reason).
 
@@ -40,14 +41,14 @@ def _rows(sub: Path, columns: list[str]) -> list[dict]:
 
 
 def fates(out: Path) -> dict:
-    """(file name, line or parquet row) -> ("kept" | reason)."""
+    """(file name, line or parquet row) -> ("kept" | reason, identified language)."""
     got = {}
-    for r in _rows(out / "data", ["path", "line"]):
-        got[(Path(r["path"]).name, r["line"])] = "kept"
-    for r in _rows(out / "dropped", ["path", "line", "reason"]):
-        got[(Path(r["path"]).name, r["line"])] = r["reason"]
+    for r in _rows(out / "data", ["path", "line", "lang"]):
+        got[(Path(r["path"]).name, r["line"])] = ("kept", r["lang"])
+    for r in _rows(out / "dropped", ["path", "line", "reason", "lang"]):
+        got[(Path(r["path"]).name, r["line"])] = (r["reason"], r["lang"])
     for r in _rows(out / "quarantine", ["path", "line", "error"]):
-        got[(Path(r["path"]).name, r["line"])] = "quarantined"
+        got[(Path(r["path"]).name, r["line"])] = ("quarantined", None)
     return got
 
 
@@ -58,11 +59,14 @@ def score(truth: list[dict], got: dict) -> dict:
     for t in truth:
         if t["scope"] != "record":
             continue
-        fate = got.get((t["file"], t["line"] if t["line"] is not None else t["row"]), "missing")
+        fate, lang = got.get((t["file"], t["line"] if t["line"] is not None else t["row"]), ("missing", None))
         if t["kind"] == "original" and t["expected_outcome"] == "kept" and t["expected_lang"]:
             c = clean[t["expected_lang"]]
             c["n"] += 1
             c["kept" if fate == "kept" else f"drop:{fate}"] += 1
+            if lang == t["expected_lang"] and fate not in LID_REASONS:  # reached the filters as its language
+                c["seen"] += 1
+                c["seen_kept"] += fate == "kept"
         elif t["kind"] == "junk":
             junk["n"] += 1
             if fate == "kept":
@@ -71,9 +75,9 @@ def score(truth: list[dict], got: dict) -> dict:
                 junk["removed"] += 1
     per_lang = {}
     for lang, c in sorted(clean.items()):
-        seen = c["n"] - sum(c[f"drop:{r}"] for r in LID_REASONS)
         per_lang[lang] = {"clean": c["n"], "kept": c["kept"], "retention": round(c["kept"] / c["n"], 4),
-                          "filter_retention": round(c["kept"] / seen, 4) if seen else None,
+                          "lid_correct": c["seen"],
+                          "filter_retention": round(c["seen_kept"] / c["seen"], 4) if c["seen"] else None,
                           "drops": dict(sorted((k[5:], v) for k, v in c.items() if k.startswith("drop:")))}
     n_clean = sum(v["clean"] for v in per_lang.values())
     n_kept = sum(v["kept"] for v in per_lang.values())
@@ -108,12 +112,12 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         result = score(truth, fates(out))
     result.update(seconds=round(seconds, 1), sets=args.sets, input=args.input)
-    print("| lang | clean | kept | retention | filter retention | drops |")
-    print("|---|---|---|---|---|---|")
+    print("| lang | clean | kept | retention | LID correct | filter retention | drops |")
+    print("|---|---|---|---|---|---|---|")
     for lang, v in result["per_lang"].items():
         drops = ", ".join(f"{k} {n}" for k, n in v["drops"].items())
         fr = "-" if v["filter_retention"] is None else f"{v['filter_retention']:.0%}"
-        print(f"| {lang} | {v['clean']} | {v['kept']} | {v['retention']:.0%} | {fr} | {drops} |")
+        print(f"| {lang} | {v['clean']} | {v['kept']} | {v['retention']:.0%} | {v['lid_correct']} | {fr} | {drops} |")
     print(f"\nclean kept {result['clean_kept']}/{result['clean']} ({result['clean_retention']:.1%}), "
           f"lowest language {result['min_lang_retention']:.0%} (after language ID: "
           f"{result['min_lang_filter_retention']:.0%}); junk removed {result['junk_removed']}/{result['junk']} "

@@ -113,7 +113,8 @@ class CuratedQuality:
     this order: too short / too long (words; graphemes for scripts without spaces), byte noise
     (letters among non-space characters, word-like tokens among whitespace tokens, replacement /
     private-use characters, mean whitespace-token length of spaced scripts), boilerplate (share of
-    the words in navigation-menu and cookie/privacy lines), markup (share of characters inside
+    the words in navigation-menu and cookie/privacy lines), no body (words outside running
+    heads/feet, version/date stamps, menus and banners), markup (share of characters inside
     HTML tags), lorem ipsum, and datatrove's Gopher repetition filter on lines and paragraphs plus
     one loose long-n-gram rule (a phrase repeated over half the text).
     """
@@ -127,6 +128,10 @@ class CuratedQuality:
     max_bad_char_ratio: float = 0.01  # U+FFFD, private use, unassigned, other controls
     max_mean_token_chars: float = 40.0  # whitespace tokens of spaced scripts: base64, mojibake runs
     max_boilerplate_word_ratio: float = 0.5
+    # words (non-space characters without spaces) outside running heads/feet, version/date stamps,
+    # menus and banners (curated.body_word_count); fewer -> `curated_no_body`
+    min_body_words: int = 5
+    min_body_words_no_space: int = 10
     max_markup_char_ratio: float = 0.5
     lorem_ipsum: bool = True
     repetition: GopherRepetition = GopherRepetition(top_n_grams=(), dup_n_grams=((10, 0.5),))
