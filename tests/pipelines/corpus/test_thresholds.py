@@ -115,3 +115,22 @@ def test_the_stage_applies_the_identified_languages_thresholds(tmp_path):
     dropped = pq.read_table(outs["none"] / "dropped", columns=["reason", "lang", "scores"]).to_pylist()
     assert [(d["reason"], d["lang"], json.loads(d["scores"])["threshold"]) for d in dropped] == [
         ("gopher_below_alpha_threshold", "af", 0.8)]
+
+
+def test_build_takes_fineweb2_keys_by_script():
+    """build.py's rules on a FineWeb-2-shaped config: word-level keys only for spaced scripts,
+    one-character stop words only for Chinese/Japanese, never the GlotLID `language_score`."""
+    from pipelines.corpus.thresholds.build import entry_from_fineweb2
+
+    fw = {"dup_line_frac": 0.3, "dup_n_grams": [[5, 0.2]], "language_score": 0.9, "line_punct_thr": 0.05,
+          "max_avg_word_length": 9, "min_avg_word_length": 2, "max_non_alpha_words_ratio": 0.7,
+          "new_line_ratio": 0.2, "top_n_grams": [[2, 0.3]], "stopwords": ["的", "在", "是", "和", "了", "我们", "ภาษา"]}
+    spaced = entry_from_fineweb2("fr", fw)
+    assert spaced == {"dup_line_frac": 0.3, "line_punct_thr": 0.05, "new_line_ratio": 0.2,
+                      "max_non_alpha_words_ratio": 0.7, "top_n_grams": [[2, 0.3]], "dup_n_grams": [[5, 0.2]],
+                      "min_avg_word_length": 2, "max_avg_word_length": 9, "stop_words": fw["stopwords"]}
+    zh = entry_from_fineweb2("zh", fw)
+    assert zh["stop_words"] == ["的", "在", "是", "和", "了"] and zh["min_stop_words"] == 2
+    assert not {"top_n_grams", "dup_n_grams", "min_avg_word_length", "language_score"} & set(zh)
+    th = entry_from_fineweb2("th", fw)  # a Thai grapheme is not a word: no stop words
+    assert "stop_words" not in th and "min_stop_words" not in th and th["dup_line_frac"] == 0.3
