@@ -227,20 +227,24 @@ class QualityConfig:
                 raise ValueError(f"quality.source_profiles.{source}: unknown profile {profile!r} (known: {list(PROFILES)})")
         for lang, changes in self.thresholds.items():
             if lang not in MGTE_LANGS:
-                raise ValueError(f"quality.thresholds.{lang}: unknown language '{lang}' (not an mGTE language code)")
+                raise ValueError(f"quality.thresholds.{lang}: unknown language '{lang}' "
+                                 "(not an mGTE language code)")
             if not isinstance(changes, dict):
                 raise ValueError(f"quality.thresholds.{lang}: expected a mapping of keys, got {changes!r}")
             unknown = sorted(set(changes) - set(THRESHOLD_KEYS))
             if unknown:
-                raise ValueError(f"quality.thresholds.{lang}: unknown key '{unknown[0]}' (known: {', '.join(THRESHOLD_KEYS)})")
+                raise ValueError(f"quality.thresholds.{lang}: unknown key '{unknown[0]}' "
+                                 f"(known: {', '.join(THRESHOLD_KEYS)})")
             for cls, base in ((GopherQuality, self.gopher_quality), (GopherRepetition, self.gopher_repetition),
                               (FineWebQuality, self.fineweb)):
                 picked = self._changes(lang, cls)
                 if picked:
                     build(cls, {**config_to_dict(base), **picked}, prefix=f"quality.thresholds.{lang}")
             scale = changes.get("doc_words_scale")
-            if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 10):
-                raise ValueError(f"quality.thresholds.{lang}.doc_words_scale: expected a number in (0, 10], got {scale!r}")
+            if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                      or not 0 < scale <= 10):
+                raise ValueError(f"quality.thresholds.{lang}.doc_words_scale: expected a number in (0, 10], "
+                                 f"got {scale!r}")
             stops = changes.get("stop_words")
             if stops is not None and (isinstance(stops, str) or not all(isinstance(w, str) and w for w in stops)):
                 raise ValueError(f"quality.thresholds.{lang}.stop_words: expected a list of words, got {stops!r}")

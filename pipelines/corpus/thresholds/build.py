@@ -215,9 +215,9 @@ HEADER = """\
 # configs/{{iso639-3}}_{{script}}.yml, Apache-2.0; numbers and stop-word lists only (see build.py for
 # which keys are taken for which scripts). `source` names the file of each language; "ours" marks
 # our own settings and why. `doc_words_scale` and the choice of stop-word list are ours for every
-# language, calibrated on the bundled parallel UDHR text (build.py, calibrate()). A key that is absent takes the profile-wide value (quality.gopher_quality,
-# gopher_repetition, fineweb; their *_no_space variants for zh ja th km lo my); stop words absent ->
-# spaCy's list of the language.
+# language, calibrated on the bundled parallel UDHR text (build.py, calibrate()). A key that is
+# absent takes the profile-wide value (quality.gopher_quality, gopher_repetition, fineweb; their
+# *_no_space variants for zh ja th km lo my); stop words absent -> spaCy's list of the language.
 """
 
 
