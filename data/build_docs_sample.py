@@ -125,6 +125,26 @@ MENUS = ["Home | Downloads | Documentation | Mailing lists | Bug reports | Conta
          "首页 | 文档 | 下载 | 新闻 | 联系我们 | 隐私政策 | 网站地图",
          "ホーム | ドキュメント | ダウンロード | ニュース | お問い合わせ | プライバシーポリシー"]
 SPAM = ["download coreutils free crack keygen full version", "最新 下载 免费 破解 版本 点击 进入"]
+# Pages with no body (issue 26): what a crawl of rendered manual pages keeps of a page whose body
+# failed to extract: the man page's running head ("LS(1)  User Commands  LS(1)", in the section
+# names of man-db's translations) and foot (package, version, date, page name), GNU Info
+# navigation lines, and consent banners. (lang, command, section name, date)
+MAN_HEADS = [("en", "ls", "User Commands", "September 2022"),
+             ("de", "sort", "Dienstprogramme für Benutzer", "September 2022"),
+             ("fr", "date", "Commandes de l'utilisateur", "septembre 2022"),
+             ("ru", "du", "Пользовательские команды", "сентябрь 2022"),
+             ("ja", "wc", "ユーザーコマンド", "2022年9月"),
+             ("zh", "cp", "用户命令", "2022年9月"),
+             ("pl", "head", "Polecenia użytkownika", "wrzesień 2022")]
+BANNERS = ["Next: ls invocation, Previous: dir invocation, Up: Directory listing   [Contents][Index]\n"
+           "Skip to main content\nTable of contents\nPrevious page\nNext page\nBack to top",
+           "Weiter: Aufruf von ls, Zurück: Aufruf von dir, Nach oben: Verzeichnisse auflisten   [Inhalt][Index]\n"
+           "Zum Hauptinhalt springen\nInhaltsverzeichnis\nVorherige Seite\nNächste Seite\nNach oben",
+           "Далее: Вызов ls, Назад: Вызов dir, Вверх: Вывод содержимого каталогов   [Содержание][Указатель]\n"
+           "Перейти к основному содержимому\nОглавление\nПредыдущая страница\nСледующая страница\nНаверх",
+           "当サイトではクッキーを使用しています。\n同意する\n拒否\n設定\n前のページ\n次のページ\nトップ",
+           "التالي: استدعاء ls، السابق: استدعاء dir، أعلى: سرد الأدلة   [المحتويات][فهرس]\n"
+           "يستخدم هذا الموقع ملفات تعريف الارتباط\nقبول الكل\nرفض\nالإعدادات\nالصفحة الرئيسية"]
 
 
 def junk_records(rng: random.Random, cats: dict[str, dict[str, str]], short: list[tuple[str, str]]) -> list[dict]:
@@ -170,6 +190,12 @@ def junk_records(rng: random.Random, cats: dict[str, dict[str, str]], short: lis
         texts = pick_docs(list(cats[loc].items()), "xx", 2, rng)
         for _, t in texts:
             add(t, "lang_not_in_set", f"real {name} catalog text (not an mGTE language)")
+    for lang, cmd, section, date in MAN_HEADS:  # added by issue 26: appended, so earlier records keep their lines
+        page = f"{cmd.upper()}(1)"
+        add(f"{page}{' ' * 20}{section}{' ' * 20}{page}\n\n\n\nGNU coreutils 9.1{' ' * 16}{date}{' ' * 16}{page}",
+            "no_body", f"a {lang} man page's running head and foot only")
+    for text in BANNERS:
+        add(text, "no_body", "navigation and consent banners only")
     return out
 
 

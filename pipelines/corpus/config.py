@@ -7,6 +7,7 @@ from typing import Literal
 
 from foundation.config import DataStageConfig, FrozenDict, build, config_to_dict, frozen
 from pipelines.corpus.langs import MGTE_LANGS, NO_SPACE_LANGS
+from pipelines.corpus.thresholds import default_table, freeze
 
 
 @frozen
@@ -112,7 +113,8 @@ class CuratedQuality:
     this order: too short / too long (words; graphemes for scripts without spaces), byte noise
     (letters among non-space characters, word-like tokens among whitespace tokens, replacement /
     private-use characters, mean whitespace-token length of spaced scripts), boilerplate (share of
-    the words in navigation-menu and cookie/privacy lines), markup (share of characters inside
+    the words in navigation-menu and cookie/privacy lines), no body (words outside running
+    heads/feet, version/date stamps, menus and banners), markup (share of characters inside
     HTML tags), lorem ipsum, and datatrove's Gopher repetition filter on lines and paragraphs plus
     one loose long-n-gram rule (a phrase repeated over half the text).
     """
@@ -126,6 +128,10 @@ class CuratedQuality:
     max_bad_char_ratio: float = 0.01  # U+FFFD, private use, unassigned, other controls
     max_mean_token_chars: float = 40.0  # whitespace tokens of spaced scripts: base64, mojibake runs
     max_boilerplate_word_ratio: float = 0.5
+    # words (non-space characters without spaces) outside running heads/feet, version/date stamps,
+    # menus and banners (curated.body_word_count); fewer -> `curated_no_body`
+    min_body_words: int = 5
+    min_body_words_no_space: int = 10
     max_markup_char_ratio: float = 0.5
     lorem_ipsum: bool = True
     repetition: GopherRepetition = GopherRepetition(top_n_grams=(), dup_n_grams=((10, 0.5),))
@@ -133,6 +139,15 @@ class CuratedQuality:
 
 
 PROFILES = ("web", "curated")
+
+# keys of `quality.thresholds.<lang>`: each changes the field of that name of one profile-wide
+# section for that language (`enabled` stays profile-wide); `doc_words_scale` multiplies Gopher's
+# min/max_doc_words (words of the language per English word of the same text); `stop_words`
+# replaces spaCy's list; `source` says where the entry comes from
+_SECTION_KEYS = {cls: tuple(f.name for f in dataclasses.fields(cls) if f.name != "enabled")
+                 for cls in (GopherQuality, GopherRepetition, FineWebQuality)}
+THRESHOLD_KEYS: tuple[str, ...] = (*_SECTION_KEYS[GopherQuality], *_SECTION_KEYS[GopherRepetition],
+                                   *_SECTION_KEYS[FineWebQuality], "doc_words_scale", "stop_words", "source")
 
 
 @frozen
@@ -144,8 +159,10 @@ class QualityConfig:
     Scripts without spaces (``no_space_langs``) are tokenised into grapheme clusters, so word
     counts there are character counts: they use ``gopher_quality_no_space`` (no average word
     length, no stop words) and ``gopher_repetition_no_space`` (longer n-grams). A language in
-    ``gopher_quality_per_lang`` uses that entry instead of ``gopher_quality``. ``no_terminal_punct_langs`` write no sentence-final punctuation
-    (Thai, Lao), so FineWeb's line-punctuation rule is off for them.
+    ``thresholds`` changes these per language (:data:`THRESHOLD_KEYS`; the default table is
+    ``pipelines/corpus/thresholds/web.yaml``: FineWeb-2's published values, ours where it has
+    none), chosen by the document's identified language. ``no_terminal_punct_langs`` write no
+    sentence-final punctuation (Thai, Lao), so FineWeb's line-punctuation rule is off for them.
     """
 
     gopher_repetition: GopherRepetition = GopherRepetition()
@@ -156,19 +173,6 @@ class QualityConfig:
     gopher_quality_no_space: GopherQuality = GopherQuality(
         min_doc_words=100, max_doc_words=300_000, min_avg_word_length=None, max_avg_word_length=None,
         min_stop_words=None)
-    # Gopher's word-length and stop-word rules were tuned on English: Korean words are short
-    # syllable blocks, Dravidian words long agglutinations, and spaCy's Korean/Telugu/Sinhala/Marathi
-    # stop lists hold particles that are not separate words. Per language, these keys change
-    # `gopher_quality` (or `gopher_quality_no_space`).
-    gopher_quality_per_lang: dict[str, dict] = FrozenDict({
-        "ko": FrozenDict(min_avg_word_length=1, min_stop_words=None),
-        "ml": FrozenDict(max_avg_word_length=20),
-        "ta": FrozenDict(max_avg_word_length=20),
-        "te": FrozenDict(max_avg_word_length=20, min_stop_words=None),
-        "kn": FrozenDict(max_avg_word_length=20),
-        "si": FrozenDict(min_stop_words=None),
-        "mr": FrozenDict(min_stop_words=None),
-    })
     c4: C4Quality = C4Quality()
     fineweb: FineWebQuality = FineWebQuality()
     no_space_langs: tuple[str, ...] = NO_SPACE_LANGS
@@ -176,26 +180,76 @@ class QualityConfig:
     profile: Literal["web", "curated"] = "web"
     source_profiles: dict[str, str] = FrozenDict()  # record `source` -> profile
     curated: CuratedQuality = CuratedQuality()
+    # {lang: {key: value}}: `--set quality.thresholds.fr.line_punct_thr=0.05` changes one value,
+    # `--set 'quality.thresholds={}'` applies the profile-wide values to every language
+    thresholds: dict[str, dict] = dataclasses.field(default_factory=default_table)
+
+    def __post_init__(self) -> None:  # YAML lists -> tuples, so that the config stays hashable
+        object.__setattr__(self, "thresholds", freeze(self.thresholds))
 
     def profile_for(self, source: str | None) -> str:
         return self.source_profiles.get(source, self.profile) if source is not None else self.profile
 
+    def _changes(self, lang: str, cls: type) -> dict:
+        keys = _SECTION_KEYS[cls]
+        return {k: v for k, v in self.thresholds.get(lang, {}).items() if k in keys}
+
     def gopher_quality_for(self, lang: str) -> GopherQuality:
+        """Gopher quality of ``lang``: the table's keys replace the profile-wide ones, then
+        ``doc_words_scale`` multiplies the word-count bounds (those the table does not set)."""
         base = self.gopher_quality_no_space if lang in self.no_space_langs else self.gopher_quality
-        changes = self.gopher_quality_per_lang.get(lang)
+        entry = self.thresholds.get(lang, {})
+        changes = self._changes(lang, GopherQuality)
+        scale = entry.get("doc_words_scale")
+        if scale is not None:
+            for key in ("min_doc_words", "max_doc_words"):
+                if key not in changes and getattr(base, key) is not None:
+                    changes[key] = max(1, round(getattr(base, key) * scale))
         return dataclasses.replace(base, **changes) if changes else base
+
+    def repetition_for(self, lang: str) -> GopherRepetition:
+        base = self.gopher_repetition_no_space if lang in self.no_space_langs else self.gopher_repetition
+        changes = self._changes(lang, GopherRepetition)
+        return dataclasses.replace(base, **changes) if changes else base
+
+    def fineweb_for(self, lang: str) -> FineWebQuality:
+        changes = self._changes(lang, FineWebQuality)
+        f = dataclasses.replace(self.fineweb, **changes) if changes else self.fineweb
+        return dataclasses.replace(f, line_punct_thr=0.0) if lang in self.no_terminal_punct_langs else f
+
+    def stop_words_for(self, lang: str) -> tuple[str, ...] | None:
+        """The language's stop words from the table; None: spaCy's list (or none)."""
+        return self.thresholds.get(lang, {}).get("stop_words")
 
     def validate(self) -> None:
         for source, profile in self.source_profiles.items():
             if profile not in PROFILES:
                 raise ValueError(f"quality.source_profiles.{source}: unknown profile {profile!r} (known: {list(PROFILES)})")
-        fields = {f.name for f in dataclasses.fields(GopherQuality)}
-        for lang, changes in self.gopher_quality_per_lang.items():
-            unknown = sorted(set(changes) - fields)
+        for lang, changes in self.thresholds.items():
+            if lang not in MGTE_LANGS:
+                raise ValueError(f"quality.thresholds.{lang}: unknown language '{lang}' "
+                                 "(not an mGTE language code)")
+            if not isinstance(changes, dict):
+                raise ValueError(f"quality.thresholds.{lang}: expected a mapping of keys, got {changes!r}")
+            unknown = sorted(set(changes) - set(THRESHOLD_KEYS))
             if unknown:
-                raise ValueError(f"gopher_quality_per_lang.{lang}: unknown key '{unknown[0]}' (known: {sorted(fields)})")
-            build(GopherQuality, {**config_to_dict(self.gopher_quality), **changes},
-                  prefix=f"quality.gopher_quality_per_lang.{lang}")
+                raise ValueError(f"quality.thresholds.{lang}: unknown key '{unknown[0]}' "
+                                 f"(known: {', '.join(THRESHOLD_KEYS)})")
+            for cls, base in ((GopherQuality, self.gopher_quality), (GopherRepetition, self.gopher_repetition),
+                              (FineWebQuality, self.fineweb)):
+                picked = self._changes(lang, cls)
+                if picked:
+                    build(cls, {**config_to_dict(base), **picked}, prefix=f"quality.thresholds.{lang}")
+            scale = changes.get("doc_words_scale")
+            if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                      or not 0 < scale <= 10):
+                raise ValueError(f"quality.thresholds.{lang}.doc_words_scale: expected a number in (0, 10], "
+                                 f"got {scale!r}")
+            stops = changes.get("stop_words")
+            if stops is not None and (isinstance(stops, str) or not all(isinstance(w, str) and w for w in stops)):
+                raise ValueError(f"quality.thresholds.{lang}.stop_words: expected a list of words, got {stops!r}")
+            if not isinstance(changes.get("source", ""), str):
+                raise ValueError(f"quality.thresholds.{lang}.source: expected a string")
 
 
 @frozen

@@ -3,8 +3,9 @@
 Web heuristics read documentation as junk: command options, paths and numbers are not
 alphabetic words (Gopher's alpha threshold), code examples hold curly brackets (C4), option
 tables repeat phrases (Gopher's duplicated n-grams). This profile keeps only the rules that catch
-junk whatever the source: too short / too long, byte noise, boilerplate-only text, markup-only
-text, lorem ipsum, one line or paragraph repeated (datatrove's Gopher repetition filter on lines
+junk whatever the source: too short / too long, byte noise, boilerplate-only text, text with no
+body (nothing but running heads and feet, version/date stamps, navigation and consent banners),
+markup-only text, lorem ipsum, one line or paragraph repeated (datatrove's Gopher repetition filter on lines
 and paragraphs) and one phrase repeated over half the text.
 
 Each rule is a statistic and a threshold; :func:`curated_verdict` returns the first failing rule
@@ -14,6 +15,7 @@ with both, so the dropped table shows why (``{"statistic": .., "value": .., "thr
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 
 import regex
 from datatrove.data import Document
@@ -30,7 +32,43 @@ _MENU_SEP = regex.compile(r"\s[|»›>•·/]\s")
 _POLICY = regex.compile(
     r"cookie|privacy policy|terms of (use|service)|all rights reserved|subscribe to our|sign up for our|"
     r"datenschutz|impressum|mentions légales|politique de confidentialité|política de privacidad|"
-    r"политика конфиденциальности|隐私政策|プライバシーポリシー", regex.IGNORECASE)
+    r"политика конфиденциальности|隐私政策|プライバシーポリシー|クッキー|ملفات تعريف الارتباط|עוגיות|कुकीज़",
+    regex.IGNORECASE)
+# words of navigation bars, link lists and consent banners, in the languages of the bundled samples
+# scripts: a line made mostly of them is chrome, not body text ("Next: ls invocation, Previous:
+# dir invocation, Up: Directory listing [Contents][Index]", "Skip to main content", "Accept all")
+_BANNER_WORDS = frozenset("""
+next previous prev up top home back contents content index search menu skip main navigation nav
+sign log login logout register account share print download accept reject decline allow settings
+preferences manage close ok got agree continue read page pages section chapter table toc edit
+view source history permalink help feedback follow subscribe newsletter rss
+weiter zurück oben nächste vorherige startseite inhalt inhaltsverzeichnis suche suchen anmelden abmelden akzeptieren ablehnen
+alle einstellungen drucken teilen seite kapitel hauptinhalt springen
+suivant précédent haut accueil sommaire rechercher connexion déconnexion accepter refuser paramètres
+imprimer partager contenu principal page chapitre table matières
+siguiente anterior arriba inicio contenido índice buscar iniciar sesión aceptar rechazar configuración
+imprimir compartir página capítulo principal
+successivo precedente indice cerca accedi accetta rifiuta tutto impostazioni stampa condividi pagina
+próximo próxima voltar início conteúdo pesquisar entrar aceitar recusar configurações
+volgende vorige omhoog inhoud zoeken inloggen accepteren weigeren instellingen
+następna poprzednia góra strona główna spis treści szukaj zaloguj akceptuj odrzuć wszystkie ustawienia
+далее назад вверх главная содержание оглавление поиск вход выход войти принять отклонить настройки
+следующая предыдущая страница наверх глава печать поделиться перейти к основному содержимому
+далі назад вгору головна зміст пошук увійти прийняти відхилити налаштування наступна попередня сторінка
+sonraki önceki yukarı ana sayfa içindekiler giriş kabul reddet ayarlar
+tiếp theo trước lên trang chủ mục lục tìm kiếm đăng nhập chấp nhận từ chối cài đặt
+التالي السابق أعلى الرئيسية الصفحة المحتويات فهرس بحث تسجيل الدخول الخروج قبول رفض الإعدادات طباعة مشاركة
+הבא הקודם למעלה דף הבית תוכן עניינים חיפוש התחברות אישור דחייה הגדרות
+अगला पिछला ऊपर मुखपृष्ठ होम सामग्री अनुक्रमणिका खोज लॉग इन स्वीकार अस्वीकार सेटिंग्स
+""".split())
+# the same for scripts without spaces: a line whose non-space characters these cover for the most part
+_BANNER_NO_SPACE = regex.compile(
+    r"上一页|下一页|上一篇|下一篇|首页|主页|目录|返回|顶部|搜索|登录|注册|接受|拒绝|全部|设置|打印|分享|跳到主要内容|"
+    r"前へ|次へ|前のページ|次のページ|ホーム|トップ|目次|索引|検索|ログイン|ログアウト|同意する|拒否|すべて|設定|印刷|共有|"
+    r"メインコンテンツへ|スキップ|ถัดไป|ก่อนหน้า|หน้าแรก|สารบัญ|ค้นหา|เข้าสู่ระบบ|ยอมรับ|ปฏิเสธ|ทั้งหมด|ตั้งค่า")
+# a version or a date stamp: "9.1", "v2.3.4", "2022-09-24", "September 2022", "2022年9月"
+_STAMP = regex.compile(r"(?<![\p{L}\d])v?\d+(?:\.\d+)+(?![\p{L}\d])|(?<!\d)(?:19|20)\d\d(?!\d)")
+_SENTENCE_END = regex.compile(r"[.!?。！？؟।]\s*$")
 _TAG = regex.compile(r"<script\b.*?</script>|<style\b.*?</style>|<[A-Za-z/!][^<>]*>", regex.DOTALL | regex.IGNORECASE)
 _BAD_CATEGORIES = {"Co", "Cn", "Cs", "Cc"}
 
@@ -49,6 +87,51 @@ def boilerplate_word_ratio(text: str) -> float:
         if n and (_is_menu_line(line) or _POLICY.search(line)):
             bp += n
     return bp / total if total else 0.0
+
+
+_LABEL = regex.compile(r"([\p{L}\p{M}]+)\s*[:：]")
+
+
+def _banner_share(line: str, no_space: bool) -> float:
+    """Share of a line that is navigation or banner vocabulary (words; characters without spaces);
+    1.0 for a GNU Info-style navigation line (two or more labels such as ``Next:``, ``Up:``)."""
+    if sum(m.lower() in _BANNER_WORDS for m in _LABEL.findall(line)) >= 2:
+        return 1.0
+    if no_space:
+        chars = sum(1 for c in line if not c.isspace() and not unicodedata.category(c).startswith("P"))
+        covered = sum(len(m) for m in _BANNER_NO_SPACE.findall(line))
+        return covered / chars if chars else 0.0
+    words = [w for w in regex.findall(r"[\p{L}\p{M}]+", line.lower())]
+    return sum(w in _BANNER_WORDS for w in words) / len(words) if words else 0.0
+
+
+def body_word_count(text: str, no_space: bool, max_head_words: int = 12) -> int:
+    """Whitespace words (non-space characters for scripts without spaces) of the text's body lines.
+
+    A non-empty line is *not* body when it is a navigation-menu or cookie/privacy line (as in
+    :func:`boilerplate_word_ratio`), mostly banner vocabulary (:data:`_BANNER_WORDS`), or a
+    running head/foot: a short line (<= ``max_head_words`` words) that starts with the token
+    another line (or itself) ends with ("LS(1)  User Commands  LS(1)" ... "GNU coreutils 9.1
+    September 2022  LS(1)"), or a short line with a version or date stamp and no sentence end.
+    """
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    lasts = Counter(line.split()[-1] for line in lines)
+    total = 0
+    for line in lines:
+        tokens = line.split()
+        first = tokens[0]
+        # another line ends with this line's first token, or the line starts and ends with it
+        running = lasts[first] - (tokens[-1] == first) > 0 or (len(tokens) > 1 and tokens[-1] == first)
+        size = sum(1 for c in line if not c.isspace()) if no_space else len(tokens)
+        short = len(tokens) <= max_head_words and (not no_space or size <= 4 * max_head_words)
+        if _is_menu_line(line) or _POLICY.search(line) or _banner_share(line, no_space) >= 0.5:
+            continue
+        if short and running and _LETTER.search(first):
+            continue
+        if short and _STAMP.search(line) and not _SENTENCE_END.search(line):
+            continue
+        total += size
+    return total
 
 
 def noise_statistics(text: str) -> dict[str, float]:
@@ -104,6 +187,10 @@ class CuratedFilters:
         bp = boilerplate_word_ratio(text)
         if bp > c.max_boilerplate_word_ratio:
             return _failed("boilerplate_word_ratio", bp, c.max_boilerplate_word_ratio, "max")
+        body = body_word_count(text, no_space)
+        min_body = c.min_body_words_no_space if no_space else c.min_body_words
+        if body < min_body:
+            return _failed("no_body", body, min_body, "min")
         markup = sum(len(m) for m in _TAG.findall(text)) / len(text)
         if markup > c.max_markup_char_ratio:
             return _failed("markup_char_ratio", markup, c.max_markup_char_ratio, "max")

@@ -109,8 +109,7 @@ class QualityFilters:
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
-        self._repetition = {False: self._build_repetition(cfg.gopher_repetition),
-                            True: self._build_repetition(cfg.gopher_repetition_no_space)}
+        self._repetition: dict[str, GopherRepetitionFilter | None] = {}
         c = cfg.c4
         self.c4 = C4QualityFilter(
             split_paragraph=c.split_paragraph, remove_citations=c.remove_citations,
@@ -120,7 +119,7 @@ class QualityFilters:
             filter_curly_bracket=c.filter_curly_bracket, filter_policy=c.filter_policy,
             language=TOKENIZER) if c.enabled else None
         self._gopher: dict[str, GopherQualityFilter | None] = {}
-        self._fineweb: dict[bool, FineWebQualityFilter | None] = {}
+        self._fineweb: dict[str, FineWebQualityFilter | None] = {}
         self.curated = CuratedFilters(cfg.curated, TOKENIZER)
 
     @staticmethod
@@ -131,23 +130,35 @@ class QualityFilters:
             dup_line_frac=r.dup_line_frac, dup_para_frac=r.dup_para_frac, dup_line_char_frac=r.dup_line_char_frac,
             dup_para_char_frac=r.dup_para_char_frac, top_n_grams=(), dup_n_grams=r.dup_n_grams, language=TOKENIZER)
 
+    def stop_words_for(self, lang: str) -> frozenset[str]:
+        """The thresholds table's stop words of ``lang``, else spaCy's (none for scripts without
+        spaces, unless the table gives them)."""
+        table = self.cfg.stop_words_for(lang)
+        if table is not None:
+            return frozenset(w.lower() for w in table)
+        return frozenset() if lang in self.cfg.no_space_langs else stop_words(lang)
+
     def gopher_for(self, lang: str) -> GopherQualityFilter | None:
+        """Gopher quality with the settings of ``lang`` (``quality.thresholds``), built once per language."""
         if lang not in self._gopher:
-            no_space = lang in self.cfg.no_space_langs
             g = self.cfg.gopher_quality_for(lang)
-            self._gopher[lang] = _gopher_quality(g, frozenset() if no_space else stop_words(lang)) if g.enabled else None
+            self._gopher[lang] = _gopher_quality(g, self.stop_words_for(lang)) if g.enabled else None
         return self._gopher[lang]
 
+    def repetition_for(self, lang: str) -> GopherRepetitionFilter | None:
+        if lang not in self._repetition:
+            self._repetition[lang] = self._build_repetition(self.cfg.repetition_for(lang))
+        return self._repetition[lang]
+
     def fineweb_for(self, lang: str) -> FineWebQualityFilter | None:
-        no_punct = lang in self.cfg.no_terminal_punct_langs
-        if no_punct not in self._fineweb:
-            f = self.cfg.fineweb
-            self._fineweb[no_punct] = FineWebQualityFilter(
-                line_punct_thr=0.0 if no_punct else f.line_punct_thr, line_punct_exclude_zero=f.line_punct_exclude_zero,
+        if lang not in self._fineweb:
+            f = self.cfg.fineweb_for(lang)
+            self._fineweb[lang] = FineWebQualityFilter(
+                line_punct_thr=f.line_punct_thr, line_punct_exclude_zero=f.line_punct_exclude_zero,
                 short_line_thr=f.short_line_thr, short_line_length=f.short_line_length,
                 char_duplicates_ratio=f.char_duplicates_ratio, new_line_ratio=f.new_line_ratio,
                 language=TOKENIZER) if f.enabled else None
-        return self._fineweb[no_punct]
+        return self._fineweb[lang]
 
     def score(self, text: str, lang: str, doc_id: str = "", profile: str = "web") -> tuple[str | None, dict]:
         """(None, scores) to keep; (reason, scores) to drop. ``profile``: ``web`` (datatrove's
@@ -162,14 +173,14 @@ class QualityFilters:
         reason = self._web_reason(text, words, lang, doc_id, no_space)
         if reason is None:
             return None, scores
-        rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
-        failed = failed_statistic(reason, text, words, lang, self.cfg, self.cfg.gopher_quality_for(lang), rep_cfg,
-                                  stops=stop_words(lang) if reason == "gopher_enough_stop_words" else frozenset())
+        failed = failed_statistic(reason, text, words, lang, self.cfg, self.cfg.gopher_quality_for(lang),
+                                  self.cfg.repetition_for(lang),
+                                  stops=self.stop_words_for(lang) if reason == "gopher_enough_stop_words" else frozenset())
         return reason, {**scores, **failed}
 
     def _web_reason(self, text: str, words: list[str], lang: str, doc_id: str, no_space: bool) -> str | None:
-        rep_cfg = self.cfg.gopher_repetition_no_space if no_space else self.cfg.gopher_repetition
-        steps = (("gopher_rep", self._repetition[no_space]), ("top_ngrams", rep_cfg.enabled),
+        rep_cfg = self.cfg.repetition_for(lang)
+        steps = (("gopher_rep", self.repetition_for(lang)), ("top_ngrams", rep_cfg.enabled),
                  ("gopher", self.gopher_for(lang)), ("c4", self.c4), ("fineweb", self.fineweb_for(lang)))
         for prefix, flt in steps:
             if not flt:

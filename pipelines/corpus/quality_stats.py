@@ -66,11 +66,10 @@ def _gopher(name: str, text: str, words: list[str], g: GopherQuality) -> tuple[s
 
 
 def _fineweb(name: str, text: str, words: list[str], cfg: QualityConfig, lang: str) -> tuple[str, float, float, str]:
-    f = cfg.fineweb
+    f = cfg.fineweb_for(lang)
     lines = [line for line in text.split("\n") if line.strip()] or [""]
     if name == "line_punct_ratio":
-        thr = 0.0 if lang in cfg.no_terminal_punct_langs else f.line_punct_thr
-        return name, sum(line.endswith(tuple(TERMINAL_PUNCTUATION)) for line in lines) / len(lines), thr, "min"
+        return name, sum(line.endswith(tuple(TERMINAL_PUNCTUATION)) for line in lines) / len(lines), f.line_punct_thr, "min"
     if name == "short_line_ratio":
         return name, sum(len(line) <= f.short_line_length for line in lines) / len(lines), f.short_line_thr, "max"
     if name == "char_dup_ratio":
