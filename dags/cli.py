@@ -32,6 +32,17 @@ def _stage_parser(sub, name: str, help_: str) -> argparse.ArgumentParser:
     return p
 
 
+def _share(text: str) -> float:
+    """A share in [0, 1] (argparse type: a bad one is a one-line usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgte", description="Build long-context multilingual retrievers (mGTE).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -46,11 +57,15 @@ def make_parser() -> argparse.ArgumentParser:
         _stage_parser(train_sub, kind, HELP[f"train {kind}"])
     audit = sub.add_parser("audit", help="HTML audit report (plots, samples) of any stage output directory, or "
                                          "`audit diff OLD NEW`: two outputs of one stage side by side",
-                           usage="mgte audit [-h] DIR [--output D]\n       mgte audit diff OLD NEW [--output D]")
+                           usage="mgte audit [-h] DIR [--output D] [--flag-share SHARE]\n"
+                                 "       mgte audit diff OLD NEW [--output D]")
     audit.add_argument("dir", nargs="+", metavar="DIR",
                        help="a finished stage output directory (corpus, mlm-shards, pairs, mine, train, eval); or "
                             "`diff OLD NEW`: two finished outputs of the same stage (HTML page + diff.json)")
     audit.add_argument("--output", help="report directory (default: DIR/audit; for diff: NEW/audit/diff)")
+    audit.add_argument("--flag-share", type=_share, default=None, metavar="SHARE",
+                       help="corpus audit: flag a language that loses more than SHARE (0..1) of its input to one "
+                            "filter (default 0.3)")
     dag = sub.add_parser("dag", help="run a whole DAG of stages")
     dag_sub = dag.add_subparsers(dest="dag_command", required=True, metavar="ACTION")
     run = dag_sub.add_parser("run", help="run the DAG NAME (dags/NAME.py)")
@@ -79,7 +94,8 @@ def dispatch(args: argparse.Namespace) -> int:
                              f"{' '.join(args.dir)}")
         from pipelines.audit import write_audit
 
-        print(write_audit(Path(args.dir[0]), output))
+        extra = {} if args.flag_share is None else {"flag_share": args.flag_share}
+        print(write_audit(Path(args.dir[0]), output, **extra))
         return 0
     if args.command == "dag":
         from dags.runner import run_dag

@@ -16,7 +16,7 @@ from pathlib import Path
 from foundation.errors import MgteError, UsageError
 from foundation.ledger import stage_output_files
 from pipelines.audit import corpus, evaluation, mine, pairs, shards, train
-from pipelines.audit.page import dropped_samples, head, quarantine, tail, write_page
+from pipelines.audit.page import Top, dropped_samples, head, quarantine, tail, write_page
 
 # manifest "stage" -> (title, module with report(root, manifest, out) -> [html parts])
 REPORTS = {"corpus": ("Corpus", corpus), "mlm-shards": ("MLM shards", shards), "pairs": ("Pairs", pairs),
@@ -52,8 +52,10 @@ def _readable(root: Path, manifest: dict) -> dict:
                                     for key, files in manifest["outputs"].items()}}
 
 
-def write_audit(root: Path, out: Path | None = None) -> Path:
-    """Write the audit page of the stage output ``root`` into ``out`` (default ``root/audit``)."""
+def write_audit(root: Path, out: Path | None = None, *, flag_share: float = corpus.FLAG_SHARE) -> Path:
+    """Write the audit page of the stage output ``root`` into ``out`` (default ``root/audit``).
+    ``flag_share``: the corpus audit flags a language that loses more than this share of its input
+    to one filter."""
     root = Path(root)
     shown = _manifest(root)
     manifest = _readable(root, shown)
@@ -64,9 +66,12 @@ def write_audit(root: Path, out: Path | None = None) -> Path:
         title, module = REPORTS.get(stage, (stage, None))
     out = Path(out) if out else root / "audit"
     out.mkdir(parents=True, exist_ok=True)
-    own = module.report(root, manifest, out) if module else []
+    own = (corpus.report(root, manifest, out, flag_share=flag_share) if module is corpus
+           else module.report(root, manifest, out) if module else [])
+    top = [part for part in own if isinstance(part, Top)]  # e.g. the corpus audit's flagged languages
+    own = [part for part in own if not isinstance(part, Top)]
     samples = [] if module is corpus else dropped_samples(root, manifest)  # the corpus report has its own
-    return write_page(out, head(title, root, manifest) + own + samples + quarantine(root, manifest) + tail(shown))
+    return write_page(out, head(title, root, manifest, top) + own + samples + quarantine(root, manifest) + tail(shown))
 
 
 __all__ = ["write_audit"]

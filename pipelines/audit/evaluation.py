@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from foundation.errors import MgteError
-from pipelines.audit.page import esc, image, pyplot, save_figure, table
+from pipelines.audit.page import esc, fig_width, image, pyplot, save_figure, table
 
 MEASURES = ("ndcg@10", "recall@10", "recall@20", "recall@100", "mrr@10", "map")
 
@@ -16,7 +16,7 @@ def _per_language_plot(path: Path, langs: list[str], methods: dict) -> str:
     import numpy as np
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(langs) * max(1, len(methods)) / 2 + 2), 4))
+    fig, ax = plt.subplots(figsize=(fig_width(len(langs), per=0.25 * max(1, len(methods))), 4))
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(langs))
     for i, (name, res) in enumerate(methods.items()):

@@ -18,10 +18,21 @@ from foundation.ledger import atomic_write, atomic_write_bytes
 
 SAMPLES_PER_REASON = 3
 QUARANTINE_ROWS = 50
-STYLE = ("<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
+# Everything fits the page (docs/audit.md): images scale down to the page width, tables scroll
+# inside their own box, long words (paths, hashes, URLs) wrap anywhere; no width is fixed.
+IMG_STYLE = "max-width:100%;height:auto"
+MAX_FIG_INCHES = 12  # widest plot: 1320 px at DPI; the page scales it down further (IMG_STYLE)
+DPI = 110
+STYLE = ("<meta name='viewport' content='width=device-width,initial-scale=1'>"
+         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px;overflow-wrap:anywhere}"
+         f"img{{{IMG_STYLE}}}.scroll{{overflow-x:auto;max-width:100%}}table{{border-collapse:collapse}}"
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
          ".bad{color:#b00;font-weight:bold}pre{white-space:pre-wrap;max-height:9em;overflow:auto;margin:0}"
-         "</style>")
+         "details{margin:.3em 0}summary{cursor:pointer}</style>")
+
+
+class Top(str):
+    """A part of a stage report that goes to the top of the page, under the title (e.g. warnings)."""
 
 
 def esc(value) -> str:
@@ -42,7 +53,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
         return f"<td><pre>{text}</pre></td>" if len(text) > 80 else f"<td>{text}</td>"
 
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" + body + "</table>"
+    return ("<div class='scroll'><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" + body
+            + "</table></div>")
 
 
 def read_rows(root: Path, rels: Iterable[str], columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
@@ -57,8 +69,9 @@ def read_rows(root: Path, rels: Iterable[str], columns: Sequence[str] | None = N
     return rows
 
 
-def head(kind: str, root: Path, manifest: dict) -> list[str]:
-    """Title, identity and the accounting: counts with the invariant checked, drop reasons."""
+def head(kind: str, root: Path, manifest: dict, top: Sequence[str] = ()) -> list[str]:
+    """Title, identity, ``top`` (a report's :class:`Top` parts) and the accounting: counts with the
+    invariant checked, drop reasons."""
     counts, reasons = manifest["counts"], manifest["dropped_by_reason"]
     total = counts["kept"] + counts["dropped"] + counts["quarantined"]
     holds = counts["input"] == total
@@ -69,6 +82,7 @@ def head(kind: str, root: Path, manifest: dict) -> list[str]:
         f"<p>stage <code>{esc(manifest['stage'])}</code>, config hash <code>{esc(manifest['config_hash'])}</code>, "
         f"code {esc(manifest.get('code_version'))}, started {esc(manifest.get('started'))}, "
         f"finished {esc(manifest.get('finished'))}</p>",
+        *top,
         "<h2>Accounting</h2>" + table(list(counts), [list(counts.values())]),
         f"<p id='invariant'>input = kept + dropped + quarantined: "
         + (f"holds ({counts['input']} = {counts['kept']} + {counts['dropped']} + {counts['quarantined']})" if holds
@@ -118,7 +132,7 @@ def tail(manifest: dict) -> list[str]:
 
 
 def image(src: str, title: str) -> str:
-    return f"<h2>{esc(title)}</h2><img src='{esc(src)}' alt='{esc(title)}'>"
+    return f"<h2>{esc(title)}</h2><img src='{esc(src)}' alt='{esc(title)}' style='{IMG_STYLE}'>"
 
 
 def write_page(out: Path, parts: list[str]) -> Path:
@@ -129,7 +143,7 @@ def write_page(out: Path, parts: list[str]) -> Path:
 
 def save_figure(fig, path: Path) -> None:
     """A plot as PNG, through the one atomic writer."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def pyplot():
@@ -141,16 +155,27 @@ def pyplot():
     return plt
 
 
+def fig_width(n: int, per: float = 0.28, extra: float = 2, least: float = 6) -> float:
+    """Inches for a plot of ``n`` categories: ``per`` each plus ``extra``, within [least, MAX_FIG_INCHES]."""
+    return min(MAX_FIG_INCHES, max(least, per * n + extra))
+
+
+def label_size(n: int, width: float, per: float = 0.28) -> float:
+    """Tick label points that fit ``n`` labels across ``width`` inches (8 when they have room)."""
+    return max(4.0, min(8.0, 8.0 * (width - 2) / (per * n))) if n else 8.0
+
+
 def bar_plot(path: Path, labels: Sequence[str], values: Sequence[float], *, title: str, ylabel: str,
              log: bool = False) -> str:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(labels) + 2), 4))
+    width = fig_width(len(labels))
+    fig, ax = plt.subplots(figsize=(width, 4))
     ax.bar(list(labels), list(values), color="#4C72B0")
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=90, labelsize=8)
+    ax.tick_params(axis="x", rotation=90, labelsize=label_size(len(labels), width))
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
