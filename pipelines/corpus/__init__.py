@@ -73,7 +73,9 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
     cumulative = cumulative_stats(previous, stats_rows, cfg.stats.alpha)
     cumulative_rel = out.write_rows("stats/lang_stats_cumulative.parquet", cumulative, LANG_STATS)
     by_reason = result.dropped_by_reason
+    tokens = None if cfg.stats.tokenizer is None else sum(r["tokens"] or 0 for r in stats_rows)
     extra = {"files": len(stage.entries), "languages": len(stats_rows),
+             "tokens": {"tokenizer": cfg.stats.tokenizer, "kept": tokens},
              "duplicates": {k: v for k, v in by_reason.items() if k.endswith("_duplicate")},
              "lang_stats": stats_rows, "previous": previous,
              "cumulative": {"builds": len(previous) + 1, "kept": sum(r["docs"] for r in cumulative),

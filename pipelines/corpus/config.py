@@ -275,7 +275,9 @@ class DedupConfig:
 @frozen
 class StatsConfig:
     alpha: float = 0.5  # mGTE eq. 1
-    tokenizer: str | None = None  # e.g. FacebookAI/xlm-roberta-base: adds token counts
+    # token counts of the kept documents (data.n_tokens, lang_stats.tokens), counted once by the write
+    # tasks; the XLM-R tokenizer of every mGTE model (the bundled copy offline); null: not counted
+    tokenizer: str | None = "FacebookAI/xlm-roberta-base"
 
 
 @frozen

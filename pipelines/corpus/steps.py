@@ -200,12 +200,33 @@ def _decisions_by_key(path: str, mtime: int, size: int) -> dict[tuple[str, int],
     return {(d["path"], d["line"]): d for d in pq.read_table(path).to_pylist()}
 
 
+TOKEN_BATCH = 1024  # texts per call of the Rust tokenizer
+
+
 @functools.lru_cache(maxsize=2)
 def _token_counter(name: str):
+    """texts -> their token counts (no special tokens, never truncated) with the tokenizer ``name``
+    (``stats.tokenizer``), loaded once per process; the fast tokenizer's Rust backend encodes each
+    batch of TOKEN_BATCH texts in one call, on its own threads."""
     from model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(name)
-    return lambda texts: [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+
+    def count(texts) -> list[int]:
+        texts, counts = list(texts), []
+        for i in range(0, len(texts), TOKEN_BATCH):
+            batch = texts[i:i + TOKEN_BATCH]
+            if backend is not None:
+                counts += [len(e.ids) for e in backend.encode_batch(batch, add_special_tokens=False)]
+            else:  # a slow (Python) tokenizer
+                counts += [len(ids) for ids in tok(batch, add_special_tokens=False)["input_ids"]]
+        return counts
+
+    return count
 
 
 def run_write_task(entry: dict, cfg: Config, out: StageOutput, deps: str) -> dict:
