@@ -79,7 +79,7 @@ def find_browser() -> str | None:
 
 
 def audit_pages(paths) -> list[Path]:
-    """The audit pages (``index.html`` of an audit directory) named by or under ``paths``."""
+    """The audit pages (``index.html`` of an audit or audit diff directory) named by or under ``paths``."""
     pages: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
@@ -88,8 +88,8 @@ def audit_pages(paths) -> list[Path]:
             pages.append(p / "index.html")
         elif (p / "audit" / "index.html").is_file():
             pages.append(p / "audit" / "index.html")
-        elif p.is_dir():
-            pages += sorted(p.rglob("audit/index.html"))
+        elif p.is_dir():  # DIR/audit/index.html and the diff pages DIR/audit/diff/index.html
+            pages += sorted(q for q in p.rglob("index.html") if "audit" in q.relative_to(p).parts[:-1])
     return pages
 
 
@@ -223,9 +223,14 @@ def screenshot(page: Path, png: Path, browser: str, width: int = WIDTHS[0], heig
 
 
 def _name(page: Path) -> str:
-    """The stage output's directory name for DIR/audit/index.html, else the page's directory name."""
+    """The stage output's directory name for DIR/audit/index.html (DIR-diff for DIR/audit/diff/index.html),
+    else the page's directory name."""
     page = Path(page).resolve()
-    return page.parent.parent.name if page.parent.name == "audit" else page.parent.name
+    if page.parent.name == "audit":
+        return page.parent.parent.name
+    if page.parent.name == "diff" and page.parent.parent.name == "audit":
+        return f"{page.parent.parent.parent.name}-diff"
+    return page.parent.name
 
 
 def main(argv: list[str] | None = None) -> int:

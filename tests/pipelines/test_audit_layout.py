@@ -10,14 +10,22 @@ import pytest
 
 from pipelines.audit import write_audit
 from pipelines.audit.screens import WIDTHS, browser_problems, find_browser, static_problems
+
+BROWSER = find_browser()
 from tests.pipelines.test_audit import QUARANTINE, _stage
 
 LONG = "x" * 3000  # one unbroken word: wraps or scrolls, never widens the page
-KINDS = ("mlm-shards", "pairs", "train", "eval", "mine", "future")
+KINDS = ("mlm-shards", "pairs", "train", "eval", "mine", "future", "eval-diff")
 
 
 def _page(tmp: Path, kind: str) -> Path:
-    """A small finished output of ``kind`` (with long unbroken strings and many languages) and its audit page."""
+    """A small finished output of ``kind`` (with long unbroken strings and many languages) and its audit page;
+    ``eval-diff``: the `mgte audit diff` page of two eval outputs."""
+    if kind == "eval-diff":
+        from pipelines.audit.diff import write_diff
+
+        _page(tmp / "old", "eval"), _page(tmp / "new", "eval")
+        return write_diff(tmp / "old" / "eval", tmp / "new" / "eval")
     langs = [f"l{i:02d}" for i in range(90)]
     root = tmp / kind
     counts = {"input": 5, "kept": 3, "dropped": 1, "quarantined": 1}
@@ -61,7 +69,18 @@ def _page(tmp: Path, kind: str) -> Path:
 def test_page_fits_without_a_browser(tmp_path, kind):
     page = _page(tmp_path, kind)
     assert static_problems(page) == []
-    assert "<img" in page.read_text() or kind in ("future",)
+    assert "<img" in page.read_text() or kind in ("future", "eval-diff")
+
+
+def test_the_screens_script_finds_every_page(tmp_path):
+    from pipelines.audit.screens import _name, audit_pages, main
+
+    pages = [_page(tmp_path, "future"), _page(tmp_path, "eval-diff")]
+    found = audit_pages([tmp_path])
+    assert sorted(found) == sorted(pages + [tmp_path / "old/eval/audit/index.html", tmp_path / "new/eval/audit/index.html"])
+    assert {_name(p) for p in found} == {"future", "eval", "eval-diff"} and audit_pages([pages[0]]) == [pages[0]]
+    if BROWSER is None:
+        assert main([str(tmp_path / "shots"), str(tmp_path)]) == 1  # one line: no Chromium
 
 
 def test_the_static_check_finds_what_does_not_fit(tmp_path):
@@ -79,9 +98,6 @@ def test_the_static_check_finds_what_does_not_fit(tmp_path):
     assert "broken.png'>: does not decode" in problems
     assert "a <table> outside a scroll container" in problems
     assert "inline width over 1000 px" in problems
-
-
-BROWSER = find_browser()
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium to open the pages in (MGTE_CHROMIUM, chromium, "
