@@ -108,8 +108,7 @@ BREAKS = (
     # issue 26: the corpus audit
     Break("audit-drops-to-the-wrong-language", "the audit's matrix counts every drop under `und`",
           "pipelines/audit/corpus_langs.py",
-          (('        m.dropped.update((_lang(r.get("lang")), r["reason"]) for r in rows)\n',
-            '        m.dropped.update((_lang(None), r["reason"]) for r in rows)\n'),),
+          (("            m.dropped[(_lang(lang), reason)] += n\n", "            m.dropped[(_lang(None), reason)] += n\n"),),
           ("tests/pipelines/corpus/test_audit_matrix.py",)),
     Break("token-counts-with-special-tokens", "the stored token counts include <s> and </s>",
           "pipelines/corpus/steps.py",

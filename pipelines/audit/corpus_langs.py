@@ -88,13 +88,29 @@ def _column_rows(root: Path, rels: Iterable[str], columns: list[str]):
             yield batch.to_pylist()
 
 
+def _grouped(path: Path, columns: list[str]) -> dict[tuple, int]:
+    """Rows of one parquet file per value of ``columns`` (nulls a value of their own; a missing
+    column is all null), counted by Arrow without making Python rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pf = pq.ParquetFile(path)
+    present = [c for c in columns if c in pf.schema_arrow.names]
+    table = pf.read(columns=present) if present else pa.table({"_": pa.nulls(pf.metadata.num_rows)})
+    key = present or ["_"]
+    counted = table.group_by(key).aggregate([(key[0], "count", pc.CountOptions(mode="all"))]).to_pylist()
+    return {tuple(r.get(c) for c in columns): r[f"{key[0]}_count"] for r in counted}
+
+
 def count_matrix(root: Path, outputs: dict[str, list[str]]) -> LangMatrix:
     """The matrix recounted from the output's data/, dropped/ and quarantine/ tables."""
     m = LangMatrix()
-    for rows in _column_rows(root, outputs.get("data", []), ["lang"]):
-        m.kept.update(_lang(r["lang"]) for r in rows)
-    for rows in _column_rows(root, outputs.get("dropped", []), ["lang", "reason"]):
-        m.dropped.update((_lang(r.get("lang")), r["reason"]) for r in rows)
+    for rel in outputs.get("data", []):
+        for (lang,), n in _grouped(root / rel, ["lang"]).items():
+            m.kept[_lang(lang)] += n
+    for rel in outputs.get("dropped", []):
+        for (reason, lang), n in _grouped(root / rel, ["reason", "lang"]).items():
+            m.dropped[(_lang(lang), reason)] += n
     for rel in outputs.get("quarantine", []):
         n = pq.ParquetFile(root / rel).metadata.num_rows
         if n:
