@@ -199,7 +199,7 @@ def report(root: Path, manifest: dict, out: Path, flag_share: float = FLAG_SHARE
                                          "<p>tokens: not counted (<code>stats.tokenizer</code> is null)</p>")
                  + table(["lang", "docs", "chars", "tokens", "tokens/doc", "p", "q"],
                          [[s["lang"], s["docs"], s["chars"], s["tokens"],
-                           round(s["tokens"] / s["docs"], 1) if s["tokens"] is not None and s["docs"] else None,
+                           f"{s['tokens'] / s['docs']:.1f}" if s["tokens"] is not None and s["docs"] else None,
                            float(s["p"]), float(s["q"])] for s in stats]))
     previous = manifest.get("extra", {}).get("previous", [])
     if outputs.get("lang_stats_cumulative"):
