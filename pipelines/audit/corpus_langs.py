@@ -5,7 +5,7 @@ Counted from the corpus output's own tables: ``data/`` (kept, column ``lang``), 
 language's *input* is every record counted under it: kept + dropped (+ quarantined for ``und``).
 
 Which language a record is counted under: the language the identifier gave it. That is the
-document's language for kept, quality-rejected and duplicate records, and the identifier's own
+document's language for kept, quality-rejected, duplicate and ``eval_overlap`` records, and the identifier's own
 label (a language outside ``lid.languages``) for ``lang_not_in_set`` / ``low_lang_score``. Records
 dropped before identification (``empty_text``, ``too_long``: normalisation runs first, then the
 identifier, then the quality filters, then de-duplication) have no language and are counted under
