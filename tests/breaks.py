@@ -1,4 +1,4 @@
-"""Deliberate breaks (issue 21; the learning breaks of issue 25; the audit breaks of issue 26): the suite must fail on each.
+"""Deliberate breaks (issue 21; learning breaks: issue 25; audit breaks: issue 26): the suite must fail on each.
 
 Each break edits one source file (an exact text replaced), runs the tests that guard the behaviour,
 expects at least one failure, and restores the file whatever happens. Run it before and after a
@@ -108,11 +108,13 @@ BREAKS = (
     # issue 26: the corpus audit
     Break("audit-drops-to-the-wrong-language", "the audit's matrix counts every drop under `und`",
           "pipelines/audit/corpus_langs.py",
-          (("            m.dropped[(_lang(lang), reason)] += n\n", "            m.dropped[(_lang(None), reason)] += n\n"),),
+          (("            m.dropped[(_lang(lang), reason)] += n\n",
+            "            m.dropped[(_lang(None), reason)] += n\n"),),
           ("tests/pipelines/corpus/test_audit_matrix.py",)),
     Break("token-counts-with-special-tokens", "the stored token counts include <s> and </s>",
           "pipelines/corpus/steps.py",
-          (("backend.encode_batch(batch, add_special_tokens=False)", "backend.encode_batch(batch, add_special_tokens=True)"),),
+          (("backend.encode_batch(batch, add_special_tokens=False)",
+            "backend.encode_batch(batch, add_special_tokens=True)"),),
           ("tests/pipelines/corpus/test_audit_matrix.py",)),
     Break("audit-images-wider-than-the-page", "audit images keep their pixel width (no max-width:100%)",
           "pipelines/audit/page.py",

@@ -156,7 +156,8 @@ def _matrix_parts(m: LangMatrix, manifest: dict, out: Path, flag_share: float) -
                  f"<b>{esc(lang)}</b> {esc(reason)} {_pct(share)} ({n} of {total})"
                  for lang, reason, share, n, total in worst) or "none") + "</p>"]
     if reasons:
-        parts.append(image(_heatmap(out / "lang_reason_heatmap.png", m), "Heat map: share dropped per language and reason"))
+        parts.append(image(_heatmap(out / "lang_reason_heatmap.png", m),
+                           "Heat map: share dropped per language and reason"))
     parts.append("<h3>Matrix (dropped records, share of the language's input)</h3>" + table(
         ["lang", "input", "kept", *reasons],
         [[lang, m.inputs(lang), m.kept[lang], *[f"{m.dropped[(lang, r)]} ({_pct(m.share(lang, r))})"

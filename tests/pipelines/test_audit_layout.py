@@ -59,7 +59,11 @@ def _page(tmp: Path, kind: str) -> Path:
                          "positive_score": [0.9, 0.8], "negatives": [["n1", LONG], ["n3", "n4"]],
                          "negative_ranks": [[3, 5], [4, 6]], "negative_scores": [[0.5, 0.4], [0.6, 0.3]],
                          "source": ["a", "b"]})
-        _stage(root, kind, {"data/p.parquet": data, **common}, counts, {"too_short": 1}, extra={"miner": "dense"})
+        mine_dropped = pa.table({"query_id": ["q9"], "reason": ["too_few_negatives"], "source": ["a"],
+                                 "scores": [json.dumps({"ranked": 9, "passing": 1})]})
+        _stage(root, kind, {"data/p.parquet": data, "dropped/d.parquet": mine_dropped,
+                            "quarantine/q.parquet": QUARANTINE}, counts, {"too_few_negatives": 1},
+               extra={"miner": "dense"})
     else:
         _stage(root, "future-stage", common, counts, {"too_short": 1})
     return write_audit(root)
@@ -77,7 +81,8 @@ def test_the_screens_script_finds_every_page(tmp_path):
 
     pages = [_page(tmp_path, "future"), _page(tmp_path, "eval-diff")]
     found = audit_pages([tmp_path])
-    assert sorted(found) == sorted(pages + [tmp_path / "old/eval/audit/index.html", tmp_path / "new/eval/audit/index.html"])
+    evals = [tmp_path / f"{side}/eval/audit/index.html" for side in ("old", "new")]
+    assert sorted(found) == sorted(pages + evals)
     assert {_name(p) for p in found} == {"future", "eval", "eval-diff"} and audit_pages([pages[0]]) == [pages[0]]
     if BROWSER is None:
         assert main([str(tmp_path / "shots"), str(tmp_path)]) == 1  # one line: no Chromium
@@ -100,8 +105,11 @@ def test_the_static_check_finds_what_does_not_fit(tmp_path):
     assert "inline width over 1000 px" in problems
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no Chromium to open the pages in (MGTE_CHROMIUM, chromium, "
-                                            "chromium-browser or google-chrome on PATH; Debian: apt-get install chromium)")
+NO_BROWSER = ("no Chromium to open the pages in (MGTE_CHROMIUM, chromium, chromium-browser or google-chrome on PATH; "
+              "Debian: apt-get install chromium)")
+
+
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
 def test_every_audit_page_fits_in_headless_chromium(tmp_path):
     from tests.pipelines.corpus.planted import build
 

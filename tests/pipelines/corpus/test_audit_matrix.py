@@ -101,7 +101,8 @@ def test_matrix_equals_the_planted_drops_and_a_recount_of_the_tables(planted):
             n = dropped[(lang, reason)]
             assert cell == (f"{n} ({100 * n / inputs[lang]:.1f}%)" if n else ""), (lang, reason, cell)
     text = text_of(page)
-    assert f"records in the matrix: {manifest['counts']['input']}; manifest input: {manifest['counts']['input']}: holds" in text
+    n = manifest["counts"]["input"]
+    assert f"records in the matrix: {n}; manifest input: {n}: holds" in text
     assert (page.parent / "lang_reason_heatmap.png").stat().st_size > 5000
 
     cells = sorted(((lang, reason, n / inputs[lang], n) for (lang, reason), n in dropped.items()
@@ -134,7 +135,8 @@ def test_a_bad_flag_share_is_a_usage_error(planted, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: usage line + one error line, exit 2
         main(["audit", str(planted[0]), "--flag-share", "1.5"])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.splitlines()[-1] == "mgte audit: error: argument --flag-share: 1.5 is not in [0, 1]"
+    assert exc.value.code == 2
+    assert err.splitlines()[-1] == "mgte audit: error: argument --flag-share: 1.5 is not in [0, 1]"
 
 
 def test_examples_per_language_and_reason(planted):
