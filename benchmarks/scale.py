@@ -1,0 +1,525 @@
+"""Each data stage at growing sizes (issue 27): time per record and peak memory of the driver and of
+each worker, one (stage, engine, size) cell per invocation, appended to a JSON results file.
+
+    python benchmarks/scale.py --stage corpus --engine beam --size 10000      # one cell
+    python benchmarks/scale.py --stage mine --engine ivf --size 1000000 --dim 768
+    python benchmarks/scale.py --report                                      # table + log-log plot
+
+Cells (``--engine`` per ``--stage``):
+
+- ``corpus`` (local | beam | ray): ``mgte corpus`` (``dags/configs/corpus/tiny.yaml``, 2 workers) on
+  synthetic records built from the bundled real text (:func:`synthetic_corpus`: every language and
+  length of the bundled originals, each copy's words reshuffled so it is a new document, and
+  planted exact and near duplicates at ``--dup-rate``). The result records how many of the planted
+  duplicates the stage dropped as duplicates.
+- ``pairs`` (local | beam | ray): ``mgte pairs`` (``dags/configs/pairs/tiny.yaml``) on synthetic pairs from
+  ``data/pairs/train``, exact duplicate pairs planted at ``--dup-rate``.
+- ``mine`` (flat | ivf): the mining search over ``--size`` candidates, ``--queries`` queries, top 100:
+  flat = ``pipelines.mine.search.exact_search`` over float16 shards memory-mapped from disk,
+  ivf = ``build_index`` (IVF-Flat, nlist 1024) + ``ann_search`` (nprobe 32). The vectors are
+  SYNTHETIC clustered unit vectors of ``--dim`` dimensions (the mGTE base model's 768 by default),
+  not encoder outputs: embedding 1M texts on 2 CPU cores is out of reach here; the encoder's own
+  throughput is measured separately (``benchmarks/encoder_throughput.py``).
+- ``eval`` (flat | ivf): ``pipelines.eval.retrieval.dense_search`` (the eval stage's dense retrieval;
+  ``dense.index`` = ``Flat`` or ``IVF1024,Flat``) over ``--size`` synthetic float32 document vectors
+  memory-mapped from disk, then ``pipelines.eval.metrics.evaluate_arrays`` (nDCG@10, recall@100) on
+  synthetic judgements.
+
+Each cell runs as a child process; a sampler reads the resident set (RSS) of the child (the
+driver) and of every descendant (local pool workers, Beam DirectRunner workers, Ray's raylet, GCS
+and workers) every 0.5 s. Reported: the driver's peak, each worker's peak (the largest, and every
+process's), and the peak of the sum over the tree (shared pages counted once per process, so an
+upper bound). Before running, :func:`estimate_mb` estimates the cell's peak (from the smaller
+sizes already measured for the same cell when there are any, else from the per-record priors in
+:data:`PRIORS`); a cell whose estimate exceeds ``--budget-mb`` (default: half of the memory
+available now) is recorded as skipped with the estimate as the reason, and not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from corpus_build import CLEAN_FILES, RAW, shuffled_words  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "scale.json"
+ENGINES = {"corpus": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
+           "eval": ("flat", "ivf")}
+FILE_RECORDS = 2500  # records per input file (one task of the corpus / pairs engines)
+QUERY_K = 100
+
+# Peak-memory priors, MB = base + kb_per_record * records / 1024: from benchmarks/RESULTS.md
+# (corpus: local dedup 1.6 KB/record columnar, the Beam/Ray row gather 14 KB/record, issue 12) and
+# the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
+PRIORS = {
+    ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
+    ("pairs", "local"): (1200, 2.0), ("pairs", "beam"): (1500, 4.0), ("pairs", "ray"): (2000, 4.0),
+}
+
+
+def prior_mb(stage: str, engine: str, size: int, dim: int = 768, queries: int = 1000) -> float:
+    """The a-priori peak (sum over the process tree) of one cell, MB."""
+    if stage == "mine":
+        base = 400 + queries * (QUERY_K + 1) * 12 * 3 / 2**20 + 65536 * dim * 4 * 2 / 2**20  # lists, one shard
+        per = dim * 2 if engine == "flat" else dim * 4 + dim * 2  # mapped fp16 pages (+ fp32 IVF lists)
+        return base + size * per / 2**20
+    if stage == "eval":
+        return 400 + size * dim * 4 * 2 / 2**20  # mapped fp32 pages + FAISS's own fp32 copy
+    base, kb = PRIORS[(stage, engine)]
+    return base + kb * size / 1024
+
+
+def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: int = 768,
+                queries: int = 1000) -> tuple[float, str]:
+    """(estimated peak MB of the process tree, its basis). Measured cells of the same (stage,
+    engine, dim) at smaller sizes win over the prior: two or more -> the line through the two
+    largest; one -> that point plus the prior's slope."""
+    pts = sorted({(r["size"], r["tree_peak_mb"]) for r in measured
+                  if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
+                  and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size})
+    if len(pts) >= 2:
+        (n1, m1), (n2, m2) = pts[-2:]
+        slope = max(0.0, (m2 - m1) / (n2 - n1))
+        return m2 + slope * (size - n2), f"line through measured {n1} and {n2} records"
+    slope = (prior_mb(stage, engine, 2 * size, dim, queries) - prior_mb(stage, engine, size, dim, queries)) / size
+    if pts:
+        n1, m1 = pts[-1]
+        return m1 + slope * (size - n1), f"measured {n1} records + prior slope {slope * 2**20:.0f} B/record"
+    return prior_mb(stage, engine, size, dim, queries), "prior (PRIORS / index layout)"
+
+
+def skip_reason(estimate: float, basis: str, budget_mb: float) -> str | None:
+    """Why a cell is not run, or None when its estimate fits the budget."""
+    if estimate > budget_mb:
+        return f"estimated peak {estimate:.0f} MB ({basis}) > budget {budget_mb:.0f} MB"
+    return None
+
+
+# ---- synthetic records from the bundled real text ----------------------------------------------
+def bundled_originals() -> list[dict]:
+    """The bundled clean corpus files' records that data/corpus/truth.jsonl marks ``original``."""
+    truth = {(t["file"], t["line"]): t["kind"] for t in map(json.loads, (ROOT / "data/corpus/truth.jsonl").open())}
+    out = []
+    for name in CLEAN_FILES:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(RAW / name, "rt", encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if line.strip() and truth.get((name, line_no)) == "original":
+                    rec = json.loads(line)
+                    out.append({"id": str(rec.get("id", f"{name}:{line_no}")), "text": rec["text"],
+                                "source": rec.get("source", name)})
+    return out
+
+
+def near_copy(text: str, rng: random.Random) -> str:
+    """``text`` with one word removed (word 5-gram Jaccard >= 0.75 for the >= 40-word texts it gets)."""
+    words = text.split(" ")
+    del words[rng.randrange(len(words))]
+    return " ".join(words)
+
+
+def synthetic_corpus(n: int, dup_rate: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``n`` records: ``round(dup_rate * n)`` planted duplicates (exact copies, or near copies with one
+    word removed for texts of >= 40 words, half each where possible) of earlier originals, the rest
+    originals: the bundled originals, cycled, every copy after the first with its words reshuffled
+    (a new document: no shared 5-grams). Returns (records in file order, truth rows of the planted)."""
+    base = bundled_originals()
+    rng = random.Random(seed)
+    n_dup = round(dup_rate * n)
+    n_orig = n - n_dup
+    originals = []
+    for i in range(n_orig):
+        rec, c = base[i % len(base)], i // len(base)
+        text = rec["text"] if c == 0 else shuffled_words(rec["text"], f"{c}-{i}")
+        originals.append({"id": f"o{i}", "text": text, "source": rec["source"]})
+    # the duplicates go at random places (never first) and copy an original written before them
+    slots = set(rng.sample(range(1, n), n_dup)) if n_dup else set()
+    records, truth, oi = [], [], 0
+    for pos in range(n):
+        if pos in slots:
+            src = originals[rng.randrange(oi)]
+            near = len(src["text"].split(" ")) >= 40 and rng.random() < 0.5
+            text = near_copy(src["text"], rng) if near else src["text"]
+            records.append({"id": f"d{len(truth)}", "text": text, "source": src["source"]})
+            truth.append({"id": records[-1]["id"], "dup_of": src["id"], "kind": "near" if near else "exact"})
+        else:
+            records.append(originals[oi])
+            oi += 1
+    return records, truth
+
+
+def synthetic_pairs(n: int, dup_rate: float, seed: int = 0) -> tuple[list[dict], int]:
+    """``n`` pairs from data/pairs/train: copies after the first have both sides' words reshuffled
+    (new pairs of the same languages and lengths); ``round(dup_rate * n)`` exact repeats planted."""
+    from pipelines.pairs import read_raw_pairs
+
+    tables, _ = read_raw_pairs([str(ROOT / "data" / "pairs" / "train")])
+    base = [r for t in tables.values() for r in t.select(["query", "positive", "source", "lang"]).to_pylist()]
+    rng = random.Random(seed)
+    n_dup = round(dup_rate * n)
+    rows = []
+    for i in range(n - n_dup):
+        r, c = base[i % len(base)], i // len(base)
+        if c:
+            r = {**r, "query": shuffled_words(r["query"], f"q{c}-{i}"), "positive": shuffled_words(r["positive"], f"p{c}-{i}")}
+        rows.append(r)
+    for _ in range(n_dup):
+        rows.insert(rng.randrange(len(rows) + 1), dict(rows[rng.randrange(len(rows))]))
+    return rows, n_dup
+
+
+def write_jsonl(rows: list[dict], dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for k in range(0, len(rows), FILE_RECORDS):
+        with open(dst / f"part-{k // FILE_RECORDS:05d}.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[k:k + FILE_RECORDS])
+
+
+# ---- memory sampling ---------------------------------------------------------------------------
+class TreeSampler:
+    """Peak RSS of a process and each of its descendants, sampled every ``every`` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self.tree_peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+            except psutil.Error:
+                break
+            total = 0
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    if p.pid not in self.peaks:
+                        cmd = p.cmdline()
+                        name = p.name() if p.pid != self.root.pid else "driver"
+                        if name.startswith("python") and len(cmd) > 2:
+                            name = " ".join(cmd[1:3])[:60]
+                        self.peaks[p.pid] = (name, rss)
+                    self.peaks[p.pid] = (self.peaks[p.pid][0], max(self.peaks[p.pid][1], rss))
+                    total += rss
+                except psutil.Error:
+                    continue
+            self.tree_peak = max(self.tree_peak, total)
+            self.samples += 1
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        mb = lambda b: round(b / 2**20, 1)  # noqa: E731
+        workers = sorted(((name, rss) for pid, (name, rss) in self.peaks.items() if pid != self.root.pid),
+                         key=lambda x: -x[1])
+        return {"driver_peak_mb": mb(self.peaks.get(self.root.pid, ("", 0))[1]),
+                "worker_peak_mb": mb(workers[0][1]) if workers else 0.0, "workers": len(workers),
+                "worker_peaks_mb": [[n, mb(r)] for n, r in workers[:12]],
+                "tree_peak_mb": mb(self.tree_peak), "samples": self.samples}
+
+
+def run_sampled(cmd: list[str], timeout: int, env: dict | None = None) -> tuple[float, dict, str]:
+    """Run ``cmd`` with the tree sampler; (wall seconds, memory summary, stdout). Fails loudly."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})})
+    with TreeSampler(proc.pid) as sampler:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    secs = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{err[-2000:]}")
+    return secs, sampler.summary(), out
+
+
+# ---- the cells ---------------------------------------------------------------------------------
+def engine_sets(engine: str, workers: int) -> list[str]:
+    sets = [f"engine={engine}"]
+    if engine == "beam":
+        sets.append(f"beam.options=--runner=DirectRunner --direct_num_workers={workers} "
+                    f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}")
+    elif engine == "ray":
+        sets.append(f"ray.num_cpus={workers}")
+    else:
+        sets.append(f"local.workers={workers}")
+    return sets
+
+
+def cli_cell(stage: str, engine: str, inp: Path, out: Path, workers: int, timeout: int) -> tuple[float, dict, dict]:
+    cmd = [sys.executable, "-m", "dags.cli", stage, "--config", f"dags/configs/{stage}/tiny.yaml", "--input", str(inp),
+           "--output", str(out)]
+    for s in engine_sets(engine, workers):
+        cmd += ["--set", s]
+    secs, mem, _ = run_sampled(cmd, timeout)
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    return secs, mem, manifest
+
+
+def dropped_reasons(out: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    if not (out / "dropped").exists():
+        return {}
+    reasons = pq.read_table(out / "dropped", columns=["reason"]).column("reason").to_pylist()
+    return {r: reasons.count(r) for r in sorted(set(reasons))}
+
+
+def corpus_cell(args, work: Path) -> dict:
+    rows, truth = synthetic_corpus(args.size, args.dup_rate)
+    write_jsonl(rows, work / "input")
+    del rows
+    secs, mem, manifest = cli_cell("corpus", args.engine, work / "input", work / "out", args.workers, args.timeout)
+    reasons = dropped_reasons(work / "out")
+    return {"seconds": secs, **mem, "counts": manifest.get("counts"), "dropped_reasons": reasons,
+            "planted_exact": sum(t["kind"] == "exact" for t in truth),
+            "planted_near": sum(t["kind"] == "near" for t in truth)}
+
+
+def pairs_cell(args, work: Path) -> dict:
+    rows, n_dup = synthetic_pairs(args.size, args.dup_rate)
+    write_jsonl(rows, work / "input")
+    del rows
+    secs, mem, manifest = cli_cell("pairs", args.engine, work / "input", work / "out", args.workers, args.timeout)
+    return {"seconds": secs, **mem, "counts": manifest.get("counts"), "dropped_reasons": dropped_reasons(work / "out"),
+            "planted_exact": n_dup}
+
+
+def write_vectors(n: int, dim: int, root: Path, dtype, shard: int, seed: int = 0) -> None:
+    """Clustered unit vectors, shard by shard (never all in memory): ``shard-*.npy``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(2000, dim)).astype(np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    for s, lo in enumerate(range(0, n, shard)):
+        m = min(shard, n - lo)
+        v = centres[rng.integers(0, len(centres), m)] + 0.7 * rng.normal(size=(m, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        np.save(root / f"shard-{s:05d}.npy", v.astype(dtype))
+
+
+CHILD_HEAD = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+root, nq = Path(sys.argv[1]), int(sys.argv[2])
+shards = [np.load(p, mmap_mode="r") for p in sorted(root.glob("shard-*.npy"))]
+n = sum(s.shape[0] for s in shards)
+rng = np.random.default_rng(1)  # queries near stored vectors (perturbed copies)
+q = np.asarray(shards[0][:nq], dtype=np.float32)
+q = q + 0.3 * rng.normal(size=q.shape).astype(np.float32)
+q /= np.linalg.norm(q, axis=1, keepdims=True)
+t0 = time.perf_counter()
+"""
+
+MINE_FLAT = CHILD_HEAD + """
+from pipelines.mine.search import exact_search
+exact_search(q, shards, np.full(len(q), 100), np.arange(n))
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0}))
+"""
+
+MINE_IVF = CHILD_HEAD + """
+from pipelines.mine.config import SearchConfig
+from pipelines.mine.search import ann_search, build_index, index_params
+cfg = SearchConfig(index="ivf", nlist=1024, nprobe=32, slack=0)
+path = build_index(shards, index_params(cfg, n), root / "ivf.faiss")
+build_s = time.perf_counter() - t0
+ann_search(path, cfg, q, np.full(len(q), 100), np.arange(n))
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "build_s": build_s}))
+"""
+
+EVAL = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+from pipelines.eval.metrics import evaluate_arrays
+from pipelines.eval.retrieval import dense_search
+root, nq, factory = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+docs = np.load(root / "docs.npy", mmap_mode="r")
+n = docs.shape[0]
+rng = np.random.default_rng(1)
+q = np.asarray(docs[:nq], dtype=np.float32) + 0.3 * rng.normal(size=(nq, docs.shape[1])).astype(np.float32)
+q /= np.linalg.norm(q, axis=1, keepdims=True)
+keys = np.arange(n)
+t0 = time.perf_counter()
+hits = dense_search(docs, q, 100, keys, index_factory=factory)
+search_s = time.perf_counter() - t0
+qids = np.repeat([f"q{i}" for i in range(nq)], [len(h) for h in hits])
+dids = np.concatenate([h.docs for h in hits]).astype(str)
+scores = np.concatenate([h.scores for h in hits])
+qrels = {f"q{i}": {str(i): 1} for i in range(nq)}  # query i is a perturbed copy of document i
+m = evaluate_arrays(qids, dids, scores, qrels, ("ndcg@10", "recall@100"))
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "search_s": search_s,
+                         "recall@100": float(np.mean([v["recall@100"] for v in m.values()]))}))
+"""
+
+
+def child_result(out: str) -> dict:
+    return json.loads([l for l in out.splitlines() if l.startswith("@@")][-1][2:])
+
+
+def mine_cell(args, work: Path) -> dict:
+    write_vectors(args.size, args.dim, work / "vec", np.float16, 65536)
+    code = MINE_FLAT if args.engine == "flat" else MINE_IVF
+    secs, mem, out = run_sampled([sys.executable, "-c", code, str(work / "vec"), str(args.queries)], args.timeout)
+    return {"seconds": secs, **mem, **child_result(out), "queries": args.queries, "vectors": "synthetic unit vectors"}
+
+
+def eval_cell(args, work: Path) -> dict:
+    write_vectors(args.size, args.dim, work / "vec", np.float32, args.size)  # one float32 file (the stage's layout)
+    (work / "vec" / "shard-00000.npy").rename(work / "vec" / "docs.npy")
+    factory = "Flat" if args.engine == "flat" else "IVF1024,Flat"
+    secs, mem, out = run_sampled([sys.executable, "-c", EVAL, str(work / "vec"), str(args.queries), factory],
+                                 args.timeout)
+    return {"seconds": secs, **mem, **child_result(out), "queries": args.queries, "vectors": "synthetic unit vectors"}
+
+
+CELLS = {"corpus": corpus_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
+
+
+def load_results(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def run_cell(args) -> dict:
+    import psutil
+
+    measured = load_results(args.results)
+    est, basis = estimate_mb(args.stage, args.engine, args.size, measured, args.dim, args.queries)
+    budget = args.budget_mb or psutil.virtual_memory().available / 2**20 / 2
+    row = {"stage": args.stage, "engine": args.engine, "size": args.size, "workers": args.workers,
+           "dim": args.dim if args.stage in ("mine", "eval") else None, "estimate_mb": round(est),
+           "estimate_basis": basis, "budget_mb": round(budget), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:])}
+    reason = skip_reason(est, basis, budget)
+    if reason:
+        row.update(status="skipped", reason=reason)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"scale-{args.stage}-", dir=args.scratch))
+        try:
+            row.update(CELLS[args.stage](args, work))
+            row["status"] = "ok"
+            row["us_per_record"] = round(row["seconds"] / args.size * 1e6, 2)
+            row["records_per_s"] = round(args.size / row["seconds"], 1)
+        except Exception as exc:  # recorded, not hidden: the table shows what failed and why
+            row.update(status="failed", reason=f"{type(exc).__name__}: {str(exc)[-600:]}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        row["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if not args.dry_run:
+        results = load_results(args.results)
+        results.append(row)
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(row, indent=1))
+    return row
+
+
+# ---- report ------------------------------------------------------------------------------------
+def report(results: list[dict], plot: Path | None) -> str:
+    latest: dict = {}
+    for r in results:  # the last run of each cell wins
+        latest[(r["stage"], r["engine"] + (f"-{r['dim']}d" if r.get("dim") else ""), r["size"])] = r
+    lines = ["| stage | engine | records | status | s | µs/record | records/s | driver peak MB | largest worker MB "
+             "(workers) | tree peak MB | estimate MB | load avg (start) |", "|" + "---|" * 12]
+    for (stage, engine, size), r in sorted(latest.items()):
+        if r["status"] == "ok":
+            lines.append(f"| {stage} | {engine} | {size:,} | ok | {r['seconds']:.1f} | {r['us_per_record']:.1f} | "
+                         f"{r['records_per_s']:,.0f} | {r['driver_peak_mb']:.0f} | {r['worker_peak_mb']:.0f} "
+                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} |")
+        else:
+            lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | "
+                         f"{r['estimate_mb']} | {r['load_avg_start'][0]} |")
+    table = "\n".join(lines)
+    if plot is not None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            table += "\n\n(matplotlib is not installed: no plot)"
+            return table
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+        cells = sorted({(s, e) for (s, e, _), r in latest.items() if r["status"] == "ok"})
+        for s, e in cells:
+            pts = sorted((n, r) for (s2, e2, n), r in latest.items() if (s2, e2) == (s, e) and r["status"] == "ok")
+            ns = [n for n, _ in pts]
+            ax_t.plot(ns, [r["seconds"] for _, r in pts], "o-", label=f"{s}/{e}")
+            ax_m.plot(ns, [r["tree_peak_mb"] for _, r in pts], "o-", label=f"{s}/{e}")
+        for ax, title in ((ax_t, "wall seconds"), (ax_m, "peak RSS of the process tree, MB")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("records")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+        ax_m.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=sorted(CELLS))
+    ap.add_argument("--engine")
+    ap.add_argument("--size", type=int)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dup-rate", type=float, default=0.05, help="planted duplicates per record")
+    ap.add_argument("--dim", type=int, default=768, help="synthetic vector dimension (mine, eval)")
+    ap.add_argument("--queries", type=int, default=1000, help="queries of the mine / eval cells")
+    ap.add_argument("--budget-mb", type=float, default=None, help="skip a cell estimated above this (default: "
+                    "half of the memory available now)")
+    ap.add_argument("--timeout", type=int, default=3000)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--scratch", default=None, help="where inputs and outputs are written (default: $TMPDIR)")
+    ap.add_argument("--dry-run", action="store_true", help="print the row, do not append it")
+    ap.add_argument("--report", action="store_true", help="print the markdown table of --results and plot it")
+    ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "scale.png")
+    args = ap.parse_args()
+    if args.report:
+        print(report(load_results(args.results), args.plot))
+        return
+    if not (args.stage and args.engine and args.size):
+        ap.error("--stage, --engine and --size are needed (or --report)")
+    if args.engine not in ENGINES[args.stage]:
+        ap.error(f"--engine for {args.stage}: one of {ENGINES[args.stage]}")
+    run_cell(args)
+
+
+if __name__ == "__main__":
+    main()
