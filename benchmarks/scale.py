@@ -127,6 +127,17 @@ def bundled_originals() -> list[dict]:
     return out
 
 
+def new_text(text: str, seed: str) -> str:
+    """A new document of ``text``'s language and length: its words reshuffled (no shared word
+    5-grams), or its characters when it has under 20 words (scripts written without spaces, whose
+    dedup shingles are character n-grams)."""
+    if len(text.split(" ")) >= 20:
+        return shuffled_words(text, seed)
+    chars = list(text)
+    random.Random(seed).shuffle(chars)
+    return "".join(chars)
+
+
 def near_copy(text: str, rng: random.Random) -> str:
     """``text`` with one word removed (word 5-gram Jaccard >= 0.75 for the >= 40-word texts it gets)."""
     words = text.split(" ")
@@ -137,17 +148,22 @@ def near_copy(text: str, rng: random.Random) -> str:
 def synthetic_corpus(n: int, dup_rate: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``n`` records: ``round(dup_rate * n)`` planted duplicates (exact copies, or near copies with one
     word removed for texts of >= 40 words, half each where possible) of earlier originals, the rest
-    originals: the bundled originals, cycled, every copy after the first with its words reshuffled
-    (a new document: no shared 5-grams). Returns (records in file order, truth rows of the planted)."""
+    originals: the bundled originals, cycled, every copy after the first a :func:`new_text` (no
+    shared 5-grams), none equal to another. Returns (records in file order, truth rows of the planted)."""
     base = bundled_originals()
     rng = random.Random(seed)
     n_dup = round(dup_rate * n)
     n_orig = n - n_dup
     originals = []
-    for i in range(n_orig):
+    seen: set[str] = set()
+    i = 0
+    while len(originals) < n_orig:  # a copy that equals an earlier text (a 1-character text) is left out
         rec, c = base[i % len(base)], i // len(base)
-        text = rec["text"] if c == 0 else shuffled_words(rec["text"], f"{c}-{i}")
-        originals.append({"id": f"o{i}", "text": text, "source": rec["source"]})
+        text = rec["text"] if c == 0 else new_text(rec["text"], f"{c}-{i}")
+        i += 1
+        if text not in seen:
+            seen.add(text)
+            originals.append({"id": f"o{len(originals)}", "text": text, "source": rec["source"]})
     # the duplicates go at random places (never first) and copy an original written before them
     slots = set(rng.sample(range(1, n), n_dup)) if n_dup else set()
     records, truth, oi = [], [], 0
@@ -165,30 +181,35 @@ def synthetic_corpus(n: int, dup_rate: float, seed: int = 0) -> tuple[list[dict]
 
 
 def synthetic_pairs(n: int, dup_rate: float, seed: int = 0) -> tuple[list[dict], int]:
-    """``n`` pairs from data/pairs/train: copies after the first have both sides' words reshuffled
-    (new pairs of the same languages and lengths); ``round(dup_rate * n)`` exact repeats planted."""
+    """``n`` pairs from data/pairs/train: copies after the first have both sides made :func:`new_text`
+    (new pairs of the same languages and lengths, none equal to another); ``round(dup_rate * n)`` exact repeats planted."""
     from pipelines.pairs import read_raw_pairs
 
     tables, _ = read_raw_pairs([str(ROOT / "data" / "pairs" / "train")])
     base = [r for t in tables.values() for r in t.select(["query", "positive", "source", "lang"]).to_pylist()]
     rng = random.Random(seed)
     n_dup = round(dup_rate * n)
-    rows = []
-    for i in range(n - n_dup):
+    rows, seen, i = [], set(), 0
+    while len(rows) < n - n_dup:  # a copy equal to an earlier pair (1-character sides) is left out
         r, c = base[i % len(base)], i // len(base)
         if c:
-            r = {**r, "query": shuffled_words(r["query"], f"q{c}-{i}"), "positive": shuffled_words(r["positive"], f"p{c}-{i}")}
-        rows.append(r)
+            r = {**r, "query": new_text(r["query"], f"q{c}-{i}"), "positive": new_text(r["positive"], f"p{c}-{i}")}
+        i += 1
+        if (r["query"], r["positive"]) not in seen:
+            seen.add((r["query"], r["positive"]))
+            rows.append(r)
     for _ in range(n_dup):
         rows.insert(rng.randrange(len(rows) + 1), dict(rows[rng.randrange(len(rows))]))
     return rows, n_dup
 
 
-def write_jsonl(rows: list[dict], dst: Path) -> None:
+def write_jsonl(rows: list[dict], dst: Path) -> int:
+    """``rows`` as JSONL files of FILE_RECORDS records each; returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
     for k in range(0, len(rows), FILE_RECORDS):
         with open(dst / f"part-{k // FILE_RECORDS:05d}.jsonl", "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[k:k + FILE_RECORDS])
+    return sum(p.stat().st_size for p in dst.iterdir())
 
 
 # ---- memory sampling ---------------------------------------------------------------------------
@@ -302,21 +323,22 @@ def dropped_reasons(out: Path) -> dict:
 
 def corpus_cell(args, work: Path) -> dict:
     rows, truth = synthetic_corpus(args.size, args.dup_rate)
-    write_jsonl(rows, work / "input")
+    n_bytes = write_jsonl(rows, work / "input")
     del rows
     secs, mem, manifest = cli_cell("corpus", args.engine, work / "input", work / "out", args.workers, args.timeout)
     reasons = dropped_reasons(work / "out")
-    return {"seconds": secs, **mem, "counts": manifest.get("counts"), "dropped_reasons": reasons,
+    return {"seconds": secs, **mem, "input_bytes": n_bytes, "counts": manifest.get("counts"), "dropped_reasons": reasons,
             "planted_exact": sum(t["kind"] == "exact" for t in truth),
             "planted_near": sum(t["kind"] == "near" for t in truth)}
 
 
 def pairs_cell(args, work: Path) -> dict:
     rows, n_dup = synthetic_pairs(args.size, args.dup_rate)
-    write_jsonl(rows, work / "input")
+    n_bytes = write_jsonl(rows, work / "input")
     del rows
     secs, mem, manifest = cli_cell("pairs", args.engine, work / "input", work / "out", args.workers, args.timeout)
-    return {"seconds": secs, **mem, "counts": manifest.get("counts"), "dropped_reasons": dropped_reasons(work / "out"),
+    return {"seconds": secs, **mem, "input_bytes": n_bytes, "counts": manifest.get("counts"),
+            "dropped_reasons": dropped_reasons(work / "out"),
             "planted_exact": n_dup}
 
 
