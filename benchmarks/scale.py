@@ -222,6 +222,7 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.every = every
         self.peaks: dict[int, tuple[str, int]] = {}
+        self.cpu: dict[int, float] = {}  # user + system seconds of each process, at its last sample
         self.tree_peak = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -239,6 +240,8 @@ class TreeSampler:
             for p in procs:
                 try:
                     rss = p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system
                     if p.pid not in self.peaks:
                         cmd = p.cmdline()
                         name = p.name() if p.pid != self.root.pid else "driver"
@@ -268,11 +271,18 @@ class TreeSampler:
         return {"driver_peak_mb": mb(self.peaks.get(self.root.pid, ("", 0))[1]),
                 "worker_peak_mb": mb(workers[0][1]) if workers else 0.0, "workers": len(workers),
                 "worker_peaks_mb": [[n, mb(r)] for n, r in workers[:12]],
-                "tree_peak_mb": mb(self.tree_peak), "samples": self.samples}
+                "tree_peak_mb": mb(self.tree_peak), "samples": self.samples,
+                "cpu_s_sampled": round(sum(self.cpu.values()), 1)}
 
 
 def run_sampled(cmd: list[str], timeout: int, env: dict | None = None) -> tuple[float, dict, str]:
-    """Run ``cmd`` with the tree sampler; (wall seconds, memory summary, stdout). Fails loudly."""
+    """Run ``cmd`` with the tree sampler; (wall seconds, memory and CPU summary, stdout). Fails loudly.
+    CPU seconds: ``cpu_s`` = user + system of every descendant reaped by this process or by its
+    children (getrusage), ``cpu_s_sampled`` = the sum of each sampled process's last reading (it
+    sees processes no one reaps, e.g. Ray's, but misses each one's last 0.5 s)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})})
@@ -284,9 +294,11 @@ def run_sampled(cmd: list[str], timeout: int, env: dict | None = None) -> tuple[
             proc.communicate()
             raise
     secs = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = {**sampler.summary(), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)}
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{err[-2000:]}")
-    return secs, sampler.summary(), out
+    return secs, summary, out
 
 
 # ---- the cells ---------------------------------------------------------------------------------
@@ -458,6 +470,8 @@ def run_cell(args) -> dict:
             row["status"] = "ok"
             row["us_per_record"] = round(row["seconds"] / args.size * 1e6, 2)
             row["records_per_s"] = round(args.size / row["seconds"], 1)
+            cpu = max(row.get("cpu_s", 0), row.get("cpu_s_sampled", 0))
+            row["records_per_cpu_s"] = round(args.size / cpu, 1) if cpu else None
         except Exception as exc:  # recorded, not hidden: the table shows what failed and why
             row.update(status="failed", reason=f"{type(exc).__name__}: {str(exc)[-600:]}")
         finally:
@@ -476,15 +490,16 @@ def report(results: list[dict], plot: Path | None) -> str:
     latest: dict = {}
     for r in results:  # the last run of each cell wins
         latest[(r["stage"], r["engine"] + (f"-{r['dim']}d" if r.get("dim") else ""), r["size"])] = r
-    lines = ["| stage | engine | records | status | s | µs/record | records/s | driver peak MB | largest worker MB "
-             "(workers) | tree peak MB | estimate MB | load avg (start) |", "|" + "---|" * 12]
+    lines = ["| stage | engine | records | status | s | µs/record | records/s | records/CPU-s | driver peak MB | "
+             "largest worker MB (workers) | tree peak MB | estimate MB | load avg (start) |", "|" + "---|" * 13]
     for (stage, engine, size), r in sorted(latest.items()):
         if r["status"] == "ok":
             lines.append(f"| {stage} | {engine} | {size:,} | ok | {r['seconds']:.1f} | {r['us_per_record']:.1f} | "
-                         f"{r['records_per_s']:,.0f} | {r['driver_peak_mb']:.0f} | {r['worker_peak_mb']:.0f} "
+                         f"{r['records_per_s']:,.0f} | {r.get('records_per_cpu_s') or '-'} | {r['driver_peak_mb']:.0f} | "
+                         f"{r['worker_peak_mb']:.0f} "
                          f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} |")
         else:
-            lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | "
+            lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | | "
                          f"{r['estimate_mb']} | {r['load_avg_start'][0]} |")
     table = "\n".join(lines)
     if plot is not None:
