@@ -89,7 +89,7 @@ def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: i
                 queries: int = 1000) -> tuple[float, str]:
     """(estimated peak MB of the process tree, its basis). Measured cells of the same (stage,
     engine, dim) at smaller sizes win over the prior: two or more -> the line through the two
-    largest; one -> that point plus the prior's slope."""
+    largest; one -> that point plus the prior's slope, or the prior where that is larger."""
     pts = sorted({(r["size"], r["tree_peak_mb"]) for r in measured
                   if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
                   and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size})
@@ -98,10 +98,13 @@ def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: i
         slope = max(0.0, (m2 - m1) / (n2 - n1))
         return m2 + slope * (size - n2), f"line through measured {n1} and {n2} records"
     slope = (prior_mb(stage, engine, 2 * size, dim, queries) - prior_mb(stage, engine, size, dim, queries)) / size
-    if pts:
+    prior = prior_mb(stage, engine, size, dim, queries)
+    if pts:  # one point may not show fixed buffers (a full shard, a query chunk) yet: the larger of the two
         n1, m1 = pts[-1]
-        return m1 + slope * (size - n1), f"measured {n1} records + prior slope {slope * 2**20:.0f} B/record"
-    return prior_mb(stage, engine, size, dim, queries), "prior (PRIORS / index layout)"
+        one = m1 + slope * (size - n1)
+        if one >= prior:
+            return one, f"measured {n1} records + prior slope {slope * 2**20:.0f} B/record"
+    return prior, "prior (PRIORS / index layout)"
 
 
 def skip_reason(estimate: float, basis: str, budget_mb: float) -> str | None:
@@ -247,6 +250,8 @@ class TreeSampler:
                         name = p.name() if p.pid != self.root.pid else "driver"
                         if name.startswith("python") and len(cmd) > 2:
                             name = " ".join(cmd[1:3])[:60]
+                        elif cmd and "/" in cmd[0]:  # raylet, gcs_server, ... started by path
+                            name = os.path.basename(cmd[0].split()[0])[:60]
                         self.peaks[p.pid] = (name, rss)
                     self.peaks[p.pid] = (self.peaks[p.pid][0], max(self.peaks[p.pid][1], rss))
                     total += rss
