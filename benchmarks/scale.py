@@ -20,6 +20,8 @@ Cells (``--engine`` per ``--stage``):
   SYNTHETIC clustered unit vectors of ``--dim`` dimensions (the mGTE base model's 768 by default),
   not encoder outputs: embedding 1M texts on 2 CPU cores is out of reach here; the encoder's own
   throughput is measured separately (``benchmarks/encoder_throughput.py``).
+- ``tokenize`` (xlmr): the XLM-R fast tokenizer that ``mgte mlm-shards`` calls, alone, one thread,
+  over the synthetic corpus (tokens per CPU-second for the MLM data plan).
 - ``eval`` (flat | ivf): ``pipelines.eval.retrieval.dense_search`` (the eval stage's dense retrieval;
   ``dense.index`` = ``Flat`` or ``IVF1024,Flat``) over ``--size`` synthetic float32 document vectors
   memory-mapped from disk, then ``pipelines.eval.metrics.evaluate_arrays`` (nDCG@10, recall@100) on
@@ -59,7 +61,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus_build import CLEAN_FILES, RAW, shuffled_words  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "scale.json"
-ENGINES = {"corpus": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
+ENGINES = {"tokenize": ("xlmr",), "corpus": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
            "eval": ("flat", "ivf")}
 FILE_RECORDS = 2500  # records per input file (one task of the corpus / pairs engines)
 QUERY_K = 100
@@ -81,6 +83,8 @@ def prior_mb(stage: str, engine: str, size: int, dim: int = 768, queries: int = 
         return base + size * per / 2**20
     if stage == "eval":
         return 400 + size * dim * 4 * 2 / 2**20  # mapped fp32 pages + FAISS's own fp32 copy
+    if stage == "tokenize":
+        return 600 + size * 3 / 1024  # the texts of the cell (~0.8 KB each) and their ids
     base, kb = PRIORS[(stage, engine)]
     return base + kb * size / 1024
 
@@ -447,7 +451,29 @@ def eval_cell(args, work: Path) -> dict:
     return {"seconds": secs, **mem, **child_result(out), "queries": args.queries, "vectors": "synthetic unit vectors"}
 
 
-CELLS = {"corpus": corpus_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
+TOKENIZE = """
+import json, os, sys, time
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+from model.tokenizer import load_tokenizer
+texts = [json.loads(l)["text"] for f in sorted(os.listdir(sys.argv[1])) for l in open(os.path.join(sys.argv[1], f))]
+encode = load_tokenizer().backend_tokenizer.encode_batch  # what mlm-shards' Tokenize calls
+t0 = time.perf_counter()
+n = sum(len(e.ids) for k in range(0, len(texts), 256) for e in encode(texts[k:k + 256]))
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "tokens": n}))
+"""
+
+
+def tokenize_cell(args, work: Path) -> dict:
+    """The XLM-R tokenizer of ``mgte mlm-shards`` alone over the synthetic corpus, one thread."""
+    rows, _ = synthetic_corpus(args.size, 0.0)
+    n_bytes = write_jsonl(rows, work / "input")
+    del rows
+    secs, mem, out = run_sampled([sys.executable, "-c", TOKENIZE, str(work / "input")], args.timeout,
+                                 env={"RAYON_NUM_THREADS": "1"})
+    return {"seconds": secs, **mem, **child_result(out), "input_bytes": n_bytes}
+
+
+CELLS = {"tokenize": tokenize_cell, "corpus": corpus_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
 
 
 def load_results(path: Path) -> list[dict]:
@@ -535,6 +561,95 @@ def report(results: list[dict], plot: Path | None) -> str:
     return table
 
 
+# ---- capacity plan (docs/scale.md) -------------------------------------------------------------
+WEEK_S = 7 * 86400
+PAPER = {  # shared/PAPER_FACTS.md
+    "corpus_tokens": 1.028e12, "corpus_bytes": 4.47 * 2**40, "pairs": 2.9388e9, "ft_queries": 1.4e6 + 2.0e6 + 118.9e3,
+}
+# Assumptions the plan needs that nothing here measured (each one named in the plan's rows).
+ASSUME = {
+    "corpus_keep": 0.5,        # kept bytes / input bytes of the raw sources (ours keeps 39 % of its synthetic mix)
+    "pair_input_factor": 1.1,  # input pairs / kept pairs (the paper removed duplicates and low-quality pairs)
+    "ft_candidates": 10e6,     # candidate passages searched per fine-tuning query (MS MARCO: 8.8M, DPR Wikipedia: 21M)
+    "candidate_passages": 30e6,  # passages embedded once for all sets (MS MARCO 8.8M + DPR Wikipedia 21M), 200 tokens
+    "ft_text_tokens": 20 + 9 * 200,  # tokens per fine-tuning query group: 20-token query, 1 + 8 documents of 200
+    "gpu_fwd_tokens_s": 3806 * 4456 / 52,  # paper Table 6: MLDR-hi on one A100, fp16, unpadded + xFormers: 52 s
+    "train_over_fwd": 4.0,     # forward + backward (3x) + the gradient-checkpointing re-forward (1x)
+    "cpu_fwd_tokens_s_core": 474 / 2,  # benchmarks/RESULTS.md issue 4: base encoder forward, 2 threads, idle
+}
+
+
+def best_rate(results: list[dict], stage: str, engine: str, per: str) -> tuple[float, dict] | None:
+    """The largest measured size's (rate per CPU-second, row) of a cell; ``per``: what to divide."""
+    rows = [r for r in results if r["stage"] == stage and r["engine"] == engine and r["status"] == "ok"
+            and max(r.get("cpu_s") or 0, r.get("cpu_s_sampled") or 0) > 0 and (per != "bytes" or r.get("input_bytes"))]
+    if not rows:
+        return None
+    r = max(rows, key=lambda r: (r["size"], r["date"]))
+    cpu = max(r.get("cpu_s") or 0, r.get("cpu_s_sampled") or 0)
+    amount = {"records": r["size"], "bytes": r.get("input_bytes"),
+              "pairs": r["size"] * r.get("queries", 0)}[per]
+    return amount / cpu, r
+
+
+def plan(results: list[dict]) -> str:
+    """The capacity plan's table: per stage, the work at paper scale, the rate per core or GPU (measured
+    here with its command, or an estimate with its basis), and the cores or GPUs to finish in a week."""
+    rows = []
+
+    def add(stage, work, unit, rate, basis, kind):
+        need = work / rate / WEEK_S
+        rows.append(f"| {stage} | {work:.3g} {unit} | {rate:,.0f} {unit}/s per {kind} | {basis} | "
+                    f"{need:,.1f} {kind}s ({need * 7 * 24:,.0f} {kind}-hours) |")
+
+    corpus = best_rate(results, "corpus", "local", "bytes")
+    corpus_in = PAPER["corpus_bytes"] / ASSUME["corpus_keep"]
+    if corpus:
+        r = corpus[1]
+        add("MLM data: `mgte corpus` (LID, filters, MinHash, dedup)", corpus_in, "B", corpus[0],
+            f"measured: `{r['command']}` ({r['size']:,} records, {r['input_bytes'] / r['size']:.0f} B each, "
+            f"load {r['load_avg_start'][0]}); input = 4.47 TiB / keep {ASSUME['corpus_keep']} (assumed)", "core")
+    tok = best_rate(results, "tokenize", "xlmr", "records")
+    if tok:
+        r = tok[1]
+        rate = r["tokens"] / max(r.get("cpu_s") or 0, r.get("cpu_s_sampled") or 0)
+        add("MLM data: `mgte mlm-shards` (XLM-R tokenizer only)", PAPER["corpus_tokens"], "tokens", rate,
+            f"measured: `{r['command']}`", "core")
+    pairs = best_rate(results, "pairs", "local", "records")
+    if pairs:
+        r = pairs[1]
+        add("CPT pairs: `mgte pairs`", PAPER["pairs"] * ASSUME["pair_input_factor"], "pairs", pairs[0],
+            f"measured: `{r['command']}` (load {r['load_avg_start'][0]}); input = 2.94B x "
+            f"{ASSUME['pair_input_factor']} (assumed)", "core")
+    enc_tokens = PAPER["ft_queries"] * 20 + ASSUME["candidate_passages"] * 200  # queries + candidate passages
+    add("mining: encode queries + candidates (CPU, fp32)", enc_tokens, "tokens", ASSUME["cpu_fwd_tokens_s_core"],
+        "estimate: RESULTS.md issue 4 (474 tokens/s on 2 threads, idle); "
+        f"{ASSUME['candidate_passages']:.0e} candidate passages x 200 tokens (assumed)", "core")
+    add("mining: encode queries + candidates (GPU)", enc_tokens, "tokens", ASSUME["gpu_fwd_tokens_s"],
+        "estimate: the paper's Table 6 (A100, fp16, xFormers), not measured here", "GPU")
+    flat = best_rate(results, "mine", "flat", "pairs")
+    if flat:
+        r = flat[1]
+        add("mining: exact search (flat), query x candidate", PAPER["ft_queries"] * ASSUME["ft_candidates"],
+            "products", flat[0], f"measured: `{r['command']}` ({r['size']:,} synthetic {r['dim']}-d vectors, "
+            f"{r['queries']} queries, load {r['load_avg_start'][0]})", "core")
+    ivf = best_rate(results, "mine", "ivf", "pairs")
+    if ivf:
+        r = ivf[1]
+        add("mining: IVF build + search (nlist 1024, nprobe 32)", PAPER["ft_queries"] * ASSUME["ft_candidates"],
+            "products", ivf[0], f"measured: `{r['command']}` (build included; its cost grows with candidates, "
+            "not queries, so this rate understates IVF at 3.5M queries)", "core")
+    ft_tokens = PAPER["ft_queries"] * ASSUME["ft_text_tokens"] * 10
+    add("fine-tuning: TRM, 10 epochs", ft_tokens, "tokens", ASSUME["gpu_fwd_tokens_s"] / ASSUME["train_over_fwd"],
+        f"estimate: Table 6's forward rate / {ASSUME['train_over_fwd']} (backward + checkpointing); "
+        f"{ASSUME['ft_text_tokens']} tokens per query group (assumed)", "GPU")
+    add("fine-tuning: reranker, 10 epochs", PAPER["ft_queries"] * 11 * 220 * 10, "tokens",
+        ASSUME["gpu_fwd_tokens_s"] / ASSUME["train_over_fwd"],
+        "estimate: as the TRM; 11 query-document inputs of 220 tokens per query (assumed)", "GPU")
+    head = ["| stage | work at paper scale | rate | basis | to finish in a week |", "|---|---|---|---|---|"]
+    return "\n".join(head + rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=sorted(CELLS))
@@ -552,7 +667,11 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="print the row, do not append it")
     ap.add_argument("--report", action="store_true", help="print the markdown table of --results and plot it")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "scale.png")
+    ap.add_argument("--plan", action="store_true", help="print the capacity plan's table from --results")
     args = ap.parse_args()
+    if args.plan:
+        print(plan(load_results(args.results)))
+        return
     if args.report:
         print(report(load_results(args.results), args.plot))
         return
