@@ -348,9 +348,16 @@ def corpus_cell(args, work: Path) -> dict:
     del rows
     secs, mem, manifest = cli_cell("corpus", args.engine, work / "input", work / "out", args.workers, args.timeout)
     reasons = dropped_reasons(work / "out")
+    import pyarrow.parquet as pq
+
+    dups = {r["id"]: r["reason"] for r in pq.read_table(work / "out" / "dropped", columns=["id", "reason"]).to_pylist()
+            if r["reason"].endswith("_duplicate")}
+    planted = {t["id"] for t in truth}
     return {"seconds": secs, **mem, "input_bytes": n_bytes, "counts": manifest.get("counts"), "dropped_reasons": reasons,
             "planted_exact": sum(t["kind"] == "exact" for t in truth),
-            "planted_near": sum(t["kind"] == "near" for t in truth)}
+            "planted_near": sum(t["kind"] == "near" for t in truth),
+            "planted_dropped_as_duplicate": len(planted & dups.keys()),
+            "duplicates_not_planted": len(dups.keys() - planted)}
 
 
 def pairs_cell(args, work: Path) -> dict:
