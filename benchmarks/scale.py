@@ -371,15 +371,11 @@ def pairs_cell(args, work: Path) -> dict:
 
 
 def write_vectors(n: int, dim: int, root: Path, dtype, shard: int, seed: int = 0) -> None:
-    """Clustered unit vectors, shard by shard (never all in memory): ``shard-*.npy``."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(2000, dim)).astype(np.float32)
+    """Clustered unit vectors, shard by shard (``benchmarks/mining.py``'s builder): ``shard-*.npy``."""
+    from mining import synthetic_shards
+
     root.mkdir(parents=True, exist_ok=True)
-    for s, lo in enumerate(range(0, n, shard)):
-        m = min(shard, n - lo)
-        v = centres[rng.integers(0, len(centres), m)] + 0.7 * rng.normal(size=(m, dim)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        np.save(root / f"shard-{s:05d}.npy", v.astype(dtype))
+    synthetic_shards(n, root, seed, dim=dim, shard=shard, dtype=dtype)
 
 
 CHILD_HEAD = """
@@ -450,8 +446,17 @@ def mine_cell(args, work: Path) -> dict:
 
 
 def eval_cell(args, work: Path) -> dict:
-    write_vectors(args.size, args.dim, work / "vec", np.float32, args.size)  # one float32 file (the stage's layout)
-    (work / "vec" / "shard-00000.npy").rename(work / "vec" / "docs.npy")
+    write_vectors(args.size, args.dim, work / "vec", np.float32, 65536)
+    docs = np.lib.format.open_memmap(work / "vec" / "docs.npy", mode="w+", dtype=np.float32,
+                                     shape=(args.size, args.dim))  # one float32 matrix, filled shard by shard
+    lo = 0
+    for path in sorted((work / "vec").glob("shard-*.npy")):
+        block = np.load(path)
+        docs[lo:lo + len(block)] = block
+        lo += len(block)
+        path.unlink()
+    docs.flush()
+    del docs
     factory = "Flat" if args.engine == "flat" else "IVF1024,Flat"
     secs, mem, out = run_sampled([sys.executable, "-c", EVAL, str(work / "vec"), str(args.queries), factory],
                                  args.timeout)
