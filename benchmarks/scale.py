@@ -44,6 +44,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -591,6 +592,10 @@ ASSUME = {
 }
 
 
+def command_of(row: dict) -> str:
+    return re.sub(r" --(scratch|results) \S+", "", row["command"])
+
+
 def best_rate(results: list[dict], stage: str, engine: str, per: str) -> tuple[float, dict] | None:
     """The largest measured size's (rate per CPU-second, row) of a cell; ``per``: what to divide."""
     rows = [r for r in results if r["stage"] == stage and r["engine"] == engine and r["status"] == "ok"
@@ -619,19 +624,19 @@ def plan(results: list[dict]) -> str:
     if corpus:
         r = corpus[1]
         add("MLM data: `mgte corpus` (LID, filters, MinHash, dedup)", corpus_in, "B", corpus[0],
-            f"measured: `{r['command']}` ({r['size']:,} records, {r['input_bytes'] / r['size']:.0f} B each, "
+            f"measured: `{command_of(r)}` ({r['size']:,} records, {r['input_bytes'] / r['size']:.0f} B each, "
             f"load {r['load_avg_start'][0]}); input = 4.47 TiB / keep {ASSUME['corpus_keep']} (assumed)", "core")
     tok = best_rate(results, "tokenize", "xlmr", "records")
     if tok:
         r = tok[1]
         rate = r["tokens"] / max(r.get("cpu_s") or 0, r.get("cpu_s_sampled") or 0)
         add("MLM data: `mgte mlm-shards` (XLM-R tokenizer only)", PAPER["corpus_tokens"], "tokens", rate,
-            f"measured: `{r['command']}`", "core")
+            f"measured: `{command_of(r)}`", "core")
     pairs = best_rate(results, "pairs", "local", "records")
     if pairs:
         r = pairs[1]
         add("CPT pairs: `mgte pairs`", PAPER["pairs"] * ASSUME["pair_input_factor"], "pairs", pairs[0],
-            f"measured: `{r['command']}` (load {r['load_avg_start'][0]}); input = 2.94B x "
+            f"measured: `{command_of(r)}` (load {r['load_avg_start'][0]}); input = 2.94B x "
             f"{ASSUME['pair_input_factor']} (assumed)", "core")
     enc_tokens = PAPER["ft_queries"] * 20 + ASSUME["candidate_passages"] * 200  # queries + candidate passages
     add("mining: encode queries + candidates (CPU, fp32)", enc_tokens, "tokens", ASSUME["cpu_fwd_tokens_s_core"],
@@ -643,13 +648,13 @@ def plan(results: list[dict]) -> str:
     if flat:
         r = flat[1]
         add("mining: exact search (flat), query x candidate", PAPER["ft_queries"] * ASSUME["ft_candidates"],
-            "products", flat[0], f"measured: `{r['command']}` ({r['size']:,} synthetic {r['dim']}-d vectors, "
+            "products", flat[0], f"measured: `{command_of(r)}` ({r['size']:,} synthetic {r['dim']}-d vectors, "
             f"{r['queries']} queries, load {r['load_avg_start'][0]})", "core")
     ivf = best_rate(results, "mine", "ivf", "pairs")
     if ivf:
         r = ivf[1]
         add("mining: IVF build + search (nlist 1024, nprobe 32)", PAPER["ft_queries"] * ASSUME["ft_candidates"],
-            "products", ivf[0], f"measured: `{r['command']}` (build included; its cost grows with candidates, "
+            "products", ivf[0], f"measured: `{command_of(r)}` (build included; its cost grows with candidates, "
             "not queries, so this rate understates IVF at 3.5M queries)", "core")
     ft_tokens = PAPER["ft_queries"] * ASSUME["ft_text_tokens"] * 10
     add("fine-tuning: TRM, 10 epochs", ft_tokens, "tokens", ASSUME["gpu_fwd_tokens_s"] / ASSUME["train_over_fwd"],
