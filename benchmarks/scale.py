@@ -95,9 +95,10 @@ def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: i
     """(estimated peak MB of the process tree, its basis). Measured cells of the same (stage,
     engine, dim) at smaller sizes win over the prior: two or more -> the line through the two
     largest; one -> that point plus the prior's slope, or the prior where that is larger."""
-    pts = sorted({(r["size"], r["tree_peak_mb"]) for r in measured
-                  if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
-                  and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size})
+    latest = {r["size"]: r["tree_peak_mb"] for r in measured  # the last run of each size
+              if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
+              and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size}
+    pts = sorted(latest.items())
     if len(pts) >= 2:
         (n1, m1), (n2, m2) = pts[-2:]
         slope = max(0.0, (m2 - m1) / (n2 - n1))

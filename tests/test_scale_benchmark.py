@@ -79,7 +79,7 @@ def test_estimator_skips_a_cell_over_budget_with_the_estimate_as_reason(tmp_path
     assert scale.skip_reason(est, basis, budget_mb=est + 1) is None
     # measured smaller sizes of the same cell win over the prior: the line through the two largest
     measured = [{"status": "ok", "stage": "corpus", "engine": "local", "size": n, "tree_peak_mb": m, "dim": None}
-                for n, m in ((1000, 500.0), (10000, 600.0), (100000, 1500.0))]
+                for n, m in ((1000, 500.0), (10000, 9999.0), (10000, 600.0), (100000, 1500.0))]  # a rerun: the last wins
     est2, basis2 = scale.estimate_mb("corpus", "local", 1_000_000, measured)
     assert est2 == pytest.approx(1500 + 900 / 90000 * 900000) and "10000 and 100000" in basis2
     # the whole command: skipped before anything is written or run
