@@ -556,18 +556,24 @@ def report(results: list[dict], plot: Path | None) -> str:
         except ImportError:
             table += "\n\n(matplotlib is not installed: no plot)"
             return table
-        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, (ax_t, ax_c, ax_m) = plt.subplots(1, 3, figsize=(16, 4.8))
         cells = sorted({(s, e) for (s, e, _), r in latest.items() if r["status"] == "ok"})
-        for s, e in cells:
+        colours = plt.get_cmap("tab20").colors
+        for k, (s, e) in enumerate(cells):
             pts = sorted((n, r) for (s2, e2, n), r in latest.items() if (s2, e2) == (s, e) and r["status"] == "ok")
-            ns = [n for n, _ in pts]
-            ax_t.plot(ns, [r["seconds"] for _, r in pts], "o-", label=f"{s}/{e}")
-            ax_m.plot(ns, [r["tree_peak_mb"] for _, r in pts], "o-", label=f"{s}/{e}")
-        for ax, title in ((ax_t, "wall seconds"), (ax_m, "peak RSS of the process tree, MB")):
+            style = dict(color=colours[k % len(colours)], marker="os^D"[k % 4], label=f"{s}/{e}")
+            ax_t.plot([n for n, _ in pts], [r["seconds"] for _, r in pts], "-", **style)
+            cpu = [(n, max(r.get("cpu_s") or 0, r.get("cpu_s_sampled") or 0)) for n, r in pts]
+            cpu = [(n, c) for n, c in cpu if c > 0]
+            if cpu:
+                ax_c.plot([n for n, _ in cpu], [c for _, c in cpu], "-", **style)
+            ax_m.plot([n for n, _ in pts], [r["tree_peak_mb"] for _, r in pts], "-", **style)
+        for ax, title in ((ax_t, "wall seconds (load 13-44 on 2 cores)"), (ax_c, "CPU seconds of the process tree"),
+                          (ax_m, "peak RSS of the process tree, MB")):
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("records")
-            ax.set_title(title)
+            ax.set_title(title, fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
         ax_m.legend(fontsize=7)
         fig.tight_layout()
