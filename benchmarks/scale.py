@@ -255,7 +255,7 @@ class TreeSampler:
                         cmd = p.cmdline()
                         name = p.name() if p.pid != self.root.pid else "driver"
                         if name.startswith("python") and len(cmd) > 2:
-                            name = " ".join(cmd[1:3])[:60]
+                            name = " ".join(os.path.basename(a) for a in cmd[1:3])[:60]
                         elif cmd and "/" in cmd[0]:  # raylet, gcs_server, ... started by path
                             name = os.path.basename(cmd[0].split()[0])[:60]
                         self.peaks[p.pid] = (name, rss)
