@@ -54,6 +54,14 @@ def _lines(path: Path):
                 yield json.loads(line)
 
 
+def shuffled_words(text: str, seed: str) -> str:
+    """``text`` with its words in a seeded random order: the same language, words and length, no
+    shared word 5-grams (a new document, not a near copy)."""
+    words = text.split(" ")
+    random.Random(seed).shuffle(words)
+    return " ".join(words)
+
+
 def make_input(dst: Path, copies: int, limit: int | None = None) -> int:
     """Write ``copies`` variants of the clean bundled files as plain JSONL (at most ``limit``
     documents); returns the doc count."""
@@ -68,10 +76,8 @@ def make_input(dst: Path, copies: int, limit: int | None = None) -> int:
                 for rec in _lines(RAW / name):
                     if limit is not None and n >= limit:
                         break
-                    words = rec["text"].split(" ")
-                    if c:  # a seeded shuffle breaks the word 5-grams: a new document, not a near copy
-                        random.Random(f"{c}-{n}").shuffle(words)
-                    rec = {"id": f"{rec.get('id', n)}-c{c}", "text": " ".join(words), "source": rec.get("source", name)}
+                    text = shuffled_words(rec["text"], f"{c}-{n}") if c else rec["text"]
+                    rec = {"id": f"{rec.get('id', n)}-c{c}", "text": text, "source": rec.get("source", name)}
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     n += 1
     return n

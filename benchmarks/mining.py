@@ -144,17 +144,19 @@ def end_to_end(work: Path, n_pairs: int) -> dict:
     return res
 
 
-def synthetic_shards(n: int, root: Path, seed: int = 0) -> list[Path]:
-    """Clustered unit vectors (float16 shards), written shard by shard (never all in memory)."""
+def synthetic_shards(n: int, root: Path, seed: int = 0, dim: int = DIM, shard: int = SHARD,
+                     dtype=np.float16) -> list[Path]:
+    """Clustered unit vectors (``dtype`` shards of ``shard`` rows), written shard by shard (never all
+    in memory)."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
+    centres = rng.normal(size=(2000, dim)).astype(np.float32)
     paths = []
-    for s, lo in enumerate(range(0, n, SHARD)):
-        m = min(SHARD, n - lo)
-        v = centres[rng.integers(0, len(centres), m)] + 0.7 * rng.normal(size=(m, DIM)).astype(np.float32)
+    for s, lo in enumerate(range(0, n, shard)):
+        m = min(shard, n - lo)
+        v = centres[rng.integers(0, len(centres), m)] + 0.7 * rng.normal(size=(m, dim)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         paths.append(root / f"shard-{s:05d}.npy")
-        np.save(paths[-1], v.astype(np.float16))
+        np.save(paths[-1], v.astype(dtype))
     return paths
 
 
