@@ -25,7 +25,25 @@ from pipelines.corpus.dedup import (
     Decision,
     near_duplicate_decisions,
 )
-from pipelines.corpus.steps import read_dedup_rows, write_decisions
+from pipelines.corpus.components import (
+    group_by_key,
+    large_star,
+    large_star_emit,
+    not_converged,
+    round_cap,
+    small_star,
+    small_star_emit,
+    star_check,
+    star_check_emit,
+)
+from pipelines.corpus.steps import (
+    DECISION_KINDS,
+    decision_shard,
+    mark_dedup,
+    read_dedup_rows,
+    write_decision_shard,
+    write_decisions,
+)
 from foundation.ledger import StageOutput
 from pipelines.engines import beam_error
 
@@ -183,38 +201,230 @@ def dedup_local(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Sta
     write_decisions(out, dedup_columnar(cols, cfg), len(cols), deps, build)
 
 
+# ---- the distributed engines: clusters without a global gather ---------------------------------
+# Beam and Ray never bring the links or the decisions to one process: the links' connected
+# components are found with the shuffled rounds of :mod:`pipelines.corpus.components`, and one
+# worker per shard (records hashed by input path) joins its records' edges to their cluster's
+# representative with their link similarities and writes the shard's decisions. The driver gets
+# counts: candidates, links, nodes not yet in a star, and the decisions from the files' footers.
+MAX_SHARDS = 256
+KEY_FIELDS = (("build", "int64"), ("path", "string"), ("line", "int64"), ("id", "string"))
+
+
+def _shards(files: list[tuple[str, int]]) -> int:
+    """One decisions shard per input file (each write task then reads about one shard), at most 256."""
+    return max(1, min(MAX_SHARDS, len(files)))
+
+
+def near_rows(edges: Iterable[tuple], sims: Iterable[tuple]) -> list[dict]:
+    """Converged ``(record, representative)`` edges and ``(record, link similarity)`` pairs ->
+    :func:`near_duplicate_decisions`'s rows: similarity = the record's best link."""
+    best: dict = {}
+    for node, sim in sims:
+        best[node] = max(best.get(node, 0.0), sim)
+    parent: dict = {}
+    for child, root in edges:
+        parent[child] = min(root, parent.get(child, root))
+    return [Decision.of(c, "near_duplicate", r, best.get(c, 0.0)).row() for c, r in parent.items()]
+
+
+def write_shard(out: StageOutput, shard: int, build: int, exact: Iterable[dict], edges: Iterable[tuple],
+                sims: Iterable[tuple], kinds: tuple[str, ...]) -> list[str]:
+    """One shard's decisions (exact decision rows, converged edges, link similarities) -> its files."""
+    return write_decision_shard(out, shard, [*exact, *near_rows(edges, sims)], build, kinds)
+
+
+def _key_schema(prefix: str) -> list:
+    import pyarrow as pa
+
+    return [(f"{prefix}_{name}", getattr(pa, t)()) for name, t in KEY_FIELDS]
+
+
+def _key_columns(prefix: str, keys: list) -> dict:
+    return {f"{prefix}_{name}": [k[i] for k in keys] for i, (name, _) in enumerate(KEY_FIELDS)}
+
+
+def _keys_of(table, prefix: str) -> list[tuple]:
+    cols = [table.column(f"{prefix}_{name}").to_pylist() for name, _ in KEY_FIELDS]
+    return [(int(b), p, int(ln), i) for b, p, ln, i in zip(*cols)]
+
+
+def _edge_table(edges: list[tuple]):
+    import pyarrow as pa
+
+    return pa.table({**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])},
+                    schema=pa.schema(_key_schema("c") + _key_schema("p")))
+
+
+def _sim_table(sims: list[tuple]):
+    import pyarrow as pa
+
+    return pa.table({**_key_columns("c", [s[0] for s in sims]), "sim": [s[1] for s in sims]},
+                    schema=pa.schema(_key_schema("c") + [("sim", pa.float64())]))
+
+
+def _edges_of(table) -> list[tuple]:
+    return list(zip(_keys_of(table, "c"), _keys_of(table, "p")))
+
+
+def _sims_of(table) -> list[tuple]:
+    return list(zip(_keys_of(table, "c"), table.column("sim").to_pylist()))
+
+
 # ---- Apache Beam ---------------------------------------------------------------------------------
+CC_DIR = "_work/dedup_cc"  # the Beam rounds' state between pipelines, removed when the task is marked
+FIRST_ROUNDS = 2  # rounds in the pipeline that finds the links (most link graphs are stars after 1-2)
+MORE_ROUNDS = 4  # rounds in each further pipeline, over the edges the previous one left
+
+
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
                build: int = 0) -> None:
-    import apache_beam as beam
+    """One pipeline reads the candidates, decides the exact duplicates, verifies the LSH links and
+    runs :data:`FIRST_ROUNDS` rounds; while nodes are left outside a star (a count its workers
+    write), further pipelines run :data:`MORE_ROUNDS` rounds each over the edges it left, up to
+    :func:`round_cap`. Every pipeline writes every shard's near decisions, final once no node is left."""
+    import shutil
 
+    shards = _shards(files)
+    work = out.root / CC_DIR
+    shutil.rmtree(work, ignore_errors=True)
     try:
+        with engine.pipeline() as p:
+            beam_first_pipeline(p, files, cfg, out, build, shards)
+        counts = _read_counts(work, 0)
+        rounds, i = (FIRST_ROUNDS if cfg.near else 0), 0
+        while counts["bad"]:
+            cap = round_cap(counts["links"])
+            if rounds >= cap:
+                raise not_converged(rounds, counts["links"], counts["bad"])
+            i += 1
+            n = min(MORE_ROUNDS, cap - rounds)
             with engine.pipeline() as p:
-                rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
-                n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
-                decisions = []
-                survivors = rows
-                if cfg.exact:
-                    exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
-                             | "GroupExact" >> beam.GroupByKey()
-                             | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
-                    survivors = exact.keep
-                    decisions.append(exact.dup)
-                if cfg.near:
-                    near = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
-                            | "GroupBuckets" >> beam.GroupByKey()
-                            | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold))
-                            | "AllLinks" >> beam.combiners.ToList()
-                            | "Clusters" >> beam.FlatMap(lambda links: [d.row() for d in near_duplicate_decisions(links)]))
-                    decisions.append(near)
-                merged = (decisions | "Merge" >> beam.Flatten()) if decisions else (p | "NoDecisions" >> beam.Create([]))
-                (merged | "AllDecisions" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n, deps, build),
-                                      beam.pvalue.AsSingleton(n_rows)))
+                beam_more_pipeline(p, out, build, shards, i, n)
+            counts = {**counts, **_read_counts(work, i)}
+            rounds += n
     except MgteError:
         raise
     except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
         raise beam_error(exc, [(f,) for f, _ in files]) from exc
+    mark_dedup(out, shards, counts["candidates"], deps, {"near_links": counts["links"], "near_rounds": rounds})
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, build: int,
+                        shards: int) -> None:
+    import apache_beam as beam
+
+    rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
+    n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
+    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)])}
+    survivors = rows
+    if cfg.exact:
+        exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
+                 | "GroupExact" >> beam.GroupByKey()
+                 | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
+        survivors = exact.keep
+        parts["exact"] = exact.dup | "ExactByShard" >> beam.Map(lambda d: (decision_shard(d["path"], shards), d))
+    if cfg.near:
+        links = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
+                 | "GroupBuckets" >> beam.GroupByKey()
+                 | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold)))
+        n_links = links | "CountLinks" >> beam.combiners.Count.Globally()
+        sims = links | "LinkEnds" >> beam.FlatMap(lambda link: [(link[0], link[2]), (link[1], link[2])])
+        edges = _beam_rounds(links | "Orient" >> beam.Map(lambda link: (max(link[:2]), min(link[:2]))), FIRST_ROUNDS)
+        bad = _beam_not_in_stars(edges)
+        parts["edge"] = edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e))
+        parts["sim"] = sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))
+    else:
+        n_links = p | "NoLinks" >> beam.Create([0])
+        bad = p | "NoClusters" >> beam.Create([0])
+    kinds = tuple(DECISION_KINDS)
+    _ = (parts | "ByShard" >> beam.CoGroupByKey()
+         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, kinds, 0 if cfg.near else None))
+    _ = (p | "Counts" >> beam.Create([0])
+         | "WriteCounts" >> beam.Map(_write_counts, out, beam.pvalue.AsSingleton(n_rows),
+                                     beam.pvalue.AsSingleton(n_links), beam.pvalue.AsSingleton(bad)))
+
+
+def beam_more_pipeline(p, out: StageOutput, build: int, shards: int, i: int, rounds: int) -> None:
+    import apache_beam as beam
+
+    edges = (p | "EdgeFiles" >> beam.Create([str(out.root / _state_file("edges", i - 1, k)) for k in range(shards)])
+             | "ReadEdges" >> beam.FlatMap(lambda f: _edges_of(pq_read(f))))
+    sims = (p | "SimFiles" >> beam.Create([str(out.root / _state_file("sims", 0, k)) for k in range(shards)])
+            | "ReadSims" >> beam.FlatMap(lambda f: _sims_of(pq_read(f))))
+    edges = _beam_rounds(edges, rounds)
+    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)]),
+             "edge": edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e)),
+             "sim": sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))}
+    _ = (parts | "ByShard" >> beam.CoGroupByKey()
+         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, ("near",), i))
+    _ = (p | "Counts" >> beam.Create([i])
+         | "WriteCounts" >> beam.Map(_write_counts, out, bad=beam.pvalue.AsSingleton(_beam_not_in_stars(edges))))
+
+
+def _beam_rounds(edges, n: int):
+    import apache_beam as beam
+
+    for r in range(n):
+        edges = (edges | f"LargeStarEmit{r}" >> beam.FlatMap(large_star_emit)
+                 | f"LargeStarGroup{r}" >> beam.GroupByKey()
+                 | f"LargeStar{r}" >> beam.FlatMapTuple(large_star)
+                 | f"SmallStarEmit{r}" >> beam.FlatMap(small_star_emit)
+                 | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                 | f"SmallStar{r}" >> beam.FlatMapTuple(small_star))
+    return edges
+
+
+def _beam_not_in_stars(edges):
+    """The number of nodes not yet a leaf or centre of a star (0: converged)."""
+    import apache_beam as beam
+
+    return (edges | "StarCheckEmit" >> beam.FlatMap(star_check_emit)
+            | "StarCheckGroup" >> beam.GroupByKey()
+            | "StarCheck" >> beam.MapTuple(star_check)
+            | "NotInStars" >> beam.CombineGlobally(sum))
+
+
+def _state_file(kind: str, i: int, shard: int) -> str:
+    return f"{CC_DIR}/{kind}-{i:03d}-{shard:05d}.parquet"
+
+
+def pq_read(path: str):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _beam_write_shard(kv, out: StageOutput, build: int, kinds: tuple[str, ...], state: int | None) -> int:
+    """One shard's CoGroupByKey result -> its decision files, and (``state``: this pipeline's
+    number) the edges and link similarities the next pipeline starts from."""
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    shard, parts = kv
+    edges, sims = list(parts.get("edge", [])), list(parts.get("sim", []))
+    write_shard(out, shard, build, parts.get("exact", []), edges, sims, kinds)
+    if state is not None:
+        atomic_write_parquet(out.root / _state_file("edges", state, shard), _edge_table(edges))
+        if state == 0:
+            atomic_write_parquet(out.root / _state_file("sims", 0, shard), _sim_table(sims))
+    return shard
+
+
+def _write_counts(i: int, out: StageOutput, candidates: int | None = None, links: int | None = None,
+                  bad: int = 0) -> None:
+    from foundation.ledger.atomic import atomic_write_json
+
+    counts = {"bad": int(bad)}
+    if candidates is not None:
+        counts.update(candidates=int(candidates), links=int(links))
+    atomic_write_json(out.root / CC_DIR / f"counts-{i:03d}.json", counts)
+
+
+def _read_counts(work, i: int) -> dict:
+    import json
+
+    return json.loads((work / f"counts-{i:03d}.json").read_text())
 
 
 def _exact_tagged(kv):
@@ -230,15 +440,18 @@ def _exact_tagged(kv):
 # ---- Ray Data ------------------------------------------------------------------------------------
 def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
               build: int = 0) -> None:
-    """Exact groups and LSH buckets are hash-partitioned into a few groups per CPU: Ray Data's
-    ``map_groups`` costs about a task per group, so one group per text hash or band bucket
-    (hundreds of thousands) would cost more than the de-duplication itself."""
+    """Exact groups, LSH buckets and the rounds' nodes are hash-partitioned into a few groups per
+    CPU: Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
+    bucket or node (hundreds of thousands) would cost more than the de-duplication itself. Each
+    round is materialized; the driver sees counts only."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
     import ray
 
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
     parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    shards = _shards(files)
     local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
     # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
@@ -253,23 +466,153 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                 for b, fs in sorted(by_build.items())]
     ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
     n_rows = ds.count()
-    decisions: list[dict] = []
+    by_shard = [ray.data.from_arrow(_shard_rows(pa, [{"shard": k, "kind": "seed"} for k in range(shards)]))]
     survivors = ds
     if cfg.exact:
         grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
                    .groupby("part").map_groups(_ray_exact, batch_format="pyarrow").materialize())
-        decisions += [_decision(r) for r in grouped.filter(lambda r: r["kind"] == "dup").take_all()]
+        by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards), batch_format="pyarrow"))
         survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
                                                                                  "similarity"])
+    rounds, n_links = 0, 0
     if cfg.near:
         links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
                  .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
                                              batch_format="pyarrow")
-                 .take_all())
-        triples = [((r["a_build"], r["a_path"], r["a_line"], r["a_id"]),
-                    (r["b_build"], r["b_path"], r["b_line"], r["b_id"]), r["sim"]) for r in links]
-        decisions += [d.row() for d in near_duplicate_decisions(triples)]
-    write_decisions(out, decisions, n_rows, deps, build)
+                 .materialize())
+        n_links = links.count()
+        edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
+        bad, cap = (_ray_not_in_stars(edges, parts) if n_links else 0), round_cap(n_links)
+        while bad:
+            if rounds >= cap:
+                raise not_converged(rounds, n_links, bad)
+            edges = _ray_step(edges, large_star_emit, large_star, parts)
+            edges = _ray_step(edges, small_star_emit, small_star, parts).materialize()
+            rounds += 1
+            bad = _ray_not_in_stars(edges, parts)
+        by_shard += [edges.map_batches(functools.partial(_edge_shard_rows, shards=shards), batch_format="pyarrow"),
+                     links.map_batches(functools.partial(_sim_shard_rows, shards=shards), batch_format="pyarrow")]
+    written = (by_shard[0].union(*by_shard[1:]) if len(by_shard) > 1 else by_shard[0])
+    written.groupby("shard").map_groups(functools.partial(_ray_write_shard, out=out, build=build),
+                                        batch_format="pyarrow").materialize()
+    mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
+
+
+_SHARD_FIELDS = [("shard", "int64"), ("kind", "string"), *[(f"a_{n}", t) for n, t in KEY_FIELDS],
+                 *[(f"b_{n}", t) for n, t in KEY_FIELDS], ("sim", "float64")]
+
+
+def _shard_rows(pa, rows: list[dict]):
+    """The rows of the final shuffle (every shard's decisions' inputs), one explicit schema:
+    ``exact``: a = (build, path, line, -) of the removed record, b_id = its survivor, sim;
+    ``edge``: a = record, b = its representative; ``sim``: a = record, sim = one of its links;
+    ``seed``: one per shard, so that every shard writes its files."""
+    schema = pa.schema([(n, getattr(pa, t)()) for n, t in _SHARD_FIELDS])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _exact_shard_rows(table, shards: int):
+    import pyarrow as pa
+
+    return _shard_rows(pa, [{"shard": decision_shard(r["path"], shards), "kind": "exact", "a_build": r["build"],
+                             "a_path": r["path"], "a_line": r["line"], "b_id": r["duplicate_of"],
+                             "sim": r["similarity"]} for r in table.to_pylist() if r["kind"] == "dup"])
+
+
+def _edge_shard_rows(table, shards: int):
+    import pyarrow as pa
+
+    return _shard_rows(pa, [{"shard": decision_shard(c[1], shards), "kind": "edge", **_key_columns1("a", c),
+                             **_key_columns1("b", p)} for c, p in _edges_of(table)])
+
+
+def _sim_shard_rows(table, shards: int):
+    import pyarrow as pa
+
+    rows = []
+    for a, b, sim in zip(_keys_of(table, "a"), _keys_of(table, "b"), table.column("sim").to_pylist()):
+        rows += [{"shard": decision_shard(k[1], shards), "kind": "sim", **_key_columns1("a", k), "sim": sim}
+                 for k in (a, b)]
+    return _shard_rows(pa, rows)
+
+
+def _key_columns1(prefix: str, key: tuple) -> dict:
+    return {f"{prefix}_{name}": key[i] for i, (name, _) in enumerate(KEY_FIELDS)}
+
+
+def _ray_write_shard(table, out: StageOutput, build: int):
+    import pyarrow as pa
+
+    exact, edges, sims, shard = [], [], [], None
+    for r in table.to_pylist():
+        shard = r["shard"]
+        a = (r["a_build"], r["a_path"], r["a_line"], r["a_id"])
+        if r["kind"] == "exact":
+            exact.append(Decision.of(a, "exact_duplicate", (None, r["b_id"]), r["sim"]).row())
+        elif r["kind"] == "edge":
+            edges.append((a, (r["b_build"], r["b_path"], r["b_line"], r["b_id"])))
+        elif r["kind"] == "sim":
+            sims.append((a, r["sim"]))
+    write_shard(out, shard, build, exact, edges, sims, tuple(DECISION_KINDS))
+    return pa.table({"shard": [shard]}, schema=pa.schema([("shard", pa.int64())]))
+
+
+def _link_edges(table):
+    """Verified links (a = the bucket's earliest member, b = the other) -> (child, parent) edges."""
+    a, b = _keys_of(table, "a"), _keys_of(table, "b")
+    return _edge_table([(max(x, y), min(x, y)) for x, y in zip(a, b)])
+
+
+def _node_part(node: tuple, parts: int) -> int:
+    return zlib.crc32(repr(node).encode()) % parts
+
+
+def _emit_table(pairs: list[tuple], parts: int):
+    """``(node, value)`` pairs -> rows keyed by the node's partition; a value is a node or a
+    ``(role, node)`` pair (:func:`star_check_emit`)."""
+    import pyarrow as pa
+
+    keys = [k for k, _ in pairs]
+    roles = [v[0] if isinstance(v[0], str) else None for _, v in pairs]
+    values = [v[1] if isinstance(v[0], str) else v for _, v in pairs]
+    return pa.table({"part": [_node_part(k, parts) for k in keys], **_key_columns("k", keys),
+                     **_key_columns("v", values), "role": roles},
+                    schema=pa.schema([("part", pa.int64())] + _key_schema("k") + _key_schema("v")
+                                     + [("role", pa.string())]))
+
+
+def _ray_emit(table, emit, parts: int):
+    return _emit_table([kv for e in _edges_of(table) for kv in emit(e)], parts)
+
+
+def _grouped(table) -> list[tuple]:
+    values = _keys_of(table, "v")
+    roles = table.column("role").to_pylist()
+    return group_by_key(zip(_keys_of(table, "k"), [v if r is None else (r, v) for v, r in zip(values, roles)]))
+
+
+def _ray_reduce(table, reduce):
+    return _edge_table([e for node, values in _grouped(table) for e in reduce(node, values)])
+
+
+def _ray_step(edges, emit, reduce, parts: int):
+    """One shuffle of a round: ``emit`` each edge keyed by node, ``reduce`` each node's values."""
+    return (edges.map_batches(functools.partial(_ray_emit, emit=emit, parts=parts), batch_format="pyarrow")
+            .groupby("part").map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
+
+
+def _ray_check(table):
+    import pyarrow as pa
+
+    return pa.table({"bad": [sum(star_check(node, roles) for node, roles in _grouped(table))]},
+                    schema=pa.schema([("bad", pa.int64())]))
+
+
+def _ray_not_in_stars(edges, parts: int) -> int:
+    checked = (edges.map_batches(functools.partial(_ray_emit, emit=star_check_emit, parts=parts),
+                                 batch_format="pyarrow")
+               .groupby("part").map_groups(_ray_check, batch_format="pyarrow"))
+    return int(checked.sum("bad") or 0)
 
 
 def _with_build(table, build: int):
