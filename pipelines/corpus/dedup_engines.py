@@ -28,6 +28,7 @@ from pipelines.corpus.dedup import (
 from pipelines.corpus.components import (
     group_by_key,
     large_star,
+    large_star_checked,
     large_star_emit,
     not_converged,
     round_cap,
@@ -249,11 +250,18 @@ def _keys_of(table, prefix: str) -> list[tuple]:
     return [(int(b), p, int(ln), i) for b, p, ln, i in zip(*cols)]
 
 
-def _edge_table(edges: list[tuple]):
+def _edge_table(edges: list[tuple], bad: int | None = None):
+    """``(child, parent)`` edges; with ``bad``, a ``bad`` column (0 on the edges) and one more row
+    of null nodes holding it (Ray's large-star: the edges and its partition's count in one table)."""
     import pyarrow as pa
 
-    return pa.table({**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])},
-                    schema=pa.schema(_key_schema("c") + _key_schema("p")))
+    cols = {**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])}
+    schema = _key_schema("c") + _key_schema("p")
+    if bad is None:
+        return pa.table(cols, schema=pa.schema(schema))
+    cols = {k: v + [None] for k, v in cols.items()}
+    cols["bad"] = [0] * len(edges) + [bad]
+    return pa.table(cols, schema=pa.schema(schema + [("bad", pa.int64())]))
 
 
 def _sim_table(sims: list[tuple]):
@@ -264,6 +272,8 @@ def _sim_table(sims: list[tuple]):
 
 
 def _edges_of(table) -> list[tuple]:
+    if "bad" in table.column_names:  # a large-star's table: drop its count rows
+        table = table.filter(table.column("c_path").is_valid())
     return list(zip(_keys_of(table, "c"), _keys_of(table, "p")))
 
 
@@ -470,30 +480,32 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     survivors = ds
     if cfg.exact:
         grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                   .groupby("part").map_groups(_ray_exact, batch_format="pyarrow").materialize())
+                   .groupby("part", num_partitions=parts).map_groups(_ray_exact, batch_format="pyarrow").materialize())
         by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards), batch_format="pyarrow"))
         survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
                                                                                  "similarity"])
     rounds, n_links = 0, 0
     if cfg.near:
         links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
-                 .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
+                 .groupby("part", num_partitions=parts).map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
                                              batch_format="pyarrow")
                  .materialize())
         n_links = links.count()
         edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
-        bad, cap = (_ray_not_in_stars(edges, parts) if n_links else 0), round_cap(n_links)
-        while bad:
+        cap = round_cap(n_links)
+        while n_links:  # each round: large-star, which also counts the nodes not yet in a star, and small-star
+            checked = _ray_step(edges, star_check_emit, large_star_checked, parts).materialize()
+            bad = int(checked.sum("bad") or 0)
+            if not bad:
+                break
             if rounds >= cap:
                 raise not_converged(rounds, n_links, bad)
-            edges = _ray_step(edges, large_star_emit, large_star, parts)
-            edges = _ray_step(edges, small_star_emit, small_star, parts).materialize()
+            edges = _ray_step(checked, small_star_emit, small_star, parts).materialize()
             rounds += 1
-            bad = _ray_not_in_stars(edges, parts)
         by_shard += [edges.map_batches(functools.partial(_edge_shard_rows, shards=shards), batch_format="pyarrow"),
                      links.map_batches(functools.partial(_sim_shard_rows, shards=shards), batch_format="pyarrow")]
     written = (by_shard[0].union(*by_shard[1:]) if len(by_shard) > 1 else by_shard[0])
-    written.groupby("shard").map_groups(functools.partial(_ray_write_shard, out=out, build=build),
+    written.groupby("shard", num_partitions=min(shards, parts)).map_groups(functools.partial(_ray_write_shard, out=out, build=build),
                                         batch_format="pyarrow").materialize()
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
 
@@ -592,27 +604,22 @@ def _grouped(table) -> list[tuple]:
 
 
 def _ray_reduce(table, reduce):
-    return _edge_table([e for node, values in _grouped(table) for e in reduce(node, values)])
+    """Each node's values -> ``reduce``'s edges; a reduce that also counts (:func:`large_star_checked`)
+    adds one row of null nodes per partition whose ``bad`` column holds the count."""
+    edges, bad = [], None
+    for node, values in _grouped(table):
+        got = reduce(node, values)
+        if isinstance(got, tuple):
+            got, n = got
+            bad = (bad or 0) + n
+        edges += got
+    return _edge_table(edges, bad)
 
 
 def _ray_step(edges, emit, reduce, parts: int):
     """One shuffle of a round: ``emit`` each edge keyed by node, ``reduce`` each node's values."""
     return (edges.map_batches(functools.partial(_ray_emit, emit=emit, parts=parts), batch_format="pyarrow")
-            .groupby("part").map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
-
-
-def _ray_check(table):
-    import pyarrow as pa
-
-    return pa.table({"bad": [sum(star_check(node, roles) for node, roles in _grouped(table))]},
-                    schema=pa.schema([("bad", pa.int64())]))
-
-
-def _ray_not_in_stars(edges, parts: int) -> int:
-    checked = (edges.map_batches(functools.partial(_ray_emit, emit=star_check_emit, parts=parts),
-                                 batch_format="pyarrow")
-               .groupby("part").map_groups(_ray_check, batch_format="pyarrow"))
-    return int(checked.sum("bad") or 0)
+            .groupby("part", num_partitions=parts).map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
 
 
 def _with_build(table, build: int):

@@ -27,7 +27,7 @@ from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
 
 CFG = DedupConfig(bands=20, rows=4, threshold=0.45, minhash="numpy")
-CHAIN = 40
+CHAIN = 24
 
 
 # ---- the connected components themselves -----------------------------------------------------
@@ -81,7 +81,7 @@ def chain_signature(c: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def chain_corpus(tmp_path_factory):
-    """(files, build) pairs: the chain d_0..d_40 plus an exact copy of two of its docs, a short
+    """(files, build) pairs: the chain d_0..d_24 plus an exact copy of two of its docs, a short
     second chain and singletons, shuffled over a previous build's index and two candidate files."""
     root = tmp_path_factory.mktemp("chain")
     rng = np.random.default_rng(3)
@@ -135,11 +135,12 @@ def test_the_chain_is_one_cluster_locally(chain_corpus, local_decisions):
         [(d["path"], d["line"], d["reason"], d["duplicate_of"]) for d in ref]
     sig = {r["id"]: np.array(r["minhash"]) for r in rows}
     assert np.mean(sig["c0"] == sig[f"c{CHAIN}"]) < CFG.threshold  # the ends are not near duplicates
-    near = [d for d in ref if d["reason"] == "near_duplicate"]
     ids = {(r["path"], r["line"]): r["id"] for r in rows}
-    chain_members = [d for d in near if ids[(d["path"], d["line"])].startswith("c")]
-    assert len({d["duplicate_of"] for d in chain_members}) == 1  # every chain doc of this build: one survivor
-    assert len(chain_members) >= CHAIN * 2 // 3 - 2
+    of_chain = {(r["path"], r["line"]) for r in rows if r["id"][0] in "cx" and r["path"] != "in/old.jsonl"}
+    assert {(d["path"], d["line"]) for d in ref if ids[(d["path"], d["line"])][0] in "cx"} == of_chain
+    near = {d["duplicate_of"] for d in ref if d["reason"] == "near_duplicate" and (d["path"], d["line"]) in of_chain}
+    assert len(near) == 1 and ids[min((r["build"], r["path"], r["line"]) for r in rows
+                                      if r["id"][0] in "cx")[1:]] == near.pop()  # one survivor, the earliest
     assert marker["decisions"]["exact_duplicate"] >= 1
 
 
