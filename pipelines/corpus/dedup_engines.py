@@ -3,7 +3,9 @@
 The per-file tasks run on the shared engines of :mod:`pipelines.engines`; de-duplication is the
 corpus stage's one global step, so it lives here: :func:`run_dedup` turns the candidates into
 duplicate decisions with :mod:`pipelines.corpus.dedup` on the stage's engine and writes them. All
-three give the decisions of :func:`dedup_in_memory`.
+three give the decisions of :func:`dedup_in_memory`; Beam and Ray without a global gather (the
+clusters by the shuffled rounds of :mod:`pipelines.corpus.components`, the decisions written per
+shard by their workers, counts only on the driver).
 """
 
 from __future__ import annotations
@@ -480,15 +482,17 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     survivors = ds
     if cfg.exact:
         grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                   .groupby("part", num_partitions=parts).map_groups(_ray_exact, batch_format="pyarrow").materialize())
-        by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards), batch_format="pyarrow"))
+                   .groupby("part", num_partitions=parts).map_groups(_ray_exact, batch_format="pyarrow")
+                   .materialize())
+        by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards),
+                                            batch_format="pyarrow"))
         survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
                                                                                  "similarity"])
     rounds, n_links = 0, 0
     if cfg.near:
         links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
-                 .groupby("part", num_partitions=parts).map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
-                                             batch_format="pyarrow")
+                 .groupby("part", num_partitions=parts)
+                 .map_groups(functools.partial(_ray_links, threshold=cfg.threshold), batch_format="pyarrow")
                  .materialize())
         n_links = links.count()
         edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
@@ -505,8 +509,8 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
         by_shard += [edges.map_batches(functools.partial(_edge_shard_rows, shards=shards), batch_format="pyarrow"),
                      links.map_batches(functools.partial(_sim_shard_rows, shards=shards), batch_format="pyarrow")]
     written = (by_shard[0].union(*by_shard[1:]) if len(by_shard) > 1 else by_shard[0])
-    written.groupby("shard", num_partitions=min(shards, parts)).map_groups(functools.partial(_ray_write_shard, out=out, build=build),
-                                        batch_format="pyarrow").materialize()
+    (written.groupby("shard", num_partitions=min(shards, parts))
+     .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
 
 
@@ -619,7 +623,8 @@ def _ray_reduce(table, reduce):
 def _ray_step(edges, emit, reduce, parts: int):
     """One shuffle of a round: ``emit`` each edge keyed by node, ``reduce`` each node's values."""
     return (edges.map_batches(functools.partial(_ray_emit, emit=emit, parts=parts), batch_format="pyarrow")
-            .groupby("part", num_partitions=parts).map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
+            .groupby("part", num_partitions=parts)
+            .map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
 
 
 def _with_build(table, build: int):
