@@ -191,7 +191,7 @@ def estimate_bytes(variant: str, size: dict, batches: list[list[int]], backward:
     """A row's peak memory, estimated from its shapes (fp32 on CPU, bf16 activations on CUDA):
     the parameters (and their gradients), the activations a layer keeps for backward (about
     8 x hidden + 2 x inner values a token, every layer with backward, two layers' worth without),
-    HF's padded additive mask (batch x len x len, twice), the score tensors (heads x len x len x 4 bytes)
+    HF's padded additive mask (batch x len x len, 2 copies, 3 with backward), the score tensors (heads x len x len x 4 bytes)
     of the variants that hold them (:func:`attention_scores`: 3 alive for one document, 6 for a
     padded batch, and every layer's kept for backward), and an MLM head's logits (``head_tokens``
     x vocabulary x 4 bytes, three copies). The largest batch decides."""
@@ -205,8 +205,8 @@ def estimate_bytes(variant: str, size: dict, batches: list[list[int]], backward:
         longest = max(lengths)
         tokens = len(lengths) * longest if padded else sum(lengths)
         need = tokens * (8 * h + 2 * inner) * act * (n_layers if backward else 2)
-        if padded:  # the additive mask and its expanded copy
-            need += 2 * len(lengths) * longest ** 2 * act
+        if padded:  # the additive mask and its expanded copies (measured: ~2 forward, ~2.3 with backward)
+            need += (3 if backward else 2) * len(lengths) * longest ** 2 * act
         if scores == "document":
             need += 3 * heads * longest ** 2 * 4 + (n_layers * heads * sum(n * n for n in lengths) * 4 if backward else 0)
         elif scores == "padded":
