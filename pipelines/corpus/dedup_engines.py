@@ -482,7 +482,7 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     survivors = ds
     if cfg.exact:
         grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                   .groupby("part", num_partitions=parts).map_groups(_ray_exact, batch_format="pyarrow")
+                   .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
                    .materialize())
         by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards),
                                             batch_format="pyarrow"))
@@ -491,7 +491,7 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     rounds, n_links = 0, 0
     if cfg.near:
         links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
-                 .groupby("part", num_partitions=parts)
+                 .groupby("part")
                  .map_groups(functools.partial(_ray_links, threshold=cfg.threshold), batch_format="pyarrow")
                  .materialize())
         n_links = links.count()
@@ -509,7 +509,7 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
         by_shard += [edges.map_batches(functools.partial(_edge_shard_rows, shards=shards), batch_format="pyarrow"),
                      links.map_batches(functools.partial(_sim_shard_rows, shards=shards), batch_format="pyarrow")]
     written = (by_shard[0].union(*by_shard[1:]) if len(by_shard) > 1 else by_shard[0])
-    (written.groupby("shard", num_partitions=min(shards, parts))
+    (written.groupby("shard")
      .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
 
@@ -623,7 +623,7 @@ def _ray_reduce(table, reduce):
 def _ray_step(edges, emit, reduce, parts: int):
     """One shuffle of a round: ``emit`` each edge keyed by node, ``reduce`` each node's values."""
     return (edges.map_batches(functools.partial(_ray_emit, emit=emit, parts=parts), batch_format="pyarrow")
-            .groupby("part", num_partitions=parts)
+            .groupby("part")
             .map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
 
 
