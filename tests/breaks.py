@@ -45,7 +45,7 @@ BREAKS = (
           ("tests/pipelines/corpus/test_dedup_columnar.py", "tests/pipelines/corpus/test_engines.py")),
     Break("dedup-clusters-not-converged",
           "Beam writes the near-duplicate clusters after its first rounds, converged or not",
-          "pipelines/corpus/dedup_engines.py",
+          "pipelines/corpus/dedup_beam.py",
           (("        while counts[\"bad\"]:\n", "        while counts[\"bad\"] and False:\n"),),
           ("tests/pipelines/corpus/test_distributed_dedup.py::test_beam_writes_the_local_decisions_on_a_chain",
            "tests/pipelines/corpus/test_distributed_dedup.py::test_a_round_cap_that_is_too_low_refuses_to_write")),

@@ -12,14 +12,13 @@ makes the smallest key the union-find root). An edge is ``(child, parent)`` with
 * small-star, grouped by the larger end: node ``u`` with parents ``N`` (all ``< u``) becomes a star
   around ``m = min(N + [u])``: every other node of ``N + [u]`` gets the edge to ``m``.
 
-Both steps keep every component connected and never add a node, and the smallest node of a
-component only ever gains children. :func:`star_check` counts the nodes that are not yet a leaf
+Both steps keep every component connected and never drop a node, and the smallest node of a
+component is never anyone's child. :func:`star_check` counts the nodes that are not yet a leaf
 of a star (a child with two parents, or a child that is itself a parent), on Ray in the next
 large-star's shuffle; at 0 every component is one star around its smallest node, the
-representative. Kiveris et al. prove
-O(log^2 n) rounds; a path of n nodes took 3 rounds at n = 10, 5 at 40, 9 at 2,000 (in shuffled
-order; one more in key order) (tests/pipelines/corpus/
-test_distributed_dedup.py). :func:`round_cap` bounds the loop; a run that reaches it raises
+representative. Kiveris et al. prove O(log^2 n) rounds; a path of n nodes took 3 rounds at
+n = 10, 5 at 40 and 9 at 2,000 in shuffled key order (one more in key order).
+:func:`round_cap` bounds the loop; a run that reaches it raises
 :class:`MgteError` instead of writing decisions from clusters that are not finished.
 """
 
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Iterable
 
 from foundation.errors import MgteError
 

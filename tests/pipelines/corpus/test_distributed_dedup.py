@@ -5,7 +5,6 @@ Ray write, shard by shard, exactly the local engine's decisions; and the Beam pi
 ``ToList`` or other global combiner over links or decisions."""
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,12 +16,8 @@ from foundation.ledger import StageOutput
 from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
-from pipelines.corpus.dedup_engines import (
-    beam_first_pipeline,
-    beam_more_pipeline,
-    dedup_in_memory,
-    run_dedup,
-)
+from pipelines.corpus.dedup_beam import beam_first_pipeline, beam_more_pipeline
+from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
 
@@ -165,9 +160,9 @@ def test_ray_writes_the_local_decisions_on_a_chain(chain_corpus, local_decisions
 
 
 def test_a_round_cap_that_is_too_low_refuses_to_write(chain_corpus, tmp_path, monkeypatch):
-    from pipelines.corpus import dedup_engines
+    from pipelines.corpus import dedup_beam
 
-    monkeypatch.setattr(dedup_engines, "round_cap", lambda n: 2)
+    monkeypatch.setattr(dedup_beam, "round_cap", lambda n: 2)
     engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
     with pytest.raises(MgteError, match="did not converge in 2 rounds"):
         dedup_with(engine, chain_corpus, tmp_path)
