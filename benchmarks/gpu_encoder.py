@@ -12,8 +12,11 @@ Reported per (protocol, order, mode, variant): real tokens/s, the ratio to HF pa
 TFLOP/s on real tokens (2 x matmul params x tokens + 4 x sum(len^2) x hidden x layers, x3 with
 backward) and its share of the matmul peak measured in the same process, peak memory (CUDA
 max allocated; on CPU the resident set sampled every 5 ms during the row, so rows do not inherit
-each other's peaks). Our rows run with `fused_layers='auto'` (fused elementwise stretches on
-CUDA, eager on CPU); ``--unfused`` backends also run with ``fused_layers='off'`` (variant
+each other's peaks). Every row first estimates its peak from its shapes (``estimated_peak_gb``:
+parameters, activations kept for backward, the attention scores of the variants that hold them,
+an MLM head's logits) and is skipped, with the estimate as its reason, when that exceeds 80 % of
+the memory available (MemAvailable on CPU, free GPU memory on CUDA). Our rows run with
+`fused_layers='auto'` (fused elementwise stretches on CUDA, eager on CPU); ``--unfused`` backends also run with ``fused_layers='off'`` (variant
 ``ours-<backend>-unfused``), which shows what the fusion is worth; ``--fused`` backends run
 with ``fused_layers='compile'`` (``ours-<backend>-fused``, e.g. to measure the fusion on CPU).
 Also two training steps in tokens/s: an MLM step (our MLM head on 30 % masked tokens, loss, backward) and a CPT
@@ -147,6 +150,79 @@ def matmul_tflops(device, dtype, n: int) -> float:
         meter.sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e12
+
+
+# ---- memory: every row estimates its peak first and is skipped when it would not fit --------------
+MEMORY_SHARE = 0.8  # of the memory available when the row starts
+
+
+def available_bytes(device) -> int:
+    """Free device memory on CUDA; on CPU the kernel's MemAvailable (/proc/meminfo), else psutil's."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def attention_scores(variant: str, cuda: bool) -> str | None:
+    """How the variant's attention holds (heads, len, len) scores: ``"document"`` (our eager
+    reference, one document at a time), ``"padded"`` (SDPA on nested tensors on CPU: PyTorch's
+    math fallback pads the batch, measured ~5.4 padded score tensors alive at once on tiny,
+    4 x 4096 tokens), or None (flash / memory-efficient kernels, and CPU SDPA with HF's mask,
+    which holds only the mask: measured)."""
+    backend = variant[len("ours-"):].partition("-")[0] if variant.startswith("ours-") else variant
+    if backend == "eager":
+        return "document"
+    return "padded" if backend == "njt" and not cuda else None
+
+
+def estimate_bytes(variant: str, size: dict, batches: list[list[int]], backward: bool, cuda: bool,
+                   head_tokens: float = 0.0) -> int:
+    """A row's peak memory, estimated from its shapes (fp32 on CPU, bf16 activations on CUDA):
+    the parameters (and their gradients), the activations a layer keeps for backward (about
+    8 x hidden + 2 x inner values a token, every layer with backward, two layers' worth without),
+    HF's padded additive mask (batch x len x len, 2 copies, 3 with backward), the score tensors (heads x len x len x 4 bytes)
+    of the variants that hold them (:func:`attention_scores`: 3 alive for one document, 6 for a
+    padded batch, and every layer's kept for backward), and an MLM head's logits (``head_tokens``
+    x vocabulary x 4 bytes, three copies). The largest batch decides."""
+    h, n_layers, heads, inner = size["hidden"], size["layers"], size["heads"], size["inner"]
+    act = 2 if cuda else 4
+    params = VOCAB * h + n_layers * (4 * h * h + 3 * h * inner)
+    scores = attention_scores(variant, cuda)
+    peak = 0
+    for lengths in batches:
+        padded = variant.startswith("hf-")
+        longest = max(lengths)
+        tokens = len(lengths) * longest if padded else sum(lengths)
+        need = tokens * (8 * h + 2 * inner) * act * (n_layers if backward else 2)
+        if padded:  # the additive mask and its expanded copies (measured: ~2 forward, ~2.3 with backward)
+            need += (3 if backward else 2) * len(lengths) * longest ** 2 * act
+        if scores == "document":
+            need += 3 * heads * longest ** 2 * 4 + (n_layers * heads * sum(n * n for n in lengths) * 4 if backward else 0)
+        elif scores == "padded":
+            need += (6 + (n_layers if backward else 0)) * heads * len(lengths) * longest ** 2 * 4
+        need += int(head_tokens * sum(lengths)) * VOCAB * 4 * 3
+        peak = max(peak, need)
+    return params * 4 * (2 if backward else 1) + peak
+
+
+def memory_skip(need: int, device) -> str | None:
+    """The reason to skip a row whose estimated peak exceeds :data:`MEMORY_SHARE` of what is free."""
+    free = available_bytes(device)
+    if need <= MEMORY_SHARE * free:
+        return None
+    return (f"estimated peak {need / 2**30:.1f} GB > {MEMORY_SHARE:.0%} of the {free / 2**30:.1f} GB available "
+            f"({'GPU' if device.type == 'cuda' else 'MemAvailable'})")
 
 
 def build(variant: str, size: dict, device, max_len: int):
@@ -332,6 +408,13 @@ def main(argv=None) -> int:
                 for variant in variants:
                     row = {"protocol": protocol, "order": order, "mode": mode, "variant": variant,
                            "docs": docs, "tokens": sum(lengths)}
+                    need = estimate_bytes(variant, size, [(cu[1:] - cu[:-1]).tolist() for _, cu, _, _ in inputs],
+                                          backward, cuda)
+                    row["estimated_peak_gb"] = round(need / 2**30, 2)
+                    if (reason := memory_skip(need, device)) is not None:
+                        row["skipped"] = reason
+                        group.append(row)
+                        continue
                     try:
                         model, call = build(variant, size, device, max_len)
                         run_batches(call, model, inputs[:1], backward, autocast, meter)  # warm-up
@@ -359,11 +442,21 @@ def main(argv=None) -> int:
             if order != "arrival":
                 continue
             chunk = args.cpt_chunk or (4 if protocol == "long" else 32)
-            for mode, skip, run_step in (
-                    ("mlm-step", args.no_mlm, lambda: mlm_step(size, inputs, device, autocast, meter, "auto")),
-                    ("cpt-step", args.no_cpt, lambda: cpt_step(size, inputs, device, autocast, meter, "auto", chunk))):
+            batches = [(cu[1:] - cu[:-1]).tolist() for _, cu, _, _ in inputs]
+            for mode, skip, run_step, need in (
+                    ("mlm-step", args.no_mlm, lambda: mlm_step(size, inputs, device, autocast, meter, "auto"),
+                     estimate_bytes("ours-auto", size, batches, True, cuda, head_tokens=0.3)),
+                    ("cpt-step", args.no_cpt, lambda: cpt_step(size, inputs, device, autocast, meter, "auto", chunk),
+                     estimate_bytes("ours-auto", size, [b[i:i + chunk] for b in batches
+                                                        for i in range(0, len(b), chunk)], True, cuda))):
                 if not skip:
-                    r = {"protocol": protocol, "order": order, "mode": mode, **run_step()}
+                    r = {"protocol": protocol, "order": order, "mode": mode,
+                         "variant": "ours-mlm-step" if mode == "mlm-step" else "ours-cpt-cached-step",
+                         "estimated_peak_gb": round(need / 2**30, 2)}
+                    if (reason := memory_skip(need, device)) is not None:
+                        r["skipped"] = reason
+                    else:
+                        r.update(run_step())
                     print(json.dumps(r), flush=True)
                     rows.append(r)
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,

@@ -77,7 +77,8 @@ CANDIDATE = Table(
 
 DEDUP_DECISION = Table(
     "corpus_dedup_decision",
-    "Work table of `mgte corpus` (`_work/dedup.parquet`): one row per candidate removed as a duplicate.",
+    "Work table of `mgte corpus` (`_work/dedup/{exact,near}-<shard>.parquet`, shards by input path): "
+    "one row per candidate removed as a duplicate.",
     pa.schema([
         col("path", pa.string(), "input file of the removed document"),
         col("line", pa.int64(), "its line/row"),

@@ -3,55 +3,30 @@
 The per-file tasks run on the shared engines of :mod:`pipelines.engines`; de-duplication is the
 corpus stage's one global step, so it lives here: :func:`run_dedup` turns the candidates into
 duplicate decisions with :mod:`pipelines.corpus.dedup` on the stage's engine and writes them. All
-three give the decisions of :func:`dedup_in_memory`.
+three give the decisions of :func:`dedup_in_memory`; Beam (:mod:`pipelines.corpus.dedup_beam`) and
+Ray (:mod:`pipelines.corpus.dedup_ray`) without a global gather (the clusters by the shuffled
+rounds of :mod:`pipelines.corpus.components`, the decisions written per shard by their workers,
+counts only on the driver).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import zlib
 from collections import defaultdict
-from typing import Iterable
 
 import numpy as np
 
 from foundation.errors import MgteError
-from pipelines.corpus.config import DedupConfig
-from pipelines.corpus.dedup import (
-    band_keys,
-    bucket_links,
-    exact_group_decisions,
-    Decision,
-    near_duplicate_decisions,
-)
-from pipelines.corpus.steps import read_dedup_rows, write_decisions
 from foundation.ledger import StageOutput
-from pipelines.engines import beam_error
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import Decision, near_duplicate_decisions
+from pipelines.corpus.dedup_beam import dedup_beam
+from pipelines.corpus.dedup_ray import dedup_ray
+from pipelines.corpus.dedup_shards import band_items, bucket_stage, exact_stage
+from pipelines.corpus.steps import write_decisions
 
-
-def _key(row: dict) -> tuple[int, str, int, str]:
-    return (int(row.get("build") or 0), row["path"], int(row["line"]), row["id"])
-
-
-def exact_stage(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
-    """One text-hash group -> (survivor rows, exact-duplicate decision rows)."""
-    rows = list(rows)
-    by_key = {_key(r): r for r in rows}
-    survivor, decisions = exact_group_decisions(by_key)
-    return [by_key[survivor]], [d.row() for d in decisions]
-
-
-def band_items(row: dict, cfg: DedupConfig) -> list[tuple[str, tuple]]:
-    sig = np.asarray(row["minhash"], dtype=np.uint32)
-    if sig.size == 0:
-        return []
-    return [(k, (_key(row), sig)) for k in band_keys(sig, cfg.bands, cfg.rows)]
-
-
-def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
-    members = list(members)
-    return bucket_links(members, threshold) if len(members) > 1 else []
+__all__ = ["DedupColumns", "band_items", "bucket_stage", "dedup_columnar", "dedup_in_memory", "exact_stage",
+           "run_dedup"]
 
 
 def dedup_in_memory(rows: list[dict], cfg: DedupConfig) -> list[dict]:
@@ -182,165 +157,6 @@ def dedup_local(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Sta
     cols = DedupColumns.read(files, cfg)
     write_decisions(out, dedup_columnar(cols, cfg), len(cols), deps, build)
 
-
-# ---- Apache Beam ---------------------------------------------------------------------------------
-def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
-               build: int = 0) -> None:
-    import apache_beam as beam
-
-    try:
-            with engine.pipeline() as p:
-                rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
-                n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
-                decisions = []
-                survivors = rows
-                if cfg.exact:
-                    exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
-                             | "GroupExact" >> beam.GroupByKey()
-                             | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
-                    survivors = exact.keep
-                    decisions.append(exact.dup)
-                if cfg.near:
-                    near = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
-                            | "GroupBuckets" >> beam.GroupByKey()
-                            | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold))
-                            | "AllLinks" >> beam.combiners.ToList()
-                            | "Clusters" >> beam.FlatMap(lambda links: [d.row() for d in near_duplicate_decisions(links)]))
-                    decisions.append(near)
-                merged = (decisions | "Merge" >> beam.Flatten()) if decisions else (p | "NoDecisions" >> beam.Create([]))
-                (merged | "AllDecisions" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(lambda ds, n: write_decisions(out, ds, n, deps, build),
-                                      beam.pvalue.AsSingleton(n_rows)))
-    except MgteError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
-        raise beam_error(exc, [(f,) for f, _ in files]) from exc
-
-
-def _exact_tagged(kv):
-    import apache_beam as beam
-
-    keep, dups = exact_stage(kv[1])
-    for row in keep:
-        yield row
-    for d in dups:
-        yield beam.pvalue.TaggedOutput("dup", d)
-
-
-# ---- Ray Data ------------------------------------------------------------------------------------
-def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
-              build: int = 0) -> None:
-    """Exact groups and LSH buckets are hash-partitioned into a few groups per CPU: Ray Data's
-    ``map_groups`` costs about a task per group, so one group per text hash or band bucket
-    (hundreds of thousands) would cost more than the de-duplication itself."""
-    import pyarrow.fs as pafs
-    import ray
-
-    from pipelines.corpus.steps import DEDUP_COLUMNS
-
-    parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    local = all("://" not in f for f, _ in files)
-    # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
-    # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
-    # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
-    retry = engine.retry_args
-    by_build: dict[int, list[str]] = defaultdict(list)
-    for f, b in files:
-        by_build[b].append(f)
-    parts_ds = [ray.data.read_parquet(fs, filesystem=pafs.LocalFileSystem() if local else None, ray_remote_args=retry)
-                .select_columns(DEDUP_COLUMNS)
-                .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
-                for b, fs in sorted(by_build.items())]
-    ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
-    n_rows = ds.count()
-    decisions: list[dict] = []
-    survivors = ds
-    if cfg.exact:
-        grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                   .groupby("part").map_groups(_ray_exact, batch_format="pyarrow").materialize())
-        decisions += [_decision(r) for r in grouped.filter(lambda r: r["kind"] == "dup").take_all()]
-        survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
-                                                                                 "similarity"])
-    if cfg.near:
-        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
-                 .groupby("part").map_groups(functools.partial(_ray_links, threshold=cfg.threshold),
-                                             batch_format="pyarrow")
-                 .take_all())
-        triples = [((r["a_build"], r["a_path"], r["a_line"], r["a_id"]),
-                    (r["b_build"], r["b_path"], r["b_line"], r["b_id"]), r["sim"]) for r in links]
-        decisions += [d.row() for d in near_duplicate_decisions(triples)]
-    write_decisions(out, decisions, n_rows, deps, build)
-
-
-def _with_build(table, build: int):
-    import pyarrow as pa
-
-    return table.append_column("build", pa.array([build] * table.num_rows, pa.int64()))
-
-
-def _part(key: str, parts: int) -> int:
-    return zlib.crc32(key.encode()) % parts  # stable across processes (unlike hash())
-
-
-def _with_part(table, column: str, parts: int):
-    import pyarrow as pa
-
-    return table.append_column("part", pa.array([_part(k, parts) for k in table.column(column).to_pylist()],
-                                                pa.int64()))
-
-
-def _band_rows(table, cfg: DedupConfig, parts: int):
-    """Candidates -> one row per (LSH band key, candidate), with an explicit schema: an empty
-    block must have the same columns and types as a full one when Ray shuffles them."""
-    import pyarrow as pa
-
-    schema = pa.schema([("band", pa.string()), ("part", pa.int64()), ("build", pa.int64()), ("path", pa.string()),
-                        ("line", pa.int64()), ("id", pa.string()), ("minhash", pa.list_(pa.uint32()))])
-    rows = [{"band": k, "part": _part(k, parts), "build": m[0][0], "path": m[0][1], "line": m[0][2], "id": m[0][3],
-             "minhash": m[1].tolist()} for r in table.to_pylist() for k, m in band_items(r, cfg)]
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def _decision(row: dict) -> dict:
-    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity", "build")}
-
-
-def _ray_exact(table):
-    """One partition of text hashes -> its rows tagged keep / dup (one survivor per hash)."""
-    import pyarrow as pa
-
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in table.drop_columns(["part"]).to_pylist():
-        groups[row["text_hash"]].append(row)
-    rows = []
-    for members in groups.values():
-        keep, dups = exact_stage(members)
-        rows += [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
-        rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
-                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"],
-                  "build": d["build"]} for d in dups]
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
-        ("build", pa.int64()),
-        ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
-        ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
-
-
-def _ray_links(table, threshold: float):
-    """One partition of LSH buckets -> the verified links inside each bucket."""
-    import pyarrow as pa
-
-    buckets: dict[str, list] = defaultdict(list)
-    for r in table.to_pylist():
-        buckets[r["band"]].append(((int(r["build"]), r["path"], int(r["line"]), r["id"]),
-                                   np.asarray(r["minhash"], np.uint32)))
-    links = [link for members in buckets.values() for link in bucket_stage(members, threshold)]
-    fields = ("build", "path", "line", "id")
-    types = (pa.int64(), pa.string(), pa.int64(), pa.string())
-    return pa.Table.from_pylist(
-        [{**{f"a_{f}": v for f, v in zip(fields, a)}, **{f"b_{f}": v for f, v in zip(fields, b)}, "sim": s}
-         for a, b, s in links],
-        schema=pa.schema([(f"{side}_{f}", t) for side in "ab" for f, t in zip(fields, types)] + [("sim", pa.float64())]))
 
 
 DEDUP = {"local": dedup_local, "beam": dedup_beam, "ray": dedup_ray}

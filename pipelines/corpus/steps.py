@@ -10,9 +10,10 @@ its position in the input list, and each marker records the file it read.
   :mod:`pipelines.decontam`) is dropped as ``eval_overlap`` whatever the language and quality say.
   Writes the file's candidates (``_work/candidates/``), the records dropped before
   de-duplication, and quarantined records.
-* ``dedup`` (one): exact + near duplicate decisions over all candidates (``_work/dedup.parquet``);
-  the engines compute it with the functions of :mod:`pipelines.corpus.dedup`. Its marker records
-  the set of read tasks it read (``deps``): over another set it is stale and is redone.
+* ``dedup`` (one): exact + near duplicate decisions over all candidates, in shards by input path
+  (``_work/dedup/{exact,near}-<shard>.parquet``, written by the engine's workers); the engines
+  compute it with the functions of :mod:`pipelines.corpus.dedup`. Its marker records the set of
+  read tasks it read (``deps``): over another set it is stale and is redone.
 * ``write-<file>-<hash>`` (one per input file, same ``deps`` as dedup): candidates that are neither duplicates nor
   quality-rejected -> ``data/``; the others -> ``dropped/`` (a duplicate's reason wins).
 
@@ -25,7 +26,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +40,7 @@ from pipelines.corpus.lid import load_identifier
 from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
 from pipelines.decontam import REASON as EVAL_OVERLAP, load_index
+from foundation.errors import StageIOError
 from foundation.faults import fault_point
 from pipelines.contract import Outcomes
 from pipelines.readers import Quarantined, check_text, read_records
@@ -46,7 +50,8 @@ from storage_schemas.corpus import DEDUP_INDEX
 
 TEXT_PREVIEW = 2000
 DEDUP_TASK = "dedup"
-DEDUP_FILE = "_work/dedup.parquet"
+DEDUP_DIR = "_work/dedup"
+DECISION_KINDS = {"exact": "exact_duplicate", "near": "near_duplicate"}  # file prefix -> reason
 
 
 def read_task(entry: dict) -> str:
@@ -184,20 +189,66 @@ def read_dedup_rows(item: tuple[str, int]) -> list[dict]:
     return [dict(r, build=build) for r in pq.read_table(path, columns=DEDUP_COLUMNS).to_pylist()]
 
 
-def write_decisions(out: StageOutput, decisions: list[dict], n_rows: int, deps: str, build: int = 0) -> dict:
-    """The dedup task's output and marker: the decisions about this build's records (``build``;
-    the rows of previous builds only take part). ``deps``: the read tasks whose candidates it read."""
-    decisions = sorted((d for d in decisions if d.get("build", 0) == build), key=lambda d: (d["path"], d["line"]))
-    rel = out.write_rows(DEDUP_FILE, decisions, DEDUP_DECISION)
-    reasons = Counter(d["reason"] for d in decisions)
+def decision_shard(path: str, shards: int) -> int:
+    """The decisions shard of an input path (stable across processes, unlike ``hash()``)."""
+    return zlib.crc32(path.encode()) % shards
+
+
+def decision_file(kind: str, shard: int) -> str:
+    return f"{DEDUP_DIR}/{kind}-{shard:05d}.parquet"
+
+
+def write_decision_shard(out: StageOutput, shard: int, decisions: list[dict], build: int = 0,
+                         kinds: tuple[str, ...] = tuple(DECISION_KINDS)) -> list[str]:
+    """One shard's decisions, one file per reason (``kinds``: the files this call writes, every one
+    even when empty, so the set of files is known without listing a directory): the decisions about
+    this build's records (``build``; the rows of previous builds only take part)."""
+    files = []
+    for kind in kinds:
+        rows = sorted((d for d in decisions if d["reason"] == DECISION_KINDS[kind] and d.get("build", 0) == build),
+                      key=lambda d: (d["path"], d["line"]))
+        files.append(out.write_rows(decision_file(kind, shard), rows, DEDUP_DECISION))
+    return files
+
+
+def mark_dedup(out: StageOutput, shards: int, n_rows: int, deps: str, extra: dict | None = None) -> dict:
+    """The dedup task's marker, after every shard is written: the decisions counted from the
+    files' footers (the driver reads no decision). ``deps``: the read tasks whose candidates it read."""
+    files = [decision_file(kind, k) for kind in DECISION_KINDS for k in range(shards)]
+    reasons = {DECISION_KINDS[kind]: sum(pq.read_metadata(out.root / decision_file(kind, k)).num_rows
+                                         for k in range(shards)) for kind in DECISION_KINDS}
     # The dedup task only decides; its records are counted by the write tasks.
-    return out.mark_task(DEDUP_TASK, EMPTY_COUNTS, [rel], deps=deps,
-                         extra={"decisions": dict(reasons), "candidates": n_rows})
+    return out.mark_task(DEDUP_TASK, EMPTY_COUNTS, files, deps=deps,
+                         extra={"decisions": {r: n for r, n in reasons.items() if n}, "candidates": n_rows,
+                                "shards": shards, **(extra or {})})
+
+
+def write_decisions(out: StageOutput, decisions: list[dict], n_rows: int, deps: str, build: int = 0) -> dict:
+    """The dedup task's output and marker from decisions held in this process (the local engine):
+    one shard."""
+    write_decision_shard(out, 0, decisions, build)
+    return mark_dedup(out, 1, n_rows, deps)
 
 
 @functools.lru_cache(maxsize=2)
-def _decisions_by_key(path: str, mtime: int, size: int) -> dict[tuple[str, int], dict]:
-    return {(d["path"], d["line"]): d for d in pq.read_table(path).to_pylist()}
+def _decisions_by_key(files: tuple[tuple[str, int, int], ...]) -> dict[tuple[str, int], dict]:
+    """``(file, mtime, size)`` of the shards -> (path, line) -> decision."""
+    return {(d["path"], d["line"]): d for f, _, _ in files for d in pq.read_table(f).to_pylist()}
+
+
+def decisions_for(out: StageOutput, paths) -> dict[tuple[str, int], dict]:
+    """The decisions about the records of these input ``paths``: only their shards are read."""
+    marker = out.task_marker(DEDUP_TASK)
+    if marker is None:
+        raise StageIOError(f"{out.root}: the dedup task has no marker; its decisions cannot be read")
+    shards = int(marker.get("shards", 1))
+    wanted = {decision_shard(p, shards) for p in paths}
+    files = []
+    for rel in marker["files"]:
+        if int(Path(rel).stem.rsplit("-", 1)[1]) in wanted:
+            st = (out.root / rel).stat()
+            files.append((str(out.root / rel), st.st_mtime_ns, st.st_size))
+    return _decisions_by_key(tuple(files))
 
 
 TOKEN_BATCH = 1024  # texts per call of the Rust tokenizer
@@ -235,10 +286,8 @@ def run_write_task(entry: dict, cfg: Config, out: StageOutput, deps: str) -> dic
     marker = out.task_marker(task, deps)
     if marker is not None:
         return marker
-    dec_path = out.root / DEDUP_FILE
-    st = dec_path.stat()
-    decisions = _decisions_by_key(str(dec_path), st.st_mtime_ns, st.st_size)
     cand = pq.read_table(out.root / f"_work/candidates/{read_task(entry)}.parquet")
+    decisions = decisions_for(out, set(cand.column("path").to_pylist()))
     keep_mask, outcomes = [], Outcomes()
     for row in cand.select(["id", "path", "line", "text", "lang", "lang_score", "quality_reason", "scores"]).to_pylist():
         d = decisions.get((row["path"], row["line"]))

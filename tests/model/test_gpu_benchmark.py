@@ -35,3 +35,22 @@ def test_cpu_smoke_run(tmp_path):
     for mode in ("mlm-step", "cpt-step"):
         steps = [r for r in result["rows"] if r["mode"] == mode]
         assert len(steps) == 2 and all(r["tokens_per_s"] > 0 and r["backend_used"] == "sdpa" for r in steps), mode
+
+
+def test_rows_that_would_not_fit_are_skipped_with_the_estimate(tmp_path, monkeypatch):
+    """Issue 27: a row whose estimated peak exceeds the memory available is skipped, never run
+    (the CPU smoke without --max-len was killed by the kernel at 23 GB)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import gpu_encoder
+
+    monkeypatch.setattr(gpu_encoder, "available_bytes", lambda device: 2**20)
+    out = tmp_path / "skipped.json"
+    assert gpu_encoder.main(["--device", "cpu", "--size", "tiny", "--docs", "2", "--max-len", "64",
+                             "--protocols", "short", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * 4 + 2  # fwd and fwdbwd x 4 variants, the MLM and CPT steps
+    for r in rows:
+        assert r["skipped"].startswith("estimated peak ") and "GB > 80% of the 0.0 GB available" in r["skipped"], r
+        assert "seconds" not in r
+    est = {(r["variant"], r["mode"]): r["estimated_peak_gb"] for r in rows}
+    assert est[("ours-njt", "fwdbwd")] >= est[("ours-njt", "fwd")] > 0

@@ -1,0 +1,199 @@
+"""The corpus dedup task as Apache Beam pipelines, without a global gather: near-duplicate
+clusters by the shuffled rounds of :mod:`pipelines.corpus.components`, decisions written per shard
+by the workers, counts only on the driver."""
+
+from __future__ import annotations
+
+from foundation.errors import MgteError
+from foundation.ledger import StageOutput
+from pipelines.corpus.components import (
+    large_star,
+    large_star_emit,
+    not_converged,
+    round_cap,
+    small_star,
+    small_star_emit,
+    star_check,
+    star_check_emit,
+)
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup_shards import (
+    _edge_table,
+    _edges_of,
+    _shards,
+    _sim_table,
+    _sims_of,
+    band_items,
+    bucket_stage,
+    exact_stage,
+    write_shard,
+)
+from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup, read_dedup_rows
+from pipelines.engines import beam_error
+
+
+CC_DIR = "_work/dedup_cc"  # the Beam rounds' state between pipelines, removed when the task is marked
+FIRST_ROUNDS = 2  # rounds in the pipeline that finds the links (most link graphs are stars after 1-2)
+MORE_ROUNDS = 4  # rounds in each further pipeline, over the edges the previous one left
+
+
+def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+               build: int = 0) -> None:
+    """One pipeline reads the candidates, decides the exact duplicates, verifies the LSH links and
+    runs :data:`FIRST_ROUNDS` rounds; while nodes are left outside a star (a count its workers
+    write), further pipelines run :data:`MORE_ROUNDS` rounds each over the edges it left, up to
+    :func:`round_cap`. Every pipeline writes every shard's near decisions, final once no node is left."""
+    import shutil
+
+    shards = _shards(files)
+    work = out.root / CC_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with engine.pipeline() as p:
+            beam_first_pipeline(p, files, cfg, out, build, shards)
+        counts = _read_counts(work, 0)
+        rounds, i = (FIRST_ROUNDS if cfg.near else 0), 0
+        while counts["bad"]:
+            cap = round_cap(counts["links"])
+            if rounds >= cap:
+                raise not_converged(rounds, counts["links"], counts["bad"])
+            i += 1
+            n = min(MORE_ROUNDS, cap - rounds)
+            with engine.pipeline() as p:
+                beam_more_pipeline(p, out, build, shards, i, n)
+            counts = {**counts, **_read_counts(work, i)}
+            rounds += n
+    except MgteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
+        raise beam_error(exc, [(f,) for f, _ in files]) from exc
+    mark_dedup(out, shards, counts["candidates"], deps, {"near_links": counts["links"], "near_rounds": rounds})
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, build: int,
+                        shards: int) -> None:
+    import apache_beam as beam
+
+    rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
+    n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
+    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)])}
+    survivors = rows
+    if cfg.exact:
+        exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
+                 | "GroupExact" >> beam.GroupByKey()
+                 | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
+        survivors = exact.keep
+        parts["exact"] = exact.dup | "ExactByShard" >> beam.Map(lambda d: (decision_shard(d["path"], shards), d))
+    if cfg.near:
+        links = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
+                 | "GroupBuckets" >> beam.GroupByKey()
+                 | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold)))
+        n_links = links | "CountLinks" >> beam.combiners.Count.Globally()
+        sims = links | "LinkEnds" >> beam.FlatMap(lambda link: [(link[0], link[2]), (link[1], link[2])])
+        edges = _beam_rounds(links | "Orient" >> beam.Map(lambda link: (max(link[:2]), min(link[:2]))), FIRST_ROUNDS)
+        bad = _beam_not_in_stars(edges)
+        parts["edge"] = edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e))
+        parts["sim"] = sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))
+    else:
+        n_links = p | "NoLinks" >> beam.Create([0])
+        bad = p | "NoClusters" >> beam.Create([0])
+    kinds = tuple(DECISION_KINDS)
+    _ = (parts | "ByShard" >> beam.CoGroupByKey()
+         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, kinds, 0 if cfg.near else None))
+    _ = (p | "Counts" >> beam.Create([0])
+         | "WriteCounts" >> beam.Map(_write_counts, out, beam.pvalue.AsSingleton(n_rows),
+                                     beam.pvalue.AsSingleton(n_links), beam.pvalue.AsSingleton(bad)))
+
+
+def beam_more_pipeline(p, out: StageOutput, build: int, shards: int, i: int, rounds: int) -> None:
+    import apache_beam as beam
+
+    edges = (p | "EdgeFiles" >> beam.Create([str(out.root / _state_file("edges", i - 1, k)) for k in range(shards)])
+             | "ReadEdges" >> beam.FlatMap(lambda f: _edges_of(pq_read(f))))
+    sims = (p | "SimFiles" >> beam.Create([str(out.root / _state_file("sims", 0, k)) for k in range(shards)])
+            | "ReadSims" >> beam.FlatMap(lambda f: _sims_of(pq_read(f))))
+    edges = _beam_rounds(edges, rounds)
+    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)]),
+             "edge": edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e)),
+             "sim": sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))}
+    _ = (parts | "ByShard" >> beam.CoGroupByKey()
+         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, ("near",), i))
+    _ = (p | "Counts" >> beam.Create([i])
+         | "WriteCounts" >> beam.Map(_write_counts, out, bad=beam.pvalue.AsSingleton(_beam_not_in_stars(edges))))
+
+
+def _beam_rounds(edges, n: int):
+    import apache_beam as beam
+
+    for r in range(n):
+        edges = (edges | f"LargeStarEmit{r}" >> beam.FlatMap(large_star_emit)
+                 | f"LargeStarGroup{r}" >> beam.GroupByKey()
+                 | f"LargeStar{r}" >> beam.FlatMapTuple(large_star)
+                 | f"SmallStarEmit{r}" >> beam.FlatMap(small_star_emit)
+                 | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                 | f"SmallStar{r}" >> beam.FlatMapTuple(small_star))
+    return edges
+
+
+def _beam_not_in_stars(edges):
+    """The number of nodes not yet a leaf or centre of a star (0: converged)."""
+    import apache_beam as beam
+
+    return (edges | "StarCheckEmit" >> beam.FlatMap(star_check_emit)
+            | "StarCheckGroup" >> beam.GroupByKey()
+            | "StarCheck" >> beam.MapTuple(star_check)
+            | "NotInStars" >> beam.CombineGlobally(sum))
+
+
+def _state_file(kind: str, i: int, shard: int) -> str:
+    return f"{CC_DIR}/{kind}-{i:03d}-{shard:05d}.parquet"
+
+
+def pq_read(path: str):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _beam_write_shard(kv, out: StageOutput, build: int, kinds: tuple[str, ...], state: int | None) -> int:
+    """One shard's CoGroupByKey result -> its decision files, and (``state``: this pipeline's
+    number) the edges and link similarities the next pipeline starts from."""
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    shard, parts = kv
+    edges, sims = list(parts.get("edge", [])), list(parts.get("sim", []))
+    write_shard(out, shard, build, parts.get("exact", []), edges, sims, kinds)
+    if state is not None:
+        atomic_write_parquet(out.root / _state_file("edges", state, shard), _edge_table(edges))
+        if state == 0:
+            atomic_write_parquet(out.root / _state_file("sims", 0, shard), _sim_table(sims))
+    return shard
+
+
+def _write_counts(i: int, out: StageOutput, candidates: int | None = None, links: int | None = None,
+                  bad: int = 0) -> None:
+    from foundation.ledger.atomic import atomic_write_json
+
+    counts = {"bad": int(bad)}
+    if candidates is not None:
+        counts.update(candidates=int(candidates), links=int(links))
+    atomic_write_json(out.root / CC_DIR / f"counts-{i:03d}.json", counts)
+
+
+def _read_counts(work, i: int) -> dict:
+    import json
+
+    return json.loads((work / f"counts-{i:03d}.json").read_text())
+
+
+def _exact_tagged(kv):
+    import apache_beam as beam
+
+    keep, dups = exact_stage(kv[1])
+    for row in keep:
+        yield row
+    for d in dups:
+        yield beam.pvalue.TaggedOutput("dup", d)
+
+

@@ -1,0 +1,120 @@
+"""The de-duplication pieces every engine shares: the row-level stages (one text-hash group, one
+record's band keys, one LSH bucket) and, for Beam and Ray, the shard writer and the Arrow tables
+their clusters travel in (:mod:`pipelines.corpus.dedup_beam`, :mod:`pipelines.corpus.dedup_ray`)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from foundation.ledger import StageOutput
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import Decision, band_keys, bucket_links, exact_group_decisions
+from pipelines.corpus.steps import write_decision_shard
+
+
+def row_key(row: dict) -> tuple[int, str, int, str]:
+    return (int(row.get("build") or 0), row["path"], int(row["line"]), row["id"])
+
+
+def exact_stage(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """One text-hash group -> (survivor rows, exact-duplicate decision rows)."""
+    rows = list(rows)
+    by_key = {row_key(r): r for r in rows}
+    survivor, decisions = exact_group_decisions(by_key)
+    return [by_key[survivor]], [d.row() for d in decisions]
+
+
+def band_items(row: dict, cfg: DedupConfig) -> list[tuple[str, tuple]]:
+    sig = np.asarray(row["minhash"], dtype=np.uint32)
+    if sig.size == 0:
+        return []
+    return [(k, (row_key(row), sig)) for k in band_keys(sig, cfg.bands, cfg.rows)]
+
+
+def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
+    members = list(members)
+    return bucket_links(members, threshold) if len(members) > 1 else []
+
+
+
+# ---- the distributed engines: clusters without a global gather ---------------------------------
+# Beam and Ray never bring the links or the decisions to one process: the links' connected
+# components are found with the shuffled rounds of :mod:`pipelines.corpus.components`, and one
+# worker per shard (records hashed by input path) joins its records' edges to their cluster's
+# representative with their link similarities and writes the shard's decisions. The driver gets
+# counts: candidates, links, nodes not yet in a star, and the decisions from the files' footers.
+MAX_SHARDS = 256
+KEY_FIELDS = (("build", "int64"), ("path", "string"), ("line", "int64"), ("id", "string"))
+
+
+def _shards(files: list[tuple[str, int]]) -> int:
+    """One decisions shard per input file (each write task then reads about one shard), at most 256."""
+    return max(1, min(MAX_SHARDS, len(files)))
+
+
+def near_rows(edges: Iterable[tuple], sims: Iterable[tuple]) -> list[dict]:
+    """Converged ``(record, representative)`` edges and ``(record, link similarity)`` pairs ->
+    :func:`near_duplicate_decisions`'s rows: similarity = the record's best link."""
+    best: dict = {}
+    for node, sim in sims:
+        best[node] = max(best.get(node, 0.0), sim)
+    parent: dict = {}
+    for child, root in edges:
+        parent[child] = min(root, parent.get(child, root))
+    return [Decision.of(c, "near_duplicate", r, best.get(c, 0.0)).row() for c, r in parent.items()]
+
+
+def write_shard(out: StageOutput, shard: int, build: int, exact: Iterable[dict], edges: Iterable[tuple],
+                sims: Iterable[tuple], kinds: tuple[str, ...]) -> list[str]:
+    """One shard's decisions (exact decision rows, converged edges, link similarities) -> its files."""
+    return write_decision_shard(out, shard, [*exact, *near_rows(edges, sims)], build, kinds)
+
+
+def _key_schema(prefix: str) -> list:
+    import pyarrow as pa
+
+    return [(f"{prefix}_{name}", getattr(pa, t)()) for name, t in KEY_FIELDS]
+
+
+def _key_columns(prefix: str, keys: list) -> dict:
+    return {f"{prefix}_{name}": [k[i] for k in keys] for i, (name, _) in enumerate(KEY_FIELDS)}
+
+
+def _keys_of(table, prefix: str) -> list[tuple]:
+    cols = [table.column(f"{prefix}_{name}").to_pylist() for name, _ in KEY_FIELDS]
+    return [(int(b), p, int(ln), i) for b, p, ln, i in zip(*cols)]
+
+
+def _edge_table(edges: list[tuple], bad: int | None = None):
+    """``(child, parent)`` edges; with ``bad``, a ``bad`` column (0 on the edges) and one more row
+    of null nodes holding it (Ray's large-star: the edges and its partition's count in one table)."""
+    import pyarrow as pa
+
+    cols = {**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])}
+    schema = _key_schema("c") + _key_schema("p")
+    if bad is None:
+        return pa.table(cols, schema=pa.schema(schema))
+    cols = {k: v + [None] for k, v in cols.items()}
+    cols["bad"] = [0] * len(edges) + [bad]
+    return pa.table(cols, schema=pa.schema(schema + [("bad", pa.int64())]))
+
+
+def _sim_table(sims: list[tuple]):
+    import pyarrow as pa
+
+    return pa.table({**_key_columns("c", [s[0] for s in sims]), "sim": [s[1] for s in sims]},
+                    schema=pa.schema(_key_schema("c") + [("sim", pa.float64())]))
+
+
+def _edges_of(table) -> list[tuple]:
+    if "bad" in table.column_names:  # a large-star's table: drop its count rows
+        table = table.filter(table.column("c_path").is_valid())
+    return list(zip(_keys_of(table, "c"), _keys_of(table, "p")))
+
+
+def _sims_of(table) -> list[tuple]:
+    return list(zip(_keys_of(table, "c"), table.column("sim").to_pylist()))
+
+

@@ -1,0 +1,208 @@
+"""Near-duplicate clusters without a global gather: the distributed connected components equal a
+union-find on random graphs and long paths; on a corpus whose near duplicates form one long chain
+(d_i ~ d_i+1, d_0 and d_N unrelated, in shuffled order over three files and two builds) Beam and
+Ray write, shard by shard, exactly the local engine's decisions; and the Beam pipelines hold no
+``ToList`` or other global combiner over links or decisions."""
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from foundation.errors import MgteError
+from foundation.ledger import StageOutput
+from pipelines.corpus import components as cc
+from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import UnionFind
+from pipelines.corpus.dedup_beam import beam_first_pipeline, beam_more_pipeline
+from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
+from pipelines.corpus.steps import DEDUP_TASK
+from pipelines.engines import BeamEngine, LocalEngine, RayEngine
+
+CFG = DedupConfig(bands=20, rows=4, threshold=0.45, minhash="numpy")
+CHAIN = 24
+
+
+# ---- the connected components themselves -----------------------------------------------------
+def union_find(links) -> dict:
+    uf = UnionFind()
+    for a, b, *_ in links:
+        uf.union(a, b)
+    return {k: uf.find(k) for k in uf.parent if uf.find(k) != k}
+
+
+def random_graphs():
+    rng = random.Random(7)
+    for n in (2, 5, 30, 200):
+        for density in (0.5, 1.0, 2.0):
+            nodes = [(rng.randrange(2), f"f{rng.randrange(3)}", i, f"id{i}") for i in range(n)]
+            yield [tuple(rng.sample(nodes, 2)) for _ in range(int(density * n))]
+    for n in (50, 300):  # long paths, in key order and shuffled, and a path of stars
+        yield [((0, "p", i, ""), (0, "p", i + 1, "")) for i in range(n)]
+        order = list(range(n + 1))
+        rng.shuffle(order)
+        yield [((0, "p", order[i], ""), (0, "p", order[i + 1], "")) for i in range(n)]
+        yield [((0, "p", i, ""), (0, "p", i + 1 + j, "")) for i in range(0, n, 5) for j in range(5)]
+
+
+def test_components_equal_union_find():
+    for links in random_graphs():
+        got, rounds = cc.components(links)
+        assert got == union_find(links)
+        assert rounds <= cc.round_cap(len(links))
+
+
+def test_a_long_path_needs_rounds_and_the_cap_raises():
+    path = [((0, "p", i, ""), (0, "p", i + 1, "")) for i in range(300)]
+    _, rounds = cc.components(path)
+    assert rounds >= 5
+    with pytest.raises(MgteError, match="did not converge in 2 rounds over 300 links"):
+        cc.components(path, max_rounds=2)
+
+
+# ---- the chain corpus ------------------------------------------------------------------------
+def chain_signature(c: int) -> list[int]:
+    """Doc ``c`` of the chain: band b changes every 2 docs, odd bands one doc later than even
+    ones, so d_c and d_c+1 share half the bands (Jaccard 0.5 >= 0.45, one LSH bucket) and d_c and
+    d_c+2 none."""
+    values = []
+    for b in range(CFG.bands):
+        epoch = (c + b % 2) // 2
+        values += [(hash((b, j, epoch)) & 0x7FFFFFFF) | 1 for j in range(CFG.rows)]
+    return values
+
+
+@pytest.fixture(scope="module")
+def chain_corpus(tmp_path_factory):
+    """(files, build) pairs: the chain d_0..d_24 plus an exact copy of two of its docs, a short
+    second chain and singletons, shuffled over a previous build's index and two candidate files."""
+    root = tmp_path_factory.mktemp("chain")
+    rng = np.random.default_rng(3)
+    docs = [(f"c{c}", f"h{c}", chain_signature(c)) for c in range(CHAIN + 1)]
+    docs += [(f"x{c}", f"h{c}", chain_signature(c)) for c in (7, 21)]  # exact copies
+    docs += [(f"s{c}", f"s{c}", chain_signature(1000 + c)) for c in range(4)]  # a chain of 4
+    docs += [(f"u{c}", f"u{c}", rng.integers(1, 2**31, CFG.bands * CFG.rows).tolist()) for c in range(5)]
+    order = rng.permutation(len(docs))
+    names = [("old.jsonl", 0), ("a.jsonl", 1), ("b.jsonl", 1)]
+    rows = {name: [] for name, _ in names}
+    for pos, i in enumerate(order):
+        name = names[pos % 3][0]
+        ident, th, sig = docs[i]
+        rows[name].append({"path": f"in/{name}", "line": len(rows[name]), "id": ident, "text_hash": th,
+                           "minhash": sig})
+    files = []
+    for name, build in names:
+        path = root / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows[name], schema=pa.schema([
+            ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
+            ("minhash", pa.list_(pa.uint32()))])), path)
+        files.append((str(path), build))
+    return files
+
+
+def decisions(out: StageOutput) -> list[dict]:
+    marker = out.task_marker(DEDUP_TASK)
+    rows = [r for f in marker["files"] for r in pq.read_table(out.root / f).to_pylist()]
+    for r in rows:
+        r["similarity"] = round(r["similarity"], 5)
+    return sorted(rows, key=lambda r: (r["path"], r["line"]))
+
+
+def dedup_with(engine, files, out_dir) -> tuple[list[dict], dict]:
+    out = StageOutput(out_dir, "corpus", {"dedup": "test"})
+    with engine:
+        run_dedup(engine, files, CFG, out, "deps", build=1)
+    return decisions(out), out.task_marker(DEDUP_TASK)
+
+
+@pytest.fixture(scope="module")
+def local_decisions(chain_corpus, tmp_path_factory):
+    return dedup_with(LocalEngine(), chain_corpus, tmp_path_factory.mktemp("local"))
+
+
+def test_the_chain_is_one_cluster_locally(chain_corpus, local_decisions):
+    got, marker = local_decisions
+    rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
+    ref = sorted((d for d in dedup_in_memory(rows, CFG) if d["build"] == 1), key=lambda d: (d["path"], d["line"]))
+    assert [(d["path"], d["line"], d["reason"], d["duplicate_of"]) for d in got] == \
+        [(d["path"], d["line"], d["reason"], d["duplicate_of"]) for d in ref]
+    sig = {r["id"]: np.array(r["minhash"]) for r in rows}
+    assert np.mean(sig["c0"] == sig[f"c{CHAIN}"]) < CFG.threshold  # the ends are not near duplicates
+    ids = {(r["path"], r["line"]): r["id"] for r in rows}
+    of_chain = {(r["path"], r["line"]) for r in rows if r["id"][0] in "cx" and r["path"] != "in/old.jsonl"}
+    assert {(d["path"], d["line"]) for d in ref if ids[(d["path"], d["line"])][0] in "cx"} == of_chain
+    near = {d["duplicate_of"] for d in ref if d["reason"] == "near_duplicate" and (d["path"], d["line"]) in of_chain}
+    assert len(near) == 1 and ids[min((r["build"], r["path"], r["line"]) for r in rows
+                                      if r["id"][0] in "cx")[1:]] == near.pop()  # one survivor, the earliest
+    assert marker["decisions"]["exact_duplicate"] >= 1
+
+
+def test_beam_writes_the_local_decisions_on_a_chain(chain_corpus, local_decisions, tmp_path):
+    engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
+    got, marker = dedup_with(engine, chain_corpus, tmp_path)
+    assert got == local_decisions[0]
+    assert marker["decisions"] == local_decisions[1]["decisions"]
+    assert marker["shards"] == 3 and len(marker["files"]) == 6
+    assert marker["near_rounds"] > 2  # the chain needed a second pipeline of rounds
+    assert not (tmp_path / "_work" / "dedup_cc").exists()
+
+
+@pytest.mark.slow
+def test_ray_writes_the_local_decisions_on_a_chain(chain_corpus, local_decisions, tmp_path, local_ray):
+    from foundation.config import RayConfig
+
+    got, marker = dedup_with(RayEngine(RayConfig(num_cpus=2)), chain_corpus, tmp_path)
+    assert got == local_decisions[0]
+    assert marker["decisions"] == local_decisions[1]["decisions"]
+    assert marker["near_rounds"] >= 3
+
+
+def test_a_round_cap_that_is_too_low_refuses_to_write(chain_corpus, tmp_path, monkeypatch):
+    from pipelines.corpus import dedup_beam
+
+    monkeypatch.setattr(dedup_beam, "round_cap", lambda n: 2)
+    engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
+    with pytest.raises(MgteError, match="did not converge in 2 rounds"):
+        dedup_with(engine, chain_corpus, tmp_path)
+    assert not (tmp_path / "_tasks" / f"{DEDUP_TASK}.json").exists()
+
+
+# ---- no global gather --------------------------------------------------------------------------
+def combiners(pipeline) -> list:
+    """Every transform of ``pipeline`` that brings a whole PCollection to one element."""
+    import apache_beam as beam
+    from apache_beam.transforms import combiners as cb
+    from apache_beam.transforms.core import CallableWrapperCombineFn
+
+    found = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+        def visit_transform(self, node):
+            t = node.transform
+            if isinstance(t, (cb.ToList, cb.ToDict, cb.ToSet, cb.Top.Of, cb.Sample.FixedSizeGlobally)):
+                found.append((node.full_label, type(t).__name__))
+            elif isinstance(t, beam.CombineGlobally):
+                fn = t.fn
+                counts = isinstance(fn, cb.CountCombineFn) or fn is sum or (
+                    isinstance(fn, CallableWrapperCombineFn) and fn._fn is sum)
+                found.append((node.full_label, "count" if counts else type(fn).__name__))
+
+    pipeline.visit(Visitor())
+    return found
+
+
+def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
+    import apache_beam as beam
+
+    out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
+    for build_graph in (lambda p: beam_first_pipeline(p, chain_corpus, CFG, out, 1, 3),
+                        lambda p: beam_more_pipeline(p, out, 1, 3, 1, 2)):
+        p = beam.Pipeline()
+        build_graph(p)
+        found = combiners(p)
+        assert found and all(kind == "count" for _, kind in found), found
