@@ -292,7 +292,7 @@ def write_beir_from_pairs(table, root: str | Path, split: str = "test", *, dev_s
     """
     import json
 
-    from pipelines.pairs import parse_lang
+    from pipelines.pairs.records import parse_lang
 
     root = Path(root)
     queries: dict[str, dict] = {}
