@@ -5,6 +5,7 @@ Ray write, shard by shard, exactly the local engine's decisions; and the Beam pi
 ``ToList`` or other global combiner over links or decisions."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,7 @@ from pipelines.engines import BeamEngine, LocalEngine, RayEngine
 
 CFG = DedupConfig(bands=20, rows=4, threshold=0.45, minhash="numpy")
 CHAIN = 24
+RAY_CHAIN = 10
 
 
 # ---- the connected components themselves -----------------------------------------------------
@@ -74,14 +76,13 @@ def chain_signature(c: int) -> list[int]:
     return values
 
 
-@pytest.fixture(scope="module")
-def chain_corpus(tmp_path_factory):
-    """(files, build) pairs: the chain d_0..d_24 plus an exact copy of two of its docs, a short
+def write_chain_corpus(root: Path, length: int) -> list[tuple[str, int]]:
+    """(files, build) pairs: the chain d_0..d_length plus an exact copy of two of its docs, a short
     second chain and singletons, shuffled over a previous build's index and two candidate files."""
-    root = tmp_path_factory.mktemp("chain")
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
-    docs = [(f"c{c}", f"h{c}", chain_signature(c)) for c in range(CHAIN + 1)]
-    docs += [(f"x{c}", f"h{c}", chain_signature(c)) for c in (7, 21)]  # exact copies
+    docs = [(f"c{c}", f"h{c}", chain_signature(c)) for c in range(length + 1)]
+    docs += [(f"x{c}", f"h{c}", chain_signature(c)) for c in (length // 3, length - 3)]  # exact copies
     docs += [(f"s{c}", f"s{c}", chain_signature(1000 + c)) for c in range(4)]  # a chain of 4
     docs += [(f"u{c}", f"u{c}", rng.integers(1, 2**31, CFG.bands * CFG.rows).tolist()) for c in range(5)]
     order = rng.permutation(len(docs))
@@ -100,6 +101,11 @@ def chain_corpus(tmp_path_factory):
             ("minhash", pa.list_(pa.uint32()))])), path)
         files.append((str(path), build))
     return files
+
+
+@pytest.fixture(scope="module")
+def chain_corpus(tmp_path_factory):
+    return write_chain_corpus(tmp_path_factory.mktemp("chain"), CHAIN)
 
 
 def decisions(out: StageOutput) -> list[dict]:
@@ -150,12 +156,15 @@ def test_beam_writes_the_local_decisions_on_a_chain(chain_corpus, local_decision
 
 
 @pytest.mark.slow
-def test_ray_writes_the_local_decisions_on_a_chain(chain_corpus, local_decisions, tmp_path, local_ray):
+def test_ray_writes_the_local_decisions_on_a_chain(tmp_path, local_ray):
+    """A shorter chain than Beam's (each Ray round is two shuffles of ~12 s here), still several rounds."""
     from foundation.config import RayConfig
 
-    got, marker = dedup_with(RayEngine(RayConfig(num_cpus=2)), chain_corpus, tmp_path)
-    assert got == local_decisions[0]
-    assert marker["decisions"] == local_decisions[1]["decisions"]
+    files = write_chain_corpus(tmp_path / "chain", RAY_CHAIN)
+    local = dedup_with(LocalEngine(), files, tmp_path / "local")
+    got, marker = dedup_with(RayEngine(RayConfig(num_cpus=2)), files, tmp_path / "ray")
+    assert got == local[0]
+    assert marker["decisions"] == local[1]["decisions"]
     assert marker["near_rounds"] >= 3
 
 
