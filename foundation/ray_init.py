@@ -12,8 +12,10 @@ from foundation import faults
 from foundation.config import RayConfig
 from foundation.errors import MgteError
 
-# Environment variables the workers need from the driver (fault hook, offline hub, thread count).
-PROPAGATE_ENV = ("MGTE_FAULT", "OMP_NUM_THREADS", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "DS_ACCELERATOR")
+# Environment variables the workers need from the driver (fault hook, progress interval, offline hub,
+# thread count).
+PROPAGATE_ENV = ("MGTE_FAULT", "MGTE_PROGRESS_INTERVAL_S", "OMP_NUM_THREADS", "HF_HUB_OFFLINE", "HF_HOME",
+                 "TRANSFORMERS_OFFLINE", "DS_ACCELERATOR")
 
 # Ray Train's placement-group cleaner asks the state API (served by the dashboard) about the
 # controller every second and warns each time it cannot; a local Ray without the dashboard

@@ -201,7 +201,8 @@ def test_train_mlm_across_two_nodes_survives_losing_one(cluster, shards, tmp_pat
     assert resumed in (2, 4) and steps.count(resumed + 1) == 2, output[-3000:]  # told where it really resumed
     # rank 0's progress lines (a Ray worker's stderr) reach the driver's log: a run under cron or `> log`
     # says how far it is (issue 25, item 5)
-    assert re.search(r"foundation\.progress: train: [1-6]/6 steps \(\d+%\)", output), output[-3000:]
+    assert re.search(r"\(RayTrainWorker pid=\d+\)\S* .*train: [1-6]/6 steps \(\d+%\), [\d.]+/s, ~\S+ left", output), \
+        output[-3000:]
     got, want = _losses(out), _losses(ref)
     assert sorted(got) == sorted(want)
     for step in want:
