@@ -103,6 +103,15 @@ def ce_columns(queries: list[str], documents: list[list[str]], tokenizer, query_
 # The peers (run in a child process, like mgte)
 
 
+def _train_and_save(trainer, save, out: Path, rows: int) -> None:
+    """The peer's training, timed alone (``train_s``), then its model saved to ``out/model``."""
+    start = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - start
+    save(str(out / "model"))
+    (out / "peer.json").write_text(json.dumps({"train_s": train_s, "rows": rows}))
+
+
 def _st_args(spec: dict, out: Path, cls):
     return cls(output_dir=str(out / "trainer"), max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
                learning_rate=spec["lr"], warmup_ratio=spec["warmup_ratio"], lr_scheduler_type="linear",
@@ -130,12 +139,8 @@ def run_st_trm(spec: dict) -> None:
     loss = losses.MatryoshkaLoss(model, inner, matryoshka_dims=spec["dims"])
     args = _st_args(spec, out, SentenceTransformerTrainingArguments)
     args.batch_sampler = BatchSamplers.NO_DUPLICATES
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
-    start = time.perf_counter()
-    trainer.train()
-    train_s = time.perf_counter() - start
-    model.save(str(out / "model"))
-    (out / "peer.json").write_text(json.dumps({"train_s": train_s, "rows": len(data)}))
+    _train_and_save(SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss),
+                    model.save, out, len(data))
 
 
 def run_st_reranker(spec: dict) -> None:
@@ -155,12 +160,8 @@ def run_st_reranker(spec: dict) -> None:
     loss = ListNetLoss(model, activation_fn=torch.nn.Identity(), mini_batch_size=spec["sub_batch"])
     args = _st_args(spec, out, CrossEncoderTrainingArguments)
     args.learning_rate_mapping = {r"classifier\.": spec["head_lr"]}
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
-    start = time.perf_counter()
-    trainer.train()
-    train_s = time.perf_counter() - start
-    model.save_pretrained(str(out / "model"))
-    (out / "peer.json").write_text(json.dumps({"train_s": train_s, "rows": len(data)}))
+    _train_and_save(CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss),
+                    model.save_pretrained, out, len(data))
 
 
 def step_timing(args, mined: str) -> dict:
