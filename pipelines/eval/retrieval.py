@@ -78,8 +78,9 @@ def truncate_dim(vectors: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int, order_keys: np.ndarray, *,
-                 index_factory: str = "Flat", batch: int = 1024) -> list[Hits]:
-    """Inner-product search with a FAISS index (``Flat`` = exact) over the whole corpus."""
+                 index_factory: str = "Flat", nprobe: int = 32, batch: int = 1024) -> list[Hits]:
+    """Inner-product search with a FAISS index (``Flat`` = exact) over the whole corpus; an IVF index
+    visits ``nprobe`` inverted lists per query."""
     import faiss
 
     n_docs, dim = doc_vectors.shape
@@ -90,6 +91,9 @@ def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int, ord
     if not index.is_trained:
         index.train(docs)
     index.add(docs)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(nprobe, ivf.nlist)
     k_search = min(k, n_docs)
     out: list[Hits] = []
     for start in range(0, len(query_vectors), batch):

@@ -47,6 +47,21 @@ def test_dense_search_equals_brute_force():
         np.testing.assert_allclose(hits.scores, scores[hits.docs], rtol=1e-6)
 
 
+def test_ivf_visits_nprobe_lists():
+    """An IVF index searching all its lists is exact; with one list (FAISS's default) it is not."""
+    rng = np.random.default_rng(2)
+    docs = truncate_dim(rng.normal(size=(2000, 16)).astype(np.float32), None)
+    queries = truncate_dim(rng.normal(size=(20, 16)).astype(np.float32), None)
+    keys = doc_order_keys([f"doc{i:04d}" for i in range(2000)])
+    exact = [h.docs.tolist() for h in dense_search(docs, queries, 10, keys)]
+    every_list = [h.docs.tolist() for h in dense_search(docs, queries, 10, keys, index_factory="IVF16,Flat",
+                                                         nprobe=16)]
+    one_list = [h.docs.tolist() for h in dense_search(docs, queries, 10, keys, index_factory="IVF16,Flat",
+                                                       nprobe=1)]
+    assert every_list == exact
+    assert one_list != exact
+
+
 def test_matryoshka_cut_renormalises():
     x = truncate_dim(np.random.default_rng(1).normal(size=(5, 32)).astype(np.float32), 8)
     assert x.shape == (5, 8)
