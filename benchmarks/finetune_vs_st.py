@@ -81,11 +81,11 @@ def st_trm_columns(rows: dict[str, list], tokenizer, query_max: int) -> dict[str
 
 def reranker_groups(mined: str, hard: int, random: int, seed: int) -> tuple[list[str], list[list[str]]]:
     """Every usable row's group as mgte builds it (positive, hard, random negatives; step 0)."""
-    from training.reranker.data import RerankDataConfig, build_groups, load_inputs
+    from training.reranker.data import RerankDataConfig, build_groups, draw_random_negatives, load_inputs
 
     table, pool, _ = load_inputs((mined,), hard)
     cfg = RerankDataConfig(hard_negatives=hard, random_negatives=random, seed=seed)
-    groups = build_groups(table, pool, range(table.num_rows), 0, cfg)
+    groups = build_groups(table, draw_random_negatives(table, pool, cfg), range(table.num_rows), 0, cfg)
     return groups.queries, groups.documents
 
 
@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-trm", action="store_true")
     p.add_argument("--skip-reranker", action="store_true")
     p.add_argument("--rr-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--rr-trainers", nargs="+", default=["mgte", "st"], choices=["mgte", "st"])
     p.add_argument("--rr-steps", type=int, default=10)
     p.add_argument("--rr-batch", type=int, default=4)
     p.add_argument("--rr-hard", type=int, default=3)
@@ -438,7 +439,7 @@ def run(args) -> int:
         s = reranker_settings(args)
         results["reranker_settings"] = s
         for seed in args.rr_seeds:
-            for trainer in ("mgte", "st"):
+            for trainer in args.rr_trainers:
                 run_dir = out / "reranker" / f"{trainer}-s{seed}"
                 if trainer == "st":
                     wall = timed(peer_cmd("st-reranker", {**s, "seed": seed, "mined": mined, "output": str(run_dir)},
