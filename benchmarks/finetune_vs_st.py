@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-reranker", action="store_true")
     p.add_argument("--rr-seeds", type=int, nargs="+", default=[0])
     p.add_argument("--rr-trainers", nargs="+", default=["mgte", "st"], choices=["mgte", "st"])
+    p.add_argument("--mgte-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="more --set for mgte's train commands (e.g. data.alpha=1.0), after the benchmark's")
     p.add_argument("--rr-steps", type=int, default=10)
     p.add_argument("--rr-batch", type=int, default=4)
     p.add_argument("--rr-hard", type=int, default=3)
@@ -432,7 +434,7 @@ def run(args) -> int:
                     whole = s["batch"] * (2 + s["negatives"])  # queries + documents: one graph
                     sub = args.sub_batch if trainer == "mgte-cached" else whole
                     cmd = mgte_cmd("trm", "dags/configs/trm/tiny.yaml", mined, run_dir,
-                                   mgte_trm_sets(s, seed, weight, sub))
+                                   mgte_trm_sets(s, seed, weight, sub) + args.mgte_set)
                     record("trm", trainer, seed, timed(cmd, out / "logs" / f"trm-{trainer}-s{seed}.log"),
                            str(run_dir / "model"))
     if not args.skip_reranker:
@@ -447,7 +449,7 @@ def run(args) -> int:
                     record("reranker", trainer, seed, wall, MINILM, str(run_dir / "model"))
                 else:
                     cmd = mgte_cmd("reranker", "dags/configs/reranker/tiny.yaml", mined, run_dir,
-                                   mgte_reranker_sets(s, seed))
+                                   mgte_reranker_sets(s, seed) + args.mgte_set)
                     record("reranker", trainer, seed, timed(cmd, out / "logs" / f"reranker-mgte-s{seed}.log"),
                            MINILM, str(run_dir / "model"))
     results["summary"] = summarise(results["runs"])

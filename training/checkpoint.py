@@ -57,7 +57,10 @@ class CheckpointError(MgteError):
 def _nonfinite_path(obj: Any, path: str = "") -> str | None:
     """The key path of the first floating tensor with a NaN/inf in ``obj``, else None."""
     if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() and obj.numel() and not bool(torch.isfinite(obj).all()):
+        # a NaN or inf makes the float32 sum non-finite (one pass, no mask tensor); a non-finite sum of
+        # finite values (overflow) is told apart by the exact, slower check
+        if obj.is_floating_point() and obj.numel() and not bool(torch.isfinite(obj.sum(dtype=torch.float32))) \
+                and not bool(torch.isfinite(obj).all()):
             return path or "<tensor>"
         return None
     if isinstance(obj, float):

@@ -87,9 +87,18 @@ def param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | N
     return out
 
 
+FUSED_DEVICES = ("cuda", "cpu")  # torch's fused AdamW kernels (CPU since torch 2.4)
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    params = list(model.parameters())
-    fused = bool(params) and params[0].is_cuda
+    """AdamW over :func:`param_groups`, fused (one kernel per parameter) where torch has the kernel:
+    on CPU torch's default is a Python loop of ~10 ops per parameter tensor, measured 7-10x slower
+    than the fused step for MiniLM's parameters (`benchmarks/RESULTS.md`, "mgte vs
+    sentence-transformers trainers")."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES for p in params) \
+        and len({p.device.type for p in params}) == 1
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.head_lr), lr=cfg.lr,
                              betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 

@@ -57,6 +57,19 @@ def test_refuses_non_finite(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_non_finite_check_finds_inf_and_nan_and_passes_huge_finite_values(dtype):
+    big = torch.finfo(dtype).max
+    huge = torch.full((4,), big, dtype=dtype)  # finite, but their sum overflows
+    assert ckpt._nonfinite_path({"m": {"w": huge, "b": -huge}}) is None
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        t = torch.zeros(1000, dtype=dtype)
+        t[777] = bad
+        assert ckpt._nonfinite_path({"m": {"w": huge, "b": t}}) == "m.b"
+    mixed = torch.tensor([float("inf"), float("-inf")], dtype=dtype)  # opposite infinities: the sum is NaN
+    assert ckpt._nonfinite_path([mixed]) == "0"
+
+
 def test_keep_last_prunes_oldest(tmp_path):
     for step in range(1, 6):
         ckpt.save_checkpoint(tmp_path, step, _state(step), config={}, keep_last=2)

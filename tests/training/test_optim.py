@@ -79,3 +79,25 @@ def test_head_lr_puts_the_parameters_outside_the_base_encoder_in_their_own_group
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
     with pytest.raises(ValueError, match="head_lr"):
         OptimConfig(head_lr=0.0).validate()
+
+
+def test_cpu_optimizer_is_fused_and_steps_as_the_reference_adamw():
+    """On CPU the fused kernel (torch's default there is the per-tensor Python loop); the same
+    trajectory as the reference single-tensor AdamW with decay and head groups."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
+    reference = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
+    reference.load_state_dict(model.state_dict())
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.1, warmup_ratio=0.0)
+    opt = build_optimizer(model, cfg)
+    assert opt.defaults["fused"] is True
+    ref = torch.optim.AdamW(param_groups(reference, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                            eps=cfg.eps, foreach=False)
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for m, o in ((model, opt), (reference, ref)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
