@@ -89,7 +89,7 @@ def write_report(root: Path, metrics: dict) -> list[str]:
     overall = _table(["method", *MEASURES, "queries", "queries/s"],
                      [[m + (" (final: run.trec)" if m == metrics["final_method"] else ""),
                        *[metrics["methods"][m][k] for k in MEASURES], metrics["methods"][m]["n_queries"],
-                       metrics["queries_per_s"].get(m, "")] for m in methods])
+                       metrics["queries_per_s"].get(m, "")] for m in methods] + _alone_rows(metrics, "rerank", ""))
     per_lang = _table(["language", "queries", *methods],
                       [[lang, metrics["methods"][methods[0]]["per_language"].get(lang, {}).get("n_queries", 0),
                         *[ndcg[m][i] for m in methods]] for i, lang in enumerate(langs)])
@@ -106,6 +106,17 @@ def write_report(root: Path, metrics: dict) -> list[str]:
             f"<p><small>{html.escape(metrics['semantics'])}</small></p></body></html>")
     atomic_write_bytes(root / "report.html", page.encode())
     return ["report.html", "plots/ndcg_per_language.png", "plots/overall.png"]
+
+
+def _alone_rows(metrics: dict, name: str, *tail) -> list[list]:
+    """The cross-encoder's own order when the reranked list was fused with the first stage."""
+    fusion = metrics.get("rerank_fusion")
+    if not fusion or "reranker_alone" not in fusion:
+        return []
+    alone = fusion["reranker_alone"]
+    return [[f"{name} = {1 - fusion['first_stage_weight']:g} cross-encoder + {fusion['first_stage_weight']:g} "
+             f"{fusion.get('first_stage') or 'first stage'} (z-scores); cross-encoder alone:",
+             *[alone[k] for k in MEASURES], metrics["methods"]["rerank"]["n_queries"], *tail]]
 
 
 def write_comparison(evals: Mapping[str, str | Path], out: str | Path) -> Path:
@@ -126,6 +137,8 @@ def write_comparison(evals: Mapping[str, str | Path], out: str | Path) -> Path:
             res = metrics["methods"][method]
             rows.append([name, *[res[k] for k in MEASURES], res["n_queries"]])
             series[name] = res["per_language"]
+            if method == "rerank":
+                rows += _alone_rows(metrics, name)
             langs |= set(res["per_language"])
     langs_sorted = sorted(langs)
     grouped_bars(out / "plots/compare_ndcg.png", langs_sorted,

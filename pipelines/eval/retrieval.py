@@ -164,13 +164,19 @@ def hybrid(dense: Sequence[Hits], sparse: Sequence[Hits], weight: float, k: int,
 
 
 def rerank(first_stage: Sequence[Hits], k: int, score_pairs: Callable[[list[int], list[int]], np.ndarray],
-           order_keys: np.ndarray) -> list[Hits]:
+           order_keys: np.ndarray, first_stage_weight: float = 0.0) -> list[Hits]:
     """Rescore the ``k`` best candidates of each query with ``score_pairs(query_rows, doc_rows)``.
 
     The rest of the first-stage list follows in its first-stage order, scored strictly below every
     reranked document (min - 1, min - 2, ...), so the run keeps its depth (recall@100 of a top-20
-    rerank is the first stage's recall@100).
+    rerank is the first stage's recall@100). ``first_stage_weight`` > 0: see :func:`fuse_scores`.
     """
+    return rerank_scored(first_stage, k, score_top(first_stage, k, score_pairs), order_keys, first_stage_weight)
+
+
+def score_top(first_stage: Sequence[Hits], k: int,
+              score_pairs: Callable[[list[int], list[int]], np.ndarray]) -> list[np.ndarray]:
+    """The cross-encoder's score of each query's ``k`` best first-stage documents, in their order."""
     q_rows, d_rows, bounds = [], [], [0]
     for qi, hits in enumerate(first_stage):
         top = hits.docs[:k]
@@ -178,9 +184,31 @@ def rerank(first_stage: Sequence[Hits], k: int, score_pairs: Callable[[list[int]
         d_rows += top.tolist()
         bounds.append(bounds[-1] + top.size)
     scores = np.asarray(score_pairs(q_rows, d_rows), dtype=np.float64) if d_rows else np.zeros(0)
+    return [scores[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def fuse_scores(reranker: np.ndarray, first: np.ndarray, first_stage_weight: float) -> np.ndarray:
+    """``(1 - a) z(reranker) + a z(first)``: each side standardised over the query's reranked
+    documents (mean 0, standard deviation 1; a constant side counts 0), ``a = first_stage_weight``.
+    ``a = 0`` is the reranker's score as it is."""
+    if first_stage_weight <= 0:
+        return np.asarray(reranker, dtype=np.float64)
+
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        sd = x.std()
+        return (x - x.mean()) / sd if x.size and sd > 0 else np.zeros_like(x)
+
+    return (1.0 - first_stage_weight) * z(reranker) + first_stage_weight * z(first)
+
+
+def rerank_scored(first_stage: Sequence[Hits], k: int, scored: Sequence[np.ndarray], order_keys: np.ndarray,
+                  first_stage_weight: float = 0.0) -> list[Hits]:
+    """:func:`rerank` from :func:`score_top`'s scores (one scoring, several fusion weights)."""
     out = []
-    for hits, lo, hi in zip(first_stage, bounds[:-1], bounds[1:]):
-        head = select_top(np.asarray(d_rows[lo:hi], dtype=np.int64), scores[lo:hi], k, order_keys)
+    for hits, rr in zip(first_stage, scored):
+        top = hits.docs[:k]
+        head = select_top(top, fuse_scores(rr, hits.scores[:k], first_stage_weight), k, order_keys)
         tail = hits.docs[k:]
         floor = float(head.scores.min()) if len(head) else 0.0
         tail_scores = as_trec_score(floor - np.arange(1, tail.size + 1, dtype=np.float64))

@@ -26,7 +26,8 @@ from pipelines.eval.retrieval import (
     dense_search,
     fill_with_zeros,
     hybrid,
-    rerank,
+    rerank_scored,
+    score_top,
     truncate_dim,
 )
 from foundation.errors import BadInputError, MgteError
@@ -125,10 +126,16 @@ class RerankConfig:
     max_length: int = 8192
     max_tokens: int = 16384
     max_batch: int = 32
+    # ours (the paper reranks with the cross-encoder's score alone, = 0): the reranked score is
+    # (1 - a) z(reranker) + a z(first stage), each standardised over the query's top_k
+    # (pipelines.eval.retrieval.fuse_scores); metrics.json["rerank_fusion"] keeps the reranker alone
+    first_stage_weight: float = 0.0
 
     def validate(self) -> None:
         if self.top_k < 1 or self.max_length < 8:
             raise ValueError("rerank.top_k must be >= 1 and rerank.max_length >= 8")
+        if not 0.0 <= self.first_stage_weight <= 1.0:
+            raise ValueError(f"rerank.first_stage_weight must lie in [0, 1], got {self.first_stage_weight}")
 
 
 @frozen
@@ -386,10 +393,17 @@ def rerank_run(model, cfg: Config, beir: BeirSet, doc_texts: list[str], first: l
         return values
 
     t0 = time.perf_counter()
-    out = rerank(first, cfg.rerank.top_k, score, keys)
+    scored = score_top(first, cfg.rerank.top_k, score)
+    weight = cfg.rerank.first_stage_weight
+    out = rerank_scored(first, cfg.rerank.top_k, scored, keys, weight)
     timings["rerank_s"] = time.perf_counter() - t0
     facts["truncated_rerank_pairs"] = truncated
-    return out
+    if weight > 0:
+        facts["rerank_fusion"] = {"first_stage_weight": weight, "first_stage": timings.get("rerank_first_stage"),
+                                  "scores": "(1 - w) z(reranker) + w z(first stage) over each query's top_k",
+                                  "reranker_alone_run": "runs/rerank_alone.trec"}
+        return out, rerank_scored(first, cfg.rerank.top_k, scored, keys, 0.0)
+    return out, None
 
 
 def why_not(method: str, cfg: Config, facts: dict) -> str:
@@ -438,6 +452,7 @@ def metrics_document(cfg: Config, beir: BeirSet, methods: dict, final: str, skip
         "skipped": skipped,
         "queries_per_s": qps,
         **({"hybrid": facts["hybrid"]} if "hybrid" in methods and "hybrid" in facts else {}),
+        **({"rerank_fusion": facts["rerank_fusion"]} if "rerank" in methods and "rerank_fusion" in facts else {}),
         "truncated": {k: facts[k] for k in ("truncated_docs", "truncated_queries", "truncated_rerank_pairs")
                       if k in facts},
         "data": {**{k: v.as_dict() for k, v in beir.accounts.items()}, **beir.stats},

@@ -201,9 +201,10 @@ def rerank_task(task: str, first: str, cfg: Config, out: StageOutput, deps: str)
     beir, timings, facts = _beir(cfg), {"rerank_first_stage": first}, {}
     reranker = load_reranker(cfg.reranker, device=cfg.encode.device, dtype=cfg.encode.dtype, verify=cfg.verify_model)
     docs = format_docs(beir.corpus.titles, beir.corpus.texts, cfg.format.doc_template)
-    hits = rerank_run(reranker, cfg, beir, docs, _first_stage(out, first, beir), doc_order_keys(beir.corpus.ids),
-                      timings, facts)
-    return _mark_runs(out, task, {"rerank": hits}, beir, deps, timings, facts)
+    hits, alone = rerank_run(reranker, cfg, beir, docs, _first_stage(out, first, beir),
+                             doc_order_keys(beir.corpus.ids), timings, facts)
+    return _mark_runs(out, task, {"rerank": hits, **({"rerank_alone": alone} if alone is not None else {})}, beir,
+                      deps, timings, facts)
 
 
 def phases(cfg: Config, stage: Stage) -> list[Phase]:
@@ -253,6 +254,10 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
     atomic_write_bytes(out.root / "run.trec", (out.root / f"runs/{final}.trec").read_bytes())
     out.write_table("data/run.parquet", pa.concat_tables(run_tables), EVAL_RUN)
     out.write_rows("data/per_query.parquet", per_query_rows, EVAL_QUERY_METRICS)
+    if "rerank" in ran and "rerank_fusion" in facts:  # the cross-encoder's own order, for comparison
+        aq, ad, _ar, ascore = read_run(out.root / facts["rerank_fusion"]["reranker_alone_run"])
+        facts["rerank_fusion"]["reranker_alone"] = {k: v for k, v in evaluate_run(aq, ad, ascore, beir)[0].items()
+                                                    if k in M.MEASURES}
     qps = queries_per_second(len(beir.queries), timings, [m for m in METHODS if m in ran])
     skipped = {m: why_not(m, cfg, facts) for m in METHODS if m not in ran}
     metrics = metrics_document(cfg, beir, methods, final, skipped, qps, facts)

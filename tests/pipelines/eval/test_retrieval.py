@@ -117,6 +117,23 @@ def test_rerank_rescores_the_top_k_and_keeps_the_tail_in_order():
     assert rerank(first, 3, lambda q, d: -np.asarray(d, float), keys)[0].docs.tolist() == [3, 4, 5, 2, 1]
 
 
+def test_first_stage_weight_fuses_standardised_scores():
+    keys = doc_order_keys([f"d{i}" for i in range(6)])
+    first = [Hits(np.array([5, 4, 3, 2]), np.array([0.9, 0.5, 0.4, 0.1]))]
+    ce = lambda q, d: np.array([{5: 1.0, 4: 3.0, 3: 2.0}[x] for x in d])
+    assert rerank(first, 3, ce, keys)[0].docs.tolist() == [4, 3, 5, 2]  # the cross-encoder alone
+    assert rerank(first, 3, ce, keys, first_stage_weight=1.0)[0].docs.tolist() == [5, 4, 3, 2]  # first stage
+    # z(ce) = (-1.22, 1.22, 0), z(first) = (1.39, -0.46, -0.93): w = 0.5 -> 0.08, 0.38, -0.46
+    out = rerank(first, 3, ce, keys, first_stage_weight=0.5)[0]
+    assert out.docs.tolist() == [4, 5, 3, 2]
+    z = lambda x: (x - x.mean()) / x.std()
+    want = 0.5 * z(np.array([1.0, 3.0, 2.0])) + 0.5 * z(np.array([0.9, 0.5, 0.4]))
+    assert out.scores[:3].tolist() == pytest.approx(sorted(want, reverse=True))
+    assert out.scores[3] < out.scores[2]  # the tail stays below
+    const = rerank(first, 3, lambda q, d: np.ones(len(d)), keys, first_stage_weight=0.5)[0]
+    assert const.docs.tolist() == [5, 4, 3, 2]  # a constant side counts 0: the other decides
+
+
 def test_fill_with_zeros_completes_a_lexical_run():
     ids = ["a", "b", "c", "d", "e"]
     keys = doc_order_keys(ids)

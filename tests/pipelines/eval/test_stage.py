@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import numpy as np
 import pytest
 
 from foundation.config import load_config
@@ -74,6 +75,32 @@ def test_all_methods_with_tiny_models(small_beir, tiny_models, tmp_path):
     assert again["extra"]["cache_hit"] is True and again["extra"]["cache_key"] == manifest["extra"]["cache_key"]
     assert json.loads((tmp_path / "b/metrics.json").read_text())["methods"]["hybrid"]["ndcg@10"] == \
         metrics["methods"]["hybrid"]["ndcg@10"]
+    # rerank.first_stage_weight: the top 5 scored (1 - w) z(cross-encoder) + w z(hybrid); the cross-encoder
+    # alone is kept (run and metrics) and equals the unfused run above
+    fused = run(load_config(Config, data={**json.loads(json.dumps(manifest["config"])), "output": str(tmp_path / "f"),
+                                          "rerank": {**manifest["config"]["rerank"], "first_stage_weight": 0.3}}))
+    assert fused["extra"]["cache_hit"] is True
+    fm = _check_all_runs(tmp_path / "f", small_beir)
+    alone = fm["rerank_fusion"]["reranker_alone"]
+    assert alone["ndcg@10"] == metrics["methods"]["rerank"]["ndcg@10"] and alone["map"] == metrics["methods"]["rerank"]["map"]
+    assert (tmp_path / "f/runs/rerank_alone.trec").read_text().replace("mgte-rerank_alone", "mgte-rerank") == \
+        (out / "runs/rerank.trec").read_text()
+    runs = {m: {} for m in ("hybrid", "rerank_alone", "rerank")}
+    for m in runs:
+        for line in (tmp_path / f"f/runs/{m}.trec").open():
+            qid, _, doc, rank, score, _ = line.split()
+            runs[m].setdefault(qid, []).append((int(rank), doc, float(score)))
+    checked = 0
+    for qid, rows in runs["hybrid"].items():
+        top = [doc for _r, doc, _s in sorted(rows)[:5]]
+        first = np.array([dict((d, s) for _r, d, s in rows)[d] for d in top])
+        ce = np.array([dict((d, s) for _r, d, s in runs["rerank_alone"][qid])[d] for d in top])
+        z = lambda x: (x - x.mean()) / x.std() if x.std() > 0 else np.zeros_like(x)
+        want = dict(zip(top, 0.7 * z(ce) + 0.3 * z(first)))
+        got = {d: s for _r, d, s in runs["rerank"][qid] if d in want}
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6)  # runs hold float32 scores
+        checked += 1
+    assert checked == 6
 
 
 def _tasks(out: Path) -> dict[str, bytes]:
