@@ -35,6 +35,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,6 +149,9 @@ def _with_driver_env(train_func: Callable[[dict], None], env: dict[str, str | No
 
 def worker_world() -> World:
     """Rank, world size and local rank of this process: Ray Train's context, else torch env vars."""
+    if "ray" not in sys.modules:  # not a Ray worker (engine=local, torchrun): importing Ray costs ~1 s
+        return World(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     try:
         import ray.train
 
