@@ -6,11 +6,12 @@
   (Debian's ``chromium``) in a frame of a given width, every ``<details>`` opened: no element
   reaches past the viewport unless a scroll container clips it, the page does not scroll
   sideways, every image loaded. All pages at all widths are measured in one Chromium start.
-* :func:`screenshot`: the top of the page as a PNG.
+* :func:`screenshot`: the top of the page as a PNG (256 colours).
 
 ``python -m pipelines.audit.screens OUT_DIR PATH...``: for each audit page under the PATHs (a page,
 an audit directory, a stage output, or any directory holding them), the browser check at each
-width in :data:`WIDTHS` and a screenshot ``OUT_DIR/<stage output name>.png`` (docs/audit.md).
+width in :data:`WIDTHS` and a screenshot ``OUT_DIR/<stage output name>-<width>.png`` at each
+(docs/audit.md).
 Needs a Chromium binary (``MGTE_CHROMIUM``, else ``chromium``, ``chromium-browser``,
 ``google-chrome`` on PATH); without one it stops with one line.
 """
@@ -254,14 +255,23 @@ def browser_problems(page: Path, browser: str, width: int = WIDTHS[0], height: i
     return browser_problems_many([page], browser, (width,), height)[(Path(page).resolve(), width)]
 
 
-def screenshot(page: Path, png: Path, browser: str, width: int = WIDTHS[0], height: int = 1600) -> Path:
-    """The top ``height`` px of ``page`` at ``width`` px as ``png``."""
+def screenshot(page: Path, png: Path, browser: str, width: int = WIDTHS[0], height: int = 1600,
+               colours: int | None = 256) -> Path:
+    """The top ``height`` px of ``page`` at ``width`` px as ``png``; ``colours``: saved with a palette of
+    that many colours (a page of text and plots stays legible and the file about a quarter the size),
+    None keeps Chromium's full-colour file."""
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     proc = _run(browser, [f"--window-size={width},{height}", f"--screenshot={png}", Path(page).resolve().as_uri()])
     if proc.returncode != 0 or not png.is_file():
         raise RuntimeError(f"{browser} made no screenshot of {page} (exit {proc.returncode}): "
                            f"{' '.join(proc.stderr.split())[-300:]}")
+    if colours:
+        from PIL import Image
+
+        with Image.open(png) as im:
+            small = im.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
+        small.save(png, optimize=True)
     return png
 
 
@@ -297,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         problems = static_problems(page)
         for width in WIDTHS:
             problems += checked[(Path(page).resolve(), width)][1]
-        png = screenshot(page, out / f"{_name(page)}.png", browser)
-        print(f"{page}: {'fits' if not problems else f'{len(problems)} problem(s)'}; screenshot {png}")
+        pngs = [screenshot(page, out / f"{_name(page)}-{width}.png", browser, width) for width in WIDTHS]
+        print(f"{page}: {'fits' if not problems else f'{len(problems)} problem(s)'}; screenshots "
+              f"{', '.join(map(str, pngs))}")
         for p in problems:
             print(f"  {p}")
         failed += bool(problems)

@@ -139,3 +139,16 @@ def test_the_browser_check_finds_what_does_not_fit(tmp_path):
         text = "\n".join(problems)
         assert re.search(rf"<div#wide> reaches 15\d\d px, viewport {width}", text) and "page scrolls sideways" in text, text
         assert "image did not load: missing.png" in text, text
+
+
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
+def test_the_screens_script_checks_and_shoots_each_width(tmp_path):
+    from PIL import Image
+
+    from pipelines.audit.screens import main
+
+    _page(tmp_path, "train")
+    assert main([str(tmp_path / "shots"), str(tmp_path / "train")]) == 0
+    for width in WIDTHS:
+        with Image.open(tmp_path / "shots" / f"train-{width}.png") as im:
+            assert im.size == (width, 1600) and im.mode == "P", (width, im.size, im.mode)
