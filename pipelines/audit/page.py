@@ -27,6 +27,8 @@ STYLE = ("<meta name='viewport' content='width=device-width,initial-scale=1'>"
          "<style>body{font-family:sans-serif;margin:2em;max-width:1200px;overflow-wrap:anywhere}"
          f"img{{{IMG_STYLE}}}.scroll{{overflow-x:auto;max-width:100%}}table{{border-collapse:collapse}}"
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
+         # a header word is never broken (`lang` as `lan`/`g` in a squeezed table): its box scrolls instead
+         "th{overflow-wrap:normal}"
          ".bad{color:#b00;font-weight:bold}pre{white-space:pre-wrap;max-height:9em;overflow:auto;margin:0}"
          "details{margin:.3em 0}summary{cursor:pointer}</style>")
 

@@ -2,14 +2,16 @@
 
 * :func:`static_problems` (no browser): every ``<img>`` is styled ``max-width:100%``, its file exists
   and decodes; every table sits in a scroll container; no inline width over ``max_px``.
-* :func:`browser_problems`: the page opened in headless Chromium (Debian's ``chromium``) at a
-  given window width, every ``<details>`` opened: no element reaches past the viewport unless a
-  scroll container clips it, the page does not scroll sideways, every image loaded.
-* :func:`screenshot`: the top of the page as a PNG.
+* :func:`browser_problems` / :func:`browser_problems_many`: the page opened in headless Chromium
+  (Debian's ``chromium``) in a frame of a given width, every ``<details>`` opened: no element
+  reaches past the viewport unless a scroll container clips it, the page does not scroll
+  sideways, every image loaded. All pages at all widths are measured in one Chromium start.
+* :func:`screenshot`: the top of the page as a PNG (256 colours).
 
 ``python -m pipelines.audit.screens OUT_DIR PATH...``: for each audit page under the PATHs (a page,
 an audit directory, a stage output, or any directory holding them), the browser check at each
-width in :data:`WIDTHS` and a screenshot ``OUT_DIR/<stage output name>.png`` (docs/audit.md).
+width in :data:`WIDTHS` and a screenshot ``OUT_DIR/<stage output name>-<width>.png`` at each
+(docs/audit.md).
 Needs a Chromium binary (``MGTE_CHROMIUM``, else ``chromium``, ``chromium-browser``,
 ``google-chrome`` on PATH); without one it stops with one line.
 """
@@ -32,7 +34,8 @@ WIDTHS = (1280, 800)
 MAX_INLINE_PX = 1000
 RESULT_ID = "mgte-layout"
 
-# Runs on load: opens every <details>, then measures; the result goes into the DOM for --dump-dom.
+# Runs on load: opens every <details>, then measures; the result goes into the DOM (for --dump-dom)
+# and, inside a frame of the batch page (browser_problems_many), to the parent window.
 CHECK_JS = """<script>
 window.addEventListener('load', function () {
   var details = document.getElementsByTagName('details');
@@ -58,12 +61,28 @@ window.addEventListener('load', function () {
   for (var j = 0; j < images.length; j++)
     if (!images[j].complete || images[j].naturalWidth === 0)
       problems.push('image did not load: ' + images[j].getAttribute('src'));
+  var result = {elements: all.length, images: images.length, width: W, problems: problems};
+  if (window.parent !== window) window.parent.postMessage({name: window.name, result: result}, '*');
   var out = document.createElement('pre');
   out.id = '%s';
-  out.textContent = JSON.stringify({elements: all.length, images: images.length, width: W, problems: problems});
+  out.textContent = JSON.stringify(result);
   document.body.appendChild(out);
 });
 </script>""" % RESULT_ID
+
+# The batch page: one frame per (page, width), each as wide as its width; the frames' results are
+# collected into one element that --dump-dom prints.
+BATCH_HTML = """<!doctype html><html><head><meta charset="utf-8"></head><body style="margin:0">
+<pre id="%s">{}</pre>
+<script>
+var got = {};
+window.addEventListener('message', function (e) {
+  got[e.data.name] = e.data.result;
+  document.getElementById('%s').textContent = JSON.stringify(got);
+});
+</script>
+%%s
+</body></html>""" % (RESULT_ID, RESULT_ID)
 
 
 def find_browser() -> str | None:
@@ -189,36 +208,70 @@ def _run(browser: str, args: list[str], timeout: int = 120) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def browser_problems_many(pages, browser: str, widths=WIDTHS, height: int = 900) -> dict:
+    """{(page, width): (the check's own summary, problems)} of every page at every width, in one headless
+    Chromium: a batch page holds one frame per (page, width) at that width (a frame's viewport is its
+    width, as a window's is), each loading the page with the check of the module doc. A Chromium start
+    costs seconds; the pages are measured in one."""
+    pages = [Path(p).resolve() for p in pages]
+    checked, frames, jobs = [], [], {}
+    try:
+        for page in pages:
+            text = page.read_text(encoding="utf-8")
+            text = text.replace("</body>", CHECK_JS + "</body>") if "</body>" in text else text + CHECK_JS
+            # next to the page, so that its images resolve the same way
+            fd, tmp = tempfile.mkstemp(suffix=".html", prefix=".layout-", dir=page.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            checked.append(tmp)
+            for width in widths:
+                name = f"f{len(jobs)}"
+                jobs[name] = (page, width)
+                frames.append(f'<iframe name="{name}" src="{html.escape(Path(tmp).as_uri())}" '
+                              f'style="display:block;border:0;width:{width}px;height:{height}px"></iframe>')
+        with tempfile.TemporaryDirectory(prefix="mgte-layout-") as tmpdir:
+            batch = Path(tmpdir) / "batch.html"
+            batch.write_text(BATCH_HTML % "\n".join(frames), encoding="utf-8")
+            proc = _run(browser, [f"--window-size={max(widths) + 20},{height}", "--virtual-time-budget=20000",
+                                  "--dump-dom", batch.as_uri()], timeout=60 + 10 * len(jobs))
+    finally:
+        for tmp in checked:
+            os.unlink(tmp)
+    found = re.search(rf"<pre id=\"{RESULT_ID}\">(.*?)</pre>", proc.stdout, re.S)
+    got = json.loads(html.unescape(found.group(1))) if found else {}
+    out = {}
+    for name, (page, width) in jobs.items():
+        if name not in got:
+            out[(page, width)] = ({}, [f"{page} at {width} px: the layout check did not run in {browser} (exit "
+                                       f"{proc.returncode}: {' '.join(proc.stderr.split())[-300:]})"])
+            continue
+        summary = got[name]
+        out[(page, width)] = (summary, [f"{page} at {width} px: {p}" for p in summary["problems"]])
+    return out
+
+
 def browser_problems(page: Path, browser: str, width: int = WIDTHS[0], height: int = 900) -> tuple[dict, list[str]]:
     """(the check's own summary, problems) of ``page`` in headless Chromium at ``width`` px (module doc)."""
-    page = Path(page).resolve()
-    text = page.read_text(encoding="utf-8")
-    checked = text.replace("</body>", CHECK_JS + "</body>") if "</body>" in text else text + CHECK_JS
-    # next to the page, so that its images resolve the same way
-    fd, tmp = tempfile.mkstemp(suffix=".html", prefix=".layout-", dir=page.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(checked)
-        proc = _run(browser, [f"--window-size={width},{height}", "--virtual-time-budget=10000", "--dump-dom",
-                              Path(tmp).as_uri()])
-    finally:
-        os.unlink(tmp)
-    found = re.search(rf"<pre id=\"{RESULT_ID}\">(.*?)</pre>", proc.stdout, re.S)
-    if not found:
-        return {}, [f"{page}: the layout check did not run in {browser} (exit {proc.returncode}: "
-                    f"{' '.join(proc.stderr.split())[-300:]})"]
-    summary = json.loads(html.unescape(found.group(1)))
-    return summary, [f"{page} at {width} px: {p}" for p in summary["problems"]]
+    return browser_problems_many([page], browser, (width,), height)[(Path(page).resolve(), width)]
 
 
-def screenshot(page: Path, png: Path, browser: str, width: int = WIDTHS[0], height: int = 1600) -> Path:
-    """The top ``height`` px of ``page`` at ``width`` px as ``png``."""
+def screenshot(page: Path, png: Path, browser: str, width: int = WIDTHS[0], height: int = 1600,
+               colours: int | None = 256) -> Path:
+    """The top ``height`` px of ``page`` at ``width`` px as ``png``; ``colours``: saved with a palette of
+    that many colours (a page of text and plots stays legible and the file about a quarter the size),
+    None keeps Chromium's full-colour file."""
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     proc = _run(browser, [f"--window-size={width},{height}", f"--screenshot={png}", Path(page).resolve().as_uri()])
     if proc.returncode != 0 or not png.is_file():
         raise RuntimeError(f"{browser} made no screenshot of {page} (exit {proc.returncode}): "
                            f"{' '.join(proc.stderr.split())[-300:]}")
+    if colours:
+        from PIL import Image
+
+        with Image.open(png) as im:
+            small = im.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
+        small.save(png, optimize=True)
     return png
 
 
@@ -249,12 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"screens: no audit page (DIR/audit/index.html) under {' '.join(argv[1:])}", file=sys.stderr)
         return 1
     failed = 0
+    checked = browser_problems_many(pages, browser, WIDTHS)
     for page in pages:
         problems = static_problems(page)
         for width in WIDTHS:
-            problems += browser_problems(page, browser, width)[1]
-        png = screenshot(page, out / f"{_name(page)}.png", browser)
-        print(f"{page}: {'fits' if not problems else f'{len(problems)} problem(s)'}; screenshot {png}")
+            problems += checked[(Path(page).resolve(), width)][1]
+        pngs = [screenshot(page, out / f"{_name(page)}-{width}.png", browser, width) for width in WIDTHS]
+        print(f"{page}: {'fits' if not problems else f'{len(problems)} problem(s)'}; screenshots "
+              f"{', '.join(map(str, pngs))}")
         for p in problems:
             print(f"  {p}")
         failed += bool(problems)

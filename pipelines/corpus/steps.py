@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from pipelines.corpus.config import Config, DedupConfig, QualityConfig
 from pipelines.corpus.dedup import make_hasher, text_hash
-from pipelines.corpus.lid import load_identifier
+from pipelines.corpus.lid import identify
 from pipelines.corpus.normalize import normalize_with_changes
 from pipelines.corpus.quality import QualityFilters
 from pipelines.decontam import REASON as EVAL_OVERLAP, load_index
@@ -95,7 +95,8 @@ def process_document(raw_text: str, cfg: Config, source: str | None = None) -> t
     ``source``: the record's source, which picks its quality profile (``quality.source_profiles``,
     else ``quality.profile``).
 
-    facts: lang, lang_score, the quality scores, and ``normalized``: the characters normalisation
+    facts: lang, lang_score, the quality scores (with ``lid_first``, the first identifier's label and
+    score, where ``lid.second_opinion`` decided), and ``normalized``: the characters normalisation
     removed, by kind (:data:`pipelines.corpus.normalize.CHANGE_KINDS`), when it removed any.
     """
     text, removed = normalize_with_changes(raw_text, cfg.normalize.unicode_form)
@@ -106,13 +107,15 @@ def process_document(raw_text: str, cfg: Config, source: str | None = None) -> t
         if cfg.normalize.on_too_long == "drop":
             return text, "too_long", {**base, "n_chars": len(text)}
         text = text[: cfg.normalize.max_chars]
-    lang, score = load_identifier(cfg.lid.backend, cfg.lid.model_path).identify(text[: cfg.lid.max_chars])
+    lang, score, overruled = identify(cfg.lid, text[: cfg.lid.max_chars])
     facts: dict = {**base, "lang": lang, "lang_score": score}
     if lang not in cfg.lid.languages:
         return text, "lang_not_in_set", facts
     if score < cfg.lid.min_score:
         return text, "low_lang_score", facts
     reason, scores = _filters(cfg.quality).score(text, lang, profile=cfg.quality.profile_for(source))
+    if overruled is not None:  # the second opinion decided (lid.second_opinion): the first identifier's answer
+        scores = {**scores, "lid_first": [overruled[0], round(overruled[1], 4)]}
     facts["scores"] = scores
     return text, reason, facts
 

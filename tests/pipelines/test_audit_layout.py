@@ -3,13 +3,14 @@ files decode, tables in scroll containers, no wide inline width) and, where Chro
 in headless Chromium (no element past the viewport, every image loaded)."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from pipelines.audit import write_audit
-from pipelines.audit.screens import WIDTHS, browser_problems, find_browser, static_problems
+from pipelines.audit.screens import WIDTHS, browser_problems, browser_problems_many, find_browser, static_problems
 
 BROWSER = find_browser()
 from tests.pipelines.test_audit import QUARANTINE, _stage
@@ -116,8 +117,38 @@ def test_every_audit_page_fits_in_headless_chromium(tmp_path):
     pages = [_page(tmp_path, kind) for kind in KINDS]
     corpus_out = build(tmp_path / "planted")[0]
     pages.append(write_audit(corpus_out))
+    checked = browser_problems_many(pages, BROWSER, WIDTHS)  # one Chromium start for all
     for page in pages:
         n_images = page.read_text().count("<img ")
         for width in WIDTHS:
-            summary, problems = browser_problems(page, BROWSER, width)
+            summary, problems = checked[(page.resolve(), width)]
             assert problems == [] and summary["images"] == n_images and summary["width"] <= width, (page, summary)
+
+
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
+def test_the_browser_check_finds_what_does_not_fit(tmp_path):
+    page = _page(tmp_path, "future")
+    bad = page.with_name("bad.html")
+    bad.write_text(page.read_text().replace("</body>", "<div id='wide' style='width:1500px'>x</div>"
+                                                      "<img src='missing.png' style='max-width:100%'></body>"))
+    checked = browser_problems_many([page, bad], BROWSER, WIDTHS)
+    assert all(checked[(page.resolve(), w)][1] == [] for w in WIDTHS)
+    for width in WIDTHS:
+        summary, problems = checked[(bad.resolve(), width)]
+        assert summary["width"] == width, summary  # each frame is as wide as its width
+        text = "\n".join(problems)
+        assert re.search(rf"<div#wide> reaches 15\d\d px, viewport {width}", text) and "page scrolls sideways" in text, text
+        assert "image did not load: missing.png" in text, text
+
+
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
+def test_the_screens_script_checks_and_shoots_each_width(tmp_path):
+    from PIL import Image
+
+    from pipelines.audit.screens import main
+
+    _page(tmp_path, "train")
+    assert main([str(tmp_path / "shots"), str(tmp_path / "train")]) == 0
+    for width in WIDTHS:
+        with Image.open(tmp_path / "shots" / f"train-{width}.png") as im:
+            assert im.size == (width, 1600) and im.mode == "P", (width, im.size, im.mode)

@@ -69,6 +69,7 @@ def build(tmp: Path, *sets: str) -> tuple[Path, dict, Counter, Counter]:
     """The planted corpus built with the tiny config (local engine): (output, manifest, kept, dropped)."""
     from pipelines.corpus import run
 
+    tmp.mkdir(parents=True, exist_ok=True)
     src, out = tmp / "planted.jsonl", tmp / "corpus"
     cfg = corpus_config(out, "engine=local", *sets, inputs=(str(src),))
     kept, dropped = write_input(src, cfg)
