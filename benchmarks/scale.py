@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus_build import CLEAN_FILES, RAW, shuffled_words  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "scale.json"
-ENGINES = {"tokenize": ("xlmr",), "corpus": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
+ENGINES = {"tokenize": ("xlmr",), "corpus": ("local", "beam", "ray"), "dedup": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
            "eval": ("flat", "ivf")}
 FILE_RECORDS = 2500  # records per input file (one task of the corpus / pairs engines)
 QUERY_K = 100
@@ -72,6 +72,7 @@ QUERY_K = 100
 # the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
 PRIORS = {
     ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
+    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (1500, 14.0), ("dedup", "ray"): (2000, 14.0),
     ("pairs", "local"): (1200, 2.0), ("pairs", "beam"): (1500, 4.0), ("pairs", "ray"): (2000, 4.0),
 }
 
@@ -487,7 +488,107 @@ def tokenize_cell(args, work: Path) -> dict:
     return {"seconds": secs, **mem, **child_result(out), "input_bytes": n_bytes}
 
 
-CELLS = {"tokenize": tokenize_cell, "corpus": corpus_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
+DEDUP = """
+import json, sys, time
+from pathlib import Path
+from foundation.config import load_config
+from foundation.ledger import StageOutput
+from pipelines.corpus import Config
+from pipelines.corpus.dedup_engines import run_dedup
+from pipelines.engines import make_engine
+files, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+cfg = load_config(Config, "dags/configs/corpus/tiny.yaml", [f"output={out}", *sys.argv[3:]])
+stage_out = StageOutput(out, "corpus", cfg)
+stage_out.begin()
+t0 = time.perf_counter()
+with make_engine(cfg) as engine:
+    run_dedup(engine, [(f, 0) for f in files], cfg.dedup, stage_out, "synthetic")
+marker = stage_out.task_marker("dedup", "synthetic")
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "decisions": marker["decisions"],
+                         "near_links": marker.get("near_links"), "near_rounds": marker.get("near_rounds"),
+                         "shards": marker["shards"]}))
+"""
+
+
+def dedup_inputs(size: int, dup_rate: float, root: Path) -> tuple[list[str], list[dict]]:
+    """The dedup task's input as the corpus stage's read tasks write it: candidate files of
+    FILE_RECORDS rows with the dedup columns (path, line, id, text_hash, and the MinHash signature
+    from the stage's own hasher, ``pipelines.corpus.steps._hasher``), over :func:`synthetic_corpus`
+    records with planted exact and near duplicates; kept under ``root`` for the next engine's cell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from foundation.config import load_config
+    from pipelines.corpus import Config
+    from pipelines.corpus.dedup import text_hash
+    from pipelines.corpus.steps import _hasher
+
+    done = root / "truth.json"
+    if not done.is_file():
+        cfg = load_config(Config, str(ROOT / "dags/configs/corpus/tiny.yaml"))
+        hasher = _hasher(cfg.dedup)
+        rows, truth = synthetic_corpus(size, dup_rate)
+        schema = pa.schema([("path", pa.string()), ("line", pa.int64()), ("id", pa.string()),
+                            ("text_hash", pa.string()), ("minhash", pa.list_(pa.uint32()))])
+        (root / "candidates").mkdir(parents=True, exist_ok=True)
+        for k in range(0, len(rows), FILE_RECORDS):
+            part = rows[k:k + FILE_RECORDS]
+            src = f"/synthetic/input/part-{k // FILE_RECORDS:05d}.jsonl"
+            pq.write_table(pa.table({
+                "path": [src] * len(part), "line": list(range(1, len(part) + 1)), "id": [r["id"] for r in part],
+                "text_hash": [text_hash(r["text"]) for r in part],
+                "minhash": [hasher.signature_of(r["text"], cfg.dedup.ngram) for r in part]}, schema=schema),
+                root / "candidates" / f"part-{k // FILE_RECORDS:05d}.parquet")
+        done.write_text(json.dumps(truth))
+    files = sorted(str(p) for p in (root / "candidates").glob("part-*.parquet"))
+    return files, json.loads(done.read_text())
+
+
+def dedup_cell(args, work: Path) -> dict:
+    """The corpus stage's dedup task alone (``pipelines.corpus.dedup_engines.run_dedup``, what the
+    stage's dedup phase calls, on the stage's engine built from ``dags/configs/corpus/tiny.yaml``)
+    over :func:`dedup_inputs`; checks the decisions against the planted duplicates and, up to
+    100k records, against the local engine's columnar dedup of the same candidates."""
+    import pyarrow.parquet as pq
+
+    root = Path(args.scratch or tempfile.gettempdir()) / f"scale-dedup-input-{args.size}-{args.dup_rate}"
+    t0 = time.perf_counter()
+    files, truth = dedup_inputs(args.size, args.dup_rate, root)
+    prep_s = time.perf_counter() - t0
+    (work / "files.json").write_text(json.dumps(files))
+    secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"),
+                                  *engine_sets(args.engine, args.workers)],
+                                 args.timeout)
+    got = pq.read_table(sorted((work / "out" / "_work" / "dedup").glob("*.parquet")),
+                        columns=["path", "line", "reason", "duplicate_of"])
+    ids = {}  # (path, line) -> id
+    for f in files:
+        t = pq.read_table(f, columns=["path", "line", "id"])
+        ids.update(zip(zip(t.column("path").to_pylist(), t.column("line").to_pylist()), t.column("id").to_pylist()))
+    decided = {ids[(p, ln)]: r for p, ln, r in zip(got.column("path").to_pylist(), got.column("line").to_pylist(),
+                                                     got.column("reason").to_pylist())}
+    planted = {t["id"]: t["kind"] for t in truth}
+    row = {"seconds": secs, **mem, **child_result(out), "prepare_s": round(prep_s, 1),
+           "planted_exact": sum(k == "exact" for k in planted.values()),
+           "planted_near": sum(k == "near" for k in planted.values()),
+           "planted_found": {k: sum(planted[i] == k and decided.get(i) == f"{k}_duplicate" for i in planted)
+                             for k in ("exact", "near")},
+           "duplicates_not_planted": len(decided.keys() - planted.keys())}
+    if args.size <= 100_000:  # the reference: the local engine's dedup of the same candidates
+        from foundation.config import load_config
+        from pipelines.corpus import Config
+        from pipelines.corpus.dedup_engines import DedupColumns, dedup_columnar
+
+        cfg = load_config(Config, str(ROOT / "dags/configs/corpus/tiny.yaml"))
+        ref = dedup_columnar(DedupColumns.read([(f, 0) for f in files], cfg.dedup), cfg.dedup)
+        key = lambda p, ln, r, d: (p, ln, r, d)  # noqa: E731
+        mine = sorted(map(key, *(got.column(c).to_pylist() for c in ("path", "line", "reason", "duplicate_of"))))
+        row["equals_local_engine"] = mine == sorted(key(d["path"], d["line"], d["reason"], d["duplicate_of"])
+                                                    for d in ref)
+    return row
+
+
+CELLS = {"tokenize": tokenize_cell, "corpus": corpus_cell, "dedup": dedup_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
 
 
 def load_results(path: Path) -> list[dict]:
