@@ -12,6 +12,12 @@ Cells (``--engine`` per ``--stage``):
   length of the bundled originals, each copy's words reshuffled so it is a new document, and
   planted exact and near duplicates at ``--dup-rate``). The result records how many of the planted
   duplicates the stage dropped as duplicates.
+- ``dedup`` (local | beam | ray): the corpus stage's dedup task alone (``run_dedup``, what its dedup
+  phase calls, on the engine of ``dags/configs/corpus/tiny.yaml`` with 2 workers) over candidate
+  files written as the stage's read tasks write them (signatures from the stage's hasher) for
+  :func:`synthetic_corpus` records; records how many planted duplicates it found and, up to 100k
+  records, whether its decisions equal the local engine's. The inputs are kept in ``--scratch``
+  for the next engine (their preparation is not part of the cell's time or memory).
 - ``pairs`` (local | beam | ray): ``mgte pairs`` (``dags/configs/pairs/tiny.yaml``) on synthetic pairs from
   ``data/pairs/train``, exact duplicate pairs planted at ``--dup-rate``.
 - ``mine`` (flat | ivf): the mining search over ``--size`` candidates, ``--queries`` queries, top 100:
@@ -72,7 +78,9 @@ QUERY_K = 100
 # the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
 PRIORS = {
     ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
-    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (1500, 14.0), ("dedup", "ray"): (2000, 14.0),
+    # the dedup task alone (issue 27): Beam and Ray shuffle in slices of dedup.shuffle_items band items,
+    # what grows is the links and decisions (~0.3 KB per candidate at 5 % planted duplicates, estimate)
+    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (4000, 0.3), ("dedup", "ray"): (4000, 0.3),
     ("pairs", "local"): (1200, 2.0), ("pairs", "beam"): (1500, 4.0), ("pairs", "ray"): (2000, 4.0),
 }
 
@@ -510,6 +518,9 @@ print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "decisions": marker
 """
 
 
+RAY_STORE = ["ray.object_store_mb=2048"]  # the dedup cell's Ray object store: bounded, spilling to --scratch
+
+
 def dedup_inputs(size: int, dup_rate: float, root: Path) -> tuple[list[str], list[dict]]:
     """The dedup task's input as the corpus stage's read tasks write it: candidate files of
     FILE_RECORDS rows with the dedup columns (path, line, id, text_hash, and the MinHash signature
@@ -556,9 +567,9 @@ def dedup_cell(args, work: Path) -> dict:
     files, truth = dedup_inputs(args.size, args.dup_rate, root)
     prep_s = time.perf_counter() - t0
     (work / "files.json").write_text(json.dumps(files))
-    secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"),
-                                  *engine_sets(args.engine, args.workers)],
-                                 args.timeout)
+    sets = engine_sets(args.engine, args.workers) + (RAY_STORE if args.engine == "ray" else [])
+    secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"), *sets],
+                                 args.timeout, env={"RAY_TMPDIR": str(work)})
     got = pq.read_table(sorted((work / "out" / "_work" / "dedup").glob("*.parquet")),
                         columns=["path", "line", "reason", "duplicate_of"])
     ids = {}  # (path, line) -> id
@@ -568,7 +579,7 @@ def dedup_cell(args, work: Path) -> dict:
     decided = {ids[(p, ln)]: r for p, ln, r in zip(got.column("path").to_pylist(), got.column("line").to_pylist(),
                                                      got.column("reason").to_pylist())}
     planted = {t["id"]: t["kind"] for t in truth}
-    row = {"seconds": secs, **mem, **child_result(out), "prepare_s": round(prep_s, 1),
+    row = {"seconds": secs, **mem, **child_result(out), "prepare_s": round(prep_s, 1), "sets": sets,
            "planted_exact": sum(k == "exact" for k in planted.values()),
            "planted_near": sum(k == "near" for k in planted.values()),
            "planted_found": {k: sum(planted[i] == k and decided.get(i) == f"{k}_duplicate" for i in planted)
@@ -595,6 +606,18 @@ def load_results(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+def code_version() -> str:
+    """The commit of the code the cell runs (``+changes`` when the work tree differs from it)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_cell(args) -> dict:
     import psutil
 
@@ -605,7 +628,7 @@ def run_cell(args) -> dict:
            "dim": args.dim if args.stage in ("mine", "eval") else None, "estimate_mb": round(est),
            "estimate_basis": basis, "budget_mb": round(budget), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:])}
+           "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "code": code_version()}
     reason = skip_reason(est, basis, budget)
     if reason:
         row.update(status="skipped", reason=reason)
@@ -637,16 +660,17 @@ def report(results: list[dict], plot: Path | None) -> str:
     for r in results:  # the last run of each cell wins
         latest[(r["stage"], r["engine"] + (f"-{r['dim']}d" if r.get("dim") else ""), r["size"])] = r
     lines = ["| stage | engine | records | status | s | µs/record | records/s | records/CPU-s | driver peak MB | "
-             "largest worker MB (workers) | tree peak MB | estimate MB | load avg (start) |", "|" + "---|" * 13]
+             "largest worker MB (workers) | tree peak MB | estimate MB | load avg (start) | code |", "|" + "---|" * 14]
     for (stage, engine, size), r in sorted(latest.items()):
         if r["status"] == "ok":
             lines.append(f"| {stage} | {engine} | {size:,} | ok | {r['seconds']:.1f} | {r['us_per_record']:.1f} | "
                          f"{r['records_per_s']:,.0f} | {r.get('records_per_cpu_s') or '-'} | {r['driver_peak_mb']:.0f} | "
                          f"{r['worker_peak_mb']:.0f} "
-                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} |")
+                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} | "
+                         f"{r.get('code', '-')} |")
         else:
             lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | | "
-                         f"{r['estimate_mb']} | {r['load_avg_start'][0]} |")
+                         f"{r['estimate_mb']} | {r['load_avg_start'][0]} | {r.get('code', '-')} |")
     table = "\n".join(lines)
     if plot is not None:
         try:
