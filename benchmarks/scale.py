@@ -568,8 +568,12 @@ def dedup_cell(args, work: Path) -> dict:
     prep_s = time.perf_counter() - t0
     (work / "files.json").write_text(json.dumps(files))
     sets = engine_sets(args.engine, args.workers) + (RAY_STORE if args.engine == "ray" else [])
-    secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"), *sets],
-                                 args.timeout, env={"RAY_TMPDIR": str(work)})
+    ray_tmp = root.parent / f"r{os.getpid()}"  # short: Ray's socket paths under it must stay under 108 bytes
+    try:
+        secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"), *sets],
+                                     args.timeout, env={"RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     got = pq.read_table(sorted((work / "out" / "_work" / "dedup").glob("*.parquet")),
                         columns=["path", "line", "reason", "duplicate_of"])
     ids = {}  # (path, line) -> id
