@@ -84,7 +84,8 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                                                                                  "similarity"])
     rounds, n_links = 0, 0
     if cfg.near:
-        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
+        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow",
+                                       batch_size=BAND_BATCH)
                  .groupby("part")
                  .map_groups(functools.partial(_ray_links, threshold=cfg.threshold), batch_format="pyarrow")
                  .materialize())
@@ -106,6 +107,9 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     (written.groupby("shard")
      .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
+
+
+BAND_BATCH = 256  # candidates per _band_rows call: 25 band rows each, as Python rows while they are built
 
 
 _SHARD_FIELDS = [("shard", "int64"), ("kind", "string"), *[(f"a_{n}", t) for n, t in KEY_FIELDS],
