@@ -697,7 +697,7 @@ def report(results: list[dict], plot: Path | None) -> str:
             if cpu:
                 ax_c.plot([n for n, _ in cpu], [c for _, c in cpu], "-", **style)
             ax_m.plot([n for n, _ in pts], [r["tree_peak_mb"] for _, r in pts], "-", **style)
-        for ax, title in ((ax_t, "wall seconds (load 5-44 on 2 cores)"), (ax_c, "CPU seconds of the process tree"),
+        for ax, title in ((ax_t, "wall seconds (load 5-110 on 2 cores)"), (ax_c, "CPU seconds of the process tree"),
                           (ax_m, "peak RSS of the process tree, MB")):
             ax.set_xscale("log")
             ax.set_yscale("log")
