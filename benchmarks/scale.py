@@ -12,6 +12,12 @@ Cells (``--engine`` per ``--stage``):
   length of the bundled originals, each copy's words reshuffled so it is a new document, and
   planted exact and near duplicates at ``--dup-rate``). The result records how many of the planted
   duplicates the stage dropped as duplicates.
+- ``dedup`` (local | beam | ray): the corpus stage's dedup task alone (``run_dedup``, what its dedup
+  phase calls, on the engine of ``dags/configs/corpus/tiny.yaml`` with 2 workers) over candidate
+  files written as the stage's read tasks write them (signatures from the stage's hasher) for
+  :func:`synthetic_corpus` records; records how many planted duplicates it found and, up to 100k
+  records, whether its decisions equal the local engine's. The inputs are kept in ``--scratch``
+  for the next engine (their preparation is not part of the cell's time or memory).
 - ``pairs`` (local | beam | ray): ``mgte pairs`` (``dags/configs/pairs/tiny.yaml``) on synthetic pairs from
   ``data/pairs/train``, exact duplicate pairs planted at ``--dup-rate``.
 - ``mine`` (flat | ivf): the mining search over ``--size`` candidates, ``--queries`` queries, top 100:
@@ -62,7 +68,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus_build import CLEAN_FILES, RAW, shuffled_words  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "scale.json"
-ENGINES = {"tokenize": ("xlmr",), "corpus": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
+ENGINES = {"tokenize": ("xlmr",), "corpus": ("local", "beam", "ray"), "dedup": ("local", "beam", "ray"), "pairs": ("local", "beam", "ray"), "mine": ("flat", "ivf"),
            "eval": ("flat", "ivf")}
 FILE_RECORDS = 2500  # records per input file (one task of the corpus / pairs engines)
 QUERY_K = 100
@@ -72,6 +78,9 @@ QUERY_K = 100
 # the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
 PRIORS = {
     ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
+    # the dedup task alone (issue 27): Beam and Ray shuffle in slices of dedup.shuffle_items band items,
+    # what grows is the links and decisions (~0.3 KB per candidate at 5 % planted duplicates, estimate)
+    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (4000, 0.3), ("dedup", "ray"): (4000, 0.3),
     ("pairs", "local"): (1200, 2.0), ("pairs", "beam"): (1500, 4.0), ("pairs", "ray"): (2000, 4.0),
 }
 
@@ -487,11 +496,130 @@ def tokenize_cell(args, work: Path) -> dict:
     return {"seconds": secs, **mem, **child_result(out), "input_bytes": n_bytes}
 
 
-CELLS = {"tokenize": tokenize_cell, "corpus": corpus_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
+DEDUP = """
+import json, sys, time
+from pathlib import Path
+from foundation.config import load_config
+from foundation.ledger import StageOutput
+from pipelines.corpus import Config
+from pipelines.corpus.dedup_engines import run_dedup
+from pipelines.engines import make_engine
+files, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+cfg = load_config(Config, "dags/configs/corpus/tiny.yaml", [f"output={out}", *sys.argv[3:]])
+stage_out = StageOutput(out, "corpus", cfg)
+stage_out.begin()
+t0 = time.perf_counter()
+with make_engine(cfg) as engine:
+    run_dedup(engine, [(f, 0) for f in files], cfg.dedup, stage_out, "synthetic")
+marker = stage_out.task_marker("dedup", "synthetic")
+print("@@" + json.dumps({"work_s": time.perf_counter() - t0, "decisions": marker["decisions"],
+                         "near_links": marker.get("near_links"), "near_rounds": marker.get("near_rounds"),
+                         "shards": marker["shards"]}))
+"""
+
+
+RAY_STORE = ["ray.object_store_mb=2048"]  # the dedup cell's Ray object store: bounded, spilling to --scratch
+
+
+def dedup_inputs(size: int, dup_rate: float, root: Path) -> tuple[list[str], list[dict]]:
+    """The dedup task's input as the corpus stage's read tasks write it: candidate files of
+    FILE_RECORDS rows with the dedup columns (path, line, id, text_hash, and the MinHash signature
+    from the stage's own hasher, ``pipelines.corpus.steps._hasher``), over :func:`synthetic_corpus`
+    records with planted exact and near duplicates; kept under ``root`` for the next engine's cell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from foundation.config import load_config
+    from pipelines.corpus import Config
+    from pipelines.corpus.dedup import text_hash
+    from pipelines.corpus.steps import _hasher
+
+    done = root / "truth.json"
+    if not done.is_file():
+        cfg = load_config(Config, str(ROOT / "dags/configs/corpus/tiny.yaml"))
+        hasher = _hasher(cfg.dedup)
+        rows, truth = synthetic_corpus(size, dup_rate)
+        schema = pa.schema([("path", pa.string()), ("line", pa.int64()), ("id", pa.string()),
+                            ("text_hash", pa.string()), ("minhash", pa.list_(pa.uint32()))])
+        (root / "candidates").mkdir(parents=True, exist_ok=True)
+        for k in range(0, len(rows), FILE_RECORDS):
+            part = rows[k:k + FILE_RECORDS]
+            src = f"/synthetic/input/part-{k // FILE_RECORDS:05d}.jsonl"
+            pq.write_table(pa.table({
+                "path": [src] * len(part), "line": list(range(1, len(part) + 1)), "id": [r["id"] for r in part],
+                "text_hash": [text_hash(r["text"]) for r in part],
+                "minhash": [hasher.signature_of(r["text"], cfg.dedup.ngram) for r in part]}, schema=schema),
+                root / "candidates" / f"part-{k // FILE_RECORDS:05d}.parquet")
+        done.write_text(json.dumps(truth))
+    files = sorted(str(p) for p in (root / "candidates").glob("part-*.parquet"))
+    return files, json.loads(done.read_text())
+
+
+def dedup_cell(args, work: Path) -> dict:
+    """The corpus stage's dedup task alone (``pipelines.corpus.dedup_engines.run_dedup``, what the
+    stage's dedup phase calls, on the stage's engine built from ``dags/configs/corpus/tiny.yaml``)
+    over :func:`dedup_inputs`; checks the decisions against the planted duplicates and, up to
+    100k records, against the local engine's columnar dedup of the same candidates."""
+    import pyarrow.parquet as pq
+
+    root = Path(args.scratch or tempfile.gettempdir()) / f"scale-dedup-input-{args.size}-{args.dup_rate}"
+    t0 = time.perf_counter()
+    files, truth = dedup_inputs(args.size, args.dup_rate, root)
+    prep_s = time.perf_counter() - t0
+    (work / "files.json").write_text(json.dumps(files))
+    sets = engine_sets(args.engine, args.workers) + (RAY_STORE if args.engine == "ray" else [])
+    ray_tmp = root.parent / f"r{os.getpid()}"  # short: Ray's socket paths under it must stay under 108 bytes
+    try:
+        secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"), *sets],
+                                     args.timeout, env={"RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    got = pq.read_table(sorted((work / "out" / "_work" / "dedup").glob("*.parquet")),
+                        columns=["path", "line", "reason", "duplicate_of"])
+    ids = {}  # (path, line) -> id
+    for f in files:
+        t = pq.read_table(f, columns=["path", "line", "id"])
+        ids.update(zip(zip(t.column("path").to_pylist(), t.column("line").to_pylist()), t.column("id").to_pylist()))
+    decided = {ids[(p, ln)]: r for p, ln, r in zip(got.column("path").to_pylist(), got.column("line").to_pylist(),
+                                                     got.column("reason").to_pylist())}
+    planted = {t["id"]: t["kind"] for t in truth}
+    row = {"seconds": secs, **mem, **child_result(out), "prepare_s": round(prep_s, 1), "sets": sets,
+           "planted_exact": sum(k == "exact" for k in planted.values()),
+           "planted_near": sum(k == "near" for k in planted.values()),
+           "planted_found": {k: sum(planted[i] == k and decided.get(i) == f"{k}_duplicate" for i in planted)
+                             for k in ("exact", "near")},
+           "duplicates_not_planted": len(decided.keys() - planted.keys())}
+    if args.size <= 100_000:  # the reference: the local engine's dedup of the same candidates
+        from foundation.config import load_config
+        from pipelines.corpus import Config
+        from pipelines.corpus.dedup_engines import DedupColumns, dedup_columnar
+
+        cfg = load_config(Config, str(ROOT / "dags/configs/corpus/tiny.yaml"))
+        ref = dedup_columnar(DedupColumns.read([(f, 0) for f in files], cfg.dedup), cfg.dedup)
+        key = lambda p, ln, r, d: (p, ln, r, d)  # noqa: E731
+        mine = sorted(map(key, *(got.column(c).to_pylist() for c in ("path", "line", "reason", "duplicate_of"))))
+        row["equals_local_engine"] = mine == sorted(key(d["path"], d["line"], d["reason"], d["duplicate_of"])
+                                                    for d in ref)
+    return row
+
+
+CELLS = {"tokenize": tokenize_cell, "corpus": corpus_cell, "dedup": dedup_cell, "pairs": pairs_cell, "mine": mine_cell, "eval": eval_cell}
 
 
 def load_results(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def code_version() -> str:
+    """The commit of the code the cell runs (``+changes`` when the work tree differs from it)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def run_cell(args) -> dict:
@@ -504,7 +632,7 @@ def run_cell(args) -> dict:
            "dim": args.dim if args.stage in ("mine", "eval") else None, "estimate_mb": round(est),
            "estimate_basis": basis, "budget_mb": round(budget), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:])}
+           "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "code": code_version()}
     reason = skip_reason(est, basis, budget)
     if reason:
         row.update(status="skipped", reason=reason)
@@ -536,16 +664,17 @@ def report(results: list[dict], plot: Path | None) -> str:
     for r in results:  # the last run of each cell wins
         latest[(r["stage"], r["engine"] + (f"-{r['dim']}d" if r.get("dim") else ""), r["size"])] = r
     lines = ["| stage | engine | records | status | s | µs/record | records/s | records/CPU-s | driver peak MB | "
-             "largest worker MB (workers) | tree peak MB | estimate MB | load avg (start) |", "|" + "---|" * 13]
+             "largest worker MB (workers) | tree peak MB | estimate MB | load avg (start) | code |", "|" + "---|" * 14]
     for (stage, engine, size), r in sorted(latest.items()):
         if r["status"] == "ok":
             lines.append(f"| {stage} | {engine} | {size:,} | ok | {r['seconds']:.1f} | {r['us_per_record']:.1f} | "
                          f"{r['records_per_s']:,.0f} | {r.get('records_per_cpu_s') or '-'} | {r['driver_peak_mb']:.0f} | "
                          f"{r['worker_peak_mb']:.0f} "
-                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} |")
+                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} | "
+                         f"{r.get('code', '-')} |")
         else:
             lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | | "
-                         f"{r['estimate_mb']} | {r['load_avg_start'][0]} |")
+                         f"{r['estimate_mb']} | {r['load_avg_start'][0]} | {r.get('code', '-')} |")
     table = "\n".join(lines)
     if plot is not None:
         try:
@@ -568,7 +697,7 @@ def report(results: list[dict], plot: Path | None) -> str:
             if cpu:
                 ax_c.plot([n for n, _ in cpu], [c for _, c in cpu], "-", **style)
             ax_m.plot([n for n, _ in pts], [r["tree_peak_mb"] for _, r in pts], "-", **style)
-        for ax, title in ((ax_t, "wall seconds (load 5-44 on 2 cores)"), (ax_c, "CPU seconds of the process tree"),
+        for ax, title in ((ax_t, "wall seconds (load 5-110 on 2 cores)"), (ax_c, "CPU seconds of the process tree"),
                           (ax_m, "peak RSS of the process tree, MB")):
             ax.set_xscale("log")
             ax.set_yscale("log")

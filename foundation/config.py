@@ -270,10 +270,15 @@ class RayConfig:
     num_cpus: int | None = None  # local Ray only
     parallelism: int | None = None  # Ray Data blocks / concurrent tasks (default: Ray decides)
     max_retries: int = 2  # reruns of a task (or restarts of an actor) whose worker died; never infinite
+    # local Ray only: the shared-memory object store, MB (null: Ray's default, 30 % of memory);
+    # what does not fit spills to disk (under RAY_TMPDIR), so it bounds the memory the data takes
+    object_store_mb: int | None = None
 
     def validate(self) -> None:
         if self.max_retries < 0:
             raise ValueError(f"ray.max_retries must be >= 0 (bounded), got {self.max_retries}")
+        if self.object_store_mb is not None and self.object_store_mb < 64:
+            raise ValueError(f"ray.object_store_mb must be >= 64 (or null), got {self.object_store_mb}")
 
 
 @frozen

@@ -51,10 +51,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
-def atomic_write_parquet(path: str | Path, table: pa.Table) -> None:
+def atomic_write_parquet(path: str | Path, table: pa.Table, row_group_size: int | None = None) -> None:
     def write(tmp: Path) -> None:
         fault_point("write_parquet", str(path))
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
 
     atomic_write(path, write)
 

@@ -134,10 +134,11 @@ class StageOutput:
         for rel in files:
             (self.root / rel).unlink(missing_ok=True)
 
-    def write_table(self, rel: str, table: pa.Table, schema: Table | None = None) -> str:
+    def write_table(self, rel: str, table: pa.Table, schema: Table | None = None,
+                    row_group_size: int | None = None) -> str:
         if schema is not None:
             table = schema.validate(table, where=str(self.root / rel))
-        atomic_write_parquet(self.root / rel, table)
+        atomic_write_parquet(self.root / rel, table, row_group_size)
         return rel
 
     def write_rows(self, rel: str, rows: list[dict], schema: Table) -> str:

@@ -275,10 +275,17 @@ class DedupConfig:
     # rensa: Rust MinHash, ~1.7x the signatures per core of our numpy one at the same recall and
     # precision on the planted pairs (benchmarks/corpus_build.py --minhash); numpy: no extra package
     minhash: Literal["numpy", "rensa"] = "rensa"
+    # Beam and Ray: the most band items (one per candidate and band, ~0.6 KB with its signature)
+    # one shuffle of the near dedup holds: Beam runs ceil(candidates x bands / this) slice
+    # pipelines (the DirectRunner keeps a pipeline's shuffles in the driver), Ray cuts the LSH
+    # buckets into as many groups per slice; memory per process follows this, not the input
+    shuffle_items: int = 1_000_000
 
     def validate(self) -> None:
         if self.bands < 1 or self.rows < 1 or self.ngram < 1:
             raise ValueError("dedup.bands, dedup.rows and dedup.ngram must be >= 1")
+        if self.shuffle_items < 1:
+            raise ValueError("dedup.shuffle_items must be >= 1")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("dedup.threshold must be in (0, 1]")
 

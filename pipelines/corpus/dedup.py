@@ -108,9 +108,14 @@ def make_hasher(kind: str, num_perm: int, seed: int):
     return RensaHasher(num_perm, seed) if kind == "rensa" else MinHasher(num_perm, seed)
 
 
+def band_key(sig: np.ndarray, b: int, rows: int) -> str:
+    """The LSH bucket of band ``b`` of a uint32 signature."""
+    return f"{b}:{xxhash.xxh64_hexdigest(sig[b * rows:(b + 1) * rows].tobytes())}"
+
+
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[str]:
     sig = np.asarray(signature, dtype=np.uint32)
-    return [f"{b}:{xxhash.xxh64_hexdigest(sig[b * rows:(b + 1) * rows].tobytes())}" for b in range(bands)]
+    return [band_key(sig, b, rows) for b in range(bands)]
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:

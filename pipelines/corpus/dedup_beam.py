@@ -1,6 +1,16 @@
-"""The corpus dedup task as Apache Beam pipelines, without a global gather: near-duplicate
-clusters by the shuffled rounds of :mod:`pipelines.corpus.components`, decisions written per shard
-by the workers, counts only on the driver."""
+"""The corpus dedup task as Apache Beam pipelines, without a global gather: the exact groups and
+the LSH buckets in slice pipelines of a configured size, near-duplicate clusters by the shuffled
+rounds of :mod:`pipelines.corpus.components`, decisions written per shard by the workers, counts
+only on the driver.
+
+Beam's DirectRunner (the FnApiRunner) keeps every shuffle of a pipeline in the driver's memory
+until the pipeline ends, so one pipeline over all band items would hold ~25 items of ~1 KB per
+candidate there. The exact groups and the LSH buckets are therefore cut into
+``ceil(candidates x bands / dedup.shuffle_items)`` slices (by text hash; by each band's first
+MinHash value, so a bucket lies in one slice), one pipeline each, which write their exact
+decisions and verified links per shard; the clustering pipelines then shuffle only the links
+(a few per duplicate). On a distributed runner (Dataflow, Flink, Spark) shuffles spill to disk
+and the slices only bound each worker's bucket."""
 
 from __future__ import annotations
 
@@ -17,40 +27,51 @@ from pipelines.corpus.components import (
     star_check_emit,
 )
 from pipelines.corpus.config import DedupConfig
+from pipelines.corpus.dedup import exact_group_decisions
 from pipelines.corpus.dedup_shards import (
     _edge_table,
     _edges_of,
+    _exact_table,
+    _link_table,
+    _links_of,
     _shards,
     _sim_table,
     _sims_of,
-    band_items,
-    bucket_stage,
-    exact_stage,
+    candidate_count,
+    slice_bucket_links,
+    slice_count,
+    slice_items,
     write_shard,
 )
-from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup, read_dedup_rows
+from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 from pipelines.engines import beam_error
 
 
-CC_DIR = "_work/dedup_cc"  # the Beam rounds' state between pipelines, removed when the task is marked
-FIRST_ROUNDS = 2  # rounds in the pipeline that finds the links (most link graphs are stars after 1-2)
+CC_DIR = "_work/dedup_cc"  # the Beam pipelines' state between pipelines, removed when the task is marked
+FIRST_ROUNDS = 2  # rounds in the pipeline that reads the links (most link graphs are stars after 1-2)
 MORE_ROUNDS = 4  # rounds in each further pipeline, over the edges the previous one left
 
 
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
                build: int = 0) -> None:
-    """One pipeline reads the candidates, decides the exact duplicates, verifies the LSH links and
-    runs :data:`FIRST_ROUNDS` rounds; while nodes are left outside a star (a count its workers
-    write), further pipelines run :data:`MORE_ROUNDS` rounds each over the edges it left, up to
-    :func:`round_cap`. Every pipeline writes every shard's near decisions, final once no node is left."""
+    """:func:`slice_count` slice pipelines decide the exact duplicates and verify the LSH links of
+    their slice; one pipeline reads the links and runs :data:`FIRST_ROUNDS` rounds; while nodes are
+    left outside a star (a count its workers write), further pipelines run :data:`MORE_ROUNDS` rounds
+    each over the edges it left, up to :func:`round_cap`. Every clustering pipeline writes every
+    shard's near decisions, final once no node is left."""
     import shutil
 
     shards = _shards(files)
     work = out.root / CC_DIR
     shutil.rmtree(work, ignore_errors=True)
     try:
+        n_rows = candidate_count(files)
+        slices = slice_count(n_rows, cfg)
+        for k in range(slices):
+            with engine.pipeline() as p:
+                beam_slice_pipeline(p, files, cfg, out, k, slices, shards)
         with engine.pipeline() as p:
-            beam_first_pipeline(p, files, cfg, out, build, shards)
+            beam_first_pipeline(p, files, cfg, out, build, shards, slices, n_rows)
         counts = _read_counts(work, 0)
         rounds, i = (FIRST_ROUNDS if cfg.near else 0), 0
         while counts["bad"]:
@@ -67,28 +88,62 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
         raise
     except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
         raise beam_error(exc, [(f,) for f, _ in files]) from exc
-    mark_dedup(out, shards, counts["candidates"], deps, {"near_links": counts["links"], "near_rounds": rounds})
+    mark_dedup(out, shards, counts["candidates"], deps,
+               {"near_links": counts["links"], "near_rounds": rounds, "slices": slices})
     shutil.rmtree(work, ignore_errors=True)
 
 
-def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, build: int,
+def beam_slice_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, k: int, slices: int,
                         shards: int) -> None:
+    """Slice ``k``: its text-hash groups -> exact decisions, its LSH buckets -> verified links, both
+    written per shard (``exact-``/``links-<k>-<shard>``, every shard's files, empty or not)."""
     import apache_beam as beam
 
-    rows = (p | "CandidateFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(read_dedup_rows))
-    n_rows = rows | "CountCandidates" >> beam.combiners.Count.Globally()
-    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)])}
-    survivors = rows
+    items = (p | "CandidateFiles" >> beam.Create(files)
+             | "SliceItems" >> beam.FlatMap(_tagged_slice_items, cfg, k, slices).with_outputs("exact", "band"))
+    parts = {"seed": p | "Shards" >> beam.Create([(s, None) for s in range(shards)])}
     if cfg.exact:
-        exact = (rows | "ByTextHash" >> beam.Map(lambda r: (r["text_hash"], r))
-                 | "GroupExact" >> beam.GroupByKey()
-                 | "ExactDecide" >> beam.FlatMap(_exact_tagged).with_outputs("dup", main="keep"))
-        survivors = exact.keep
-        parts["exact"] = exact.dup | "ExactByShard" >> beam.Map(lambda d: (decision_shard(d["path"], shards), d))
+        parts["exact"] = (items.exact | "GroupExact" >> beam.GroupByKey()
+                          | "ExactDecide" >> beam.FlatMap(lambda kv: [d.row() for d in exact_group_decisions(kv[1])[1]])
+                          | "ExactByShard" >> beam.Map(lambda d: (decision_shard(d["path"], shards), d)))
     if cfg.near:
-        links = (survivors | "BandKeys" >> beam.FlatMap(band_items, cfg)
-                 | "GroupBuckets" >> beam.GroupByKey()
-                 | "VerifyLinks" >> beam.FlatMap(lambda kv: bucket_stage(kv[1], cfg.threshold)))
+        parts["link"] = (items.band | "GroupBuckets" >> beam.GroupByKey()
+                         | "VerifyLinks" >> beam.FlatMap(lambda kv: slice_bucket_links(kv[1], cfg))
+                         | "LinkByShard" >> beam.Map(lambda link: (decision_shard(link[0][1], shards), link)))
+    _ = (parts | "ByShard" >> beam.CoGroupByKey()
+         | "WriteSlice" >> beam.Map(_beam_write_slice, out, k, cfg.exact, cfg.near))
+
+
+def _tagged_slice_items(item, cfg: DedupConfig, k: int, slices: int):
+    import apache_beam as beam
+
+    for tag, value in slice_items(item, cfg, k, slices):
+        yield beam.pvalue.TaggedOutput(tag, value)
+
+
+def _beam_write_slice(kv, out: StageOutput, k: int, exact: bool, near: bool) -> int:
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    shard, parts = kv
+    if exact:
+        atomic_write_parquet(out.root / _slice_file("exact", k, shard), _exact_table(list(parts.get("exact", []))))
+    if near:
+        atomic_write_parquet(out.root / _slice_file("links", k, shard), _link_table(list(parts.get("link", []))))
+    return shard
+
+
+def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, build: int,
+                        shards: int, slices: int = 1, candidates: int | None = None) -> None:
+    """The slices' links -> :data:`FIRST_ROUNDS` rounds -> every shard's decisions (its exact
+    decisions read from the slices' files by its writer) and the state of the next pipeline."""
+    import apache_beam as beam
+
+    candidates = candidate_count(files) if candidates is None else candidates
+    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)])}
+    if cfg.near:
+        links = (p | "LinkFiles" >> beam.Create([str(out.root / _slice_file("links", k, s))
+                                                 for k in range(slices) for s in range(shards)])
+                 | "ReadLinks" >> beam.FlatMap(lambda f: _links_of(pq_read(f))))
         n_links = links | "CountLinks" >> beam.combiners.Count.Globally()
         sims = links | "LinkEnds" >> beam.FlatMap(lambda link: [(link[0], link[2]), (link[1], link[2])])
         edges = _beam_rounds(links | "Orient" >> beam.Map(lambda link: (max(link[:2]), min(link[:2]))), FIRST_ROUNDS)
@@ -99,11 +154,12 @@ def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: 
         n_links = p | "NoLinks" >> beam.Create([0])
         bad = p | "NoClusters" >> beam.Create([0])
     kinds = tuple(DECISION_KINDS)
+    exact_slices = slices if cfg.exact else 0
     _ = (parts | "ByShard" >> beam.CoGroupByKey()
-         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, kinds, 0 if cfg.near else None))
+         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, kinds, 0 if cfg.near else None, exact_slices))
     _ = (p | "Counts" >> beam.Create([0])
-         | "WriteCounts" >> beam.Map(_write_counts, out, beam.pvalue.AsSingleton(n_rows),
-                                     beam.pvalue.AsSingleton(n_links), beam.pvalue.AsSingleton(bad)))
+         | "WriteCounts" >> beam.Map(_write_counts, out, candidates, beam.pvalue.AsSingleton(n_links),
+                                     beam.pvalue.AsSingleton(bad)))
 
 
 def beam_more_pipeline(p, out: StageOutput, build: int, shards: int, i: int, rounds: int) -> None:
@@ -150,20 +206,27 @@ def _state_file(kind: str, i: int, shard: int) -> str:
     return f"{CC_DIR}/{kind}-{i:03d}-{shard:05d}.parquet"
 
 
+def _slice_file(kind: str, k: int, shard: int) -> str:
+    return f"{CC_DIR}/{kind}-slice{k:05d}-{shard:05d}.parquet"
+
+
 def pq_read(path: str):
     import pyarrow.parquet as pq
 
     return pq.read_table(path)
 
 
-def _beam_write_shard(kv, out: StageOutput, build: int, kinds: tuple[str, ...], state: int | None) -> int:
-    """One shard's CoGroupByKey result -> its decision files, and (``state``: this pipeline's
-    number) the edges and link similarities the next pipeline starts from."""
+def _beam_write_shard(kv, out: StageOutput, build: int, kinds: tuple[str, ...], state: int | None,
+                      exact_slices: int = 0) -> int:
+    """One shard's CoGroupByKey result (and its exact decisions from ``exact_slices`` slice files)
+    -> its decision files, and (``state``: this pipeline's number) the edges and link
+    similarities the next pipeline starts from."""
     from foundation.ledger.atomic import atomic_write_parquet
 
     shard, parts = kv
     edges, sims = list(parts.get("edge", [])), list(parts.get("sim", []))
-    write_shard(out, shard, build, parts.get("exact", []), edges, sims, kinds)
+    exact = [r for k in range(exact_slices) for r in pq_read(str(out.root / _slice_file("exact", k, shard))).to_pylist()]
+    write_shard(out, shard, build, exact, edges, sims, kinds)
     if state is not None:
         atomic_write_parquet(out.root / _state_file("edges", state, shard), _edge_table(edges))
         if state == 0:
@@ -185,15 +248,3 @@ def _read_counts(work, i: int) -> dict:
     import json
 
     return json.loads((work / f"counts-{i:03d}.json").read_text())
-
-
-def _exact_tagged(kv):
-    import apache_beam as beam
-
-    keep, dups = exact_stage(kv[1])
-    for row in keep:
-        yield row
-    for d in dups:
-        yield beam.pvalue.TaggedOutput("dup", d)
-
-

@@ -31,6 +31,8 @@ from pipelines.corpus.dedup_shards import (
     _keys_of,
     _shards,
     band_items,
+    candidate_count,
+    slice_count,
     bucket_stage,
     exact_stage,
     write_shard,
@@ -41,16 +43,20 @@ from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
               build: int = 0) -> None:
     """Exact groups, LSH buckets and the rounds' nodes are hash-partitioned into a few groups per
-    CPU: Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
+    CPU, or more when the input needs them (:func:`slice_count`: one group holds at most about
+    ``dedup.shuffle_items`` band items, so a worker's memory follows the config, not the input):
+    Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
     bucket or node (hundreds of thousands) would cost more than the de-duplication itself. Each
-    round is materialized; the driver sees counts only."""
+    round is materialized (the object store spills what does not fit; ``ray.object_store_mb``);
+    the driver sees counts only."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import ray
 
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
-    parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parts = max(engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1))),
+                slice_count(candidate_count(files), cfg))
     shards = _shards(files)
     local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
@@ -78,7 +84,8 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                                                                                  "similarity"])
     rounds, n_links = 0, 0
     if cfg.near:
-        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow")
+        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow",
+                                       batch_size=BAND_BATCH)
                  .groupby("part")
                  .map_groups(functools.partial(_ray_links, threshold=cfg.threshold), batch_format="pyarrow")
                  .materialize())
@@ -100,6 +107,9 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     (written.groupby("shard")
      .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
+
+
+BAND_BATCH = 256  # candidates per _band_rows call: 25 band rows each, as Python rows while they are built
 
 
 _SHARD_FIELDS = [("shard", "int64"), ("kind", "string"), *[(f"a_{n}", t) for n, t in KEY_FIELDS],
@@ -270,14 +280,32 @@ def _ray_exact(table):
 
 
 def _ray_links(table, threshold: float):
-    """One partition of LSH buckets -> the verified links inside each bucket."""
+    """One partition of LSH buckets -> the verified links inside each bucket, on arrays: only the
+    members of buckets of two or more become Python objects (most buckets hold one record)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    buckets: dict[str, list] = defaultdict(list)
-    for r in table.to_pylist():
-        buckets[r["band"]].append(((int(r["build"]), r["path"], int(r["line"]), r["id"]),
-                                   np.asarray(r["minhash"], np.uint32)))
-    links = [link for members in buckets.values() for link in bucket_stage(members, threshold)]
+    links = []
+    if table.num_rows:
+        codes = pc.dictionary_encode(table.column("band")).combine_chunks().indices.to_numpy()
+        order = np.argsort(codes, kind="stable")
+        run = codes[order]
+        starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+        sizes = np.diff(np.r_[starts, len(run)])
+        multi = [order[a:a + n] for a, n in zip(starts, sizes) if n > 1]
+        if multi:
+            rows = np.concatenate(multi)
+            sub = table.take(pa.array(rows))
+            keys = list(zip(sub.column("build").to_pylist(), sub.column("path").to_pylist(),
+                            sub.column("line").to_pylist(), sub.column("id").to_pylist()))
+            mh = sub.column("minhash").combine_chunks()
+            values, offsets = mh.values.to_numpy(zero_copy_only=False), mh.offsets.to_numpy()
+            pos = 0
+            for bucket in multi:
+                members = [(keys[j], values[offsets[j]:offsets[j + 1]].astype(np.uint32, copy=False))
+                           for j in range(pos, pos + len(bucket))]
+                links += bucket_stage(members, threshold)
+                pos += len(bucket)
     fields = ("build", "path", "line", "id")
     types = (pa.int64(), pa.string(), pa.int64(), pa.string())
     return pa.Table.from_pylist(

@@ -10,7 +10,7 @@ import numpy as np
 
 from foundation.ledger import StageOutput
 from pipelines.corpus.config import DedupConfig
-from pipelines.corpus.dedup import Decision, band_keys, bucket_links, exact_group_decisions
+from pipelines.corpus.dedup import Decision, band_key, band_keys, bucket_links, exact_group_decisions
 from pipelines.corpus.steps import write_decision_shard
 
 
@@ -47,6 +47,78 @@ def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
 # counts: candidates, links, nodes not yet in a star, and the decisions from the files' footers.
 MAX_SHARDS = 256
 KEY_FIELDS = (("build", "int64"), ("path", "string"), ("line", "int64"), ("id", "string"))
+
+
+# ---- slices: the near dedup's shuffles cut to a configured size --------------------------------
+def candidate_count(files: list[tuple[str, int]]) -> int:
+    """The candidates of ``(file, build)`` pairs, from the parquet footers (no rows read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f, _ in files)
+
+
+def slice_count(candidates: int, cfg: DedupConfig) -> int:
+    """Slices of the dedup's shuffles: ``ceil(candidates x bands / shuffle_items)`` (one band item per
+    candidate and band), so that one slice's shuffle holds at most ``dedup.shuffle_items`` items."""
+    items = candidates * (cfg.bands if cfg.near else 1)
+    return max(1, -(-items // cfg.shuffle_items))
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """uint32 values -> well-spread uint64 (a multiplicative hash), for slicing."""
+    return (values.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+
+
+def text_slice(text_hash: str, slices: int) -> int:
+    import zlib
+
+    return zlib.crc32(text_hash.encode()) % slices
+
+
+def slice_items(item: tuple[str, int], cfg: DedupConfig, k: int, slices: int):
+    """One candidates (or previous index) file -> slice ``k`` of ``slices`` of its dedup items, read
+    as arrays: ``("exact", (text hash, key))`` for the text hashes of the slice, and ``("band",
+    (band key, (key, text hash, signature bytes)))`` for the (candidate, band) pairs whose band
+    falls in the slice (by the band's first value: one bucket, one slice)."""
+    import pyarrow.parquet as pq
+
+    from pipelines.corpus.steps import DEDUP_COLUMNS
+
+    path, build = item
+    columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
+    table = pq.read_table(path, columns=columns)
+    keys = [(build, p, int(ln), i) for p, ln, i in zip(table.column("path").to_pylist(),
+                                                       table.column("line").to_pylist(), table.column("id").to_pylist())]
+    hashes = table.column("text_hash").to_pylist()
+    if cfg.exact:
+        for key, th in zip(keys, hashes):
+            if text_slice(th, slices) == k:
+                yield "exact", (th, key)
+    if cfg.near and table.num_rows:
+        arr = table.column("minhash").combine_chunks()
+        width = cfg.bands * cfg.rows
+        lengths = np.diff(arr.offsets.to_numpy())
+        full = np.flatnonzero(lengths == width)  # an empty signature (no text) takes no part
+        sig = arr.values.to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
+        starts = arr.offsets.to_numpy()[full]  # into .values, whatever the array's own offset
+        sig = sig[starts[:, None] + np.arange(width)] if len(full) else np.zeros((0, width), np.uint32)
+        picked = _mix(sig[:, ::cfg.rows][:, :cfg.bands]) % np.uint64(slices) == np.uint64(k)
+        for r, b in zip(*np.nonzero(picked)):
+            row = sig[r]
+            yield "band", (band_key(row, int(b), cfg.rows), (keys[full[r]], hashes[full[r]], row.tobytes()))
+
+
+def slice_bucket_links(members: Iterable[tuple], cfg: DedupConfig) -> list[tuple]:
+    """One LSH bucket of :func:`slice_items` band values -> its verified links. With exact dedup on,
+    only the earliest record of each text hash takes part: the exact survivor (every copy of a text
+    has the same signature, so its survivor is in every bucket a copy is in), as the reference
+    buckets the exact survivors only."""
+    best: dict = {}
+    for key, th, sig in members:
+        group = th if cfg.exact else key
+        if group not in best or key < best[group][0]:
+            best[group] = (key, sig)
+    return bucket_stage([(key, np.frombuffer(sig, np.uint32)) for key, sig in best.values()], cfg.threshold)
 
 
 def _shards(files: list[tuple[str, int]]) -> int:
@@ -99,6 +171,29 @@ def _edge_table(edges: list[tuple], bad: int | None = None):
     cols = {k: v + [None] for k, v in cols.items()}
     cols["bad"] = [0] * len(edges) + [bad]
     return pa.table(cols, schema=pa.schema(schema + [("bad", pa.int64())]))
+
+
+def _link_table(links: list[tuple]):
+    """Verified ``(a, b, sim)`` links."""
+    import pyarrow as pa
+
+    return pa.table({**_key_columns("a", [x[0] for x in links]), **_key_columns("b", [x[1] for x in links]),
+                     "sim": [float(x[2]) for x in links]},
+                    schema=pa.schema(_key_schema("a") + _key_schema("b") + [("sim", pa.float64())]))
+
+
+def _links_of(table) -> list[tuple]:
+    return list(zip(_keys_of(table, "a"), _keys_of(table, "b"), table.column("sim").to_pylist()))
+
+
+EXACT_STATE = [("path", "string"), ("line", "int64"), ("reason", "string"), ("duplicate_of", "string"),
+               ("similarity", "float64"), ("build", "int64")]
+
+
+def _exact_table(rows: list[dict]):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=pa.schema([(n, getattr(pa, t)()) for n, t in EXACT_STATE]))
 
 
 def _sim_table(sims: list[tuple]):

@@ -67,6 +67,9 @@ class Config(DataStageConfig):
     lang: LangConfig = LangConfig()
     alpha: float = 0.5  # eq. 1 over per-source pair counts (the trainer samples batch sources with it)
     shard_rows: int = 200_000  # rows per part file
+    # candidate pairs per dedup part: ceil(candidates / this) parts of the pair-hash space, each one
+    # task holding about this many keys (~150 B each in Arrow, ~1 KB as the task's Python rows)
+    dedup_part_rows: int = 1_000_000
     keep_candidates: bool = False  # keep _work/ (per-file candidates, dedup keys and decisions) after success
     # evaluation sets (BEIR directories, or directories of them): a pair whose query or positive is,
     # or nearly is, one of their queries or documents is dropped as `eval_overlap` (pipelines/decontam.py)
@@ -75,6 +78,8 @@ class Config(DataStageConfig):
     def validate(self) -> None:
         if self.shard_rows < 1:
             raise ValueError("shard_rows must be >= 1")
+        if self.dedup_part_rows < 1:
+            raise ValueError("dedup_part_rows must be >= 1")
         if not 0.0 < self.alpha <= 1.0:
             raise ValueError("alpha must be in (0, 1]")
 

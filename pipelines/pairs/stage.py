@@ -3,8 +3,9 @@ tasks on the config's engine (``engine: beam | ray | local``), then per-source s
 
 1. ``read`` per input file, named by its content: read + parse + check -> candidates, keys,
    dropped, quarantine; then the error budget over all of them;
-2. ``dedup`` per part of the pair-hash space: exact duplicates across every file (survivor: the
-   earliest record by (path, line), the same on every run and engine);
+2. ``dedup`` per part of the pair-hash space, ``ceil(candidates / dedup_part_rows)`` parts (so a
+   part's memory follows the config, not the input): exact duplicates across every file
+   (survivor: the earliest record by (path, line), the same on every run and engine);
 3. ``source`` per source: its shard files.
 
 The dedup is a phase of ordinary tasks rather than an engine-specific shuffle (as corpus's
@@ -29,7 +30,8 @@ from foundation.sampling import eq1
 from pipelines.contract import Phase, Result, Stage, StageSpec, later_tasks, run_stage, task_outputs
 from pipelines.pairs.config import Config
 from pipelines.pairs.tasks import (
-    DEDUP_PARTS, WORK, dedup_part, dedup_task, part_files, read_file, read_task, source_items, write_source,
+    WORK, candidate_count, dedup_part, dedup_parts, dedup_task, key_files, read_file, read_task, source_items,
+    write_source,
 )
 from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
                                 with_absolute_dirs)
@@ -67,20 +69,26 @@ def _forget_cleaned(out: StageOutput, names: list[str]) -> None:
 
 
 def phases(cfg: Config, stage: Stage) -> list[Phase]:
-    """read (one task per input, largest first) -> dedup (one per hash part) -> source (one per
-    source); dedup and source are valid only for the read tasks they read (``deps``)."""
+    """read (one task per input, largest first) -> dedup (one per hash part, as many parts as the
+    read tasks' candidates need) -> source (one per source); dedup and source are valid only for
+    the read tasks they read (``deps``; the part count is a function of those and the config)."""
     out, entries = stage.out, stage.entries
     reads = [read_task(e) for e in entries]
     _forget_cleaned(out, reads)
     deps = deps_hash(reads)
     pin_decontam(out.root, load_index(cfg.decontaminate))
 
-    parts = [dedup_task(p) for p in range(DEDUP_PARTS)]  # an empty part still runs
-    source_deps = deps_hash([*reads, *parts])
+    source_deps = deps_hash([*reads, "dedup"])
+
+    def n_parts(m) -> int:
+        return dedup_parts(candidate_count(m["read"]), cfg.dedup_part_rows)
+
+    def dedup_names(m):
+        return [dedup_task(p) for p in range(n_parts(m))]  # an empty part still runs
 
     def dedup_items(m):
-        files = part_files(m["read"])
-        return [(t, files[t], out, deps) for t in parts]
+        files, parts = key_files(m["read"]), n_parts(m)
+        return [(dedup_task(p), p, parts, files, out, deps) for p in range(parts)]
 
     def source_items_of(m):
         dups = task_outputs(m["dedup"], f"{WORK}/dups")
@@ -88,7 +96,7 @@ def phases(cfg: Config, stage: Stage) -> list[Phase]:
 
     return [Phase("read", [(e, cfg, out) for e in entries], read_file, names=reads,
                   sort_key=lambda item: -item[0]["size"]),
-            Phase("dedup", dedup_items, dedup_part, names=parts, deps=deps),
+            Phase("dedup", dedup_items, dedup_part, names=dedup_names, deps=deps),
             Phase("source", source_items_of, write_source, names=lambda m: list(source_items(m["read"])),
                   deps=source_deps)]
 

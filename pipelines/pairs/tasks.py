@@ -3,11 +3,14 @@ function ``fn(*item)`` that any engine of :mod:`pipelines.engines` runs (``Phase
 
 - ``read-<file>-<content hash>`` (one per input file, :func:`read_file`): read, parse and check
   every record -> its candidates (the pairs that passed the checks) one file per source, their
-  dedup keys spread over :data:`DEDUP_PARTS` parts by pair hash, its dropped and quarantine rows.
+  dedup keys in one file sorted by pair hash, its dropped and quarantine rows.
 - ``dedup-NN`` (one per part of the pair-hash space, :func:`dedup_part`): the keys of every file
-  in that part -> which pairs are exact duplicates of which survivor (:func:`split_survivor`).
-  Every pair of one hash lands in the same part, so the parts decide independently; a part holds
-  only five short columns per pair, so no task ever holds all pairs in memory, on any engine.
+  in that part's hash range -> which pairs are exact duplicates of which survivor
+  (:func:`split_survivor`). The number of parts follows the input: ``ceil(candidates /
+  dedup_part_rows)`` (:func:`dedup_parts`), so a part holds about ``dedup_part_rows`` keys of five
+  short columns whatever the input size, and no task ever holds all pairs in memory, on any
+  engine. Every pair of one hash lands in the same part, so the parts decide independently and
+  any number of parts gives the same output.
 - ``source-NAME`` (one per source, :func:`write_source`): that source's candidates minus its
   duplicates -> ``data/source=NAME/part-*.parquet`` and its ``exact_duplicate`` rows.
 
@@ -33,7 +36,7 @@ from pipelines.readers import Quarantined
 from storage_schemas.pairs import PAIR, PAIR_DROPPED
 
 WORK = "_work"
-DEDUP_PARTS = 8  # parts of the pair-hash space; any number gives the same output
+KEY_ROW_GROUP = 8192  # rows per row group of a read task's keys file
 KEY_SCHEMA = pa.schema([("pair_hash", pa.string()), ("path", pa.string()), ("line", pa.int64()),
                         ("pair_id", pa.string()), ("source", pa.string())])
 DUP_SCHEMA = pa.schema([*KEY_SCHEMA, ("duplicate_of", pa.string())])
@@ -51,14 +54,23 @@ def source_task(safe: str) -> str:
     return "source-" + safe
 
 
-def hash_part(pair_hash: str) -> int:
-    return int(pair_hash[:8], 16) % DEDUP_PARTS  # the hash is uniform: so are the parts
+def dedup_parts(candidates: int, part_rows: int) -> int:
+    """Parts of the pair-hash space for ``candidates`` keys, about ``part_rows`` keys each."""
+    return max(1, -(-candidates // part_rows))
+
+
+def hash_range(part: int, parts: int) -> tuple[str, str | None]:
+    """The pair hashes of ``part`` of ``parts``: ``lo <= hash < hi`` (``hi`` None: no upper end),
+    cut at 8-hex-digit prefixes (the hash is uniform: so are the parts). A 32-digit hash compares
+    with an 8-digit bound as its first 8 digits do."""
+    bound = lambda p: f"{p * 2**32 // parts:08x}"  # noqa: E731
+    return bound(part), (bound(part + 1) if part + 1 < parts else None)
 
 
 # ---- read: one input file ------------------------------------------------------------------------
 def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
-    """One input file -> candidates by source, dedup keys by part, dropped, quarantine + marker
-    (rows sorted: the same bytes on every run and engine)."""
+    """One input file -> candidates by source, dedup keys sorted by pair hash, dropped, quarantine +
+    marker (rows sorted: the same bytes on every run and engine)."""
     task = read_task(entry)
     if (marker := out.task_marker(task)) is not None:
         return marker
@@ -76,15 +88,15 @@ def read_file(entry: dict, cfg: Config, out: StageOutput) -> dict:
         outcomes.keep(row) if row is not None else outcomes.drop(drop)
     files = []
     by_source: dict[str, list[dict]] = defaultdict(list)
-    by_part: dict[int, list[dict]] = defaultdict(list)
     for row in sorted(outcomes.kept, key=survivor_key):
         by_source[safe_name(row["source"])].append(row)
-        by_part[hash_part(row["pair_hash"])].append({k: row[k] for k in KEY_SCHEMA.names})
     for safe, rows in sorted(by_source.items()):
         files.append(out.write_rows(f"{WORK}/candidates/{task}/source={safe}.parquet", rows, PAIR))
-    for part, rows in sorted(by_part.items()):
-        files.append(out.write_table(f"{WORK}/keys/{task}/part-{part:02d}.parquet",
-                                     pa.Table.from_pylist(rows, schema=KEY_SCHEMA)))
+    if outcomes.kept:  # sorted by hash, small row groups: a dedup part reads only its range's groups
+        keys = sorted(({k: row[k] for k in KEY_SCHEMA.names} for row in outcomes.kept),
+                      key=lambda r: (r["pair_hash"], survivor_key(r)))
+        files.append(out.write_table(f"{WORK}/keys/{task}.parquet", pa.Table.from_pylist(keys, schema=KEY_SCHEMA),
+                                     row_group_size=KEY_ROW_GROUP))
     outcomes.dropped.sort(key=survivor_key)
     outcomes.quarantined.sort(key=lambda r: (r["line"], r["field"]))
     files += outcomes.write(out, task, PAIR_DROPPED)
@@ -102,14 +114,17 @@ def overlap(pair: dict, index: DecontamIndex) -> dict | None:
 
 
 # ---- dedup: one part of the pair-hash space --------------------------------------------------------
-def dedup_part(task: str, key_files: list[str], out: StageOutput, deps: str) -> dict:
-    """The keys of one part, from every file -> its duplicate decisions (``_work/dups/``) + marker."""
+def dedup_part(task: str, part: int, parts: int, key_files: list[str], out: StageOutput, deps: str) -> dict:
+    """The keys of ``part`` of ``parts`` (its :func:`hash_range`), from every file, one file at a
+    time -> its duplicate decisions (``_work/dups/``) + marker."""
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
+    lo, hi = hash_range(part, parts)
+    in_range = [("pair_hash", ">=", lo)] + ([("pair_hash", "<", hi)] if hi is not None else [])
     groups: dict[str, list[dict]] = defaultdict(list)
     n = 0
     for f in key_files:
-        for row in pq.read_table(out.root / f).to_pylist():
+        for row in pq.read_table(out.root / f, filters=in_range).to_pylist():
             groups[row["pair_hash"]].append(row)
             n += 1
     dups = []
@@ -119,7 +134,8 @@ def dedup_part(task: str, key_files: list[str], out: StageOutput, deps: str) -> 
     dups.sort(key=survivor_key)
     files = [out.write_table(f"{WORK}/dups/{task}.parquet", pa.Table.from_pylist(dups, schema=DUP_SCHEMA))] if dups else []
     # the part only decides: its pairs are counted by the source tasks (kept, or dropped as duplicates)
-    return out.mark_task(task, EMPTY_COUNTS, files, deps=deps, extra={"candidates": n, "duplicates": len(dups)})
+    return out.mark_task(task, EMPTY_COUNTS, files, deps=deps,
+                         extra={"candidates": n, "duplicates": len(dups), "part": part, "parts": parts})
 
 
 # ---- source: one output shard directory ------------------------------------------------------------
@@ -156,11 +172,10 @@ def source_items(read_markers: list[dict]) -> dict[str, list[str]]:
     return dict(sorted(by_task.items()))
 
 
-def part_files(read_markers: list[dict]) -> dict[str, list[str]]:
-    """{dedup task: the key files of its part} for every part (an empty part still runs)."""
-    by_task: dict[str, list[str]] = {dedup_task(p): [] for p in range(DEDUP_PARTS)}
-    for marker in read_markers:
-        for f in marker["files"]:
-            if f.startswith(f"{WORK}/keys/"):
-                by_task[dedup_task(int(Path(f).stem.removeprefix("part-")))].append(f)
-    return by_task
+def key_files(read_markers: list[dict]) -> list[str]:
+    """The read tasks' key files (every dedup part reads its hash range of each), in read-task order."""
+    return [f for marker in read_markers for f in marker["files"] if f.startswith(f"{WORK}/keys/")]
+
+
+def candidate_count(read_markers: list[dict]) -> int:
+    return sum(marker["counts"]["kept"] for marker in read_markers)

@@ -17,7 +17,7 @@ from foundation.ledger import StageOutput
 from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
-from pipelines.corpus.dedup_beam import beam_first_pipeline, beam_more_pipeline
+from pipelines.corpus.dedup_beam import beam_first_pipeline, beam_more_pipeline, beam_slice_pipeline
 from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
@@ -116,10 +116,10 @@ def decisions(out: StageOutput) -> list[dict]:
     return sorted(rows, key=lambda r: (r["path"], r["line"]))
 
 
-def dedup_with(engine, files, out_dir) -> tuple[list[dict], dict]:
+def dedup_with(engine, files, out_dir, cfg=CFG) -> tuple[list[dict], dict]:
     out = StageOutput(out_dir, "corpus", {"dedup": "test"})
     with engine:
-        run_dedup(engine, files, CFG, out, "deps", build=1)
+        run_dedup(engine, files, cfg, out, "deps", build=1)
     return decisions(out), out.task_marker(DEDUP_TASK)
 
 
@@ -153,6 +153,39 @@ def test_beam_writes_the_local_decisions_on_a_chain(chain_corpus, local_decision
     assert marker["shards"] == 3 and len(marker["files"]) == 6
     assert marker["near_rounds"] > 2  # the chain needed a second pipeline of rounds
     assert not (tmp_path / "_work" / "dedup_cc").exists()
+
+
+def test_beam_in_slices_writes_the_local_decisions(chain_corpus, local_decisions, tmp_path):
+    """Issue 27: the exact groups and LSH buckets cut into ceil(candidates x bands / shuffle_items)
+    slice pipelines (36 candidates x 20 bands / 250 -> 3) give the one-slice decisions."""
+    import dataclasses
+
+    engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
+    got, marker = dedup_with(engine, chain_corpus, tmp_path, dataclasses.replace(CFG, shuffle_items=250))
+    assert marker["slices"] == 3
+    assert got == local_decisions[0]
+
+
+def test_slices_cover_every_item_once_and_keep_a_bucket_whole(chain_corpus):
+    import dataclasses
+
+    from pipelines.corpus.dedup_shards import band_items, slice_items
+
+    rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
+    want_bands = sorted((k, m[0], m[1].tobytes()) for r in rows for k, m in band_items(r, CFG))
+    want_exact = sorted((r["text_hash"], (r["build"], r["path"], r["line"], r["id"])) for r in rows)
+    for slices in (1, 3, 7):
+        cfg = dataclasses.replace(CFG, shuffle_items=1)
+        got = [(k, tag, v) for k in range(slices) for item in chain_corpus for tag, v in slice_items(item, cfg, k, slices)]
+        assert sorted((v[0], v[1][0], v[1][2]) for _, tag, v in got if tag == "band") == want_bands
+        assert sorted(v for _, tag, v in got if tag == "exact") == want_exact
+        for tag in ("band", "exact"):  # one bucket (text hash) -> one slice
+            where = {}
+            for k, t, v in got:
+                if t == tag:
+                    assert where.setdefault(v[0], k) == k
+        if slices > 1:
+            assert len({k for k, t, _ in got if t == "band"}) == slices  # every slice gets buckets
 
 
 @pytest.mark.slow
@@ -209,9 +242,10 @@ def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
     import apache_beam as beam
 
     out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
-    for build_graph in (lambda p: beam_first_pipeline(p, chain_corpus, CFG, out, 1, 3),
-                        lambda p: beam_more_pipeline(p, out, 1, 3, 1, 2)):
+    for build_graph, counts in ((lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
+                                (lambda p: beam_first_pipeline(p, chain_corpus, CFG, out, 1, 3, 2), True),
+                                (lambda p: beam_more_pipeline(p, out, 1, 3, 1, 2), True)):
         p = beam.Pipeline()
         build_graph(p)
         found = combiners(p)
-        assert found and all(kind == "count" for _, kind in found), found
+        assert bool(found) == counts and all(kind == "count" for _, kind in found), found

@@ -106,3 +106,45 @@ def test_two_runs_started_together_one_writes_the_other_refuses_naming_it(tmp_pa
     (tmp_path / "ref").mkdir()
     assert read_manifest(out)["counts"] == pairs.run(ref)["counts"] == {"input": 18, "kept": 14, "dropped": 3,
                                                                        "quarantined": 1}
+
+
+def test_dedup_parts_follow_the_input_and_any_count_gives_the_same_output(tmp_path):
+    """Issue 27: ``ceil(candidates / dedup_part_rows)`` parts, not a fixed number; each part reads only
+    its hash range's keys, and 1 part and 5 parts write the same output."""
+    import json
+
+    from .conftest import outcome
+    from pipelines.pairs.tasks import hash_range
+
+    inputs = small_inputs(tmp_path)
+    runs = {}
+    for rows in (1_000_000, 3):
+        cfg = config(tmp_path / str(rows), inputs, "engine=local", "lang.min_chars=30", "reader.error_budget=0.2",
+                     f"dedup_part_rows={rows}", "keep_candidates=true")
+        pairs.run(cfg)
+        out = Path(cfg.output)
+        markers = [json.loads(p.read_text()) for p in sorted((out / "_tasks").glob("dedup-*.json"))]
+        runs[rows] = outcome(out)
+        candidates = sum(m["candidates"] for m in markers)
+        assert candidates == 16  # 14 kept + 2 exact duplicates: every candidate in exactly one part
+        assert len(markers) == -(-candidates // rows)
+        assert sorted(m["part"] for m in markers) == list(range(len(markers)))
+        for m in markers:  # a part's duplicates lie in its range of the hash space
+            lo, hi = hash_range(m["part"], len(markers))
+            for f in m["files"]:
+                for h in pq.read_table(out / f, columns=["pair_hash"]).column("pair_hash").to_pylist():
+                    assert h >= lo and (hi is None or h < hi)
+    assert runs[3] == runs[1_000_000]
+    assert runs[3]["dropped_by_reason"]["exact_duplicate"] == 2
+
+
+def test_hash_ranges_cover_the_hash_space_once():
+    from pipelines.pairs.tasks import dedup_parts, hash_range
+
+    assert [dedup_parts(n, 4) for n in (0, 1, 4, 5, 9)] == [1, 1, 1, 2, 3]
+    for parts in (1, 3, 7):
+        ranges = [hash_range(p, parts) for p in range(parts)]
+        assert ranges[0][0] == "00000000" and ranges[-1][1] is None
+        assert all(ranges[p][1] == ranges[p + 1][0] for p in range(parts - 1))
+    assert hash_range(0, 2) == ("00000000", "80000000")  # a 32-digit hash compares as its first 8 digits
+    assert "7fffffff" + "f" * 24 < "80000000" <= "80000000" + "0" * 24
