@@ -151,8 +151,7 @@ def init_ray(cfg: RayConfig) -> bool:
         except (ConnectionError, RuntimeError) as exc:
             raise _connect_error(cfg.address, exc) from exc
     else:  # "local": a Ray of our own, never the cluster a past `ray start` recorded in /tmp/ray
-        store = getattr(cfg, "object_store_mb", None)
-        if store is not None:
-            kwargs["object_store_memory"] = store * 2**20
+        if cfg.object_store_mb is not None:
+            kwargs["object_store_memory"] = cfg.object_store_mb * 2**20
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
     return True

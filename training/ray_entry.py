@@ -149,17 +149,17 @@ def _with_driver_env(train_func: Callable[[dict], None], env: dict[str, str | No
 
 def worker_world() -> World:
     """Rank, world size and local rank of this process: Ray Train's context, else torch env vars."""
+    env_world = World(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                      local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     if "ray" not in sys.modules:  # not a Ray worker (engine=local, torchrun): importing Ray costs ~1 s
-        return World(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        return env_world
     try:
         import ray.train
 
         ctx = ray.train.get_context()
         return World(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), local_rank=ctx.get_local_rank())
     except (ImportError, RuntimeError, AttributeError, ValueError):
-        return World(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        return env_world
 
 
 def ray_reporter(metrics: dict) -> None:
