@@ -1,6 +1,7 @@
-"""The corpus dedup task with Ray Data, without a global gather: near-duplicate clusters by the
-shuffled rounds of :mod:`pipelines.corpus.components` (each round materialized), decisions
-written per shard by the workers, counts only on the driver."""
+"""The corpus dedup task with Ray Data, without a global gather: LSH buckets shuffled as slim
+(bucket, file, row) rows, near-duplicate clusters by the shuffled rounds of
+:mod:`pipelines.corpus.components` (each round materialized), decisions written per shard by the
+workers, counts only on the driver."""
 
 from __future__ import annotations
 
@@ -26,15 +27,17 @@ from pipelines.corpus.dedup_shards import (
     KEY_FIELDS,
     _edge_table,
     _edges_of,
+    _exact_table,
     _key_columns,
     _key_schema,
     _keys_of,
+    _link_table,
     _shards,
-    band_items,
     candidate_count,
-    slice_count,
-    bucket_stage,
     exact_stage,
+    signature_rows,
+    slice_bucket_links,
+    slice_count,
     write_shard,
 )
 from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
@@ -46,48 +49,49 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     CPU, or more when the input needs them (:func:`slice_count`: one group holds at most about
     ``dedup.shuffle_items`` band items, so a worker's memory follows the config, not the input):
     Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
-    bucket or node (hundreds of thousands) would cost more than the de-duplication itself. Each
-    round is materialized (the object store spills what does not fit; ``ray.object_store_mb``);
-    the driver sees counts only."""
+    bucket or node (hundreds of thousands) would cost more than the de-duplication itself.
+
+    The LSH shuffle carries no signature: one slim row per (candidate, band) -- the bucket, and
+    where the candidate lies (file, row), ~30 bytes instead of the ~0.6 KB of a signature -- and
+    each group reads back from the candidate files only the members of its buckets of two or more
+    (the few that can link). Each round is materialized (the object store spills what does not
+    fit; ``ray.object_store_mb``); the driver sees counts only."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import ray
 
-    from pipelines.corpus.steps import DEDUP_COLUMNS
-
+    n_rows = candidate_count(files)
     parts = max(engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1))),
-                slice_count(candidate_count(files), cfg))
+                slice_count(n_rows, cfg))
     shards = _shards(files)
     local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
     # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
     # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
     retry = engine.retry_args
-    by_build: dict[int, list[str]] = defaultdict(list)
-    for f, b in files:
-        by_build[b].append(f)
-    parts_ds = [ray.data.read_parquet(fs, filesystem=pafs.LocalFileSystem() if local else None, ray_remote_args=retry)
-                .select_columns(DEDUP_COLUMNS)
-                .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
-                for b, fs in sorted(by_build.items())]
-    ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
-    n_rows = ds.count()
     by_shard = [ray.data.from_arrow(_shard_rows(pa, [{"shard": k, "kind": "seed"} for k in range(shards)]))]
-    survivors = ds
     if cfg.exact:
-        grouped = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                   .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
-                   .materialize())
-        by_shard.append(grouped.map_batches(functools.partial(_exact_shard_rows, shards=shards),
-                                            batch_format="pyarrow"))
-        survivors = grouped.filter(lambda r: r["kind"] == "keep").drop_columns(["kind", "reason", "duplicate_of",
-                                                                                 "similarity"])
+        by_build: dict[int, list[str]] = defaultdict(list)
+        for f, b in files:
+            by_build[b].append(f)
+        parts_ds = [ray.data.read_parquet(fs, filesystem=pafs.LocalFileSystem() if local else None,
+                                          ray_remote_args=retry)
+                    .select_columns(EXACT_COLUMNS)
+                    .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
+                    for b, fs in sorted(by_build.items())]
+        ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
+        dups = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
+                .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
+                .materialize())
+        by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards),
+                                         batch_format="pyarrow"))
     rounds, n_links = 0, 0
     if cfg.near:
-        links = (survivors.map_batches(functools.partial(_band_rows, cfg=cfg, parts=parts), batch_format="pyarrow",
-                                       batch_size=BAND_BATCH)
+        links = (ray.data.from_items([{"file": i} for i in range(len(files))], override_num_blocks=len(files))
+                 .map_batches(functools.partial(_file_bands, files=files, cfg=cfg, parts=parts),
+                              batch_format="pyarrow", batch_size=1, **retry)
                  .groupby("part")
-                 .map_groups(functools.partial(_ray_links, threshold=cfg.threshold), batch_format="pyarrow")
+                 .map_groups(functools.partial(_bucket_links, files=files, cfg=cfg), batch_format="pyarrow")
                  .materialize())
         n_links = links.count()
         edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
@@ -109,7 +113,64 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
 
 
-BAND_BATCH = 256  # candidates per _band_rows call: 25 band rows each, as Python rows while they are built
+EXACT_COLUMNS = ["path", "line", "id", "text_hash"]
+BAND_SCHEMA = (("part", "int64"), ("band", "int32"), ("bucket", "uint64"), ("file", "int32"), ("row", "int32"))
+
+
+def _file_bands(batch, files: list[tuple[str, int]], cfg: DedupConfig, parts: int):
+    """Candidate files (their indexes in ``files``) -> one row per (candidate, band): the LSH bucket
+    (band, the xxh64 of the band's values: :func:`pipelines.corpus.dedup.band_key`'s hash), its
+    partition, and the candidate's file and row. Columnar: no Python object per band item."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xxhash
+
+    cols = {name: [] for name, _ in BAND_SCHEMA}
+    width = 4 * cfg.rows
+    for fi in batch.column("file").to_pylist():
+        rows, sig = signature_rows(pq.read_table(files[fi][0], columns=["minhash"]).column("minhash"), cfg)
+        for b in range(cfg.bands):
+            data = np.ascontiguousarray(sig[:, b * cfg.rows:(b + 1) * cfg.rows]).tobytes()
+            bucket = np.fromiter((xxhash.xxh64_intdigest(data[i:i + width]) for i in range(0, len(data), width)),
+                                 np.uint64, len(rows))
+            cols["part"].append(((bucket >> np.uint64(8)) + np.uint64(b)) % np.uint64(parts))
+            cols["band"].append(np.full(len(rows), b, np.int32))
+            cols["bucket"].append(bucket)
+            cols["file"].append(np.full(len(rows), fi, np.int32))
+            cols["row"].append(rows.astype(np.int32))
+    return pa.table({name: pa.array(np.concatenate(cols[name]) if cols[name] else np.zeros(0), type=getattr(pa, t)())
+                     for name, t in BAND_SCHEMA})
+
+
+def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):
+    """One partition of slim band rows -> the verified links of its buckets of two or more members:
+    only those members' keys, text hashes and signatures are read back from the candidate files
+    (one read per file with such a member), then :func:`slice_bucket_links` as on Beam."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    links = []
+    if table.num_rows:
+        band, bucket = table.column("band").to_numpy(), table.column("bucket").to_numpy()
+        fidx, ridx = table.column("file").to_numpy(), table.column("row").to_numpy()
+        order = np.lexsort((ridx, fidx, bucket, band))
+        b, k = band[order], bucket[order]
+        starts = np.flatnonzero(np.r_[True, (b[1:] != b[:-1]) | (k[1:] != k[:-1])])
+        sizes = np.diff(np.r_[starts, len(order)])
+        multi = [order[s:s + n] for s, n in zip(starts, sizes) if n > 1]
+        if multi:
+            members: dict[tuple[int, int], tuple] = {}
+            wanted = np.concatenate(multi)
+            for fi in np.unique(fidx[wanted]):
+                rows = np.unique(ridx[wanted][fidx[wanted] == fi])
+                t = pq.read_table(files[fi][0], columns=EXACT_COLUMNS + ["minhash"]).take(pa.array(rows))
+                sig = t.column("minhash").to_pylist()
+                for r, p, ln, i, th, s in zip(rows.tolist(), t.column("path").to_pylist(), t.column("line").to_pylist(),
+                                              t.column("id").to_pylist(), t.column("text_hash").to_pylist(), sig):
+                    members[(int(fi), r)] = ((files[fi][1], p, int(ln), i), th, np.asarray(s, np.uint32).tobytes())
+            for idx in multi:
+                links += slice_bucket_links([members[(int(fidx[j]), int(ridx[j]))] for j in idx], cfg)
+    return _link_table(links)
 
 
 _SHARD_FIELDS = [("shard", "int64"), ("kind", "string"), *[(f"a_{n}", t) for n, t in KEY_FIELDS],
@@ -130,7 +191,7 @@ def _exact_shard_rows(table, shards: int):
 
     return _shard_rows(pa, [{"shard": decision_shard(r["path"], shards), "kind": "exact", "a_build": r["build"],
                              "a_path": r["path"], "a_line": r["line"], "b_id": r["duplicate_of"],
-                             "sim": r["similarity"]} for r in table.to_pylist() if r["kind"] == "dup"])
+                             "sim": r["similarity"]} for r in table.to_pylist()])
 
 
 def _edge_shard_rows(table, shards: int):
@@ -242,75 +303,9 @@ def _with_part(table, column: str, parts: int):
                                                 pa.int64()))
 
 
-def _band_rows(table, cfg: DedupConfig, parts: int):
-    """Candidates -> one row per (LSH band key, candidate), with an explicit schema: an empty
-    block must have the same columns and types as a full one when Ray shuffles them."""
-    import pyarrow as pa
-
-    schema = pa.schema([("band", pa.string()), ("part", pa.int64()), ("build", pa.int64()), ("path", pa.string()),
-                        ("line", pa.int64()), ("id", pa.string()), ("minhash", pa.list_(pa.uint32()))])
-    rows = [{"band": k, "part": _part(k, parts), "build": m[0][0], "path": m[0][1], "line": m[0][2], "id": m[0][3],
-             "minhash": m[1].tolist()} for r in table.to_pylist() for k, m in band_items(r, cfg)]
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def _decision(row: dict) -> dict:
-    return {k: row[k] for k in ("path", "line", "reason", "duplicate_of", "similarity", "build")}
-
-
 def _ray_exact(table):
-    """One partition of text hashes -> its rows tagged keep / dup (one survivor per hash)."""
-    import pyarrow as pa
-
+    """One partition of text hashes -> the exact-duplicate decisions of its groups (one survivor per hash)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in table.drop_columns(["part"]).to_pylist():
         groups[row["text_hash"]].append(row)
-    rows = []
-    for members in groups.values():
-        keep, dups = exact_stage(members)
-        rows += [dict(r, kind="keep", reason=None, duplicate_of=None, similarity=None) for r in keep]
-        rows += [{"path": d["path"], "line": d["line"], "id": None, "text_hash": None, "minhash": [], "kind": "dup",
-                  "reason": d["reason"], "duplicate_of": d["duplicate_of"], "similarity": d["similarity"],
-                  "build": d["build"]} for d in dups]
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("path", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("text_hash", pa.string()),
-        ("build", pa.int64()),
-        ("minhash", pa.list_(pa.uint32())), ("kind", pa.string()), ("reason", pa.string()),
-        ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
-
-
-def _ray_links(table, threshold: float):
-    """One partition of LSH buckets -> the verified links inside each bucket, on arrays: only the
-    members of buckets of two or more become Python objects (most buckets hold one record)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    links = []
-    if table.num_rows:
-        codes = pc.dictionary_encode(table.column("band")).combine_chunks().indices.to_numpy()
-        order = np.argsort(codes, kind="stable")
-        run = codes[order]
-        starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
-        sizes = np.diff(np.r_[starts, len(run)])
-        multi = [order[a:a + n] for a, n in zip(starts, sizes) if n > 1]
-        if multi:
-            rows = np.concatenate(multi)
-            sub = table.take(pa.array(rows))
-            keys = list(zip(sub.column("build").to_pylist(), sub.column("path").to_pylist(),
-                            sub.column("line").to_pylist(), sub.column("id").to_pylist()))
-            mh = sub.column("minhash").combine_chunks()
-            values, offsets = mh.values.to_numpy(zero_copy_only=False), mh.offsets.to_numpy()
-            pos = 0
-            for bucket in multi:
-                members = [(keys[j], values[offsets[j]:offsets[j + 1]].astype(np.uint32, copy=False))
-                           for j in range(pos, pos + len(bucket))]
-                links += bucket_stage(members, threshold)
-                pos += len(bucket)
-    fields = ("build", "path", "line", "id")
-    types = (pa.int64(), pa.string(), pa.int64(), pa.string())
-    return pa.Table.from_pylist(
-        [{**{f"a_{f}": v for f, v in zip(fields, a)}, **{f"b_{f}": v for f, v in zip(fields, b)}, "sim": s}
-         for a, b, s in links],
-        schema=pa.schema([(f"{side}_{f}", t) for side in "ab" for f, t in zip(fields, types)] + [("sim", pa.float64())]))
-
-
+    return _exact_table([d for members in groups.values() for d in exact_stage(members)[1]])

@@ -95,17 +95,24 @@ def slice_items(item: tuple[str, int], cfg: DedupConfig, k: int, slices: int):
             if text_slice(th, slices) == k:
                 yield "exact", (th, key)
     if cfg.near and table.num_rows:
-        arr = table.column("minhash").combine_chunks()
-        width = cfg.bands * cfg.rows
-        lengths = np.diff(arr.offsets.to_numpy())
-        full = np.flatnonzero(lengths == width)  # an empty signature (no text) takes no part
-        sig = arr.values.to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
-        starts = arr.offsets.to_numpy()[full]  # into .values, whatever the array's own offset
-        sig = sig[starts[:, None] + np.arange(width)] if len(full) else np.zeros((0, width), np.uint32)
+        full, sig = signature_rows(table.column("minhash"), cfg)
         picked = _mix(sig[:, ::cfg.rows][:, :cfg.bands]) % np.uint64(slices) == np.uint64(k)
         for r, b in zip(*np.nonzero(picked)):
             row = sig[r]
             yield "band", (band_key(row, int(b), cfg.rows), (keys[full[r]], hashes[full[r]], row.tobytes()))
+
+
+def signature_rows(column, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A ``minhash`` list column -> (the rows with a full signature, their signatures as one
+    ``(rows, bands x rows)`` uint32 matrix): an empty signature (no text) takes no part in the near dedup."""
+    arr = column.combine_chunks()
+    width = cfg.bands * cfg.rows
+    offsets = arr.offsets.to_numpy()
+    full = np.flatnonzero(np.diff(offsets) == width)
+    if not len(full):
+        return full, np.zeros((0, width), np.uint32)
+    values = arr.values.to_numpy(zero_copy_only=False).astype(np.uint32, copy=False)
+    return full, values[offsets[full][:, None] + np.arange(width)]  # into .values, whatever the array's offset
 
 
 def slice_bucket_links(members: Iterable[tuple], cfg: DedupConfig) -> list[tuple]:

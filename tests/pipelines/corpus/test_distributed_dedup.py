@@ -188,6 +188,37 @@ def test_slices_cover_every_item_once_and_keep_a_bucket_whole(chain_corpus):
             assert len({k for k, t, _ in got if t == "band"}) == slices  # every slice gets buckets
 
 
+def test_ray_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpus):
+    """Ray's LSH shuffle carries (bucket, file, row) only: the rows name every (candidate, band)
+    bucket of :func:`band_items` (same hash), and the links read back per partition equal the
+    links of the buckets built from whole signatures (:func:`slice_bucket_links`), whatever the
+    partitioning."""
+    import pyarrow as pa
+
+    from pipelines.corpus.dedup import band_key
+    from pipelines.corpus.dedup_ray import _bucket_links, _file_bands
+    from pipelines.corpus.dedup_shards import _links_of, band_items, slice_bucket_links
+
+    rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
+    batch = pa.table({"file": list(range(len(chain_corpus)))})
+    for parts in (1, 4):
+        bands = _file_bands(batch, chain_corpus, CFG, parts)
+        assert bands.num_rows == len(rows) * CFG.bands
+        at = {(f, r): (b, k) for f, r, b, k in zip(*(bands.column(c).to_pylist() for c in ("file", "row", "band", "bucket")))
+              if b == 3}
+        for fi, (f, build) in enumerate(chain_corpus):  # band 3's bucket of each row: band_key's hash
+            for r, sig in enumerate(pq.read_table(f).column("minhash").to_pylist()):
+                assert at[(fi, r)] == (3, int(band_key(np.asarray(sig, np.uint32), 3, CFG.rows).split(":")[1], 16))
+        got = sorted(link for p in range(parts)
+                     for link in _links_of(_bucket_links(bands.filter(pa.compute.equal(bands["part"], p)), chain_corpus, CFG)))
+        buckets = {}
+        for r in rows:
+            for k, (key, sig) in band_items(r, CFG):
+                buckets.setdefault(k, []).append((key, r["text_hash"], sig.tobytes()))
+        want = sorted(link for members in buckets.values() for link in slice_bucket_links(members, CFG))
+        assert len(want) >= CHAIN and got == want
+
+
 @pytest.mark.slow
 def test_ray_writes_the_local_decisions_on_a_chain(tmp_path, local_ray):
     """A shorter chain than Beam's (each Ray round is two shuffles of ~12 s here), still several rounds."""
