@@ -275,8 +275,8 @@ class DedupConfig:
     # rensa: Rust MinHash, ~1.7x the signatures per core of our numpy one at the same recall and
     # precision on the planted pairs (benchmarks/corpus_build.py --minhash); numpy: no extra package
     minhash: Literal["numpy", "rensa"] = "rensa"
-    # Beam and Ray: the most band items (one per candidate and band, ~0.6 KB with its signature)
-    # one shuffle of the near dedup holds: Beam runs ceil(candidates x bands / this) slice
+    # Beam and Ray: the most band items (one per candidate and band: its bucket and the candidate's
+    # file and row, no signature) one shuffle of the near dedup holds: Beam runs ceil(candidates x bands / this) slice
     # pipelines (the DirectRunner keeps a pipeline's shuffles in the driver), Ray cuts the LSH
     # buckets into as many groups per slice; memory per process follows this, not the input
     shuffle_items: int = 1_000_000

@@ -4,8 +4,9 @@ rounds of :mod:`pipelines.corpus.components`, decisions written per shard by the
 only on the driver.
 
 Beam's DirectRunner (the FnApiRunner) keeps every shuffle of a pipeline in the driver's memory
-until the pipeline ends, so one pipeline over all band items would hold ~25 items of ~1 KB per
-candidate there. The exact groups and the LSH buckets are therefore cut into
+until the pipeline ends, so one pipeline over all band items would hold 25 items per candidate
+there (each a bucket and a (file, row): no signature travels; the members of buckets of two or
+more are read back from the candidates files). The exact groups and the LSH buckets are therefore cut into
 ``ceil(candidates x bands / dedup.shuffle_items)`` slices (by text hash; by each band's first
 MinHash value, so a bucket lies in one slice), one pipeline each, which write their exact
 decisions and verified links per shard; the clustering pipelines then shuffle only the links
@@ -37,6 +38,7 @@ from pipelines.corpus.dedup_shards import (
     _shards,
     _sim_table,
     _sims_of,
+    bucket_members,
     candidate_count,
     slice_bucket_links,
     slice_count,
@@ -99,7 +101,7 @@ def beam_slice_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: 
     written per shard (``exact-``/``links-<k>-<shard>``, every shard's files, empty or not)."""
     import apache_beam as beam
 
-    items = (p | "CandidateFiles" >> beam.Create(files)
+    items = (p | "CandidateFiles" >> beam.Create(list(enumerate(files)))
              | "SliceItems" >> beam.FlatMap(_tagged_slice_items, cfg, k, slices).with_outputs("exact", "band"))
     parts = {"seed": p | "Shards" >> beam.Create([(s, None) for s in range(shards)])}
     if cfg.exact:
@@ -107,11 +109,24 @@ def beam_slice_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: 
                           | "ExactDecide" >> beam.FlatMap(lambda kv: [d.row() for d in exact_group_decisions(kv[1])[1]])
                           | "ExactByShard" >> beam.Map(lambda d: (decision_shard(d["path"], shards), d)))
     if cfg.near:
+        # slim band items (bucket, (file, row)); only the members of buckets of two or more are
+        # read back, one read of each candidates file that has some, then verified per bucket
         parts["link"] = (items.band | "GroupBuckets" >> beam.GroupByKey()
+                         | "MultiMembers" >> beam.FlatMap(_multi_members)
+                         | "ByFile" >> beam.GroupByKey()
+                         | "ReadMembers" >> beam.FlatMap(bucket_members, files)
+                         | "GroupMembers" >> beam.GroupByKey()
                          | "VerifyLinks" >> beam.FlatMap(lambda kv: slice_bucket_links(kv[1], cfg))
                          | "LinkByShard" >> beam.Map(lambda link: (decision_shard(link[0][1], shards), link)))
     _ = (parts | "ByShard" >> beam.CoGroupByKey()
          | "WriteSlice" >> beam.Map(_beam_write_slice, out, k, cfg.exact, cfg.near))
+
+
+def _multi_members(kv):
+    """One LSH bucket's ``(file, row)`` members -> ``(file, (bucket, row))`` for each, when it has two or more."""
+    bucket, members = kv
+    members = list(members)
+    return [(fi, (bucket, row)) for fi, row in members] if len(members) > 1 else []
 
 
 def _tagged_slice_items(item, cfg: DedupConfig, k: int, slices: int):

@@ -33,6 +33,9 @@ from pipelines.corpus.dedup_shards import (
     _keys_of,
     _link_table,
     _shards,
+    band_slices,
+    bucket_hashes,
+    bucket_members,
     candidate_count,
     exact_stage,
     signature_rows,
@@ -54,15 +57,16 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     The LSH shuffle carries no signature: one slim row per (candidate, band) -- the bucket, and
     where the candidate lies (file, row), ~30 bytes instead of the ~0.6 KB of a signature -- and
     each group reads back from the candidate files only the members of its buckets of two or more
-    (the few that can link). Each round is materialized (the object store spills what does not
+    (the few that can link). The exact items (one per candidate) and the band items run in
+    slices of at most ``dedup.shuffle_items`` items, one shuffle each (as Beam's slices), so Ray
+    Data's shuffle holds a slice, not the input. Each round is materialized (the object store spills what does not
     fit; ``ray.object_store_mb``); the driver sees counts only."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import ray
 
     n_rows = candidate_count(files)
-    parts = max(engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1))),
-                slice_count(n_rows, cfg))
+    parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = _shards(files)
     local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
@@ -80,19 +84,25 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                     .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
                     for b, fs in sorted(by_build.items())]
         ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
-        dups = (ds.map_batches(functools.partial(_with_part, column="text_hash", parts=parts), batch_format="pyarrow")
-                .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
-                .materialize())
-        by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards),
-                                         batch_format="pyarrow"))
-    rounds, n_links = 0, 0
+        slices = max(1, -(-n_rows // cfg.shuffle_items))  # one exact item per candidate
+        for k in range(slices):
+            dups = (ds.map_batches(functools.partial(_exact_slice, k=k, slices=slices, parts=parts),
+                                   batch_format="pyarrow")
+                    .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
+                    .materialize())
+            by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards),
+                                             batch_format="pyarrow"))
+    rounds, n_links, slices = 0, 0, 0
     if cfg.near:
-        links = (ray.data.from_items([{"file": i} for i in range(len(files))], override_num_blocks=len(files))
-                 .map_batches(functools.partial(_file_bands, files=files, cfg=cfg, parts=parts),
-                              batch_format="pyarrow", batch_size=1, **retry)
+        slices = slice_count(n_rows, cfg)
+        blocks = min(len(files), 4 * parts)
+        items = ray.data.from_items([{"file": i} for i in range(len(files))], override_num_blocks=blocks)
+        links = [items.map_batches(functools.partial(_file_bands, files=files, cfg=cfg, parts=parts, k=k, slices=slices),
+                                   batch_format="pyarrow", batch_size=-(-len(files) // blocks), **retry)
                  .groupby("part")
                  .map_groups(functools.partial(_bucket_links, files=files, cfg=cfg), batch_format="pyarrow")
-                 .materialize())
+                 .materialize() for k in range(slices)]  # one shuffle of at most shuffle_items band items at a time
+        links = (links[0].union(*links[1:]) if len(links) > 1 else links[0]).materialize()
         n_links = links.count()
         edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
         cap = round_cap(n_links)
@@ -110,34 +120,32 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     written = (by_shard[0].union(*by_shard[1:]) if len(by_shard) > 1 else by_shard[0])
     (written.groupby("shard")
      .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
-    mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds})
+    mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds, "slices": slices})
 
 
 EXACT_COLUMNS = ["path", "line", "id", "text_hash"]
 BAND_SCHEMA = (("part", "int64"), ("band", "int32"), ("bucket", "uint64"), ("file", "int32"), ("row", "int32"))
 
 
-def _file_bands(batch, files: list[tuple[str, int]], cfg: DedupConfig, parts: int):
-    """Candidate files (their indexes in ``files``) -> one row per (candidate, band): the LSH bucket
-    (band, the xxh64 of the band's values: :func:`pipelines.corpus.dedup.band_key`'s hash), its
+def _file_bands(batch, files: list[tuple[str, int]], cfg: DedupConfig, parts: int, k: int = 0, slices: int = 1):
+    """Candidate files (their indexes in ``files``) -> one row per (candidate, band) item of slice
+    ``k`` (:func:`band_slices`, as Beam slices): the LSH bucket (band, :func:`bucket_hashes`), its
     partition, and the candidate's file and row. Columnar: no Python object per band item."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import xxhash
 
     cols = {name: [] for name, _ in BAND_SCHEMA}
-    width = 4 * cfg.rows
     for fi in batch.column("file").to_pylist():
         rows, sig = signature_rows(pq.read_table(files[fi][0], columns=["minhash"]).column("minhash"), cfg)
+        picked = band_slices(sig, cfg, slices) == k
         for b in range(cfg.bands):
-            data = np.ascontiguousarray(sig[:, b * cfg.rows:(b + 1) * cfg.rows]).tobytes()
-            bucket = np.fromiter((xxhash.xxh64_intdigest(data[i:i + width]) for i in range(0, len(data), width)),
-                                 np.uint64, len(rows))
+            sel = np.flatnonzero(picked[:, b])
+            bucket = bucket_hashes(sig[sel, b * cfg.rows:(b + 1) * cfg.rows])
             cols["part"].append(((bucket >> np.uint64(8)) + np.uint64(b)) % np.uint64(parts))
-            cols["band"].append(np.full(len(rows), b, np.int32))
+            cols["band"].append(np.full(len(sel), b, np.int32))
             cols["bucket"].append(bucket)
-            cols["file"].append(np.full(len(rows), fi, np.int32))
-            cols["row"].append(rows.astype(np.int32))
+            cols["file"].append(np.full(len(sel), fi, np.int32))
+            cols["row"].append(rows[sel].astype(np.int32))
     return pa.table({name: pa.array(np.concatenate(cols[name]) if cols[name] else np.zeros(0), type=getattr(pa, t)())
                      for name, t in BAND_SCHEMA})
 
@@ -146,9 +154,6 @@ def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):
     """One partition of slim band rows -> the verified links of its buckets of two or more members:
     only those members' keys, text hashes and signatures are read back from the candidate files
     (one read per file with such a member), then :func:`slice_bucket_links` as on Beam."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     links = []
     if table.num_rows:
         band, bucket = table.column("band").to_numpy(), table.column("bucket").to_numpy()
@@ -158,18 +163,16 @@ def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):
         starts = np.flatnonzero(np.r_[True, (b[1:] != b[:-1]) | (k[1:] != k[:-1])])
         sizes = np.diff(np.r_[starts, len(order)])
         multi = [order[s:s + n] for s, n in zip(starts, sizes) if n > 1]
-        if multi:
-            members: dict[tuple[int, int], tuple] = {}
-            wanted = np.concatenate(multi)
-            for fi in np.unique(fidx[wanted]):
-                rows = np.unique(ridx[wanted][fidx[wanted] == fi])
-                t = pq.read_table(files[fi][0], columns=EXACT_COLUMNS + ["minhash"]).take(pa.array(rows))
-                sig = t.column("minhash").to_pylist()
-                for r, p, ln, i, th, s in zip(rows.tolist(), t.column("path").to_pylist(), t.column("line").to_pylist(),
-                                              t.column("id").to_pylist(), t.column("text_hash").to_pylist(), sig):
-                    members[(int(fi), r)] = ((files[fi][1], p, int(ln), i), th, np.asarray(s, np.uint32).tobytes())
-            for idx in multi:
-                links += slice_bucket_links([members[(int(fidx[j]), int(ridx[j]))] for j in idx], cfg)
+        wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # file -> (bucket number, row)
+        for n, idx in enumerate(multi):
+            for j in idx:
+                wanted[int(fidx[j])].append((n, int(ridx[j])))
+        members: dict[int, list[tuple]] = defaultdict(list)
+        for fi, need in wanted.items():
+            for n, member in bucket_members((fi, need), files):
+                members[n].append(member)
+        for group in members.values():
+            links += slice_bucket_links(group, cfg)
     return _link_table(links)
 
 
@@ -292,15 +295,14 @@ def _with_build(table, build: int):
     return table.append_column("build", pa.array([build] * table.num_rows, pa.int64()))
 
 
-def _part(key: str, parts: int) -> int:
-    return zlib.crc32(key.encode()) % parts  # stable across processes (unlike hash())
-
-
-def _with_part(table, column: str, parts: int):
+def _exact_slice(table, k: int, slices: int, parts: int):
+    """Candidate rows -> those whose text hash falls in slice ``k`` (:func:`text_slice`, as Beam's
+    slices), with the partition of their text hash."""
     import pyarrow as pa
 
-    return table.append_column("part", pa.array([_part(k, parts) for k in table.column(column).to_pylist()],
-                                                pa.int64()))
+    codes = np.array([zlib.crc32(h.encode()) for h in table.column("text_hash").to_pylist()], np.int64)
+    keep = codes % slices == k
+    return table.filter(pa.array(keep)).append_column("part", pa.array(codes[keep] // slices % parts, pa.int64()))
 
 
 def _ray_exact(table):

@@ -10,7 +10,7 @@ import numpy as np
 
 from foundation.ledger import StageOutput
 from pipelines.corpus.config import DedupConfig
-from pipelines.corpus.dedup import Decision, band_key, band_keys, bucket_links, exact_group_decisions
+from pipelines.corpus.dedup import Decision, band_keys, bucket_links, exact_group_decisions
 from pipelines.corpus.steps import write_decision_shard
 
 
@@ -75,31 +75,66 @@ def text_slice(text_hash: str, slices: int) -> int:
     return zlib.crc32(text_hash.encode()) % slices
 
 
-def slice_items(item: tuple[str, int], cfg: DedupConfig, k: int, slices: int):
-    """One candidates (or previous index) file -> slice ``k`` of ``slices`` of its dedup items, read
-    as arrays: ``("exact", (text hash, key))`` for the text hashes of the slice, and ``("band",
-    (band key, (key, text hash, signature bytes)))`` for the (candidate, band) pairs whose band
-    falls in the slice (by the band's first value: one bucket, one slice)."""
+def bucket_hashes(block: np.ndarray) -> np.ndarray:
+    """``(n, rows)`` uint32 band values -> the xxh64 of each row's bytes: the hash that
+    :func:`pipelines.corpus.dedup.band_key` names a bucket by (with its band)."""
+    import xxhash
+
+    width = 4 * block.shape[1]
+    data = np.ascontiguousarray(block, dtype=np.uint32).tobytes()
+    return np.fromiter((xxhash.xxh64_intdigest(data[i:i + width]) for i in range(0, len(data), width)),
+                       np.uint64, block.shape[0])
+
+
+def band_slices(sig: np.ndarray, cfg: DedupConfig, slices: int) -> np.ndarray:
+    """``(n, bands x rows)`` signatures -> the ``(n, bands)`` slice of each (candidate, band) item, by
+    the band's first value: every member of a bucket lies in the same slice."""
+    return (_mix(sig[:, ::cfg.rows][:, :cfg.bands]) % np.uint64(slices)).astype(np.int64)
+
+
+def slice_items(item: tuple[int, tuple[str, int]], cfg: DedupConfig, k: int, slices: int):
+    """One candidates file ``(its index, (path, build))`` -> slice ``k`` of ``slices`` of its dedup
+    items, read as arrays: ``("exact", (text hash, key))`` for the text hashes of the slice, and
+    ``("band", ((band, bucket), (file index, row)))`` for the (candidate, band) pairs whose band falls
+    in the slice (by the band's first value: one bucket, one slice). A band item carries no
+    signature: the few members of buckets of two or more are read back (:func:`bucket_members`)."""
     import pyarrow.parquet as pq
 
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
-    path, build = item
+    fi, (path, build) = item
     columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
     table = pq.read_table(path, columns=columns)
-    keys = [(build, p, int(ln), i) for p, ln, i in zip(table.column("path").to_pylist(),
-                                                       table.column("line").to_pylist(), table.column("id").to_pylist())]
-    hashes = table.column("text_hash").to_pylist()
     if cfg.exact:
-        for key, th in zip(keys, hashes):
+        keys = zip(table.column("path").to_pylist(), table.column("line").to_pylist(), table.column("id").to_pylist())
+        for (p, ln, i), th in zip(keys, table.column("text_hash").to_pylist()):
             if text_slice(th, slices) == k:
-                yield "exact", (th, key)
+                yield "exact", (th, (build, p, int(ln), i))
     if cfg.near and table.num_rows:
         full, sig = signature_rows(table.column("minhash"), cfg)
-        picked = _mix(sig[:, ::cfg.rows][:, :cfg.bands]) % np.uint64(slices) == np.uint64(k)
-        for r, b in zip(*np.nonzero(picked)):
-            row = sig[r]
-            yield "band", (band_key(row, int(b), cfg.rows), (keys[full[r]], hashes[full[r]], row.tobytes()))
+        picked = band_slices(sig, cfg, slices) == k
+        import xxhash
+
+        n = cfg.rows
+        for r, b in zip(*(a.tolist() for a in np.nonzero(picked))):  # the bucket as bucket_hashes names it
+            yield "band", ((b, xxhash.xxh64_intdigest(sig[r, b * n:(b + 1) * n].tobytes())), (fi, int(full[r])))
+
+
+def bucket_members(file_rows: tuple[int, Iterable[tuple]], files: list[tuple[str, int]]):
+    """One candidates file's index and the ``(bucket, row)`` pairs that need it -> ``(bucket, (key,
+    text hash, signature bytes))`` for each, from one read of the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fi, wanted = file_rows
+    wanted = list(wanted)
+    rows = sorted({r for _, r in wanted})
+    path, build = files[fi]
+    t = pq.read_table(path, columns=["path", "line", "id", "text_hash", "minhash"]).take(pa.array(rows, pa.int64()))
+    at = {r: ((build, p, int(ln), i), th, np.asarray(sig, np.uint32).tobytes())
+          for r, p, ln, i, th, sig in zip(rows, *(t.column(c).to_pylist() for c in ("path", "line", "id", "text_hash",
+                                                                                      "minhash")))}
+    return [(bucket, at[r]) for bucket, r in wanted]
 
 
 def signature_rows(column, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:

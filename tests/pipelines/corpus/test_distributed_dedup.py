@@ -172,12 +172,16 @@ def test_slices_cover_every_item_once_and_keep_a_bucket_whole(chain_corpus):
     from pipelines.corpus.dedup_shards import band_items, slice_items
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
-    want_bands = sorted((k, m[0], m[1].tobytes()) for r in rows for k, m in band_items(r, CFG))
+    key_at = {(fi, r): (b, row["path"], row["line"], row["id"]) for fi, (f, b) in enumerate(chain_corpus)
+              for r, row in enumerate(pq.read_table(f).to_pylist())}
+    # a slim band item names the bucket (band, hash of band_key) and the candidate (file, row)
+    want_bands = sorted(((int(k.split(":")[0]), int(k.split(":")[1], 16)), m[0]) for r in rows for k, m in band_items(r, CFG))
     want_exact = sorted((r["text_hash"], (r["build"], r["path"], r["line"], r["id"])) for r in rows)
     for slices in (1, 3, 7):
         cfg = dataclasses.replace(CFG, shuffle_items=1)
-        got = [(k, tag, v) for k in range(slices) for item in chain_corpus for tag, v in slice_items(item, cfg, k, slices)]
-        assert sorted((v[0], v[1][0], v[1][2]) for _, tag, v in got if tag == "band") == want_bands
+        got = [(k, tag, v) for k in range(slices) for item in enumerate(chain_corpus)
+               for tag, v in slice_items(item, cfg, k, slices)]
+        assert sorted((v[0], key_at[v[1]]) for _, tag, v in got if tag == "band") == want_bands
         assert sorted(v for _, tag, v in got if tag == "exact") == want_exact
         for tag in ("band", "exact"):  # one bucket (text hash) -> one slice
             where = {}
@@ -224,12 +228,16 @@ def test_ray_writes_the_local_decisions_on_a_chain(tmp_path, local_ray):
     """A shorter chain than Beam's (each Ray round is two shuffles of ~12 s here), still several rounds."""
     from foundation.config import RayConfig
 
+    import dataclasses
+
     files = write_chain_corpus(tmp_path / "chain", RAY_CHAIN)
     local = dedup_with(LocalEngine(), files, tmp_path / "local")
-    got, marker = dedup_with(RayEngine(RayConfig(num_cpus=2)), files, tmp_path / "ray")
+    sliced = dataclasses.replace(CFG, shuffle_items=150)  # 3 slices of the band items (22 candidates x 20 bands)
+    got, marker = dedup_with(RayEngine(RayConfig(num_cpus=2)), files, tmp_path / "ray", sliced)
     assert got == local[0]
     assert marker["decisions"] == local[1]["decisions"]
     assert marker["near_rounds"] >= 3
+    assert marker["slices"] == 3
 
 
 def test_a_round_cap_that_is_too_low_refuses_to_write(chain_corpus, tmp_path, monkeypatch):
