@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from foundation.errors import MgteError
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
@@ -141,25 +142,50 @@ def dedup_part(task: str, part: int, parts: int, key_files: list[str], out: Stag
 # ---- source: one output shard directory ------------------------------------------------------------
 def write_source(task: str, candidate_files: list[str], dup_files: list[str], shard_rows: int,
                  out: StageOutput, deps: str) -> dict:
-    """One source's candidates minus its duplicates -> its part files, dropped file + marker."""
+    """One source's candidates minus its duplicates -> its part files, dropped file + marker.
+
+    Streamed: each read task's candidate file is sorted by :func:`survivor_key` and covers its own
+    input file's records, so the files taken in the order of their first key are one sorted run;
+    the task holds one candidate file and one part (``shard_rows``) at a time, not the source."""
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
-    rows = [r for f in candidate_files for r in pq.read_table(out.root / f).to_pylist()]
-    source = rows[0]["source"]
-    duplicate_of = {}
-    for f in dup_files:
-        for d in pq.read_table(out.root / f, filters=[("source", "==", source)]).to_pylist():
-            duplicate_of[survivor_key(d)] = d["duplicate_of"]
-    outcomes = Outcomes()
-    for row in sorted(rows, key=survivor_key):
-        survivor = duplicate_of.get(survivor_key(row))
-        outcomes.keep(row) if survivor is None else outcomes.drop(duplicate_row(row, survivor))
-    kept, files = outcomes.kept, []
-    for part, start in enumerate(range(0, len(kept), shard_rows)):
-        rel = f"data/source={safe_name(source)}/part-{part:05d}.parquet"
-        files.append(out.write_rows(rel, kept[start:start + shard_rows], PAIR))
+    ordered = sorted(candidate_files, key=lambda f: _first_key(out.root / f))
+    duplicate_of: dict | None = None
+    outcomes, kept, files, n_kept, last = Outcomes(), [], [], 0, None
+    for f in ordered:
+        rows = pq.read_table(out.root / f).to_pylist()
+        if duplicate_of is None:
+            source, duplicate_of = rows[0]["source"], {}
+            for d in (r for df in dup_files for r in pq.read_table(out.root / df, filters=[("source", "==", source)])
+                      .to_pylist()):
+                duplicate_of[survivor_key(d)] = d["duplicate_of"]
+        for row in rows:
+            key = survivor_key(row)
+            if last is not None and key <= last:
+                raise MgteError(f"pairs: {task}: candidate file {f} is not in key order after the files before it "
+                                f"(record {key} after {last})")
+            last = key
+            survivor = duplicate_of.get(key)
+            kept.append(row) if survivor is None else outcomes.drop(duplicate_row(row, survivor))
+            if len(kept) == shard_rows:
+                files.append(_write_part(out, source, n_kept // shard_rows, kept))
+                n_kept, kept = n_kept + len(kept), []
+    if kept:
+        files.append(_write_part(out, source, n_kept // shard_rows, kept))
+        n_kept += len(kept)
     files += outcomes.write(out, task, PAIR_DROPPED)
-    return out.mark_task(task, outcomes.counts(), files, deps=deps)
+    counts = {"input": n_kept + len(outcomes.dropped), "kept": n_kept, "dropped": len(outcomes.dropped),
+              "quarantined": 0}
+    return out.mark_task(task, counts, files, deps=deps)
+
+
+def _first_key(path: Path) -> tuple:
+    first = pq.ParquetFile(path).read_row_group(0, columns=["path", "line", "pair_id"]).slice(0, 1).to_pylist()[0]
+    return survivor_key(first)
+
+
+def _write_part(out: StageOutput, source: str, part: int, rows: list[dict]) -> str:
+    return out.write_rows(f"data/source={safe_name(source)}/part-{part:05d}.parquet", rows, PAIR)
 
 
 def source_items(read_markers: list[dict]) -> dict[str, list[str]]:

@@ -148,3 +148,28 @@ def test_hash_ranges_cover_the_hash_space_once():
         assert all(ranges[p][1] == ranges[p + 1][0] for p in range(parts - 1))
     assert hash_range(0, 2) == ("00000000", "80000000")  # a 32-digit hash compares as its first 8 digits
     assert "7fffffff" + "f" * 24 < "80000000" <= "80000000" + "0" * 24
+
+
+def test_a_source_task_streams_its_read_tasks_files_in_key_order_into_parts(tmp_path):
+    """Issue 27: a source task holds one candidate file and one part at a time, not the source: the
+    read tasks' candidate files (given in input order c, a, b), each sorted, are taken in the order
+    of their first record, so the parts hold the source's kept pairs in (path, line) order, whatever
+    part size, and duplicates across files are dropped on the way."""
+    from .conftest import EN_BODY
+
+    d = tmp_path / "in"
+    d.mkdir()
+    inputs = []
+    for name in ("c", "a", "b"):
+        rows = [{"id": f"{name}{i}", "query": f"Title {name} {i}", "positive": f"{EN_BODY} {name} item {i}.",
+                 "source": "web"} for i in range(3)]
+        if name != "a":  # a copy of a0: a.jsonl comes first in key order, so a0 survives
+            rows.append({"id": f"{name}-dup", "query": "Title a 0", "positive": f"{EN_BODY} a item 0.", "source": "web"})
+        inputs.append(d / f"{name}.jsonl")
+        write_jsonl(inputs[-1], rows)
+    manifest = pairs.run(config(tmp_path, inputs, "engine=local", "lang.min_chars=30", "shard_rows=2"))
+    parts = sorted((tmp_path / "out" / "data" / "source=web").glob("part-*.parquet"))
+    assert [pq.read_table(p).column("pair_id").to_pylist() for p in parts] == [
+        ["a0", "a1"], ["a2", "b0"], ["b1", "b2"], ["c0", "c1"], ["c2"]]
+    assert manifest["counts"] == {"input": 11, "kept": 9, "dropped": 2, "quarantined": 0}
+    assert manifest["dropped_by_reason"] == {"exact_duplicate": 2}
