@@ -78,9 +78,10 @@ QUERY_K = 100
 # the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
 PRIORS = {
     ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
-    # the dedup task alone (issue 27): Beam and Ray shuffle in slices of dedup.shuffle_items band items,
-    # what grows is the links and decisions (~0.3 KB per candidate at 5 % planted duplicates, estimate)
-    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (4000, 0.3), ("dedup", "ray"): (4000, 0.3),
+    # the dedup task alone (issue 27): Beam and Ray shuffle slim band items in slices of
+    # dedup.shuffle_items; Beam's tree 1.6 GB at 100k (session 5), Ray's tree 2.4 -> 7.6 GB from 100k
+    # to 1M (its processes map object-store pages: counted once per process)
+    ("dedup", "local"): (400, 2.0), ("dedup", "beam"): (1500, 0.5), ("dedup", "ray"): (2000, 6.0),
     ("pairs", "local"): (1200, 2.0), ("pairs", "beam"): (1500, 4.0), ("pairs", "ray"): (2000, 4.0),
 }
 
@@ -104,9 +105,12 @@ def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: i
     """(estimated peak MB of the process tree, its basis). Measured cells of the same (stage,
     engine, dim) at smaller sizes win over the prior: two or more -> the line through the two
     largest; one -> that point plus the prior's slope, or the prior where that is larger."""
-    latest = {r["size"]: r["tree_peak_mb"] for r in measured  # the last run of each size
-              if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
-              and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size}
+    rows = [r for r in measured if r.get("status") == "ok" and r["stage"] == stage and r["engine"] == engine
+            and (stage not in ("mine", "eval") or r.get("dim") == dim) and r["size"] < size]
+    if rows:  # the code of the newest run: its points only (an older code's memory says little of this one's)
+        code = _commit(rows[-1].get("code"))
+        rows = [r for r in rows if _commit(r.get("code")) == code]
+    latest = {r["size"]: r["tree_peak_mb"] for r in rows}  # the last run of each size
     pts = sorted(latest.items())
     if len(pts) >= 2:
         (n1, m1), (n2, m2) = pts[-2:]
@@ -120,6 +124,11 @@ def estimate_mb(stage: str, engine: str, size: int, measured: list[dict], dim: i
         if one >= prior:
             return one, f"measured {n1} records + prior slope {slope * 2**20:.0f} B/record"
     return prior, "prior (PRIORS / index layout)"
+
+
+def _commit(code: str | None) -> str | None:
+    """A row's ``code`` without what follows the commit (``+changes``, a note)."""
+    return None if code is None else code.split("+")[0].split(" ")[0]
 
 
 def skip_reason(estimate: float, basis: str, budget_mb: float) -> str | None:

@@ -82,6 +82,12 @@ def test_estimator_skips_a_cell_over_budget_with_the_estimate_as_reason(tmp_path
                 for n, m in ((1000, 500.0), (10000, 9999.0), (10000, 600.0), (100000, 1500.0))]  # a rerun: the last wins
     est2, basis2 = scale.estimate_mb("corpus", "local", 1_000_000, measured)
     assert est2 == pytest.approx(1500 + 900 / 90000 * 900000) and "10000 and 100000" in basis2
+    # only the newest run's code counts: an older code's larger point is left out
+    newer = [dict(r, code="abc1234") for r in measured] + [
+        {"status": "ok", "stage": "corpus", "engine": "local", "size": 300000, "tree_peak_mb": 90000.0, "dim": None,
+         "code": "old0000"}] + [dict(measured[-1], code="abc1234+changes")]
+    est3, basis3 = scale.estimate_mb("corpus", "local", 1_000_000, newer)
+    assert est3 == pytest.approx(est2) and "10000 and 100000" in basis3
     # the whole command: skipped before anything is written or run
     results = tmp_path / "r.json"
     done = subprocess.run([sys.executable, "benchmarks/scale.py", "--stage", "mine", "--engine", "ivf", "--size",
