@@ -33,12 +33,10 @@ from pipelines.corpus.dedup_shards import (
     _keys_of,
     _link_table,
     _shards,
-    band_slices,
-    bucket_hashes,
     bucket_members,
     candidate_count,
     exact_stage,
-    signature_rows,
+    slice_bands,
     slice_bucket_links,
     slice_count,
     write_shard,
@@ -49,9 +47,8 @@ from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
               build: int = 0) -> None:
     """Exact groups, LSH buckets and the rounds' nodes are hash-partitioned into a few groups per
-    CPU, or more when the input needs them (:func:`slice_count`: one group holds at most about
-    ``dedup.shuffle_items`` band items, so a worker's memory follows the config, not the input):
-    Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
+    CPU (``ray.parallelism`` or 4 per CPU) inside each slice of at most ``dedup.shuffle_items``
+    items (below), so a worker's memory follows the config, not the input: Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
     bucket or node (hundreds of thousands) would cost more than the de-duplication itself.
 
     The LSH shuffle carries no signature: one slim row per (candidate, band) -- the bucket, and
@@ -59,7 +56,8 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     each group reads back from the candidate files only the members of its buckets of two or more
     (the few that can link). The exact items (one per candidate) and the band items run in
     slices of at most ``dedup.shuffle_items`` items, one shuffle each (as Beam's slices), so Ray
-    Data's shuffle holds a slice, not the input. Each round is materialized (the object store spills what does not
+    Data's shuffle holds a slice, not the input; every slice reads the candidates' signatures
+    again (docs/scale.md). Each round is materialized (the object store spills what does not
     fit; ``ray.object_store_mb``); the driver sees counts only."""
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -136,16 +134,13 @@ def _file_bands(batch, files: list[tuple[str, int]], cfg: DedupConfig, parts: in
 
     cols = {name: [] for name, _ in BAND_SCHEMA}
     for fi in batch.column("file").to_pylist():
-        rows, sig = signature_rows(pq.read_table(files[fi][0], columns=["minhash"]).column("minhash"), cfg)
-        picked = band_slices(sig, cfg, slices) == k
-        for b in range(cfg.bands):
-            sel = np.flatnonzero(picked[:, b])
-            bucket = bucket_hashes(sig[sel, b * cfg.rows:(b + 1) * cfg.rows])
+        column = pq.read_table(files[fi][0], columns=["minhash"]).column("minhash")
+        for b, rows, bucket in slice_bands(column, cfg, k, slices):
             cols["part"].append(((bucket >> np.uint64(8)) + np.uint64(b)) % np.uint64(parts))
-            cols["band"].append(np.full(len(sel), b, np.int32))
+            cols["band"].append(np.full(len(rows), b, np.int32))
             cols["bucket"].append(bucket)
-            cols["file"].append(np.full(len(sel), fi, np.int32))
-            cols["row"].append(rows[sel].astype(np.int32))
+            cols["file"].append(np.full(len(rows), fi, np.int32))
+            cols["row"].append(rows.astype(np.int32))
     return pa.table({name: pa.array(np.concatenate(cols[name]) if cols[name] else np.zeros(0), type=getattr(pa, t)())
                      for name, t in BAND_SCHEMA})
 

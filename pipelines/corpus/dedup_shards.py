@@ -111,13 +111,19 @@ def slice_items(item: tuple[int, tuple[str, int]], cfg: DedupConfig, k: int, sli
             if text_slice(th, slices) == k:
                 yield "exact", (th, (build, p, int(ln), i))
     if cfg.near and table.num_rows:
-        full, sig = signature_rows(table.column("minhash"), cfg)
-        picked = band_slices(sig, cfg, slices) == k
-        import xxhash
+        for b, rows, buckets in slice_bands(table.column("minhash"), cfg, k, slices):
+            for r, h in zip(rows.tolist(), buckets.tolist()):
+                yield "band", ((b, h), (fi, r))
 
-        n = cfg.rows
-        for r, b in zip(*(a.tolist() for a in np.nonzero(picked))):  # the bucket as bucket_hashes names it
-            yield "band", ((b, xxhash.xxh64_intdigest(sig[r, b * n:(b + 1) * n].tobytes())), (fi, int(full[r])))
+
+def slice_bands(column, cfg: DedupConfig, k: int, slices: int):
+    """A candidates file's ``minhash`` column -> for each band ``b``: ``(b, the file's rows whose band b
+    falls in slice k, their buckets)`` (:func:`band_slices`, :func:`bucket_hashes`), as arrays."""
+    full, sig = signature_rows(column, cfg)
+    picked = band_slices(sig, cfg, slices) == k
+    for b in range(cfg.bands):
+        sel = np.flatnonzero(picked[:, b])
+        yield b, full[sel], bucket_hashes(sig[sel, b * cfg.rows:(b + 1) * cfg.rows])
 
 
 def bucket_members(file_rows: tuple[int, Iterable[tuple]], files: list[tuple[str, int]]):
