@@ -74,10 +74,12 @@ FILE_RECORDS = 2500  # records per input file (one task of the corpus / pairs en
 QUERY_K = 100
 
 # Peak-memory priors, MB = base + kb_per_record * records / 1024: from benchmarks/RESULTS.md
-# (corpus: local dedup 1.6 KB/record columnar, the Beam/Ray row gather 14 KB/record, issue 12) and
-# the index layouts (mine flat: memory-mapped float16 pages; ivf / eval: float32 index in memory).
+# (corpus: local dedup 1.6 KB/record columnar, issue 12; Beam and Ray: their dedup task's slope
+# below, the read and write tasks bounded: Beam's tree 2.5 GB at 100k, session 6; the row gather's
+# 14 KB/record is gone since issue 27) and the index layouts (mine flat: memory-mapped float16
+# pages; ivf / eval: float32 index in memory).
 PRIORS = {
-    ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (1500, 14.0), ("corpus", "ray"): (2000, 14.0),
+    ("corpus", "local"): (1200, 2.0), ("corpus", "beam"): (2000, 1.0), ("corpus", "ray"): (2000, 6.0),
     # the dedup task alone (issue 27): Beam and Ray shuffle slim band items in slices of
     # dedup.shuffle_items; Beam's tree 1.6 GB at 100k (session 5), Ray's tree 2.4 -> 7.6 GB from 100k
     # to 1M (its processes map object-store pages: counted once per process)

@@ -133,7 +133,9 @@ class LocalEngine:
         return False
 
     def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> list:
-        if self.pool is None or len(items) < 2:
+        """``fn`` over ``items``: in this process (one worker), else in the pool, a lone task too (the
+        driver holds no task's memory: pairs' one dedup part at 1M keys is ~0.7 GB, docs/scale.md)."""
+        if self.pool is None:
             results = []
             for item in items:
                 results.append(call_task(fn, item))

@@ -8,8 +8,9 @@ until the pipeline ends, so one pipeline over all band items would hold 25 items
 there (each a bucket and a (file, row): no signature travels; the members of buckets of two or
 more are read back from the candidates files). The exact groups and the LSH buckets are therefore cut into
 ``ceil(candidates x bands / dedup.shuffle_items)`` slices (by text hash; by each band's first
-MinHash value, so a bucket lies in one slice), one pipeline each, which write their exact
-decisions and verified links per shard; the clustering pipelines then shuffle only the links
+MinHash value, so a bucket lies in one slice): one pipeline (the slice pass) reads every
+candidates file once and writes its items per slice, then one pipeline per slice reads that
+slice's items only and writes its exact decisions and verified links per shard; the clustering pipelines then shuffle only the links
 (a few per duplicate). On a distributed runner (Dataflow, Flink, Spark) shuffles spill to disk
 and the slices only bound each worker's bucket."""
 
@@ -38,12 +39,16 @@ from pipelines.corpus.dedup_shards import (
     _shards,
     _sim_table,
     _sims_of,
+    SLICE_DIR,
     bucket_members,
     candidate_count,
+    file_blocks,
+    read_slice_items,
     slice_bucket_links,
     slice_count,
-    slice_items,
+    slice_files,
     write_shard,
+    write_slices,
 )
 from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 from pipelines.engines import beam_error
@@ -65,10 +70,13 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
 
     shards = _shards(files)
     work = out.root / CC_DIR
-    shutil.rmtree(work, ignore_errors=True)
+    for d in (work, out.root / SLICE_DIR):
+        shutil.rmtree(d, ignore_errors=True)
     try:
         n_rows = candidate_count(files)
         slices = slice_count(n_rows, cfg)
+        with engine.pipeline() as p:
+            beam_pass_pipeline(p, files, cfg, out, slices)
         for k in range(slices):
             with engine.pipeline() as p:
                 beam_slice_pipeline(p, files, cfg, out, k, slices, shards)
@@ -92,17 +100,34 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
         raise beam_error(exc, [(f,) for f, _ in files]) from exc
     mark_dedup(out, shards, counts["candidates"], deps,
                {"near_links": counts["links"], "near_rounds": rounds, "slices": slices})
-    shutil.rmtree(work, ignore_errors=True)
+    for d in (work, out.root / SLICE_DIR):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def beam_pass_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, slices: int) -> None:
+    """The slice pass: each block of candidates files (:func:`file_blocks`) read once, its items
+    written per slice (:func:`write_slices`), for the slice pipelines to read."""
+    import apache_beam as beam
+
+    _ = (p | "Blocks" >> beam.Create(list(enumerate(file_blocks(files, cfg))))
+         | "SlicePass" >> beam.Map(_write_block, files, cfg, slices, str(out.root)))
+
+
+def _write_block(block: tuple[int, list[int]], files: list[tuple[str, int]], cfg: DedupConfig, slices: int,
+                 root: str) -> int:
+    return write_slices(block[0], block[1], files, cfg, slices, slices, root)
 
 
 def beam_slice_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, k: int, slices: int,
                         shards: int) -> None:
-    """Slice ``k``: its text-hash groups -> exact decisions, its LSH buckets -> verified links, both
-    written per shard (``exact-``/``links-<k>-<shard>``, every shard's files, empty or not)."""
+    """Slice ``k``: its items, as the slice pass wrote them -> its text-hash groups -> exact decisions,
+    its LSH buckets -> verified links, both written per shard (``exact-``/``links-<k>-<shard>``,
+    every shard's files, empty or not)."""
     import apache_beam as beam
 
-    items = (p | "CandidateFiles" >> beam.Create(list(enumerate(files)))
-             | "SliceItems" >> beam.FlatMap(_tagged_slice_items, cfg, k, slices).with_outputs("exact", "band"))
+    item_files = [f for kind in ("exact", "bands") for f in slice_files(out.root, kind, k)]
+    items = (p | "SliceFiles" >> beam.Create(item_files)
+             | "SliceItems" >> beam.FlatMap(_tagged_slice_items).with_outputs("exact", "band"))
     parts = {"seed": p | "Shards" >> beam.Create([(s, None) for s in range(shards)])}
     if cfg.exact:
         parts["exact"] = (items.exact | "GroupExact" >> beam.GroupByKey()
@@ -129,10 +154,10 @@ def _multi_members(kv):
     return [(fi, (bucket, row)) for fi, row in members] if len(members) > 1 else []
 
 
-def _tagged_slice_items(item, cfg: DedupConfig, k: int, slices: int):
+def _tagged_slice_items(path: str):
     import apache_beam as beam
 
-    for tag, value in slice_items(item, cfg, k, slices):
+    for tag, value in read_slice_items(path):
         yield beam.pvalue.TaggedOutput(tag, value)
 
 

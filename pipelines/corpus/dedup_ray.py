@@ -6,6 +6,7 @@ workers, counts only on the driver."""
 from __future__ import annotations
 
 import functools
+import shutil
 import zlib
 from collections import defaultdict
 
@@ -32,14 +33,17 @@ from pipelines.corpus.dedup_shards import (
     _key_schema,
     _keys_of,
     _link_table,
+    SLICE_DIR,
     _shards,
     bucket_members,
     candidate_count,
     exact_stage,
-    slice_bands,
+    file_blocks,
     slice_bucket_links,
     slice_count,
+    slice_files,
     write_shard,
+    write_slices,
 )
 from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 
@@ -56,11 +60,11 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     each group reads back from the candidate files only the members of its buckets of two or more
     (the few that can link). The exact items (one per candidate) and the band items run in
     slices of at most ``dedup.shuffle_items`` items, one shuffle each (as Beam's slices), so Ray
-    Data's shuffle holds a slice, not the input; every slice reads the candidates' signatures
-    again (docs/scale.md). Each round is materialized (the object store spills what does not
-    fit; ``ray.object_store_mb``); the driver sees counts only."""
+    Data's shuffle holds a slice, not the input: one pass (:func:`write_slices`, a task per block
+    of candidates files) reads each candidates file once and writes its items per slice, and
+    each slice's shuffle reads its own files only. Each round is materialized (the object store
+    spills what does not fit; ``ray.object_store_mb``); the driver sees counts and file names only."""
     import pyarrow as pa
-    import pyarrow.fs as pafs
     import ray
 
     n_rows = candidate_count(files)
@@ -72,34 +76,34 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
     retry = engine.retry_args
     by_shard = [ray.data.from_arrow(_shard_rows(pa, [{"shard": k, "kind": "seed"} for k in range(shards)]))]
+    exact_slices = max(1, -(-n_rows // cfg.shuffle_items))  # one exact item per candidate
+    slices = slice_count(n_rows, cfg) if cfg.near else 0
+    shutil.rmtree(out.root / SLICE_DIR, ignore_errors=True)
+    blocks = file_blocks(files, cfg)  # the slice pass: each candidates file read once
+    (ray.data.from_items([{"block": i} for i in range(len(blocks))], override_num_blocks=len(blocks))
+     .map_batches(functools.partial(_slice_pass, blocks=blocks, files=files, cfg=cfg, exact_slices=exact_slices,
+                                    slices=max(1, slices), root=str(out.root)),
+                  batch_format="pyarrow", batch_size=1, **retry)
+     .materialize())
     if cfg.exact:
-        by_build: dict[int, list[str]] = defaultdict(list)
-        for f, b in files:
-            by_build[b].append(f)
-        parts_ds = [ray.data.read_parquet(fs, filesystem=pafs.LocalFileSystem() if local else None,
-                                          ray_remote_args=retry)
-                    .select_columns(EXACT_COLUMNS)
-                    .map_batches(functools.partial(_with_build, build=b), batch_format="pyarrow")
-                    for b, fs in sorted(by_build.items())]
-        ds = parts_ds[0].union(*parts_ds[1:]) if len(parts_ds) > 1 else parts_ds[0]
-        slices = max(1, -(-n_rows // cfg.shuffle_items))  # one exact item per candidate
-        for k in range(slices):
-            dups = (ds.map_batches(functools.partial(_exact_slice, k=k, slices=slices, parts=parts),
-                                   batch_format="pyarrow")
+        for k in range(exact_slices):
+            if not (paths := slice_files(out.root, "exact", k)):
+                continue
+            dups = (_read_slice(paths, local, retry)
+                    .map_batches(functools.partial(_exact_part, slices=exact_slices, parts=parts), batch_format="pyarrow")
                     .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
                     .materialize())
             by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards),
                                              batch_format="pyarrow"))
-    rounds, n_links, slices = 0, 0, 0
+    rounds, n_links = 0, 0
     if cfg.near:
-        slices = slice_count(n_rows, cfg)
-        blocks = min(len(files), 4 * parts)
-        items = ray.data.from_items([{"file": i} for i in range(len(files))], override_num_blocks=blocks)
-        links = [items.map_batches(functools.partial(_file_bands, files=files, cfg=cfg, parts=parts, k=k, slices=slices),
-                                   batch_format="pyarrow", batch_size=-(-len(files) // blocks), **retry)
-                 .groupby("part")
-                 .map_groups(functools.partial(_bucket_links, files=files, cfg=cfg), batch_format="pyarrow")
-                 .materialize() for k in range(slices)]  # one shuffle of at most shuffle_items band items at a time
+        links = [(_read_slice(paths, local, retry)
+                  .map_batches(functools.partial(_band_part, parts=parts), batch_format="pyarrow")
+                  .groupby("part")
+                  .map_groups(functools.partial(_bucket_links, files=files, cfg=cfg), batch_format="pyarrow")
+                  .materialize()) for k in range(slices)
+                 if (paths := slice_files(out.root, "bands", k))]  # one shuffle of at most shuffle_items band items at a time
+        links = links or [ray.data.from_arrow(_link_table([]))]
         links = (links[0].union(*links[1:]) if len(links) > 1 else links[0]).materialize()
         n_links = links.count()
         edges = links.map_batches(_link_edges, batch_format="pyarrow").materialize()
@@ -119,30 +123,38 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     (written.groupby("shard")
      .map_groups(functools.partial(_ray_write_shard, out=out, build=build), batch_format="pyarrow").materialize())
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds, "slices": slices})
+    shutil.rmtree(out.root / SLICE_DIR, ignore_errors=True)
 
 
-EXACT_COLUMNS = ["path", "line", "id", "text_hash"]
-BAND_SCHEMA = (("part", "int64"), ("band", "int32"), ("bucket", "uint64"), ("file", "int32"), ("row", "int32"))
-
-
-def _file_bands(batch, files: list[tuple[str, int]], cfg: DedupConfig, parts: int, k: int = 0, slices: int = 1):
-    """Candidate files (their indexes in ``files``) -> one row per (candidate, band) item of slice
-    ``k`` (:func:`band_slices`, as Beam slices): the LSH bucket (band, :func:`bucket_hashes`), its
-    partition, and the candidate's file and row. Columnar: no Python object per band item."""
+def _slice_pass(batch, blocks: list[list[int]], files: list[tuple[str, int]], cfg: DedupConfig,
+                exact_slices: int, slices: int, root: str):
+    """One block of candidates files -> its items written per slice (:func:`write_slices`)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    cols = {name: [] for name, _ in BAND_SCHEMA}
-    for fi in batch.column("file").to_pylist():
-        column = pq.read_table(files[fi][0], columns=["minhash"]).column("minhash")
-        for b, rows, bucket in slice_bands(column, cfg, k, slices):
-            cols["part"].append(((bucket >> np.uint64(8)) + np.uint64(b)) % np.uint64(parts))
-            cols["band"].append(np.full(len(rows), b, np.int32))
-            cols["bucket"].append(bucket)
-            cols["file"].append(np.full(len(rows), fi, np.int32))
-            cols["row"].append(rows.astype(np.int32))
-    return pa.table({name: pa.array(np.concatenate(cols[name]) if cols[name] else np.zeros(0), type=getattr(pa, t)())
-                     for name, t in BAND_SCHEMA})
+    i = batch.column("block")[0].as_py()
+    return pa.table({"items": [write_slices(i, blocks[i], files, cfg, exact_slices, slices, root)]})
+
+
+def _read_slice(paths: list[str], local: bool, retry: dict):
+    import pyarrow.fs as pafs
+    import ray
+
+    return ray.data.read_parquet(paths, filesystem=pafs.LocalFileSystem() if local else None, ray_remote_args=retry)
+
+
+def _band_part(table, parts: int):
+    """Slim band rows -> with the partition of their bucket (band, hash)."""
+    import pyarrow as pa
+
+    bucket, band = table.column("bucket").to_numpy(), table.column("band").to_numpy().astype(np.uint64)
+    return table.append_column("part", pa.array(((bucket >> np.uint64(8)) + band) % np.uint64(parts), pa.int64()))
+
+
+def _exact_part(table, slices: int, parts: int):
+    """Exact items of one slice -> with the partition of their text hash (its code past the slice)."""
+    import pyarrow as pa
+
+    return table.append_column("part", pa.array(table.column("code").to_numpy() // slices % parts, pa.int64()))
 
 
 def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):
@@ -290,19 +302,15 @@ def _with_build(table, build: int):
     return table.append_column("build", pa.array([build] * table.num_rows, pa.int64()))
 
 
-def _exact_slice(table, k: int, slices: int, parts: int):
-    """Candidate rows -> those whose text hash falls in slice ``k`` (:func:`text_slice`, as Beam's
-    slices), with the partition of their text hash."""
-    import pyarrow as pa
-
-    codes = np.array([zlib.crc32(h.encode()) for h in table.column("text_hash").to_pylist()], np.int64)
-    keep = codes % slices == k
-    return table.filter(pa.array(keep)).append_column("part", pa.array(codes[keep] // slices % parts, pa.int64()))
-
-
 def _ray_exact(table):
-    """One partition of text hashes -> the exact-duplicate decisions of its groups (one survivor per hash)."""
+    """One partition of text hashes -> the exact-duplicate decisions of its groups (one survivor per
+    hash): only the rows of hashes seen twice or more become Python objects."""
+    import pyarrow.compute as pc
+
+    counts = table.group_by("text_hash").aggregate([("text_hash", "count")])
+    repeated = counts.filter(pc.greater(counts.column("text_hash_count"), 1)).column("text_hash")
     groups: dict[str, list[dict]] = defaultdict(list)
-    for row in table.drop_columns(["part"]).to_pylist():
+    for row in table.filter(pc.is_in(table.column("text_hash"), value_set=repeated)).select(
+            ["text_hash", "build", "path", "line", "id"]).to_pylist():
         groups[row["text_hash"]].append(row)
     return _exact_table([d for members in groups.values() for d in exact_stage(members)[1]])

@@ -4,6 +4,7 @@ their clusters travel in (:mod:`pipelines.corpus.dedup_beam`, :mod:`pipelines.co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -69,10 +70,12 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return (values.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
 
 
-def text_slice(text_hash: str, slices: int) -> int:
+def text_slices(hashes: list[str], slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Text hashes -> (their crc32 codes, their exact slices: code % ``slices``)."""
     import zlib
 
-    return zlib.crc32(text_hash.encode()) % slices
+    codes = np.fromiter((zlib.crc32(h.encode()) for h in hashes), np.int64, len(hashes))
+    return codes, codes % slices
 
 
 def bucket_hashes(block: np.ndarray) -> np.ndarray:
@@ -92,38 +95,108 @@ def band_slices(sig: np.ndarray, cfg: DedupConfig, slices: int) -> np.ndarray:
     return (_mix(sig[:, ::cfg.rows][:, :cfg.bands]) % np.uint64(slices)).astype(np.int64)
 
 
-def slice_items(item: tuple[int, tuple[str, int]], cfg: DedupConfig, k: int, slices: int):
-    """One candidates file ``(its index, (path, build))`` -> slice ``k`` of ``slices`` of its dedup
-    items, read as arrays: ``("exact", (text hash, key))`` for the text hashes of the slice, and
-    ``("band", ((band, bucket), (file index, row)))`` for the (candidate, band) pairs whose band falls
-    in the slice (by the band's first value: one bucket, one slice). A band item carries no
-    signature: the few members of buckets of two or more are read back (:func:`bucket_members`)."""
+# ---- the slice pass: every candidates file read once, its items written per slice ---------------
+# Each slice's shuffle (a Beam pipeline, a Ray Data groupby) then reads only its own items: the
+# reading is linear in the input whatever the number of slices (it was slices x input when each
+# slice picked its items out of every candidates file).
+SLICE_DIR = "_work/dedup_slices"  # the slice pass's files, removed when the dedup task is marked
+EXACT_ITEMS = (("text_hash", "string"), ("code", "int64"), ("build", "int64"), ("path", "string"),
+               ("line", "int64"), ("id", "string"))
+BAND_ITEMS = (("band", "int32"), ("bucket", "uint64"), ("file", "int32"), ("row", "int32"))
+
+
+def file_blocks(files: list[tuple[str, int]], cfg: DedupConfig) -> list[list[int]]:
+    """Runs of consecutive candidates files of at most ``shuffle_items / bands`` candidates each (one
+    file at least): the slice pass's tasks, each holding at most ``shuffle_items`` band items."""
     import pyarrow.parquet as pq
 
+    limit = max(1, cfg.shuffle_items // (cfg.bands if cfg.near else 1))
+    blocks, rows = [[]], 0
+    for fi, (path, _) in enumerate(files):
+        n = pq.read_metadata(path).num_rows
+        if blocks[-1] and rows + n > limit:
+            blocks.append([])
+            rows = 0
+        blocks[-1].append(fi)
+        rows += n
+    return [b for b in blocks if b]
+
+
+def slice_file(kind: str, k: int, block: int) -> str:
+    """Block ``block``'s items of slice ``k`` (``kind``: exact or bands), relative to the output root."""
+    return f"{SLICE_DIR}/{kind}-{k:05d}/{block:05d}.parquet"
+
+
+def slice_files(root, kind: str, k: int) -> list[str]:
+    """The files the slice pass wrote for slice ``k`` (a block with no item of the slice writes none)."""
+    from pathlib import Path
+
+    return sorted(str(p) for p in (Path(root) / SLICE_DIR / f"{kind}-{k:05d}").glob("*.parquet"))
+
+
+def write_slices(block: int, indexes: list[int], files: list[tuple[str, int]], cfg: DedupConfig,
+                 exact_slices: int, near_slices: int, root) -> int:
+    """The slice pass of one block of candidates files (their indexes in ``files``): each file read
+    once, its exact items (text hash, its crc32 code, key) cut into ``exact_slices`` by
+    :func:`text_slices` and its band items (band, bucket, file, row) into ``near_slices`` by
+    :func:`band_slices`, one file per slice with items (:func:`slice_file`). Returns the items written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from foundation.ledger.atomic import atomic_write_parquet
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
-    fi, (path, build) = item
-    columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
-    table = pq.read_table(path, columns=columns)
-    if cfg.exact:
-        keys = zip(table.column("path").to_pylist(), table.column("line").to_pylist(), table.column("id").to_pylist())
-        for (p, ln, i), th in zip(keys, table.column("text_hash").to_pylist()):
-            if text_slice(th, slices) == k:
-                yield "exact", (th, (build, p, int(ln), i))
-    if cfg.near and table.num_rows:
-        for b, rows, buckets in slice_bands(table.column("minhash"), cfg, k, slices):
-            for r, h in zip(rows.tolist(), buckets.tolist()):
-                yield "band", ((b, h), (fi, r))
+    exact, bands = [], []
+    for fi in indexes:
+        path, build = files[fi]
+        columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
+        table = pq.read_table(path, columns=columns)
+        if cfg.exact:
+            codes, which = text_slices(table.column("text_hash").to_pylist(), exact_slices)
+            exact.append((which, pa.table({"text_hash": table.column("text_hash"), "code": codes,
+                                           "build": np.full(table.num_rows, build, np.int64),
+                                           "path": table.column("path"), "line": table.column("line"),
+                                           "id": table.column("id")}, schema=_schema(EXACT_ITEMS))))
+        if cfg.near and table.num_rows:
+            full, sig = signature_rows(table.column("minhash"), cfg)
+            hashes = np.stack([bucket_hashes(sig[:, b * cfg.rows:(b + 1) * cfg.rows]) for b in range(cfg.bands)], 1)
+            bands.append((band_slices(sig, cfg, near_slices).ravel(), pa.table({
+                "band": np.tile(np.arange(cfg.bands, dtype=np.int32), len(full)), "bucket": hashes.ravel(),
+                "file": np.full(len(full) * cfg.bands, fi, np.int32),
+                "row": np.repeat(full.astype(np.int32), cfg.bands)}, schema=_schema(BAND_ITEMS))))
+    written = 0
+    for kind, parts in (("exact", exact), ("bands", bands)):
+        if not parts:
+            continue
+        which = np.concatenate([w for w, _ in parts])
+        table = pa.concat_tables([t for _, t in parts])
+        order = np.argsort(which, kind="stable")
+        which, table = which[order], table.take(pa.array(order))
+        starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]]) if len(which) else np.zeros(0, np.int64)
+        for s, e in zip(starts, np.r_[starts[1:], len(which)]):
+            atomic_write_parquet(Path(root) / slice_file(kind, int(which[s]), block), table.slice(s, e - s))
+            written += int(e - s)
+    return written
 
 
-def slice_bands(column, cfg: DedupConfig, k: int, slices: int):
-    """A candidates file's ``minhash`` column -> for each band ``b``: ``(b, the file's rows whose band b
-    falls in slice k, their buckets)`` (:func:`band_slices`, :func:`bucket_hashes`), as arrays."""
-    full, sig = signature_rows(column, cfg)
-    picked = band_slices(sig, cfg, slices) == k
-    for b in range(cfg.bands):
-        sel = np.flatnonzero(picked[:, b])
-        yield b, full[sel], bucket_hashes(sig[sel, b * cfg.rows:(b + 1) * cfg.rows])
+def read_slice_items(path: str):
+    """One slice file -> Beam's items: ``("exact", (text hash, key))`` or ``("band", ((band, bucket),
+    (file index, row)))``. A band item carries no signature: the few members of buckets of two or
+    more are read back (:func:`bucket_members`)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    if "text_hash" in t.column_names:
+        cols = (t.column(c).to_pylist() for c in ("text_hash", "build", "path", "line", "id"))
+        return [("exact", (th, (int(b), p, int(ln), i))) for th, b, p, ln, i in zip(*cols)]
+    cols = (t.column(c).to_numpy().tolist() for c in ("band", "bucket", "file", "row"))
+    return [("band", ((b, h), (f, r))) for b, h, f, r in zip(*cols)]
+
+
+def _schema(fields):
+    import pyarrow as pa
+
+    return pa.schema([(n, getattr(pa, t)()) for n, t in fields])
 
 
 def bucket_members(file_rows: tuple[int, Iterable[tuple]], files: list[tuple[str, int]]):

@@ -22,6 +22,16 @@ def test_task_label_and_a_python_error_becomes_one_line_task_failed():
             engine.map(int, [("1",), ("x.jsonl",)])
 
 
+def test_a_local_pool_runs_a_lone_task_too():
+    """With a pool, even a phase's only task runs in a worker: the driver's memory holds no task."""
+    import os
+
+    with LocalEngine(2) as engine:
+        assert engine.map(os.getpid, [()]) != [os.getpid()]
+    with LocalEngine(1) as engine:
+        assert engine.map(os.getpid, [()]) == [os.getpid()]
+
+
 def test_local_pool_reruns_the_tasks_of_a_dead_worker_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MGTE_FAULT", f"point=t,action=exit137,once={tmp_path / 'once'}")
     items = [("t", f"f{i}.jsonl") for i in range(4)]

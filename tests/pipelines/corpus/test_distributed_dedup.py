@@ -17,7 +17,8 @@ from foundation.ledger import StageOutput
 from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
-from pipelines.corpus.dedup_beam import beam_first_pipeline, beam_more_pipeline, beam_slice_pipeline
+from pipelines.corpus.dedup_beam import (beam_first_pipeline, beam_more_pipeline, beam_pass_pipeline,
+                                         beam_slice_pipeline)
 from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
@@ -164,12 +165,28 @@ def test_beam_in_slices_writes_the_local_decisions(chain_corpus, local_decisions
     got, marker = dedup_with(engine, chain_corpus, tmp_path, dataclasses.replace(CFG, shuffle_items=250))
     assert marker["slices"] == 3
     assert got == local_decisions[0]
+    assert not (tmp_path / "_work" / "dedup_slices").exists()  # the slice pass's files go with the task
 
 
-def test_slices_cover_every_item_once_and_keep_a_bucket_whole(chain_corpus):
+def slice_pass(files, cfg, exact_slices, slices, root) -> dict:
+    """The slice pass over ``files`` -> {(kind, slice): [Beam items of that slice's files]}."""
+    from pipelines.corpus.dedup_shards import file_blocks, read_slice_items, slice_files, write_slices
+
+    n = sum(write_slices(i, block, files, cfg, exact_slices, slices, root)
+            for i, block in enumerate(file_blocks(files, cfg)))
+    got = {(kind, k): [v for f in slice_files(root, kind, k) for _, v in read_slice_items(f)]
+           for kind, count in (("exact", exact_slices), ("bands", slices)) for k in range(count)}
+    assert n == sum(map(len, got.values()))
+    return got
+
+
+def test_the_slice_pass_covers_every_item_once_and_keeps_a_bucket_whole(chain_corpus, tmp_path):
+    """One pass writes each (candidate, band) item and each exact item into exactly one slice's
+    files, a bucket (text hash) whole in one slice, whatever the number of slices and of blocks
+    (``shuffle_items`` 1: one file a block)."""
     import dataclasses
 
-    from pipelines.corpus.dedup_shards import band_items, slice_items
+    from pipelines.corpus.dedup_shards import band_items, file_blocks
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
     key_at = {(fi, r): (b, row["path"], row["line"], row["id"]) for fi, (f, b) in enumerate(chain_corpus)
@@ -177,36 +194,38 @@ def test_slices_cover_every_item_once_and_keep_a_bucket_whole(chain_corpus):
     # a slim band item names the bucket (band, hash of band_key) and the candidate (file, row)
     want_bands = sorted(((int(k.split(":")[0]), int(k.split(":")[1], 16)), m[0]) for r in rows for k, m in band_items(r, CFG))
     want_exact = sorted((r["text_hash"], (r["build"], r["path"], r["line"], r["id"])) for r in rows)
-    for slices in (1, 3, 7):
-        cfg = dataclasses.replace(CFG, shuffle_items=1)
-        got = [(k, tag, v) for k in range(slices) for item in enumerate(chain_corpus)
-               for tag, v in slice_items(item, cfg, k, slices)]
-        assert sorted((v[0], key_at[v[1]]) for _, tag, v in got if tag == "band") == want_bands
-        assert sorted(v for _, tag, v in got if tag == "exact") == want_exact
-        for tag in ("band", "exact"):  # one bucket (text hash) -> one slice
+    for slices, shuffle_items in ((1, CFG.shuffle_items), (3, 1), (7, 1)):
+        cfg = dataclasses.replace(CFG, shuffle_items=shuffle_items)
+        assert len(file_blocks(chain_corpus, cfg)) == (1 if slices == 1 else len(chain_corpus))
+        got = slice_pass(chain_corpus, cfg, slices, slices, tmp_path / f"s{slices}")
+        bands = [(k, v) for (kind, k), vs in got.items() if kind == "bands" for v in vs]
+        exact = [(k, v) for (kind, k), vs in got.items() if kind == "exact" for v in vs]
+        assert sorted((v[0], key_at[v[1]]) for _, v in bands) == want_bands
+        assert sorted(v for _, v in exact) == want_exact
+        for items in (bands, exact):  # one bucket (text hash) -> one slice
             where = {}
-            for k, t, v in got:
-                if t == tag:
-                    assert where.setdefault(v[0], k) == k
+            for k, v in items:
+                assert where.setdefault(v[0], k) == k
         if slices > 1:
-            assert len({k for k, t, _ in got if t == "band"}) == slices  # every slice gets buckets
+            assert len({k for k, _ in bands}) == slices  # every slice gets buckets
 
 
-def test_ray_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpus):
-    """Ray's LSH shuffle carries (bucket, file, row) only: the rows name every (candidate, band)
-    bucket of :func:`band_items` (same hash), and the links read back per partition equal the
-    links of the buckets built from whole signatures (:func:`slice_bucket_links`), whatever the
-    partitioning."""
+def test_ray_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpus, tmp_path):
+    """Ray's LSH shuffle carries (bucket, file, row) only: the slice pass's rows name every
+    (candidate, band) bucket of :func:`band_items` (same hash), and the links read back per
+    partition (:func:`_band_part`) equal the links of the buckets built from whole signatures
+    (:func:`slice_bucket_links`), whatever the partitioning."""
     import pyarrow as pa
 
     from pipelines.corpus.dedup import band_key
-    from pipelines.corpus.dedup_ray import _bucket_links, _file_bands
-    from pipelines.corpus.dedup_shards import _links_of, band_items, slice_bucket_links
+    from pipelines.corpus.dedup_ray import _band_part, _bucket_links
+    from pipelines.corpus.dedup_shards import _links_of, band_items, slice_bucket_links, slice_files, write_slices
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
-    batch = pa.table({"file": list(range(len(chain_corpus)))})
+    write_slices(0, list(range(len(chain_corpus))), chain_corpus, CFG, 1, 1, tmp_path)
+    table = pq.read_table(slice_files(tmp_path, "bands", 0))
     for parts in (1, 4):
-        bands = _file_bands(batch, chain_corpus, CFG, parts)
+        bands = _band_part(table, parts)
         assert bands.num_rows == len(rows) * CFG.bands
         at = {(f, r): (b, k) for f, r, b, k in zip(*(bands.column(c).to_pylist() for c in ("file", "row", "band", "bucket")))
               if b == 3}
@@ -238,6 +257,7 @@ def test_ray_writes_the_local_decisions_on_a_chain(tmp_path, local_ray):
     assert marker["decisions"] == local[1]["decisions"]
     assert marker["near_rounds"] >= 3
     assert marker["slices"] == 3
+    assert not (tmp_path / "ray" / "_work" / "dedup_slices").exists()
 
 
 def test_a_round_cap_that_is_too_low_refuses_to_write(chain_corpus, tmp_path, monkeypatch):
@@ -281,7 +301,8 @@ def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
     import apache_beam as beam
 
     out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
-    for build_graph, counts in ((lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
+    for build_graph, counts in ((lambda p: beam_pass_pipeline(p, chain_corpus, CFG, out, 2), False),
+                                (lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
                                 (lambda p: beam_first_pipeline(p, chain_corpus, CFG, out, 1, 3, 2), True),
                                 (lambda p: beam_more_pipeline(p, out, 1, 3, 1, 2), True)):
         p = beam.Pipeline()
