@@ -75,6 +75,35 @@ def _offline() -> bool:
     return False
 
 
+def backend_tokenizer(name_or_path: str | os.PathLike = XLMR_TOKENIZER):
+    """The Rust ``tokenizers.Tokenizer`` of a tokenizer (what a data stage counts tokens with),
+    without importing transformers (and torch, ~0.3 GB a worker) where a tokenizer.json is found: a
+    ``.json`` path, a model directory's tokenizer.json, the hub's (cache, or network when online),
+    else the bundled copy for the XLM-R names. Any other tokenizer: :func:`load_tokenizer`'s backend
+    (None for a slow, Python-only one)."""
+    from tokenizers import Tokenizer
+
+    path = Path(name_or_path)
+    if path.is_file() and path.suffix == ".json":
+        return Tokenizer.from_file(str(path))
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return Tokenizer.from_file(str(path / "tokenizer.json"))
+    elif not path.exists():
+        name = str(name_or_path)
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Tokenizer.from_file(hf_hub_download(name, "tokenizer.json", local_files_only=_offline()))
+        except Exception as err:  # noqa: BLE001 - not cached, offline, no such repo or file: as load_tokenizer
+            if name in XLMR_NAMES:
+                bundled = bundled_xlmr_tokenizer_json()
+                logger.warning("tokenizer: %s unavailable (%s); using the identical bundled copy %s", name,
+                               type(err).__name__, bundled)
+                return Tokenizer.from_file(str(bundled))
+    return getattr(load_tokenizer(name_or_path), "backend_tokenizer", None)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike = XLMR_TOKENIZER, *, local_files_only: bool | None = None):
     """Load a tokenizer by hub name, model directory or tokenizer.json path (see module doc)."""
     from transformers import AutoTokenizer

@@ -260,15 +260,17 @@ TOKEN_BATCH = 1024  # texts per call of the Rust tokenizer
 @functools.lru_cache(maxsize=2)
 def _token_counter(name: str):
     """texts -> their token counts (no special tokens, never truncated) with the tokenizer ``name``
-    (``stats.tokenizer``), loaded once per process; the fast tokenizer's Rust backend encodes each
-    batch of TOKEN_BATCH texts in one call, on its own threads."""
-    from model.tokenizer import load_tokenizer
+    (``stats.tokenizer``), loaded once per process; the Rust backend (:func:`backend_tokenizer`: no
+    transformers, no torch in a corpus worker) encodes each batch of TOKEN_BATCH texts in one call,
+    on its own threads."""
+    from model.tokenizer import backend_tokenizer, load_tokenizer
 
-    tok = load_tokenizer(name)
-    backend = getattr(tok, "backend_tokenizer", None)
+    backend = backend_tokenizer(name)
     if backend is not None:
         backend.no_truncation()
         backend.no_padding()
+    else:  # a slow (Python) tokenizer
+        tok = load_tokenizer(name)
 
     def count(texts) -> list[int]:
         texts, counts = list(texts), []
@@ -276,7 +278,7 @@ def _token_counter(name: str):
             batch = texts[i:i + TOKEN_BATCH]
             if backend is not None:
                 counts += [len(e.ids) for e in backend.encode_batch(batch, add_special_tokens=False)]
-            else:  # a slow (Python) tokenizer
+            else:
                 counts += [len(ids) for ids in tok(batch, add_special_tokens=False)["input_ids"]]
         return counts
 

@@ -7,7 +7,6 @@ the first failing check names the drop reason.
 from __future__ import annotations
 
 import functools
-import os
 
 from pipelines.pairs.config import Config
 from pipelines.pairs.records import dropped_row, lang_label, norm_key, pair_hash, parse_lang, text_hash
@@ -15,15 +14,10 @@ from pipelines.pairs.records import dropped_row, lang_label, norm_key, pair_hash
 
 @functools.lru_cache(maxsize=4)
 def load_fast_tokenizer(name_or_path: str):
-    """A ``tokenizers.Tokenizer``: from a tokenizer.json path, else via ``model.tokenizer.load_tokenizer``."""
-    from tokenizers import Tokenizer
+    """A ``tokenizers.Tokenizer`` (:func:`model.tokenizer.backend_tokenizer`), else the tokenizer itself."""
+    from model.tokenizer import backend_tokenizer, load_tokenizer
 
-    if name_or_path.endswith(".json") and os.path.isfile(name_or_path):
-        return Tokenizer.from_file(name_or_path)
-    from model.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(name_or_path)
-    return getattr(tok, "backend_tokenizer", tok)
+    return backend_tokenizer(name_or_path) or load_tokenizer(name_or_path)
 
 
 class PairChecker:

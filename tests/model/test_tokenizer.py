@@ -40,3 +40,28 @@ def test_other_names_do_not_fall_back(tmp_path):
     (tmp_path / "vocab.txt").write_text("a\n")
     with pytest.raises(ValueError, match="tokenizer.json"):
         load_tokenizer(tmp_path / "vocab.txt")
+
+
+def test_the_rust_backend_tokenizes_as_transformers_and_a_corpus_worker_imports_no_torch(monkeypatch, tmp_path, xlmr):
+    """``backend_tokenizer`` (what the corpus and pairs stages count tokens with) gives the ids of
+    the transformers tokenizer on multilingual text, by hub name (offline: the bundled copy), model
+    directory and tokenizer.json; the corpus token counter loads it without importing torch."""
+    import subprocess
+    import sys
+
+    from model.tokenizer import backend_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = ["Grüße aus Köln — 東京から、こんにちは", "Привет, мир! ¿Qué tal?", "नमस्ते दुनिया", "  spaced\tout\n text "]
+    xlmr.save_pretrained(str(tmp_path))
+    want = [xlmr(t, add_special_tokens=False)["input_ids"] for t in texts]
+    for source in (XLMR_TOKENIZER, tmp_path, tmp_path / "tokenizer.json"):
+        tok = backend_tokenizer(source)
+        assert [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] == want, source
+    counts = [len(ids) for ids in want]
+    code = ("import sys; from pipelines.corpus.steps import _token_counter; "
+            f"n = _token_counter({XLMR_TOKENIZER!r})({texts!r}); "
+            f"assert n == {counts!r}, n; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
