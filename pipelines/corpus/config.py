@@ -277,8 +277,9 @@ class DedupConfig:
     minhash: Literal["numpy", "rensa"] = "rensa"
     # Beam and Ray: the most band items (one per candidate and band: its bucket and the candidate's
     # file and row, no signature) one shuffle of the near dedup holds: Beam runs ceil(candidates x bands / this) slice
-    # pipelines (the DirectRunner keeps a pipeline's shuffles in the driver), Ray cuts the LSH
-    # buckets into as many groups per slice; memory per process follows this, not the input
+    # pipelines (the DirectRunner keeps a pipeline's shuffles in the driver), Ray as many shuffles;
+    # a pass first writes each slice's items to its own files (blocks of shuffle_items / bands
+    # candidates). Memory per process follows this, not the input. Ours, not the paper's.
     shuffle_items: int = 1_000_000
 
     def validate(self) -> None:

@@ -68,8 +68,9 @@ class Config(DataStageConfig):
     alpha: float = 0.5  # eq. 1 over per-source pair counts (the trainer samples batch sources with it)
     shard_rows: int = 200_000  # rows per part file
     # candidate pairs per dedup part: ceil(candidates / this) parts of the pair-hash space, each one
-    # task holding about this many keys (~150 B each in Arrow, ~1 KB as the task's Python rows)
-    dedup_part_rows: int = 1_000_000
+    # task holding about this many keys (~150 B each in Arrow, ~1 KB as the task's Python rows).
+    # Ours, not the paper's: 250k keeps a part task near a read task's memory (1M: ~+0.3 GB, docs/scale.md)
+    dedup_part_rows: int = 250_000
     keep_candidates: bool = False  # keep _work/ (per-file candidates, dedup keys and decisions) after success
     # evaluation sets (BEIR directories, or directories of them): a pair whose query or positive is,
     # or nearly is, one of their queries or documents is dropped as `eval_overlap` (pipelines/decontam.py)
