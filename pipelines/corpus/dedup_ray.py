@@ -79,12 +79,12 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     exact_slices = max(1, -(-n_rows // cfg.shuffle_items))  # one exact item per candidate
     slices = slice_count(n_rows, cfg) if cfg.near else 0
     shutil.rmtree(out.root / SLICE_DIR, ignore_errors=True)
-    blocks = file_blocks(files, cfg)  # the slice pass: each candidates file read once
-    (ray.data.from_items([{"block": i} for i in range(len(blocks))], override_num_blocks=len(blocks))
-     .map_batches(functools.partial(_slice_pass, blocks=blocks, files=files, cfg=cfg, exact_slices=exact_slices,
-                                    slices=max(1, slices), root=str(out.root)),
-                  batch_format="pyarrow", batch_size=1, **retry)
-     .materialize())
+    if blocks := file_blocks(files, cfg):  # the slice pass: each candidates file read once
+        (ray.data.from_items([{"block": i} for i in range(len(blocks))], override_num_blocks=len(blocks))
+         .map_batches(functools.partial(_slice_pass, blocks=blocks, files=files, cfg=cfg, exact_slices=exact_slices,
+                                        slices=max(1, slices), root=str(out.root)),
+                      batch_format="pyarrow", batch_size=1, **retry)
+         .materialize())
     if cfg.exact:
         for k in range(exact_slices):
             if not (paths := slice_files(out.root, "exact", k)):
