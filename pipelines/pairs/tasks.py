@@ -146,33 +146,40 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
 
     Streamed: each read task's candidate file is sorted by :func:`survivor_key` and covers its own
     input file's records, so the files taken in the order of their first key are one sorted run;
-    the task holds one candidate file and one part (``shard_rows``) at a time, not the source."""
+    the task holds one candidate file and one part (``shard_rows``, as Arrow) at a time, not the
+    source; only its duplicates become Python rows."""
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
     ordered = sorted(candidate_files, key=lambda f: _first_key(out.root / f))
     duplicate_of: dict | None = None
-    outcomes, kept, files, n_kept, last = Outcomes(), [], [], 0, None
+    outcomes, pending, files, n_kept, last = Outcomes(), [], [], 0, None
     for f in ordered:
-        rows = pq.read_table(out.root / f).to_pylist()
+        table = pq.read_table(out.root / f)
+        if not table.num_rows:
+            continue
+        keys = list(zip(*(table.column(c).to_pylist() for c in ("path", "line", "pair_id"))))
         if duplicate_of is None:
-            source, duplicate_of = rows[0]["source"], {}
+            source, duplicate_of = table.column("source")[0].as_py(), {}
             for d in (r for df in dup_files for r in pq.read_table(out.root / df, filters=[("source", "==", source)])
                       .to_pylist()):
                 duplicate_of[survivor_key(d)] = d["duplicate_of"]
-        for row in rows:
-            key = survivor_key(row)
+        for key in keys:
             if last is not None and key <= last:
                 raise MgteError(f"pairs: {task}: candidate file {f} is not in key order after the files before it "
                                 f"(record {key} after {last})")
             last = key
-            survivor = duplicate_of.get(key)
-            kept.append(row) if survivor is None else outcomes.drop(duplicate_row(row, survivor))
-            if len(kept) == shard_rows:
-                files.append(_write_part(out, source, n_kept // shard_rows, kept))
-                n_kept, kept = n_kept + len(kept), []
-    if kept:
-        files.append(_write_part(out, source, n_kept // shard_rows, kept))
-        n_kept += len(kept)
+        keep = [key not in duplicate_of for key in keys]
+        if not all(keep):
+            for row in table.filter(pa.array([not k for k in keep])).to_pylist():
+                outcomes.drop(duplicate_row(row, duplicate_of[survivor_key(row)]))
+        pending.append(table.filter(pa.array(keep)))  # Arrow, not Python rows: ~the data's bytes
+        while sum(t.num_rows for t in pending) >= shard_rows:
+            rows = pa.concat_tables(pending)
+            files.append(_write_part(out, source, n_kept // shard_rows, rows.slice(0, shard_rows)))
+            n_kept, pending = n_kept + shard_rows, [rows.slice(shard_rows)]
+    if pending and (rest := pa.concat_tables(pending)).num_rows:
+        files.append(_write_part(out, source, n_kept // shard_rows, rest))
+        n_kept += rest.num_rows
     files += outcomes.write(out, task, PAIR_DROPPED)
     counts = {"input": n_kept + len(outcomes.dropped), "kept": n_kept, "dropped": len(outcomes.dropped),
               "quarantined": 0}
@@ -184,8 +191,8 @@ def _first_key(path: Path) -> tuple:
     return survivor_key(first)
 
 
-def _write_part(out: StageOutput, source: str, part: int, rows: list[dict]) -> str:
-    return out.write_rows(f"data/source={safe_name(source)}/part-{part:05d}.parquet", rows, PAIR)
+def _write_part(out: StageOutput, source: str, part: int, rows: pa.Table) -> str:
+    return out.write_table(f"data/source={safe_name(source)}/part-{part:05d}.parquet", rows, PAIR)
 
 
 def source_items(read_markers: list[dict]) -> dict[str, list[str]]:
