@@ -578,7 +578,7 @@ def dedup_cell(args, work: Path) -> dict:
     files, truth = dedup_inputs(args.size, args.dup_rate, root)
     prep_s = time.perf_counter() - t0
     (work / "files.json").write_text(json.dumps(files))
-    sets = engine_sets(args.engine, args.workers) + (RAY_STORE if args.engine == "ray" else [])
+    sets = engine_sets(args.engine, args.workers) + (RAY_STORE if args.engine == "ray" else []) + list(args.set)
     ray_tmp = root.parent / f"r{os.getpid()}"  # short: Ray's socket paths under it must stay under 108 bytes
     try:
         secs, mem, out = run_sampled([sys.executable, "-c", DEDUP, str(work / "files.json"), str(work / "out"), *sets],
@@ -827,6 +827,8 @@ def main() -> None:
     ap.add_argument("--budget-mb", type=float, default=None, help="skip a cell estimated above this (default: "
                     "half of the memory available now)")
     ap.add_argument("--timeout", type=int, default=3000)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a corpus config override of the dedup cell (e.g. dedup.shuffle_items=250000); recorded in the row")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--scratch", default=None, help="where inputs and outputs are written (default: $TMPDIR)")
     ap.add_argument("--dry-run", action="store_true", help="print the row, do not append it")
