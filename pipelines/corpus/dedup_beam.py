@@ -11,8 +11,8 @@ more are read back from the candidates files). The exact groups and the LSH buck
 MinHash value, so a bucket lies in one slice): one pipeline (the slice pass) reads every
 candidates file once and writes its items per slice, then one pipeline per slice reads that
 slice's items only and writes its exact decisions and verified links per shard; the clustering
-pipelines then shuffle only the links (a few per duplicate). On a distributed runner (Dataflow, Flink, Spark) shuffles spill to disk
-and the slices only bound each worker's bucket."""
+pipelines then shuffle only the links (a few per duplicate). On a distributed runner (Dataflow,
+Flink, Spark) shuffles spill to disk and the slices only bound each worker's bucket."""
 
 from __future__ import annotations
 

@@ -52,8 +52,9 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
               build: int = 0) -> None:
     """Exact groups, LSH buckets and the rounds' nodes are hash-partitioned into a few groups per
     CPU (``ray.parallelism`` or 4 per CPU) inside each slice of at most ``dedup.shuffle_items``
-    items (below), so a worker's memory follows the config, not the input: Ray Data's ``map_groups`` costs about a task per group, so one group per text hash, band
-    bucket or node (hundreds of thousands) would cost more than the de-duplication itself.
+    items (below), so a worker's memory follows the config, not the input: Ray Data's
+    ``map_groups`` costs about a task per group, so one group per text hash, band bucket or node
+    (hundreds of thousands) would cost more than the de-duplication itself.
 
     The LSH shuffle carries no signature: one slim row per (candidate, band) -- the bucket, and
     where the candidate lies (file, row), ~30 bytes instead of the ~0.6 KB of a signature -- and
@@ -70,7 +71,6 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     n_rows = candidate_count(files)
     parts = engine.cfg.parallelism or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = _shards(files)
-    local = all("://" not in f for f, _ in files)
     # Bounded retries for reading the candidates. The shuffle steps keep Ray's defaults: remote
     # args on them stop Ray Data (2.60) from fusing them, and its hash shuffle then fails on the
     # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
@@ -89,7 +89,7 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
         for k in range(exact_slices):
             if not (paths := slice_files(out.root, "exact", k)):
                 continue
-            dups = (_read_slice(paths, local, retry)
+            dups = (_read_slice(paths, retry)
                     .map_batches(functools.partial(_exact_part, slices=exact_slices, parts=parts), batch_format="pyarrow")
                     .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
                     .materialize())
@@ -97,7 +97,7 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                                              batch_format="pyarrow"))
     rounds, n_links = 0, 0
     if cfg.near:
-        links = [(_read_slice(paths, local, retry)
+        links = [(_read_slice(paths, retry)
                   .map_batches(functools.partial(_band_part, parts=parts), batch_format="pyarrow")
                   .groupby("part")
                   .map_groups(functools.partial(_bucket_links, files=files, cfg=cfg), batch_format="pyarrow")
@@ -135,11 +135,12 @@ def _slice_pass(batch, blocks: list[list[int]], files: list[tuple[str, int]], cf
     return pa.table({"items": [write_slices(i, blocks[i], files, cfg, exact_slices, slices, root)]})
 
 
-def _read_slice(paths: list[str], local: bool, retry: dict):
+def _read_slice(paths: list[str], retry: dict):
+    """One slice's files, which the pass wrote under the (local) output root."""
     import pyarrow.fs as pafs
     import ray
 
-    return ray.data.read_parquet(paths, filesystem=pafs.LocalFileSystem() if local else None, ray_remote_args=retry)
+    return ray.data.read_parquet(paths, filesystem=pafs.LocalFileSystem(), ray_remote_args=retry)
 
 
 def _band_part(table, parts: int):
@@ -294,12 +295,6 @@ def _ray_step(edges, emit, reduce, parts: int):
     return (edges.map_batches(functools.partial(_ray_emit, emit=emit, parts=parts), batch_format="pyarrow")
             .groupby("part")
             .map_groups(functools.partial(_ray_reduce, reduce=reduce), batch_format="pyarrow"))
-
-
-def _with_build(table, build: int):
-    import pyarrow as pa
-
-    return table.append_column("build", pa.array([build] * table.num_rows, pa.int64()))
 
 
 def _ray_exact(table):

@@ -129,8 +129,6 @@ def slice_file(kind: str, k: int, block: int) -> str:
 
 def slice_files(root, kind: str, k: int) -> list[str]:
     """The files the slice pass wrote for slice ``k`` (a block with no item of the slice writes none)."""
-    from pathlib import Path
-
     return sorted(str(p) for p in (Path(root) / SLICE_DIR / f"{kind}-{k:05d}").glob("*.parquet"))
 
 
@@ -146,10 +144,10 @@ def write_slices(block: int, indexes: list[int], files: list[tuple[str, int]], c
     from foundation.ledger.atomic import atomic_write_parquet
     from pipelines.corpus.steps import DEDUP_COLUMNS
 
+    columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
     exact, bands = [], []
     for fi in indexes:
         path, build = files[fi]
-        columns = DEDUP_COLUMNS if cfg.near else [c for c in DEDUP_COLUMNS if c != "minhash"]
         table = pq.read_table(path, columns=columns)
         if cfg.exact:
             codes, which = text_slices(table.column("text_hash").to_pylist(), exact_slices)

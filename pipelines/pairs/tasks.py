@@ -154,9 +154,7 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
     duplicate_of: dict | None = None
     outcomes, pending, files, n_kept, last = Outcomes(), [], [], 0, None
     for f in ordered:
-        table = pq.read_table(out.root / f)
-        if not table.num_rows:
-            continue
+        table = pq.read_table(out.root / f)  # a read task writes a source's file only when it has pairs
         keys = list(zip(*(table.column(c).to_pylist() for c in ("path", "line", "pair_id"))))
         if duplicate_of is None:
             source, duplicate_of = table.column("source")[0].as_py(), {}
