@@ -252,6 +252,7 @@ class TreeSampler:
         self.every = every
         self.peaks: dict[int, tuple[str, int]] = {}
         self.cpu: dict[int, float] = {}  # user + system seconds of each process, at its last sample
+        self.private: dict[int, int] = {}  # peak RSS less shared pages (the object store, libraries)
         self.tree_peak = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -268,7 +269,10 @@ class TreeSampler:
             total = 0
             for p in procs:
                 try:
-                    rss = p.memory_info().rss
+                    mem = p.memory_info()
+                    rss = mem.rss
+                    own = rss - getattr(mem, "shared", 0)  # Ray's workers map the object store: shared pages
+                    self.private[p.pid] = max(self.private.get(p.pid, 0), own)
                     t = p.cpu_times()
                     self.cpu[p.pid] = t.user + t.system
                     if p.pid not in self.peaks:
@@ -301,6 +305,8 @@ class TreeSampler:
                          key=lambda x: -x[1])
         return {"driver_peak_mb": mb(self.peaks.get(self.root.pid, ("", 0))[1]),
                 "worker_peak_mb": mb(workers[0][1]) if workers else 0.0, "workers": len(workers),
+                "driver_private_mb": mb(self.private.get(self.root.pid, 0)),
+                "worker_private_mb": mb(max((v for pid, v in self.private.items() if pid != self.root.pid), default=0)),
                 "worker_peaks_mb": [[n, mb(r)] for n, r in workers[:12]],
                 "tree_peak_mb": mb(self.tree_peak), "samples": self.samples,
                 "cpu_s_sampled": round(sum(self.cpu.values()), 1)}
@@ -670,6 +676,12 @@ def run_cell(args) -> dict:
 
 
 # ---- report ------------------------------------------------------------------------------------
+def _private(r: dict) -> str:
+    """The largest worker's RSS less its shared pages, where the row measured it (Ray's workers map
+    the object store, whose pages count in their RSS)."""
+    return f"; {r['worker_private_mb']:.0f} private" if r.get("worker_private_mb") else ""
+
+
 def report(results: list[dict], plot: Path | None) -> str:
     latest: dict = {}
     for r in results:  # the last run of each cell wins
@@ -681,7 +693,7 @@ def report(results: list[dict], plot: Path | None) -> str:
             lines.append(f"| {stage} | {engine} | {size:,} | ok | {r['seconds']:.1f} | {r['us_per_record']:.1f} | "
                          f"{r['records_per_s']:,.0f} | {r.get('records_per_cpu_s') or '-'} | {r['driver_peak_mb']:.0f} | "
                          f"{r['worker_peak_mb']:.0f} "
-                         f"({r['workers']}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} | "
+                         f"({r['workers']}{_private(r)}) | {r['tree_peak_mb']:.0f} | {r['estimate_mb']} | {r['load_avg_start'][0]} | "
                          f"{r.get('code', '-')} |")
         else:
             lines.append(f"| {stage} | {engine} | {size:,} | {r['status']}: {r['reason'][:160]} | | | | | | | | "

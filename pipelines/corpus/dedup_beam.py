@@ -1,7 +1,7 @@
 """The corpus dedup task as Apache Beam pipelines, without a global gather: the exact groups and
-the LSH buckets in slice pipelines of a configured size, near-duplicate clusters by the shuffled
-rounds of :mod:`pipelines.corpus.components`, decisions written per shard by the workers, counts
-only on the driver.
+the LSH buckets in slice pipelines of a configured size, near-duplicate clusters by the rounds of
+:mod:`pipelines.corpus.components` shuffled through files (:mod:`pipelines.corpus.dedup_rounds`),
+decisions written per shard by the workers, counts only on the driver.
 
 Beam's DirectRunner (the FnApiRunner) keeps every shuffle of a pipeline in the driver's memory
 until the pipeline ends, so one pipeline over all band items would hold 25 items per candidate
@@ -10,35 +10,27 @@ more are read back from the candidates files). The exact groups and the LSH buck
 ``ceil(candidates x bands / dedup.shuffle_items)`` slices (by text hash; by each band's first
 MinHash value, so a bucket lies in one slice): one pipeline (the slice pass) reads every
 candidates file once and writes its items per slice, then one pipeline per slice reads that
-slice's items only and writes its exact decisions and verified links per shard; the clustering
-pipelines then shuffle only the links (a few per duplicate). On a distributed runner (Dataflow,
-Flink, Spark) shuffles spill to disk and the slices only bound each worker's bucket."""
+slice's items only and writes its exact decisions and verified links per shard. The clustering
+rounds do not use Beam's shuffle: they would hold every link in the DirectRunner's driver; each
+step is a pipeline of one task per partition of the nodes that reads and writes files (no
+process holds more than a partition's links). On a distributed runner (Dataflow, Flink, Spark)
+shuffles spill to disk and the slices only bound each worker's bucket; the rounds' files then
+need an output root its workers share."""
 
 from __future__ import annotations
 
+import functools
+import shutil
+
 from foundation.errors import MgteError
 from foundation.ledger import StageOutput
-from pipelines.corpus.components import (
-    large_star,
-    large_star_emit,
-    not_converged,
-    round_cap,
-    small_star,
-    small_star_emit,
-    star_check,
-    star_check_emit,
-)
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import exact_group_decisions
+from pipelines.corpus.dedup_rounds import CC_DIR, cluster_and_write, slice_file
 from pipelines.corpus.dedup_shards import (
-    _edge_table,
-    _edges_of,
     _exact_table,
     _link_table,
-    _links_of,
     _shards,
-    _sim_table,
-    _sims_of,
     SLICE_DIR,
     bucket_members,
     candidate_count,
@@ -47,30 +39,20 @@ from pipelines.corpus.dedup_shards import (
     slice_bucket_links,
     slice_count,
     slice_files,
-    write_shard,
     write_slices,
 )
 from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
 from pipelines.engines import beam_error
 
 
-CC_DIR = "_work/dedup_cc"  # the Beam pipelines' state between pipelines, removed when the task is marked
-FIRST_ROUNDS = 2  # rounds in the pipeline that reads the links (most link graphs are stars after 1-2)
-MORE_ROUNDS = 4  # rounds in each further pipeline, over the edges the previous one left
-
-
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
                build: int = 0) -> None:
     """:func:`slice_count` slice pipelines decide the exact duplicates and verify the LSH links of
-    their slice; one pipeline reads the links and runs :data:`FIRST_ROUNDS` rounds; while nodes are
-    left outside a star (a count its workers write), further pipelines run :data:`MORE_ROUNDS` rounds
-    each over the edges it left, up to :func:`round_cap`. Every clustering pipeline writes every
-    shard's near decisions, final once no node is left."""
-    import shutil
-
+    their slice; then the clustering rounds and the shards' writes, a pipeline of partition tasks
+    per step (:func:`pipelines.corpus.dedup_rounds.cluster_and_write`), until no node is left
+    outside a star, up to :func:`round_cap`."""
     shards = _shards(files)
-    work = out.root / CC_DIR
-    for d in (work, out.root / SLICE_DIR):
+    for d in (out.root / CC_DIR, out.root / SLICE_DIR):
         shutil.rmtree(d, ignore_errors=True)
     try:
         n_rows = candidate_count(files)
@@ -80,28 +62,28 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
         for k in range(slices):
             with engine.pipeline() as p:
                 beam_slice_pipeline(p, files, cfg, out, k, slices, shards)
-        with engine.pipeline() as p:
-            beam_first_pipeline(p, files, cfg, out, build, shards, slices, n_rows)
-        counts = _read_counts(work, 0)
-        rounds, i = (FIRST_ROUNDS if cfg.near else 0), 0
-        while counts["bad"]:
-            cap = round_cap(counts["links"])
-            if rounds >= cap:
-                raise not_converged(rounds, counts["links"], counts["bad"])
-            i += 1
-            n = min(MORE_ROUNDS, cap - rounds)
-            with engine.pipeline() as p:
-                beam_more_pipeline(p, out, build, shards, i, n)
-            counts = {**counts, **_read_counts(work, i)}
-            rounds += n
+        n_links, rounds = cluster_and_write(functools.partial(_beam_run, engine), out, build, shards, slices,
+                                            cfg.exact, cfg.near, cfg.shuffle_items, tuple(DECISION_KINDS))
     except MgteError:
         raise
     except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
         raise beam_error(exc, [(f,) for f, _ in files]) from exc
-    mark_dedup(out, shards, counts["candidates"], deps,
-               {"near_links": counts["links"], "near_rounds": rounds, "slices": slices})
-    for d in (work, out.root / SLICE_DIR):
+    mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds, "slices": slices})
+    for d in (out.root / CC_DIR, out.root / SLICE_DIR):
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _beam_run(engine, task, n: int) -> None:
+    """One pipeline: ``task(i)`` for each of ``n`` partitions, spread over the workers (``Create``
+    reshuffles its elements); what the tasks hand on goes through files."""
+    with engine.pipeline() as p:
+        beam_task_pipeline(p, task, n)
+
+
+def beam_task_pipeline(p, task, n: int) -> None:
+    import apache_beam as beam
+
+    _ = p | "Parts" >> beam.Create(list(range(n))) | "Task" >> beam.Map(task)
 
 
 def beam_pass_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, slices: int) -> None:
@@ -166,125 +148,8 @@ def _beam_write_slice(kv, out: StageOutput, k: int, exact: bool, near: bool) -> 
 
     shard, parts = kv
     if exact:
-        atomic_write_parquet(out.root / _slice_file("exact", k, shard), _exact_table(list(parts.get("exact", []))))
+        atomic_write_parquet(out.root / slice_file("exact", k, shard), _exact_table(list(parts.get("exact", []))))
     if near:
-        atomic_write_parquet(out.root / _slice_file("links", k, shard), _link_table(list(parts.get("link", []))))
+        atomic_write_parquet(out.root / slice_file("links", k, shard), _link_table(list(parts.get("link", []))))
     return shard
 
-
-def beam_first_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, build: int,
-                        shards: int, slices: int = 1, candidates: int | None = None) -> None:
-    """The slices' links -> :data:`FIRST_ROUNDS` rounds -> every shard's decisions (its exact
-    decisions read from the slices' files by its writer) and the state of the next pipeline."""
-    import apache_beam as beam
-
-    candidates = candidate_count(files) if candidates is None else candidates
-    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)])}
-    if cfg.near:
-        links = (p | "LinkFiles" >> beam.Create([str(out.root / _slice_file("links", k, s))
-                                                 for k in range(slices) for s in range(shards)])
-                 | "ReadLinks" >> beam.FlatMap(lambda f: _links_of(pq_read(f))))
-        n_links = links | "CountLinks" >> beam.combiners.Count.Globally()
-        sims = links | "LinkEnds" >> beam.FlatMap(lambda link: [(link[0], link[2]), (link[1], link[2])])
-        edges = _beam_rounds(links | "Orient" >> beam.Map(lambda link: (max(link[:2]), min(link[:2]))), FIRST_ROUNDS)
-        bad = _beam_not_in_stars(edges)
-        parts["edge"] = edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e))
-        parts["sim"] = sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))
-    else:
-        n_links = p | "NoLinks" >> beam.Create([0])
-        bad = p | "NoClusters" >> beam.Create([0])
-    kinds = tuple(DECISION_KINDS)
-    exact_slices = slices if cfg.exact else 0
-    _ = (parts | "ByShard" >> beam.CoGroupByKey()
-         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, kinds, 0 if cfg.near else None, exact_slices))
-    _ = (p | "Counts" >> beam.Create([0])
-         | "WriteCounts" >> beam.Map(_write_counts, out, candidates, beam.pvalue.AsSingleton(n_links),
-                                     beam.pvalue.AsSingleton(bad)))
-
-
-def beam_more_pipeline(p, out: StageOutput, build: int, shards: int, i: int, rounds: int) -> None:
-    import apache_beam as beam
-
-    edges = (p | "EdgeFiles" >> beam.Create([str(out.root / _state_file("edges", i - 1, k)) for k in range(shards)])
-             | "ReadEdges" >> beam.FlatMap(lambda f: _edges_of(pq_read(f))))
-    sims = (p | "SimFiles" >> beam.Create([str(out.root / _state_file("sims", 0, k)) for k in range(shards)])
-            | "ReadSims" >> beam.FlatMap(lambda f: _sims_of(pq_read(f))))
-    edges = _beam_rounds(edges, rounds)
-    parts = {"seed": p | "Shards" >> beam.Create([(k, None) for k in range(shards)]),
-             "edge": edges | "EdgeByShard" >> beam.Map(lambda e: (decision_shard(e[0][1], shards), e)),
-             "sim": sims | "SimByShard" >> beam.Map(lambda s: (decision_shard(s[0][1], shards), s))}
-    _ = (parts | "ByShard" >> beam.CoGroupByKey()
-         | "WriteShards" >> beam.Map(_beam_write_shard, out, build, ("near",), i))
-    _ = (p | "Counts" >> beam.Create([i])
-         | "WriteCounts" >> beam.Map(_write_counts, out, bad=beam.pvalue.AsSingleton(_beam_not_in_stars(edges))))
-
-
-def _beam_rounds(edges, n: int):
-    import apache_beam as beam
-
-    for r in range(n):
-        edges = (edges | f"LargeStarEmit{r}" >> beam.FlatMap(large_star_emit)
-                 | f"LargeStarGroup{r}" >> beam.GroupByKey()
-                 | f"LargeStar{r}" >> beam.FlatMapTuple(large_star)
-                 | f"SmallStarEmit{r}" >> beam.FlatMap(small_star_emit)
-                 | f"SmallStarGroup{r}" >> beam.GroupByKey()
-                 | f"SmallStar{r}" >> beam.FlatMapTuple(small_star))
-    return edges
-
-
-def _beam_not_in_stars(edges):
-    """The number of nodes not yet a leaf or centre of a star (0: converged)."""
-    import apache_beam as beam
-
-    return (edges | "StarCheckEmit" >> beam.FlatMap(star_check_emit)
-            | "StarCheckGroup" >> beam.GroupByKey()
-            | "StarCheck" >> beam.MapTuple(star_check)
-            | "NotInStars" >> beam.CombineGlobally(sum))
-
-
-def _state_file(kind: str, i: int, shard: int) -> str:
-    return f"{CC_DIR}/{kind}-{i:03d}-{shard:05d}.parquet"
-
-
-def _slice_file(kind: str, k: int, shard: int) -> str:
-    return f"{CC_DIR}/{kind}-slice{k:05d}-{shard:05d}.parquet"
-
-
-def pq_read(path: str):
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path)
-
-
-def _beam_write_shard(kv, out: StageOutput, build: int, kinds: tuple[str, ...], state: int | None,
-                      exact_slices: int = 0) -> int:
-    """One shard's CoGroupByKey result (and its exact decisions from ``exact_slices`` slice files)
-    -> its decision files, and (``state``: this pipeline's number) the edges and link
-    similarities the next pipeline starts from."""
-    from foundation.ledger.atomic import atomic_write_parquet
-
-    shard, parts = kv
-    edges, sims = list(parts.get("edge", [])), list(parts.get("sim", []))
-    exact = [r for k in range(exact_slices) for r in pq_read(str(out.root / _slice_file("exact", k, shard))).to_pylist()]
-    write_shard(out, shard, build, exact, edges, sims, kinds)
-    if state is not None:
-        atomic_write_parquet(out.root / _state_file("edges", state, shard), _edge_table(edges))
-        if state == 0:
-            atomic_write_parquet(out.root / _state_file("sims", 0, shard), _sim_table(sims))
-    return shard
-
-
-def _write_counts(i: int, out: StageOutput, candidates: int | None = None, links: int | None = None,
-                  bad: int = 0) -> None:
-    from foundation.ledger.atomic import atomic_write_json
-
-    counts = {"bad": int(bad)}
-    if candidates is not None:
-        counts.update(candidates=int(candidates), links=int(links))
-    atomic_write_json(out.root / CC_DIR / f"counts-{i:03d}.json", counts)
-
-
-def _read_counts(work, i: int) -> dict:
-    import json
-
-    return json.loads((work / f"counts-{i:03d}.json").read_text())

@@ -76,8 +76,10 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     # empty, schema-less blocks a filter leaves. They are pure functions of the candidates.
     retry = engine.retry_args
     by_shard = [ray.data.from_arrow(_shard_rows(pa, [{"shard": k, "kind": "seed"} for k in range(shards)]))]
-    exact_slices = max(1, -(-n_rows // cfg.shuffle_items))  # one exact item per candidate
-    slices = slice_count(n_rows, cfg) if cfg.near else 0
+    # the exact items in as many slices as the band items (as on Beam): one exact item per
+    # candidate, so an exact slice holds 1/bands of a band slice and its size follows the config
+    exact_slices = slice_count(n_rows, cfg)
+    slices = exact_slices if cfg.near else 0
     shutil.rmtree(out.root / SLICE_DIR, ignore_errors=True)
     if blocks := file_blocks(files, cfg):  # the slice pass: each candidates file read once
         (ray.data.from_items([{"block": i} for i in range(len(blocks))], override_num_blocks=len(blocks))

@@ -4,6 +4,7 @@ union-find on random graphs and long paths; on a corpus whose near duplicates fo
 Ray write, shard by shard, exactly the local engine's decisions; and the Beam pipelines hold no
 ``ToList`` or other global combiner over links or decisions."""
 
+import functools
 import random
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from foundation.ledger import StageOutput
 from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
-from pipelines.corpus.dedup_beam import (beam_first_pipeline, beam_more_pipeline, beam_pass_pipeline,
-                                         beam_slice_pipeline)
+from pipelines.corpus import dedup_rounds
+from pipelines.corpus.dedup_beam import beam_pass_pipeline, beam_slice_pipeline, beam_task_pipeline
 from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
@@ -65,6 +66,59 @@ def test_a_long_path_needs_rounds_and_the_cap_raises():
         cc.components(path, max_rounds=2)
 
 
+def file_rounds(links, root: Path, shards: int, monkeypatch) -> tuple[dict, int, list[int]]:
+    """The rounds shuffled through files (Beam's), partition tasks run one after another: the links
+    written as one slice's link files -> ({node: its cluster's smallest node}, rounds, the values
+    each task received)."""
+    from pipelines.corpus.dedup_shards import _edges_of, _link_table
+    from pipelines.corpus.steps import DECISION_KINDS, decision_shard
+
+    by_shard = {}
+    for a, b in links:
+        by_shard.setdefault(decision_shard(a[1], shards), []).append((a, b, 0.9))
+    for s in range(shards):
+        path = root / dedup_rounds.slice_file("links", 0, s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(_link_table(by_shard.get(s, [])), path)
+    received, real = [], dedup_rounds._received
+
+    def counting(*args):
+        got = real(*args)
+        received.append(sum(len(v) for _, v in got))
+        return got
+
+    monkeypatch.setattr(dedup_rounds, "_received", counting)
+    out = StageOutput(root, "corpus", {"dedup": "test"})
+    n, rounds = dedup_rounds.cluster_and_write(lambda task, k: [task(i) for i in range(k)], out, 1, shards, 1,
+                                               False, True, 10**6, tuple(DECISION_KINDS))
+    assert n == len(links)
+    last = max((root / dedup_rounds.CC_DIR).glob("step*"))
+    edges = [e for f in last.glob("edges-*.parquet") for e in _edges_of(pq.read_table(f))]
+    return dict(edges), rounds, received
+
+
+def test_the_rounds_through_files_equal_union_find_and_no_task_gets_all_links(tmp_path, monkeypatch):
+    """Beam's clustering (issue 27): each step a task per partition of the nodes, reading and
+    writing files. Same clusters as a union-find on random graphs and long paths with 1, 3 and 5
+    partitions; with more than one, no task receives every value of a step."""
+    rng = random.Random(11)
+    graphs = [[tuple((0, f"f{rng.randrange(9)}", rng.randrange(n), "") for _ in range(2)) for _ in range(n)]
+              for n in (5, 60, 400)]
+    order = list(range(121))
+    rng.shuffle(order)
+    graphs.append([((0, f"f{order[i] % 9}", order[i], ""), (0, f"f{order[i + 1] % 9}", order[i + 1], ""))
+                   for i in range(120)])
+    for g, links in enumerate(graphs):
+        links = [(a, b) for a, b in links if a != b]
+        for shards in (1, 3, 5):
+            got, rounds, received = file_rounds(links, tmp_path / f"g{g}-{shards}", shards, monkeypatch)
+            assert got == union_find(links), (g, shards)
+            assert rounds <= cc.round_cap(len(links))
+            if shards > 1 and len(links) > 50:
+                per_step = 2 * len(links)  # the first check receives both ends' roles of every edge
+                assert 0 < max(received) < per_step, (g, shards, received)
+
+
 # ---- the chain corpus ------------------------------------------------------------------------
 def chain_signature(c: int) -> list[int]:
     """Doc ``c`` of the chain: band b changes every 2 docs, odd bands one doc later than even
@@ -77,7 +131,8 @@ def chain_signature(c: int) -> list[int]:
     return values
 
 
-def write_chain_corpus(root: Path, length: int) -> list[tuple[str, int]]:
+def write_chain_corpus(root: Path, length: int, names=(("old.jsonl", 0), ("a.jsonl", 1), ("b.jsonl", 1))
+                       ) -> list[tuple[str, int]]:
     """(files, build) pairs: the chain d_0..d_length plus an exact copy of two of its docs, a short
     second chain and singletons, shuffled over a previous build's index and two candidate files."""
     root.mkdir(parents=True, exist_ok=True)
@@ -87,7 +142,6 @@ def write_chain_corpus(root: Path, length: int) -> list[tuple[str, int]]:
     docs += [(f"s{c}", f"s{c}", chain_signature(1000 + c)) for c in range(4)]  # a chain of 4
     docs += [(f"u{c}", f"u{c}", rng.integers(1, 2**31, CFG.bands * CFG.rows).tolist()) for c in range(5)]
     order = rng.permutation(len(docs))
-    names = [("old.jsonl", 0), ("a.jsonl", 1), ("b.jsonl", 1)]
     rows = {name: [] for name, _ in names}
     for pos, i in enumerate(order):
         name = names[pos % 3][0]
@@ -152,8 +206,23 @@ def test_beam_writes_the_local_decisions_on_a_chain(chain_corpus, local_decision
     assert got == local_decisions[0]
     assert marker["decisions"] == local_decisions[1]["decisions"]
     assert marker["shards"] == 3 and len(marker["files"]) == 6
-    assert marker["near_rounds"] > 2  # the chain needed a second pipeline of rounds
+    assert marker["near_rounds"] > 2  # the chain needed several rounds
     assert not (tmp_path / "_work" / "dedup_cc").exists()
+
+
+def test_beam_writes_the_local_decisions_when_the_chain_crosses_partitions(tmp_path):
+    """The chain's three files in three decision shards (the default names share one), so the
+    rounds' partition tasks (one per shard here) pass edges and similarities between them."""
+    from pipelines.corpus.steps import decision_shard
+
+    names = (("old.jsonl", 0), ("d.jsonl", 1), ("e.jsonl", 1))
+    assert sorted(decision_shard(f"in/{n}", 3) for n, _ in names) == [0, 1, 2]
+    files = write_chain_corpus(tmp_path / "chain", CHAIN, names)
+    local = dedup_with(LocalEngine(), files, tmp_path / "local")
+    engine = BeamEngine("--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing")
+    got, marker = dedup_with(engine, files, tmp_path / "beam")
+    assert got == local[0] and marker["near_rounds"] > 2
+    assert sum(d["reason"] == "near_duplicate" for d in got) >= CHAIN // 2  # this build's part of the chain
 
 
 def test_beam_in_slices_writes_the_local_decisions(chain_corpus, local_decisions, tmp_path):
@@ -261,9 +330,7 @@ def test_ray_writes_the_local_decisions_on_a_chain(tmp_path, local_ray):
 
 
 def test_a_round_cap_that_is_too_low_refuses_to_write(chain_corpus, tmp_path, monkeypatch):
-    from pipelines.corpus import dedup_beam
-
-    monkeypatch.setattr(dedup_beam, "round_cap", lambda n: 2)
+    monkeypatch.setattr(dedup_rounds, "round_cap", lambda n: 2)
     engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
     with pytest.raises(MgteError, match="did not converge in 2 rounds"):
         dedup_with(engine, chain_corpus, tmp_path)
@@ -303,8 +370,8 @@ def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
     out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
     for build_graph, counts in ((lambda p: beam_pass_pipeline(p, chain_corpus, CFG, out, 2), False),
                                 (lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
-                                (lambda p: beam_first_pipeline(p, chain_corpus, CFG, out, 1, 3, 2), True),
-                                (lambda p: beam_more_pipeline(p, out, 1, 3, 1, 2), True)):
+                                (lambda p: beam_task_pipeline(p, functools.partial(
+                                    dedup_rounds.small_task, root=str(tmp_path), step=1, shards=3, parts=3), 3), False)):
         p = beam.Pipeline()
         build_graph(p)
         found = combiners(p)

@@ -1,0 +1,221 @@
+"""Near-duplicate clusters by the rounds of :mod:`pipelines.corpus.components`, each shuffle through
+files: for an engine whose own shuffle holds a whole step in one process (Beam's DirectRunner
+keeps every GroupByKey in its driver), the rounds run as tasks over partitions of the nodes, and
+no process ever holds more than one partition's links.
+
+A node's partition is its decisions shard modulo :func:`round_parts` (so a partition owns whole
+shards, and its last task writes their decisions). Each step is one task per partition: it reads
+the files the previous step wrote for it (``step<n>/sent/<from>-<to>.parquet``), groups its values by
+node, applies the step, and writes what the next step needs into one file per destination
+partition. The engine only runs the tasks (``run(task, n)``: all ``n`` calls of ``task(i)``, then
+returns); counts travel as small JSON files, so its driver holds nothing but them.
+
+* start: each partition's links (those of the slices' link files of its shards) -> the star check's
+  values of their edges, and each link's similarity to both ends' partitions;
+* check (a large-star that also counts the nodes not yet in a star): if none is left in any
+  partition, the edges it read are the converged clusters, kept per partition;
+* small-star, then check again, up to :func:`round_cap`;
+* write: each shard's exact decisions (the slices' files), its records' edges and similarities ->
+  its decision files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+from pipelines.corpus.components import (
+    group_by_key,
+    large_star_checked,
+    not_converged,
+    round_cap,
+    small_star,
+    small_star_emit,
+    star_check_emit,
+)
+from pipelines.corpus.dedup_shards import (
+    _edge_table,
+    _edges_of,
+    _key_columns,
+    _key_schema,
+    _keys_of,
+    _links_of,
+    _sim_table,
+    _sims_of,
+    write_shard,
+)
+from pipelines.corpus.steps import decision_shard
+
+CC_DIR = "_work/dedup_cc"  # the slices' exact decisions and links, and the rounds' files; removed with the task
+MIN_PARTS = 8  # ours: partitions of the rounds however few the links (bounded by the shards)
+
+
+def slice_file(kind: str, k: int, shard: int) -> str:
+    """Slice ``k``'s exact decisions or verified links of one decisions shard, relative to the output root."""
+    return f"{CC_DIR}/{kind}-slice{k:05d}-{shard:05d}.parquet"
+
+
+def round_parts(links: int, shards: int, shuffle_items: int) -> int:
+    """Partitions of the rounds: at least :data:`MIN_PARTS`, more once a partition would receive
+    over ``shuffle_items`` values (a link sends up to four: both ends' roles and similarities),
+    at most one per shard."""
+    return max(1, min(shards, max(MIN_PARTS, -(-4 * links // max(1, shuffle_items)))))
+
+
+def _part(node: tuple, shards: int, parts: int) -> int:
+    return decision_shard(node[1], shards) % parts
+
+
+def _read(path) -> "object":
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _emit(root: Path, step: int, src: int, pairs: list[tuple], shards: int, parts: int) -> int:
+    """``(node, value)`` pairs -> one file per destination partition with any (a value is a node, or a
+    ``(role, node)`` pair of the star check). Returns the pairs written."""
+    import pyarrow as pa
+
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    by_part: dict[int, list[tuple]] = defaultdict(list)
+    for kv in pairs:
+        by_part[_part(kv[0], shards, parts)].append(kv)
+    schema = pa.schema(_key_schema("k") + _key_schema("v") + [("role", pa.string())])
+    for dst, kvs in by_part.items():
+        roles = [v[0] if isinstance(v[0], str) else None for _, v in kvs]
+        values = [v[1] if isinstance(v[0], str) else v for _, v in kvs]
+        atomic_write_parquet(root / _step_file(step, src, dst), pa.table(
+            {**_key_columns("k", [k for k, _ in kvs]), **_key_columns("v", values), "role": roles}, schema=schema))
+    return len(pairs)
+
+
+def _step_file(step: int, src: int, dst: int) -> str:
+    return f"{CC_DIR}/step{step:03d}/sent/{src:04d}-{dst:04d}.parquet"
+
+
+def _received(root: Path, step: int, dst: int) -> list[tuple]:
+    """Every ``(node, values)`` group that step ``step`` sent to partition ``dst``."""
+    pairs = []
+    for f in sorted((root / CC_DIR / f"step{step:03d}" / "sent").glob(f"*-{dst:04d}.parquet")):
+        t = _read(f)
+        roles = t.column("role").to_pylist()
+        pairs += [(k, v if r is None else (r, v)) for k, v, r in zip(_keys_of(t, "k"), _keys_of(t, "v"), roles)]
+    return group_by_key(pairs)
+
+
+def _owned(part: int, shards: int, parts: int) -> list[int]:
+    return [s for s in range(shards) if s % parts == part]
+
+
+def start_task(part: int, root: str, shards: int, parts: int, slices: int) -> int:
+    """Partition ``part``'s links (first end in one of its shards) -> step 0: each edge's star-check
+    values, and each end's link similarity (to its own partition, for the write)."""
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    root = Path(root)
+    links = [link for s in _owned(part, shards, parts) for k in range(slices)
+             if (f := root / slice_file("links", k, s)).exists() for link in _links_of(_read(f))]
+    edges = [(max(a, b), min(a, b)) for a, b, _ in links]
+    _emit(root, 0, part, [kv for e in edges for kv in star_check_emit(e)], shards, parts)
+    sims: dict[int, list[tuple]] = defaultdict(list)
+    for a, b, sim in links:
+        for node in (a, b):
+            sims[_part(node, shards, parts)].append((node, sim))
+    for dst, rows in sims.items():
+        atomic_write_parquet(root / f"{CC_DIR}/sims/{part:04d}-{dst:04d}.parquet", _sim_table(rows))
+    return len(links)
+
+
+def check_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
+    """A large-star over the star check's values: writes the partition's current edges (its nodes'
+    ``(node, parent)``: the clusters, once no node is left), its count of nodes not yet in a star,
+    and the large-star's edges as the small-star's values."""
+    from foundation.ledger.atomic import atomic_write_json, atomic_write_parquet
+
+    root = Path(root)
+    out, bad, current = [], 0, []
+    for node, roles in _received(root, step - 1, part):
+        current += [(node, other) for role, other in roles if role == "parent"]
+        got, n = large_star_checked(node, roles)
+        out += got
+        bad += n
+    atomic_write_parquet(root / f"{CC_DIR}/step{step:03d}/edges-{part:04d}.parquet", _edge_table(current))
+    atomic_write_json(root / f"{CC_DIR}/step{step:03d}/bad-{part:04d}.json", {"bad": bad})
+    _emit(root, step, part, [kv for e in out for kv in small_star_emit(e)], shards, parts)
+    return bad
+
+
+def small_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
+    """A small-star over its nodes' smaller neighbours -> the next check's values."""
+    root = Path(root)
+    edges = [e for node, parents in _received(root, step - 1, part) for e in small_star(node, parents)]
+    return _emit(root, step, part, [kv for e in edges for kv in star_check_emit(e)], shards, parts)
+
+
+def write_task(part: int, root: str, out, build: int, shards: int, parts: int, slices: int,
+               exact: bool, edges_step: int | None, kinds: tuple[str, ...]) -> int:
+    """Every shard the partition owns: its exact decisions (the slices' files), its records' converged
+    edges and link similarities -> its decision files."""
+    root = Path(root)
+    edges, sims = defaultdict(list), defaultdict(list)
+    if edges_step is not None:
+        for e in _edges_of(_read(root / f"{CC_DIR}/step{edges_step:03d}/edges-{part:04d}.parquet")):
+            edges[decision_shard(e[0][1], shards)].append(e)
+        for f in sorted((root / CC_DIR / "sims").glob(f"*-{part:04d}.parquet")):
+            for node, sim in _sims_of(_read(f)):
+                sims[decision_shard(node[1], shards)].append((node, sim))
+    for s in _owned(part, shards, parts):
+        rows = [r for k in range(slices if exact else 0) for r in _read(root / slice_file("exact", k, s)).to_pylist()]
+        write_shard(out, s, build, rows, edges[s], sims[s], kinds)
+    return part
+
+
+def link_count(root, shards: int, slices: int) -> int:
+    """The slices' verified links, from their files' footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for k in range(slices) for s in range(shards)
+               if (f := Path(root) / slice_file("links", k, s)).exists())
+
+
+def cluster_and_write(run: Callable[[Callable[[int], int], int], None], out, build: int, shards: int,
+                      slices: int, exact: bool, near: bool, shuffle_items: int,
+                      kinds: tuple[str, ...]) -> tuple[int, int]:
+    """The rounds over the slices' links, then every shard's decisions; ``run(task, n)`` runs
+    ``task(0) ... task(n - 1)`` on the engine and returns when all are done. Returns (links, rounds)."""
+    root = Path(out.root)
+    n_links = link_count(root, shards, slices) if near else 0
+    parts = round_parts(n_links, shards, shuffle_items)
+    step, rounds, edges_step = 0, 0, None
+    if near:
+        run(functools.partial(start_task, root=str(root), shards=shards, parts=parts, slices=slices), parts)
+        cap = round_cap(n_links)
+        while True:
+            step += 1
+            run(functools.partial(check_task, root=str(root), step=step, shards=shards, parts=parts), parts)
+            _drop(root, step - 1)
+            bad = sum(json.loads(f.read_text())["bad"] for f in (root / CC_DIR / f"step{step:03d}").glob("bad-*.json"))
+            if not bad:
+                break
+            if rounds >= cap:
+                raise not_converged(rounds, n_links, bad)
+            step += 1
+            run(functools.partial(small_task, root=str(root), step=step, shards=shards, parts=parts), parts)
+            _drop(root, step - 1)
+            rounds += 1
+        edges_step = step
+    run(functools.partial(write_task, root=str(root), out=out, build=build, shards=shards, parts=parts,
+                          slices=slices, exact=exact, edges_step=edges_step, kinds=kinds), parts)
+    return n_links, rounds
+
+
+def _drop(root: Path, step: int) -> None:
+    """A step's files once the next step has read them (its edges file too: the clusters are the
+    last check's)."""
+    shutil.rmtree(root / CC_DIR / f"step{step:03d}", ignore_errors=True)
