@@ -73,17 +73,28 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _beam_run(engine, task, n: int) -> None:
-    """One pipeline: ``task(i)`` for each of ``n`` partitions, spread over the workers (``Create``
-    reshuffles its elements); what the tasks hand on goes through files."""
+def _beam_run(engine, tasks: list, n: int) -> None:
+    """One pipeline of steps: ``task(i)`` for each of ``n`` partitions, spread over the workers
+    (``Create`` reshuffles its elements), each step after the previous one (its results as a side
+    input: the runner computes a side input whole before the step that reads it). What the tasks
+    hand on goes through files."""
     with engine.pipeline() as p:
-        beam_task_pipeline(p, task, n)
+        beam_task_pipeline(p, tasks, n)
 
 
-def beam_task_pipeline(p, task, n: int) -> None:
+def beam_task_pipeline(p, tasks: list, n: int) -> None:
     import apache_beam as beam
 
-    _ = p | "Parts" >> beam.Create(list(range(n))) | "Task" >> beam.Map(task)
+    done = None
+    for i, task in enumerate(tasks):
+        parts = p | f"Parts{i}" >> beam.Create(list(range(n)))
+        done = (parts | f"Step{i}" >> beam.Map(task) if done is None
+                else parts | f"Step{i}" >> beam.Map(_after, beam.pvalue.AsList(done), task))
+
+
+def _after(part: int, before: list, task) -> int:
+    """``task(part)``, once the step before (``before``: its results) is done."""
+    return task(part)
 
 
 def beam_pass_pipeline(p, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, slices: int) -> None:

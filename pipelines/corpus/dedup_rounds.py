@@ -52,6 +52,7 @@ from pipelines.corpus.steps import decision_shard
 
 CC_DIR = "_work/dedup_cc"  # the slices' exact decisions and links, and the rounds' files; removed with the task
 MIN_PARTS = 8  # ours: partitions of the rounds however few the links (bounded by the shards)
+ROUNDS_PER_RUN = 3  # ours: rounds chained in one engine run (a Beam pipeline: ~4 s to start here)
 
 
 def slice_file(kind: str, k: int, shard: int) -> str:
@@ -152,20 +153,26 @@ def check_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
 
 
 def small_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
-    """A small-star over its nodes' smaller neighbours -> the next check's values."""
+    """A small-star over its nodes' smaller neighbours -> the next check's values; nothing once the
+    check before it found every node in a star (a chained step after convergence)."""
     root = Path(root)
+    if _bad(root, step - 1) == 0:
+        return 0
     edges = [e for node, parents in _received(root, step - 1, part) for e in small_star(node, parents)]
     return _emit(root, step, part, [kv for e in edges for kv in star_check_emit(e)], shards, parts)
 
 
 def write_task(part: int, root: str, out, build: int, shards: int, parts: int, slices: int,
-               exact: bool, edges_step: int | None, kinds: tuple[str, ...]) -> int:
+               exact: bool, near: bool, kinds: tuple[str, ...]) -> int:
     """Every shard the partition owns: its exact decisions (the slices' files), its records' converged
-    edges and link similarities -> its decision files."""
+    edges (the first check that found every node in a star) and link similarities -> its decision
+    files; nothing while the rounds have not converged (chained after the last check of a run)."""
     root = Path(root)
     edges, sims = defaultdict(list), defaultdict(list)
-    if edges_step is not None:
-        for e in _edges_of(_read(root / f"{CC_DIR}/step{edges_step:03d}/edges-{part:04d}.parquet")):
+    if near:
+        if (step := converged_step(root)) is None:
+            return -1
+        for e in _edges_of(_read(root / f"{CC_DIR}/step{step:03d}/edges-{part:04d}.parquet")):
             edges[decision_shard(e[0][1], shards)].append(e)
         for f in sorted((root / CC_DIR / "sims").glob(f"*-{part:04d}.parquet")):
             for node, sim in _sims_of(_read(f)):
@@ -176,6 +183,21 @@ def write_task(part: int, root: str, out, build: int, shards: int, parts: int, s
     return part
 
 
+def _bad(root: Path, step: int) -> int | None:
+    """The nodes not yet in a star after check ``step``, summed over its partitions' counts (None:
+    not a finished check)."""
+    files = list((root / CC_DIR / f"step{step:03d}").glob("bad-*.json"))
+    return sum(json.loads(f.read_text())["bad"] for f in files) if files else None
+
+
+def converged_step(root: Path) -> int | None:
+    """The first check whose partitions found every node in a star."""
+    for d in sorted((root / CC_DIR).glob("step*")):
+        if _bad(root, step := int(d.name[4:])) == 0:
+            return step
+    return None
+
+
 def link_count(root, shards: int, slices: int) -> int:
     """The slices' verified links, from their files' footers."""
     import pyarrow.parquet as pq
@@ -184,38 +206,37 @@ def link_count(root, shards: int, slices: int) -> int:
                if (f := Path(root) / slice_file("links", k, s)).exists())
 
 
-def cluster_and_write(run: Callable[[Callable[[int], int], int], None], out, build: int, shards: int,
+def cluster_and_write(run: Callable[[list[Callable[[int], int]], int], None], out, build: int, shards: int,
                       slices: int, exact: bool, near: bool, shuffle_items: int,
                       kinds: tuple[str, ...]) -> tuple[int, int]:
-    """The rounds over the slices' links, then every shard's decisions; ``run(task, n)`` runs
-    ``task(0) ... task(n - 1)`` on the engine and returns when all are done. Returns (links, rounds)."""
+    """The rounds over the slices' links, then every shard's decisions. ``run(tasks, n)`` runs
+    ``tasks[0](0 .. n - 1)``, then ``tasks[1](...)`` once the first are all done, and so on (one
+    engine run: a Beam pipeline). A run chains up to :data:`ROUNDS_PER_RUN` rounds (check,
+    small-star, ..., check) and the write, which the tasks skip once the rounds have converged
+    (the small-stars) or while they have not (the write); between runs the driver reads the last
+    check's count and stops at :func:`round_cap`. Returns (links, rounds)."""
     root = Path(out.root)
     n_links = link_count(root, shards, slices) if near else 0
     parts = round_parts(n_links, shards, shuffle_items)
-    step, rounds, edges_step = 0, 0, None
-    if near:
-        run(functools.partial(start_task, root=str(root), shards=shards, parts=parts, slices=slices), parts)
-        cap = round_cap(n_links)
-        while True:
-            step += 1
-            run(functools.partial(check_task, root=str(root), step=step, shards=shards, parts=parts), parts)
-            _drop(root, step - 1)
-            bad = sum(json.loads(f.read_text())["bad"] for f in (root / CC_DIR / f"step{step:03d}").glob("bad-*.json"))
-            if not bad:
-                break
-            if rounds >= cap:
-                raise not_converged(rounds, n_links, bad)
-            step += 1
-            run(functools.partial(small_task, root=str(root), step=step, shards=shards, parts=parts), parts)
-            _drop(root, step - 1)
-            rounds += 1
-        edges_step = step
-    run(functools.partial(write_task, root=str(root), out=out, build=build, shards=shards, parts=parts,
-                          slices=slices, exact=exact, edges_step=edges_step, kinds=kinds), parts)
-    return n_links, rounds
-
-
-def _drop(root: Path, step: int) -> None:
-    """A step's files once the next step has read them (its edges file too: the clusters are the
-    last check's)."""
-    shutil.rmtree(root / CC_DIR / f"step{step:03d}", ignore_errors=True)
+    kw = {"root": str(root), "shards": shards, "parts": parts}
+    write = functools.partial(write_task, out=out, build=build, slices=slices, exact=exact, near=near, kinds=kinds, **kw)
+    if not near:
+        run([write], parts)
+        return 0, 0
+    cap = round_cap(n_links)
+    tasks = [functools.partial(start_task, slices=slices, **kw), functools.partial(check_task, step=1, **kw)]
+    step, rounds = 1, 0
+    while True:
+        for _ in range(min(ROUNDS_PER_RUN, cap - rounds)):  # (small-star, check) x k after the last check
+            tasks += [functools.partial(small_task, step=step + 1, **kw), functools.partial(check_task, step=step + 2, **kw)]
+            step += 2
+        run(tasks + [write], parts)
+        if (done := converged_step(root)) is not None:
+            return n_links, (done - 1) // 2
+        rounds = (step - 1) // 2
+        if rounds >= cap:
+            raise not_converged(rounds, n_links, _bad(root, step))
+        for d in (root / CC_DIR).glob("step*"):  # the next run starts from the last check's values
+            if int(d.name[4:]) < step:
+                shutil.rmtree(d, ignore_errors=True)
+        tasks = []

@@ -116,18 +116,23 @@ def overlap(pair: dict, index: DecontamIndex) -> dict | None:
 
 # ---- dedup: one part of the pair-hash space --------------------------------------------------------
 def dedup_part(task: str, part: int, parts: int, key_files: list[str], out: StageOutput, deps: str) -> dict:
-    """The keys of ``part`` of ``parts`` (its :func:`hash_range`), from every file, one file at a
-    time -> its duplicate decisions (``_work/dups/``) + marker."""
+    """The keys of ``part`` of ``parts`` (its :func:`hash_range`), from every file -> its duplicate
+    decisions (``_work/dups/``) + marker. The part's keys stay Arrow (~the data's bytes); only the
+    rows of hashes seen twice or more (the duplicates and their survivors) become Python rows."""
+    import pyarrow.compute as pc
+
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
     lo, hi = hash_range(part, parts)
     in_range = [("pair_hash", ">=", lo)] + ([("pair_hash", "<", hi)] if hi is not None else [])
+    keys = pa.concat_tables([pq.read_table(out.root / f, filters=in_range, schema=KEY_SCHEMA) for f in key_files]
+                            or [KEY_SCHEMA.empty_table()])
+    n = keys.num_rows
+    counts = keys.group_by("pair_hash").aggregate([("pair_hash", "count")])
+    repeated = counts.filter(pc.greater(counts.column("pair_hash_count"), 1)).column("pair_hash")
     groups: dict[str, list[dict]] = defaultdict(list)
-    n = 0
-    for f in key_files:
-        for row in pq.read_table(out.root / f, filters=in_range).to_pylist():
-            groups[row["pair_hash"]].append(row)
-            n += 1
+    for row in keys.filter(pc.is_in(keys.column("pair_hash"), value_set=repeated)).to_pylist():
+        groups[row["pair_hash"]].append(row)
     dups = []
     for members in groups.values():
         first, rest = split_survivor(members)

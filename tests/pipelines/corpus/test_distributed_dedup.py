@@ -89,10 +89,10 @@ def file_rounds(links, root: Path, shards: int, monkeypatch) -> tuple[dict, int,
 
     monkeypatch.setattr(dedup_rounds, "_received", counting)
     out = StageOutput(root, "corpus", {"dedup": "test"})
-    n, rounds = dedup_rounds.cluster_and_write(lambda task, k: [task(i) for i in range(k)], out, 1, shards, 1,
-                                               False, True, 10**6, tuple(DECISION_KINDS))
+    n, rounds = dedup_rounds.cluster_and_write(lambda tasks, k: [t(i) for t in tasks for i in range(k)], out, 1,
+                                               shards, 1, False, True, 10**6, tuple(DECISION_KINDS))
     assert n == len(links)
-    last = max((root / dedup_rounds.CC_DIR).glob("step*"))
+    last = root / dedup_rounds.CC_DIR / f"step{dedup_rounds.converged_step(root):03d}"
     edges = [e for f in last.glob("edges-*.parquet") for e in _edges_of(pq.read_table(f))]
     return dict(edges), rounds, received
 
@@ -370,8 +370,9 @@ def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
     out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
     for build_graph, counts in ((lambda p: beam_pass_pipeline(p, chain_corpus, CFG, out, 2), False),
                                 (lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
-                                (lambda p: beam_task_pipeline(p, functools.partial(
-                                    dedup_rounds.small_task, root=str(tmp_path), step=1, shards=3, parts=3), 3), False)):
+                                (lambda p: beam_task_pipeline(p, [functools.partial(
+                                    dedup_rounds.small_task, root=str(tmp_path), step=s, shards=3, parts=3)
+                                    for s in (1, 2)], 3), False)):
         p = beam.Pipeline()
         build_graph(p)
         found = combiners(p)
