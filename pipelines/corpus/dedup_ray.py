@@ -77,7 +77,8 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
     retry = engine.retry_args
     by_shard = [ray.data.from_arrow(_shard_rows(pa, [{"shard": k, "kind": "seed"} for k in range(shards)]))]
     # the exact items in as many slices as the band items (as on Beam): one exact item per
-    # candidate, so an exact slice holds 1/bands of a band slice and its size follows the config
+    # candidate, so an exact slice holds 1/bands of a band slice and its size follows the config;
+    # one task decides a slice (its files hold whole text hashes), no shuffle
     exact_slices = slice_count(n_rows, cfg)
     slices = exact_slices if cfg.near else 0
     shutil.rmtree(out.root / SLICE_DIR, ignore_errors=True)
@@ -87,16 +88,12 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                                         slices=max(1, slices), root=str(out.root)),
                       batch_format="pyarrow", batch_size=1, **retry)
          .materialize())
-    if cfg.exact:
-        for k in range(exact_slices):
-            if not (paths := slice_files(out.root, "exact", k)):
-                continue
-            dups = (_read_slice(paths, retry)
-                    .map_batches(functools.partial(_exact_part, slices=exact_slices, parts=parts), batch_format="pyarrow")
-                    .groupby("part").map_groups(_ray_exact, batch_format="pyarrow")
-                    .materialize())
-            by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards),
-                                             batch_format="pyarrow"))
+    if cfg.exact:  # a slice holds every item of its text hashes: one task per slice, no shuffle
+        dups = (ray.data.from_items([{"slice": k} for k in range(exact_slices)], override_num_blocks=exact_slices)
+                .map_batches(functools.partial(_exact_slice, root=str(out.root)), batch_format="pyarrow",
+                             batch_size=1, **retry)
+                .materialize())
+        by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards), batch_format="pyarrow"))
     rounds, n_links = 0, 0
     if cfg.near:
         links = [(_read_slice(paths, retry)
@@ -153,11 +150,14 @@ def _band_part(table, parts: int):
     return table.append_column("part", pa.array(((bucket >> np.uint64(8)) + band) % np.uint64(parts), pa.int64()))
 
 
-def _exact_part(table, slices: int, parts: int):
-    """Exact items of one slice -> with the partition of their text hash (its code past the slice)."""
+def _exact_slice(batch, root: str):
+    """One exact slice's files (the pass wrote every item of a text hash into one slice) -> its
+    exact-duplicate decisions (:func:`_ray_exact`)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    return table.append_column("part", pa.array(table.column("code").to_numpy() // slices % parts, pa.int64()))
+    paths = slice_files(root, "exact", batch.column("slice")[0].as_py())
+    return _ray_exact(pa.concat_tables([pq.read_table(p) for p in paths])) if paths else _exact_table([])
 
 
 def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):

@@ -192,8 +192,8 @@ def _bad(root: Path, step: int) -> int | None:
 
 def converged_step(root: Path) -> int | None:
     """The first check whose partitions found every node in a star."""
-    for d in sorted((root / CC_DIR).glob("step*")):
-        if _bad(root, step := int(d.name[4:])) == 0:
+    for step in sorted(int(d.name[4:]) for d in (root / CC_DIR).glob("step*")):
+        if _bad(root, step) == 0:
             return step
     return None
 
