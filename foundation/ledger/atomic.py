@@ -59,6 +59,36 @@ def atomic_write_parquet(path: str | Path, table: pa.Table, row_group_size: int 
     atomic_write(path, write)
 
 
+class AtomicParquetWriter:
+    """A Parquet file written table by table (one table in memory at a time), made visible as
+    :func:`atomic_write` makes a file: ``<name>.tmp`` in the destination, fsync and rename at
+    :meth:`close`; an error, or :meth:`abort`, removes the temporary file."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fault_point("write_parquet", str(self.path))
+            self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        except OSError as exc:
+            raise StageIOError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def write(self, table: pa.Table) -> None:
+        try:
+            self.writer.write_table(table)
+        except OSError as exc:
+            self.abort()
+            raise StageIOError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        atomic_write(self.path, lambda tmp: self.writer.close())  # the same tmp name: closed, synced, renamed
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def atomic_write_arrow(path: str | Path, table: pa.Table, max_chunksize: int = 65536) -> None:
     """An uncompressed Arrow IPC file (read by slices, memory-mapped)."""
     def write(tmp: Path) -> None:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from foundation.errors import MgteError
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
+from foundation.ledger.atomic import AtomicParquetWriter
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
 from pipelines.pairs.records import (dropped_row, duplicate_row, read_pair_records, safe_name, split_survivor,
@@ -151,18 +152,19 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
 
     Streamed: each read task's candidate file is sorted by :func:`survivor_key` and covers its own
     input file's records, so the files taken in the order of their first key are one sorted run;
-    the task holds one candidate file and one part (``shard_rows``, as Arrow) at a time, not the
-    source; only its duplicates become Python rows."""
+    the task holds one candidate file at a time, not the source nor a part (each part file is
+    written as the candidate files come, :class:`_Parts`); only its duplicates become Python rows."""
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
     ordered = sorted(candidate_files, key=lambda f: _first_key(out.root / f))
     duplicate_of: dict | None = None
-    outcomes, pending, files, n_kept, last = Outcomes(), [], [], 0, None
+    outcomes, parts, last = Outcomes(), None, None
     for f in ordered:
         table = pq.read_table(out.root / f)  # a read task writes a source's file only when it has pairs
         keys = list(zip(*(table.column(c).to_pylist() for c in ("path", "line", "pair_id"))))
         if duplicate_of is None:
             source, duplicate_of = table.column("source")[0].as_py(), {}
+            parts = _Parts(out, source, shard_rows)
             for d in (r for df in dup_files for r in pq.read_table(out.root / df, filters=[("source", "==", source)])
                       .to_pylist()):
                 duplicate_of[survivor_key(d)] = d["duplicate_of"]
@@ -175,27 +177,46 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
         if not all(keep):
             for row in table.filter(pa.array([not k for k in keep])).to_pylist():
                 outcomes.drop(duplicate_row(row, duplicate_of[survivor_key(row)]))
-        pending.append(table.filter(pa.array(keep)))  # Arrow, not Python rows: ~the data's bytes
-        while sum(t.num_rows for t in pending) >= shard_rows:
-            rows = pa.concat_tables(pending)
-            files.append(_write_part(out, source, n_kept // shard_rows, rows.slice(0, shard_rows)))
-            n_kept, pending = n_kept + shard_rows, [rows.slice(shard_rows)]
-    if pending and (rest := pa.concat_tables(pending)).num_rows:
-        files.append(_write_part(out, source, n_kept // shard_rows, rest))
-        n_kept += rest.num_rows
-    files += outcomes.write(out, task, PAIR_DROPPED)
-    counts = {"input": n_kept + len(outcomes.dropped), "kept": n_kept, "dropped": len(outcomes.dropped),
+        parts.add(table.filter(pa.array(keep)))
+    files = parts.close() + outcomes.write(out, task, PAIR_DROPPED)
+    counts = {"input": parts.kept + len(outcomes.dropped), "kept": parts.kept, "dropped": len(outcomes.dropped),
               "quarantined": 0}
     return out.mark_task(task, counts, files, deps=deps)
+
+
+class _Parts:
+    """A source's kept pairs, in order -> ``data/source=NAME/part-NNNNN.parquet`` files of
+    ``shard_rows`` rows (the last one fewer), each written table by table as they come."""
+
+    def __init__(self, out: StageOutput, source: str, shard_rows: int):
+        self.out, self.source, self.shard_rows = out, source, shard_rows
+        self.kept, self.files, self.writer, self.rel = 0, [], None, ""
+
+    def add(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self.writer is None:
+                self.rel = f"data/source={safe_name(self.source)}/part-{self.kept // self.shard_rows:05d}.parquet"
+                self.writer = AtomicParquetWriter(self.out.root / self.rel, PAIR.schema)
+            take = min(table.num_rows, self.shard_rows - self.kept % self.shard_rows)
+            self.writer.write(PAIR.validate(table.slice(0, take), where=str(self.out.root / self.rel)))
+            self.kept, table = self.kept + take, table.slice(take)
+            if self.kept % self.shard_rows == 0:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.writer.close()
+        self.files.append(self.rel)
+        self.writer = None
+
+    def close(self) -> list[str]:
+        if self.writer is not None:
+            self._finish()
+        return self.files
 
 
 def _first_key(path: Path) -> tuple:
     first = pq.ParquetFile(path).read_row_group(0, columns=["path", "line", "pair_id"]).slice(0, 1).to_pylist()[0]
     return survivor_key(first)
-
-
-def _write_part(out: StageOutput, source: str, part: int, rows: pa.Table) -> str:
-    return out.write_table(f"data/source={safe_name(source)}/part-{part:05d}.parquet", rows, PAIR)
 
 
 def source_items(read_markers: list[dict]) -> dict[str, list[str]]:
