@@ -12,8 +12,8 @@ MinHash value, so a bucket lies in one slice): one pipeline (the slice pass) rea
 candidates file once and writes its items per slice, then one pipeline per slice reads that
 slice's items only and writes its exact decisions and verified links per shard. The clustering
 rounds do not use Beam's shuffle: they would hold every link in the DirectRunner's driver; each
-step is a pipeline of one task per partition of the nodes that reads and writes files (no
-process holds more than a partition's links). On a distributed runner (Dataflow, Flink, Spark)
+step is one task per partition of the nodes that reads and writes files (no process holds more
+than a partition's links), up to 3 rounds and the write chained in one pipeline. On a distributed runner (Dataflow, Flink, Spark)
 shuffles spill to disk and the slices only bound each worker's bucket; the rounds' files then
 need an output root its workers share."""
 
@@ -48,9 +48,9 @@ from pipelines.engines import beam_error
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
                build: int = 0) -> None:
     """:func:`slice_count` slice pipelines decide the exact duplicates and verify the LSH links of
-    their slice; then the clustering rounds and the shards' writes, a pipeline of partition tasks
-    per step (:func:`pipelines.corpus.dedup_rounds.cluster_and_write`), until no node is left
-    outside a star, up to :func:`round_cap`."""
+    their slice; then the clustering rounds and the shards' writes, steps of partition tasks
+    chained in a few pipelines (:func:`pipelines.corpus.dedup_rounds.cluster_and_write`), until no
+    node is left outside a star, up to :func:`~pipelines.corpus.components.round_cap` rounds."""
     shards = _shards(files)
     for d in (out.root / CC_DIR, out.root / SLICE_DIR):
         shutil.rmtree(d, ignore_errors=True)

@@ -7,8 +7,8 @@ A node's partition is its decisions shard modulo :func:`round_parts` (so a parti
 shards, and its last task writes their decisions). Each step is one task per partition: it reads
 the files the previous step wrote for it (``step<n>/sent/<from>-<to>.parquet``), groups its values by
 node, applies the step, and writes what the next step needs into one file per destination
-partition. The engine only runs the tasks (``run(task, n)``: all ``n`` calls of ``task(i)``, then
-returns); counts travel as small JSON files, so its driver holds nothing but them.
+partition. The engine only runs the tasks (``run(tasks, n)``: every step's ``n`` calls, a step
+after the one before it); counts travel as small JSON files, so its driver holds nothing but them.
 
 * start: each partition's links (those of the slices' link files of its shards) -> the star check's
   values of their edges, and each link's similarity to both ends' partitions;
