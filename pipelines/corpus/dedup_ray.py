@@ -89,11 +89,11 @@ def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stage
                       batch_format="pyarrow", batch_size=1, **retry)
          .materialize())
     if cfg.exact:  # a slice holds every item of its text hashes: one task per slice, no shuffle
-        dups = (ray.data.from_items([{"slice": k} for k in range(exact_slices)], override_num_blocks=exact_slices)
-                .map_batches(functools.partial(_exact_slice, root=str(out.root)), batch_format="pyarrow",
-                             batch_size=1, **retry)
-                .materialize())
-        by_shard.append(dups.map_batches(functools.partial(_exact_shard_rows, shards=shards), batch_format="pyarrow"))
+        # (Ray's default retries: remote args here leave empty, schema-less blocks for the shard shuffle)
+        by_shard.append(ray.data.from_items([{"slice": k} for k in range(exact_slices)], override_num_blocks=exact_slices)
+                        .map_batches(functools.partial(_exact_slice, root=str(out.root), shards=shards),
+                                     batch_format="pyarrow", batch_size=1)
+                        .materialize())
     rounds, n_links = 0, 0
     if cfg.near:
         links = [(_read_slice(paths, retry)
@@ -150,14 +150,15 @@ def _band_part(table, parts: int):
     return table.append_column("part", pa.array(((bucket >> np.uint64(8)) + band) % np.uint64(parts), pa.int64()))
 
 
-def _exact_slice(batch, root: str):
+def _exact_slice(batch, root: str, shards: int):
     """One exact slice's files (the pass wrote every item of a text hash into one slice) -> its
-    exact-duplicate decisions (:func:`_ray_exact`)."""
+    exact-duplicate decisions (:func:`_ray_exact`) as rows of the shard shuffle."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     paths = slice_files(root, "exact", batch.column("slice")[0].as_py())
-    return _ray_exact(pa.concat_tables([pq.read_table(p) for p in paths])) if paths else _exact_table([])
+    dups = _ray_exact(pa.concat_tables([pq.read_table(p) for p in paths])) if paths else _exact_table([])
+    return _exact_shard_rows(dups, shards)
 
 
 def _bucket_links(table, files: list[tuple[str, int]], cfg: DedupConfig):
