@@ -7,6 +7,7 @@
 - :mod:`foundation.faults`: the deterministic fault hook the reliability tests use.
 - :mod:`foundation.sampling`: mGTE eq. 1, the one multinomial re-weighting.
 - :mod:`foundation.ray_init`: how every stage starts or joins Ray.
+- :mod:`foundation.tables`: Arrow helpers (the rows of keys seen twice, for de-duplication).
 - :mod:`foundation.progress`: a progress bar on a terminal, log lines (done/total, rate, time left)
   at most every 30 s elsewhere.
 

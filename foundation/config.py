@@ -268,7 +268,6 @@ class RayConfig:
 
     address: str | None = None
     num_cpus: int | None = None  # local Ray only
-    parallelism: int | None = None  # Ray Data blocks / concurrent tasks (default: Ray decides)
     max_retries: int = 2  # reruns of a task (or restarts of an actor) whose worker died; never infinite
     # local Ray only: the shared-memory object store, MB (null: Ray's default, 30 % of memory);
     # what does not fit spills to disk (under RAY_TMPDIR), so it bounds the memory the data takes

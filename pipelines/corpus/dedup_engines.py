@@ -3,15 +3,17 @@
 The per-file tasks run on the shared engines of :mod:`pipelines.engines`; de-duplication is the
 corpus stage's one global step, so it lives here: :func:`run_dedup` turns the candidates into
 duplicate decisions with :mod:`pipelines.corpus.dedup` on the stage's engine and writes them. All
-three give the decisions of :func:`dedup_in_memory`; Beam (:mod:`pipelines.corpus.dedup_beam`) and
-Ray (:mod:`pipelines.corpus.dedup_ray`) without a global gather (the clusters by the shuffled
-rounds of :mod:`pipelines.corpus.components`, the decisions written per shard by their workers,
-counts only on the driver).
+three give the decisions of :func:`dedup_in_memory`, without a global gather past one slice: the
+steps of :mod:`pipelines.corpus.dedup_rounds` (the slice pass, the slices, the clusters by the
+rounds of :mod:`pipelines.corpus.components` shuffled through files, the decisions written per
+shard by the tasks, counts only on the driver) on Beam (:mod:`pipelines.corpus.dedup_beam`), on
+Ray tasks, and on the local pool once the input is more than one slice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 
 import numpy as np
@@ -21,8 +23,8 @@ from foundation.ledger import StageOutput
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import Decision, near_duplicate_decisions
 from pipelines.corpus.dedup_beam import dedup_beam
-from pipelines.corpus.dedup_ray import dedup_ray
-from pipelines.corpus.dedup_shards import band_items, bucket_stage, exact_stage
+from pipelines.corpus.dedup_rounds import dedup_through_files, engine_run
+from pipelines.corpus.dedup_shards import band_items, bucket_stage, candidate_count, exact_stage, slice_count
 from pipelines.corpus.steps import write_decisions
 
 __all__ = ["DedupColumns", "band_items", "bucket_stage", "dedup_columnar", "dedup_in_memory", "exact_stage",
@@ -154,9 +156,21 @@ def dedup_columnar(cols: DedupColumns, cfg: DedupConfig) -> list[dict]:
 
 def dedup_local(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
                 build: int = 0) -> None:
+    """In this process, columnar, when the candidates' items fit one slice (``candidates x bands <=
+    dedup.shuffle_items``: its memory is bounded by the config then too); else through files as
+    Beam and Ray, the tasks on the local engine's pool: no process holds more than a slice."""
+    if slice_count(candidate_count(files), cfg) > 1:
+        dedup_through_files(functools.partial(engine_run, engine), files, cfg, out, deps, build)
+        return
     cols = DedupColumns.read(files, cfg)
     write_decisions(out, dedup_columnar(cols, cfg), len(cols), deps, build)
 
+
+def dedup_ray(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
+              build: int = 0) -> None:
+    """Through files, each step's tasks as Ray tasks (:meth:`pipelines.engines.RayEngine.map`:
+    bounded retries, a failed task named in one line)."""
+    dedup_through_files(functools.partial(engine_run, engine), files, cfg, out, deps, build)
 
 
 DEDUP = {"local": dedup_local, "beam": dedup_beam, "ray": dedup_ray}

@@ -1,14 +1,23 @@
-"""Near-duplicate clusters by the rounds of :mod:`pipelines.corpus.components`, each shuffle through
-files: for an engine whose own shuffle holds a whole step in one process (Beam's DirectRunner
-keeps every GroupByKey in its driver), the rounds run as tasks over partitions of the nodes, and
-no process ever holds more than one partition's links.
+"""The corpus dedup task through files, on every engine: the slice pass, one task per slice, and
+near-duplicate clusters by the rounds of :mod:`pipelines.corpus.components`, each shuffle written
+to and read from files, decisions written per shard by the tasks. The engine only runs tasks
+(``run(steps)``: each step's ``n`` calls ``task(0 .. n - 1)``, a step after the one before it: a
+Beam pipeline of chained steps, Ray tasks, the local pool), so no engine's own shuffle holds a
+step (Beam's DirectRunner keeps every GroupByKey in its driver) and no process ever holds more
+than one slice's items or one partition's links; counts travel as file footers and small JSON
+files, so the driver holds nothing but them. On a cluster the output root must be shared by the
+workers (as the corpus stage's own tasks need).
+
+* pass: one task per block of candidates files (:func:`~pipelines.corpus.dedup_shards.file_blocks`)
+  reads each file once and writes its exact items and slim band items per slice;
+* slice: one task per slice (at most ``dedup.shuffle_items`` items; a slice holds whole text
+  hashes and whole buckets) -> its exact decisions and verified links, one file per decisions shard;
 
 A node's partition is its decisions shard modulo :func:`round_parts` (so a partition owns whole
-shards, and its last task writes their decisions). Each step is one task per partition: it reads
-the files the previous step wrote for it (``step<n>/sent/<from>-<to>.parquet``), groups its values by
-node, applies the step, and writes what the next step needs into one file per destination
-partition. The engine only runs the tasks (``run(tasks, n)``: every step's ``n`` calls, a step
-after the one before it); counts travel as small JSON files, so its driver holds nothing but them.
+shards, and its last task writes their decisions). Each step of the rounds is one task per
+partition: it reads the files the previous step wrote for it (``step<n>/sent/<from>-<to>.parquet``),
+groups its values by node, applies the step, and writes what the next step needs into one file
+per destination partition.
 
 * start: each partition's links (those of the slices' link files of its shards) -> the star check's
   values of their edges, and each link's similarity to both ends' partitions;
@@ -37,18 +46,32 @@ from pipelines.corpus.components import (
     small_star_emit,
     star_check_emit,
 )
+from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup_shards import (
+    SLICE_DIR,
     _edge_table,
     _edges_of,
+    _exact_table,
     _key_columns,
     _key_schema,
     _keys_of,
+    _link_table,
     _links_of,
+    _shards,
     _sim_table,
     _sims_of,
+    band_links,
+    candidate_count,
+    exact_decisions,
+    file_blocks,
+    slice_count,
+    slice_files,
     write_shard,
+    write_slices,
 )
-from pipelines.corpus.steps import decision_shard
+from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
+
+Steps = list[tuple[Callable[[int], int], int]]  # (task, n): task(0 .. n - 1), a step after the one before
 
 CC_DIR = "_work/dedup_cc"  # the slices' exact decisions and links, and the rounds' files; removed with the task
 MIN_PARTS = 8  # ours: partitions of the rounds however few the links (bounded by the shards)
@@ -96,14 +119,18 @@ def _emit(root: Path, step: int, src: int, pairs: list[tuple], shards: int, part
     return len(pairs)
 
 
+def _step_dir(step: int) -> str:
+    return f"{CC_DIR}/step{step:03d}"
+
+
 def _step_file(step: int, src: int, dst: int) -> str:
-    return f"{CC_DIR}/step{step:03d}/sent/{src:04d}-{dst:04d}.parquet"
+    return f"{_step_dir(step)}/sent/{src:04d}-{dst:04d}.parquet"
 
 
 def _received(root: Path, step: int, dst: int) -> list[tuple]:
     """Every ``(node, values)`` group that step ``step`` sent to partition ``dst``."""
     pairs = []
-    for f in sorted((root / CC_DIR / f"step{step:03d}" / "sent").glob(f"*-{dst:04d}.parquet")):
+    for f in sorted((root / _step_dir(step) / "sent").glob(f"*-{dst:04d}.parquet")):
         t = _read(f)
         roles = t.column("role").to_pylist()
         pairs += [(k, v if r is None else (r, v)) for k, v, r in zip(_keys_of(t, "k"), _keys_of(t, "v"), roles)]
@@ -146,8 +173,8 @@ def check_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
         got, n = large_star_checked(node, roles)
         out += got
         bad += n
-    atomic_write_parquet(root / f"{CC_DIR}/step{step:03d}/edges-{part:04d}.parquet", _edge_table(current))
-    atomic_write_json(root / f"{CC_DIR}/step{step:03d}/bad-{part:04d}.json", {"bad": bad})
+    atomic_write_parquet(root / _step_dir(step) / f"edges-{part:04d}.parquet", _edge_table(current))
+    atomic_write_json(root / _step_dir(step) / f"bad-{part:04d}.json", {"bad": bad})
     _emit(root, step, part, [kv for e in out for kv in small_star_emit(e)], shards, parts)
     return bad
 
@@ -172,13 +199,14 @@ def write_task(part: int, root: str, out, build: int, shards: int, parts: int, s
     if near:
         if (step := converged_step(root)) is None:
             return -1
-        for e in _edges_of(_read(root / f"{CC_DIR}/step{step:03d}/edges-{part:04d}.parquet")):
+        for e in _edges_of(_read(root / _step_dir(step) / f"edges-{part:04d}.parquet")):
             edges[decision_shard(e[0][1], shards)].append(e)
         for f in sorted((root / CC_DIR / "sims").glob(f"*-{part:04d}.parquet")):
             for node, sim in _sims_of(_read(f)):
                 sims[decision_shard(node[1], shards)].append((node, sim))
     for s in _owned(part, shards, parts):
-        rows = [r for k in range(slices if exact else 0) for r in _read(root / slice_file("exact", k, s)).to_pylist()]
+        rows = [r for k in range(slices if exact else 0) if (f := root / slice_file("exact", k, s)).exists()
+                for r in _read(f).to_pylist()]
         write_shard(out, s, build, rows, edges[s], sims[s], kinds)
     return part
 
@@ -186,7 +214,7 @@ def write_task(part: int, root: str, out, build: int, shards: int, parts: int, s
 def _bad(root: Path, step: int) -> int | None:
     """The nodes not yet in a star after check ``step``, summed over its partitions' counts (None:
     not a finished check)."""
-    files = list((root / CC_DIR / f"step{step:03d}").glob("bad-*.json"))
+    files = list((root / _step_dir(step)).glob("bad-*.json"))
     return sum(json.loads(f.read_text())["bad"] for f in files) if files else None
 
 
@@ -206,22 +234,21 @@ def link_count(root, shards: int, slices: int) -> int:
                if (f := Path(root) / slice_file("links", k, s)).exists())
 
 
-def cluster_and_write(run: Callable[[list[Callable[[int], int]], int], None], out, build: int, shards: int,
-                      slices: int, exact: bool, near: bool, shuffle_items: int,
-                      kinds: tuple[str, ...]) -> tuple[int, int]:
-    """The rounds over the slices' links, then every shard's decisions. ``run(tasks, n)`` runs
-    ``tasks[0](0 .. n - 1)``, then ``tasks[1](...)`` once the first are all done, and so on (one
-    engine run: a Beam pipeline). A run chains up to :data:`ROUNDS_PER_RUN` rounds (check,
-    small-star, ..., check) and the write, which the tasks skip once the rounds have converged
-    (the small-stars) or while they have not (the write); between runs the driver reads the last
-    check's count and stops at :func:`round_cap`. Returns (links, rounds)."""
+def cluster_and_write(run: Callable[[Steps], None], out, build: int, shards: int, slices: int, exact: bool,
+                      near: bool, shuffle_items: int, kinds: tuple[str, ...]) -> tuple[int, int]:
+    """The rounds over the slices' links, then every shard's decisions. ``run(steps)`` runs each
+    ``(task, n)`` step's ``task(0 .. n - 1)``, a step once the one before is done (one engine run:
+    a Beam pipeline). A run chains up to :data:`ROUNDS_PER_RUN` rounds (check, small-star, ...,
+    check) and the write, which the tasks skip once the rounds have converged (the small-stars) or
+    while they have not (the write); between runs the driver reads the last check's count and
+    stops at :func:`round_cap`. Returns (links, rounds)."""
     root = Path(out.root)
     n_links = link_count(root, shards, slices) if near else 0
     parts = round_parts(n_links, shards, shuffle_items)
     kw = {"root": str(root), "shards": shards, "parts": parts}
     write = functools.partial(write_task, out=out, build=build, slices=slices, exact=exact, near=near, kinds=kinds, **kw)
     if not near:
-        run([write], parts)
+        run([(write, parts)])
         return 0, 0
     cap = round_cap(n_links)
     tasks = [functools.partial(start_task, slices=slices, **kw), functools.partial(check_task, step=1, **kw)]
@@ -230,7 +257,7 @@ def cluster_and_write(run: Callable[[list[Callable[[int], int]], int], None], ou
         for _ in range(min(ROUNDS_PER_RUN, cap - rounds)):  # (small-star, check) x k after the last check
             tasks += [functools.partial(small_task, step=step + 1, **kw), functools.partial(check_task, step=step + 2, **kw)]
             step += 2
-        run(tasks + [write], parts)
+        run([(t, parts) for t in tasks + [write]])
         if (done := converged_step(root)) is not None:
             return n_links, (done - 1) // 2
         rounds = (step - 1) // 2
@@ -240,3 +267,67 @@ def cluster_and_write(run: Callable[[list[Callable[[int], int]], int], None], ou
             if int(d.name[4:]) < step:
                 shutil.rmtree(d, ignore_errors=True)
         tasks = []
+
+
+# ---- the whole task: the pass, the slices, the rounds ---------------------------------------------
+def pass_task(block: int, blocks: list[list[int]], files: list[tuple[str, int]], cfg: DedupConfig, slices: int,
+              root: str) -> int:
+    """The slice pass of one block of candidates files (:func:`write_slices`)."""
+    return write_slices(block, blocks[block], files, cfg, slices, slices, root)
+
+
+def slice_task(k: int, files: list[tuple[str, int]], cfg: DedupConfig, root: str, shards: int) -> int:
+    """Slice ``k``'s items, as the pass wrote them -> its exact decisions (:func:`exact_decisions`)
+    and verified links (:func:`band_links`), one file per decisions shard with any (a link in its
+    first end's shard). Holds one slice: at most ``dedup.shuffle_items`` items. Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from foundation.ledger.atomic import atomic_write_parquet
+
+    root, written = Path(root), 0
+    for kind, on in (("exact", cfg.exact), ("bands", cfg.near)):
+        if not on or not (paths := slice_files(root, kind, k)):
+            continue
+        table = pa.concat_tables([pq.read_table(p) for p in paths])
+        if kind == "exact":
+            rows, shard_of, name, to_table = exact_decisions(table), lambda d: d["path"], "exact", _exact_table
+        else:
+            rows, shard_of, name, to_table = band_links(table, files, cfg), lambda x: x[0][1], "links", _link_table
+        del table
+        by_shard: dict[int, list] = defaultdict(list)
+        for r in rows:
+            by_shard[decision_shard(shard_of(r), shards)].append(r)
+        for s, got in by_shard.items():
+            atomic_write_parquet(root / slice_file(name, k, s), to_table(got))
+        written += len(rows)
+    return written
+
+
+def dedup_through_files(run: Callable[[Steps], None], files: list[tuple[str, int]], cfg: DedupConfig, out,
+                        deps: str, build: int = 0) -> None:
+    """The dedup task over ``(file, build)`` pairs on an engine's ``run``: the pass and the slices (one
+    engine run), then :func:`cluster_and_write`; marks the task with counts read from the files'
+    footers. Its work files are removed before and after."""
+    root = Path(out.root)
+    shards = _shards(files)
+    for d in (root / CC_DIR, root / SLICE_DIR):
+        shutil.rmtree(d, ignore_errors=True)
+    n_rows = candidate_count(files)
+    slices = slice_count(n_rows, cfg)
+    blocks = file_blocks(files, cfg)
+    run([step for step in ((functools.partial(pass_task, blocks=blocks, files=files, cfg=cfg, slices=slices,
+                                              root=str(root)), len(blocks)),
+                           (functools.partial(slice_task, files=files, cfg=cfg, root=str(root), shards=shards), slices))
+         if step[1]])
+    n_links, rounds = cluster_and_write(run, out, build, shards, slices, cfg.exact, cfg.near, cfg.shuffle_items,
+                                        tuple(DECISION_KINDS))
+    mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds, "slices": slices})
+    for d in (root / CC_DIR, root / SLICE_DIR):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def engine_run(engine, steps: Steps) -> None:
+    """``run`` on an engine's :meth:`map` (the local pool, Ray tasks): one step at a time."""
+    for task, n in steps:
+        engine.map(task, [(i,) for i in range(n)])

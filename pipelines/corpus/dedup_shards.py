@@ -1,6 +1,7 @@
 """The de-duplication pieces every engine shares: the row-level stages (one text-hash group, one
-record's band keys, one LSH bucket) and, for Beam and Ray, the shard writer and the Arrow tables
-their clusters travel in (:mod:`pipelines.corpus.dedup_beam`, :mod:`pipelines.corpus.dedup_ray`)."""
+record's band keys, one LSH bucket) and, for the dedup through files
+(:mod:`pipelines.corpus.dedup_rounds`), the slices, the shard writer and the Arrow tables its
+steps hand on."""
 
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ def bucket_stage(members: Iterable[tuple], threshold: float) -> list[tuple]:
 
 
 
-# ---- the distributed engines: clusters without a global gather ---------------------------------
-# Beam and Ray never bring the links or the decisions to one process: the links' connected
-# components are found with the shuffled rounds of :mod:`pipelines.corpus.components`, and one
-# worker per shard (records hashed by input path) joins its records' edges to their cluster's
-# representative with their link similarities and writes the shard's decisions. The driver gets
+# ---- through files: clusters without a global gather -----------------------------------------
+# No engine brings the links or the decisions to one process: the links' connected components are
+# found with the rounds of :mod:`pipelines.corpus.components`, and one task per partition of the
+# shards (records hashed by input path) joins its records' edges to their cluster's
+# representative with their link similarities and writes the shards' decisions. The driver gets
 # counts: candidates, links, nodes not yet in a star, and the decisions from the files' footers.
 MAX_SHARDS = 256
 KEY_FIELDS = (("build", "int64"), ("path", "string"), ("line", "int64"), ("id", "string"))
@@ -96,7 +97,7 @@ def band_slices(sig: np.ndarray, cfg: DedupConfig, slices: int) -> np.ndarray:
 
 
 # ---- the slice pass: every candidates file read once, its items written per slice ---------------
-# Each slice's shuffle (a Beam pipeline, a Ray Data groupby) then reads only its own items: the
+# Each slice's task (:func:`pipelines.corpus.dedup_rounds.slice_task`) then reads only its own items: the
 # reading is linear in the input whatever the number of slices (it was slices x input when each
 # slice picked its items out of every candidates file).
 SLICE_DIR = "_work/dedup_slices"  # the slice pass's files, removed when the dedup task is marked
@@ -177,20 +178,6 @@ def write_slices(block: int, indexes: list[int], files: list[tuple[str, int]], c
     return written
 
 
-def read_slice_items(path: str):
-    """One slice file -> Beam's items: ``("exact", (text hash, key))`` or ``("band", ((band, bucket),
-    (file index, row)))``. A band item carries no signature: the few members of buckets of two or
-    more are read back (:func:`bucket_members`)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path)
-    if "text_hash" in t.column_names:
-        cols = (t.column(c).to_pylist() for c in ("text_hash", "build", "path", "line", "id"))
-        return [("exact", (th, (int(b), p, int(ln), i))) for th, b, p, ln, i in zip(*cols)]
-    cols = (t.column(c).to_numpy().tolist() for c in ("band", "bucket", "file", "row"))
-    return [("band", ((b, h), (f, r))) for b, h, f, r in zip(*cols)]
-
-
 def _schema(fields):
     import pyarrow as pa
 
@@ -212,6 +199,40 @@ def bucket_members(file_rows: tuple[int, Iterable[tuple]], files: list[tuple[str
           for r, p, ln, i, th, sig in zip(rows, *(t.column(c).to_pylist() for c in ("path", "line", "id", "text_hash",
                                                                                       "minhash")))}
     return [(bucket, at[r]) for bucket, r in wanted]
+
+
+def exact_decisions(table) -> list[dict]:
+    """Exact items of whole text hashes (a slice's: :func:`write_slices` puts every item of a hash
+    in one slice) -> the exact-duplicate decision rows of their groups (one survivor per hash):
+    only the rows of hashes seen twice or more become Python objects."""
+    from foundation.tables import repeated_groups
+
+    groups = repeated_groups(table, "text_hash", ["text_hash", "build", "path", "line", "id"])
+    return [d for members in groups.values() for d in exact_stage(members)[1]]
+
+
+def band_links(table, files: list[tuple[str, int]], cfg: DedupConfig) -> list[tuple]:
+    """Slim band items of whole buckets (``band, bucket, file, row``) -> the verified links of the
+    buckets of two or more members: only those members' keys, text hashes and signatures are read
+    back from the candidates files (:func:`bucket_members`, one read per file with such a member),
+    then :func:`slice_bucket_links`. Sorting stays in numpy: a bucket of one is never a Python object."""
+    if not table.num_rows:
+        return []
+    band, bucket = table.column("band").to_numpy(), table.column("bucket").to_numpy()
+    fidx, ridx = table.column("file").to_numpy(), table.column("row").to_numpy()
+    order = np.lexsort((ridx, fidx, bucket, band))
+    b, k = band[order], bucket[order]
+    starts = np.flatnonzero(np.r_[True, (b[1:] != b[:-1]) | (k[1:] != k[:-1])])
+    sizes = np.diff(np.r_[starts, len(order)])
+    wanted: dict[int, list[tuple[int, int]]] = {}  # file -> (bucket number, row)
+    for n, (s, size) in enumerate(zip(starts[sizes > 1], sizes[sizes > 1])):
+        for j in order[s:s + size]:
+            wanted.setdefault(int(fidx[j]), []).append((n, int(ridx[j])))
+    members: dict[int, list[tuple]] = {}
+    for fi, need in wanted.items():
+        for n, member in bucket_members((fi, need), files):
+            members.setdefault(n, []).append(member)
+    return [link for group in members.values() for link in slice_bucket_links(group, cfg)]
 
 
 def signature_rows(column, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -278,18 +299,12 @@ def _keys_of(table, prefix: str) -> list[tuple]:
     return [(int(b), p, int(ln), i) for b, p, ln, i in zip(*cols)]
 
 
-def _edge_table(edges: list[tuple], bad: int | None = None):
-    """``(child, parent)`` edges; with ``bad``, a ``bad`` column (0 on the edges) and one more row
-    of null nodes holding it (Ray's large-star: the edges and its partition's count in one table)."""
+def _edge_table(edges: list[tuple]):
+    """``(child, parent)`` edges."""
     import pyarrow as pa
 
-    cols = {**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])}
-    schema = _key_schema("c") + _key_schema("p")
-    if bad is None:
-        return pa.table(cols, schema=pa.schema(schema))
-    cols = {k: v + [None] for k, v in cols.items()}
-    cols["bad"] = [0] * len(edges) + [bad]
-    return pa.table(cols, schema=pa.schema(schema + [("bad", pa.int64())]))
+    return pa.table({**_key_columns("c", [e[0] for e in edges]), **_key_columns("p", [e[1] for e in edges])},
+                    schema=pa.schema(_key_schema("c") + _key_schema("p")))
 
 
 def _link_table(links: list[tuple]):
@@ -323,8 +338,6 @@ def _sim_table(sims: list[tuple]):
 
 
 def _edges_of(table) -> list[tuple]:
-    if "bad" in table.column_names:  # a large-star's table: drop its count rows
-        table = table.filter(table.column("c_path").is_valid())
     return list(zip(_keys_of(table, "c"), _keys_of(table, "p")))
 
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from foundation.errors import MgteError
 from foundation.ledger import EMPTY_COUNTS, StageOutput, input_task
 from foundation.ledger.atomic import AtomicParquetWriter
+from foundation.tables import repeated_groups
 from pipelines.pairs.checks import PairChecker
 from pipelines.pairs.config import Config
 from pipelines.pairs.records import (dropped_row, duplicate_row, read_pair_records, safe_name, split_survivor,
@@ -120,8 +121,6 @@ def dedup_part(task: str, part: int, parts: int, key_files: list[str], out: Stag
     """The keys of ``part`` of ``parts`` (its :func:`hash_range`), from every file -> its duplicate
     decisions (``_work/dups/``) + marker. The part's keys stay Arrow (~the data's bytes); only the
     rows of hashes seen twice or more (the duplicates and their survivors) become Python rows."""
-    import pyarrow.compute as pc
-
     if (marker := out.task_marker(task, deps)) is not None:
         return marker
     lo, hi = hash_range(part, parts)
@@ -129,13 +128,8 @@ def dedup_part(task: str, part: int, parts: int, key_files: list[str], out: Stag
     keys = pa.concat_tables([pq.read_table(out.root / f, filters=in_range, schema=KEY_SCHEMA) for f in key_files]
                             or [KEY_SCHEMA.empty_table()])
     n = keys.num_rows
-    counts = keys.group_by("pair_hash").aggregate([("pair_hash", "count")])
-    repeated = counts.filter(pc.greater(counts.column("pair_hash_count"), 1)).column("pair_hash")
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in keys.filter(pc.is_in(keys.column("pair_hash"), value_set=repeated)).to_pylist():
-        groups[row["pair_hash"]].append(row)
     dups = []
-    for members in groups.values():
+    for members in repeated_groups(keys, "pair_hash").values():
         first, rest = split_survivor(members)
         dups += [dict(r, duplicate_of=first["pair_id"]) for r in rest]
     dups.sort(key=survivor_key)
@@ -159,25 +153,30 @@ def write_source(task: str, candidate_files: list[str], dup_files: list[str], sh
     ordered = sorted(candidate_files, key=lambda f: _first_key(out.root / f))
     duplicate_of: dict | None = None
     outcomes, parts, last = Outcomes(), None, None
-    for f in ordered:
-        table = pq.read_table(out.root / f)  # a read task writes a source's file only when it has pairs
-        keys = list(zip(*(table.column(c).to_pylist() for c in ("path", "line", "pair_id"))))
-        if duplicate_of is None:
-            source, duplicate_of = table.column("source")[0].as_py(), {}
-            parts = _Parts(out, source, shard_rows)
-            for d in (r for df in dup_files for r in pq.read_table(out.root / df, filters=[("source", "==", source)])
-                      .to_pylist()):
-                duplicate_of[survivor_key(d)] = d["duplicate_of"]
-        for key in keys:
-            if last is not None and key <= last:
-                raise MgteError(f"pairs: {task}: candidate file {f} is not in key order after the files before it "
-                                f"(record {key} after {last})")
-            last = key
-        keep = [key not in duplicate_of for key in keys]
-        if not all(keep):
-            for row in table.filter(pa.array([not k for k in keep])).to_pylist():
-                outcomes.drop(duplicate_row(row, duplicate_of[survivor_key(row)]))
-        parts.add(table.filter(pa.array(keep)))
+    try:
+        for f in ordered:
+            table = pq.read_table(out.root / f)  # a read task writes a source's file only when it has pairs
+            keys = list(zip(*(table.column(c).to_pylist() for c in ("path", "line", "pair_id"))))
+            if duplicate_of is None:
+                source, duplicate_of = table.column("source")[0].as_py(), {}
+                parts = _Parts(out, source, shard_rows)
+                for d in (r for df in dup_files for r in pq.read_table(out.root / df, filters=[("source", "==", source)])
+                          .to_pylist()):
+                    duplicate_of[survivor_key(d)] = d["duplicate_of"]
+            for key in keys:
+                if last is not None and key <= last:
+                    raise MgteError(f"pairs: {task}: candidate file {f} is not in key order after the files before it "
+                                    f"(record {key} after {last})")
+                last = key
+            keep = [key not in duplicate_of for key in keys]
+            if not all(keep):
+                for row in table.filter(pa.array([not k for k in keep])).to_pylist():
+                    outcomes.drop(duplicate_row(row, duplicate_of[survivor_key(row)]))
+            parts.add(table.filter(pa.array(keep)))
+    except BaseException:  # no part file half written: the open one's tmp file goes
+        if parts is not None:
+            parts.abort()
+        raise
     files = parts.close() + outcomes.write(out, task, PAIR_DROPPED)
     counts = {"input": parts.kept + len(outcomes.dropped), "kept": parts.kept, "dropped": len(outcomes.dropped),
               "quarantined": 0}
@@ -212,6 +211,13 @@ class _Parts:
         if self.writer is not None:
             self._finish()
         return self.files
+
+    def abort(self) -> None:
+        """The open part's temporary file removed (the task failed; the finished parts stay, a rerun
+        rewrites them)."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
 
 
 def _first_key(path: Path) -> tuple:

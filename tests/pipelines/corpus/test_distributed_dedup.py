@@ -1,8 +1,8 @@
 """Near-duplicate clusters without a global gather: the distributed connected components equal a
 union-find on random graphs and long paths; on a corpus whose near duplicates form one long chain
-(d_i ~ d_i+1, d_0 and d_N unrelated, in shuffled order over three files and two builds) Beam and
-Ray write, shard by shard, exactly the local engine's decisions; and the Beam pipelines hold no
-``ToList`` or other global combiner over links or decisions."""
+(d_i ~ d_i+1, d_0 and d_N unrelated, in shuffled order over three files and two builds) Beam, Ray
+and the local pool through files write, shard by shard, exactly the local engine's in-memory
+decisions; and the Beam pipelines hold no shuffle (GroupByKey) and no global combiner."""
 
 import functools
 import random
@@ -19,7 +19,7 @@ from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
 from pipelines.corpus import dedup_rounds
-from pipelines.corpus.dedup_beam import beam_pass_pipeline, beam_slice_pipeline, beam_task_pipeline
+from pipelines.corpus import dedup_beam
 from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
@@ -89,7 +89,7 @@ def file_rounds(links, root: Path, shards: int, monkeypatch) -> tuple[dict, int,
 
     monkeypatch.setattr(dedup_rounds, "_received", counting)
     out = StageOutput(root, "corpus", {"dedup": "test"})
-    n, rounds = dedup_rounds.cluster_and_write(lambda tasks, k: [t(i) for t in tasks for i in range(k)], out, 1,
+    n, rounds = dedup_rounds.cluster_and_write(lambda steps: [t(i) for t, k in steps for i in range(k)], out, 1,
                                                shards, 1, False, True, 10**6, tuple(DECISION_KINDS))
     assert n == len(links)
     last = root / dedup_rounds.CC_DIR / f"step{dedup_rounds.converged_step(root):03d}"
@@ -237,13 +237,43 @@ def test_beam_in_slices_writes_the_local_decisions(chain_corpus, local_decisions
     assert not (tmp_path / "_work" / "dedup_slices").exists()  # the slice pass's files go with the task
 
 
+def test_the_local_pool_through_files_writes_the_in_memory_decisions(tmp_path):
+    """Past one slice the local engine runs the steps Beam and Ray run (the pass, a task per slice,
+    the rounds through files) on its pool: the in-memory engine's decisions, in 3 slices and 3
+    shards (the chain's files in three shards); its work files go with the task."""
+    import dataclasses
+
+    from pipelines.corpus.steps import decision_shard
+
+    names = (("old.jsonl", 0), ("d.jsonl", 1), ("e.jsonl", 1))
+    assert sorted(decision_shard(f"in/{n}", 3) for n, _ in names) == [0, 1, 2]
+    files = write_chain_corpus(tmp_path / "chain", CHAIN, names)
+    ref, ref_marker = dedup_with(LocalEngine(), files, tmp_path / "memory")
+    assert ref_marker.get("slices") is None  # in memory: one slice
+    got, marker = dedup_with(LocalEngine(2), files, tmp_path / "pool", dataclasses.replace(CFG, shuffle_items=250))
+    assert marker["slices"] == 3 and marker["shards"] == 3 and marker["near_rounds"] > 2
+    assert got == ref and marker["decisions"] == ref_marker["decisions"]
+    assert {d["path"] for d in got} == {"in/d.jsonl", "in/e.jsonl"}
+    work = tmp_path / "pool" / "_work"
+    assert not (work / "dedup_slices").exists() and not (work / "dedup_cc").exists()
+
+
 def slice_pass(files, cfg, exact_slices, slices, root) -> dict:
-    """The slice pass over ``files`` -> {(kind, slice): [Beam items of that slice's files]}."""
-    from pipelines.corpus.dedup_shards import file_blocks, read_slice_items, slice_files, write_slices
+    """The slice pass over ``files`` -> {(kind, slice): [items of that slice's files]}: exact items
+    ``(text hash, key)``, band items ``((band, bucket), (file, row))``."""
+    from pipelines.corpus.dedup_shards import file_blocks, slice_files, write_slices
+
+    def items(path):
+        t = pq.read_table(path)
+        if "text_hash" in t.column_names:
+            cols = (t.column(c).to_pylist() for c in ("text_hash", "build", "path", "line", "id"))
+            return [(th, (b, p, ln, i)) for th, b, p, ln, i in zip(*cols)]
+        cols = (t.column(c).to_pylist() for c in ("band", "bucket", "file", "row"))
+        return [((b, h), (f, r)) for b, h, f, r in zip(*cols)]
 
     n = sum(write_slices(i, block, files, cfg, exact_slices, slices, root)
             for i, block in enumerate(file_blocks(files, cfg)))
-    got = {(kind, k): [v for f in slice_files(root, kind, k) for _, v in read_slice_items(f)]
+    got = {(kind, k): [v for f in slice_files(root, kind, k) for v in items(f)]
            for kind, count in (("exact", exact_slices), ("bands", slices)) for k in range(count)}
     assert n == sum(map(len, got.values()))
     return got
@@ -279,36 +309,33 @@ def test_the_slice_pass_covers_every_item_once_and_keeps_a_bucket_whole(chain_co
             assert len({k for k, _ in bands}) == slices  # every slice gets buckets
 
 
-def test_ray_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpus, tmp_path):
-    """Ray's LSH shuffle carries (bucket, file, row) only: the slice pass's rows name every
-    (candidate, band) bucket of :func:`band_items` (same hash), and the links read back per
-    partition (:func:`_band_part`) equal the links of the buckets built from whole signatures
-    (:func:`slice_bucket_links`), whatever the partitioning."""
-    import pyarrow as pa
-
+def test_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpus, tmp_path):
+    """The LSH items carry (bucket, file, row) only: the slice pass's rows name every (candidate,
+    band) bucket of :func:`band_items` (same hash), and the links read back (:func:`band_links`)
+    from any set of whole buckets equal the links of those buckets built from whole signatures
+    (:func:`slice_bucket_links`)."""
     from pipelines.corpus.dedup import band_key
-    from pipelines.corpus.dedup_ray import _band_part, _bucket_links
-    from pipelines.corpus.dedup_shards import _links_of, band_items, slice_bucket_links, slice_files, write_slices
+    from pipelines.corpus.dedup_shards import band_items, band_links, slice_bucket_links, slice_files, write_slices
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
     write_slices(0, list(range(len(chain_corpus))), chain_corpus, CFG, 1, 1, tmp_path)
     table = pq.read_table(slice_files(tmp_path, "bands", 0))
-    for parts in (1, 4):
-        bands = _band_part(table, parts)
-        assert bands.num_rows == len(rows) * CFG.bands
-        at = {(f, r): (b, k) for f, r, b, k in zip(*(bands.column(c).to_pylist() for c in ("file", "row", "band", "bucket")))
-              if b == 3}
-        for fi, (f, build) in enumerate(chain_corpus):  # band 3's bucket of each row: band_key's hash
-            for r, sig in enumerate(pq.read_table(f).column("minhash").to_pylist()):
-                assert at[(fi, r)] == (3, int(band_key(np.asarray(sig, np.uint32), 3, CFG.rows).split(":")[1], 16))
-        got = sorted(link for p in range(parts)
-                     for link in _links_of(_bucket_links(bands.filter(pa.compute.equal(bands["part"], p)), chain_corpus, CFG)))
-        buckets = {}
-        for r in rows:
-            for k, (key, sig) in band_items(r, CFG):
-                buckets.setdefault(k, []).append((key, r["text_hash"], sig.tobytes()))
-        want = sorted(link for members in buckets.values() for link in slice_bucket_links(members, CFG))
-        assert len(want) >= CHAIN and got == want
+    assert table.num_rows == len(rows) * CFG.bands
+    at = {(f, r): (b, k) for f, r, b, k in zip(*(table.column(c).to_pylist() for c in ("file", "row", "band", "bucket")))
+          if b == 3}
+    for fi, (f, build) in enumerate(chain_corpus):  # band 3's bucket of each row: band_key's hash
+        for r, sig in enumerate(pq.read_table(f).column("minhash").to_pylist()):
+            assert at[(fi, r)] == (3, int(band_key(np.asarray(sig, np.uint32), 3, CFG.rows).split(":")[1], 16))
+    buckets = {}
+    for r in rows:
+        for k, (key, sig) in band_items(r, CFG):
+            buckets.setdefault(k, []).append((key, r["text_hash"], sig.tobytes()))
+    want = sorted(link for members in buckets.values() for link in slice_bucket_links(members, CFG))
+    assert len(want) >= CHAIN
+    for parts in (1, 4):  # the buckets split by (band + hash) % parts: every part's links, together
+        part = (table.column("band").to_numpy().astype(np.uint64) + table.column("bucket").to_numpy()) % np.uint64(parts)
+        got = sorted(link for p in range(parts) for link in band_links(table.filter(pa.array(part == p)), chain_corpus, CFG))
+        assert got == want
 
 
 @pytest.mark.slow
@@ -364,16 +391,34 @@ def combiners(pipeline) -> list:
     return found
 
 
-def test_the_beam_pipelines_gather_nothing_but_counts(chain_corpus, tmp_path):
+def test_the_beam_pipelines_shuffle_and_gather_nothing(chain_corpus, tmp_path, monkeypatch):
+    """Every pipeline a Beam dedup builds (in 3 slices): no GroupByKey of the data (the DirectRunner
+    holds a shuffle in its driver; Create's reshuffle of the task numbers is all) and no combiner
+    of a whole collection; the steps hand on through files."""
+    import dataclasses
+
     import apache_beam as beam
 
-    out = StageOutput(tmp_path, "corpus", {"dedup": "test"})
-    for build_graph, counts in ((lambda p: beam_pass_pipeline(p, chain_corpus, CFG, out, 2), False),
-                                (lambda p: beam_slice_pipeline(p, chain_corpus, CFG, out, 0, 2, 3), False),
-                                (lambda p: beam_task_pipeline(p, [functools.partial(
-                                    dedup_rounds.small_task, root=str(tmp_path), step=s, shards=3, parts=3)
-                                    for s in (1, 2)], 3), False)):
-        p = beam.Pipeline()
-        build_graph(p)
-        found = combiners(p)
-        assert bool(found) == counts and all(kind == "count" for _, kind in found), found
+    found, pipelines, real = [], [], dedup_beam.beam_task_pipeline
+
+    class Shuffles(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+        def visit_transform(self, node):
+            # Create's own reshuffle of the task numbers (n of them) spreads the tasks over the workers
+            if isinstance(node.transform, (beam.GroupByKey, beam.CoGroupByKey, beam.GroupBy)) and not (
+                    node.full_label.startswith("Parts") and "/MaybeReshuffle/" in node.full_label):
+                found.append((node.full_label, type(node.transform).__name__))
+
+    def visited(p, steps):
+        real(p, steps)
+        pipelines.append(len(steps))
+        found.extend(combiners(p))
+        p.visit(Shuffles())
+
+    monkeypatch.setattr(dedup_beam, "beam_task_pipeline", visited)
+    engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
+    dedup_with(engine, chain_corpus, tmp_path, dataclasses.replace(CFG, shuffle_items=250))
+    assert pipelines and pipelines[0] == 2  # the pass and the slices, then the rounds
+    assert found == []

@@ -173,3 +173,24 @@ def test_a_source_task_streams_its_read_tasks_files_in_key_order_into_parts(tmp_
         ["a0", "a1"], ["a2", "b0"], ["b1", "b2"], ["c0", "c1"], ["c2"]]
     assert manifest["counts"] == {"input": 11, "kept": 9, "dropped": 2, "quarantined": 0}
     assert manifest["dropped_by_reason"] == {"exact_duplicate": 2}
+
+
+def test_a_source_task_that_fails_leaves_no_half_written_part(tmp_path):
+    """A source task that stops on bad input (its candidate files out of key order: here one file
+    given twice) raises in one line and leaves no part's temporary file behind."""
+    from foundation.errors import MgteError
+    from foundation.ledger import StageOutput
+    from pipelines.pairs.tasks import write_source
+    from .conftest import EN_BODY
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "query": f"Title a {i}", "positive": f"{EN_BODY} a item {i}.",
+                                 "source": "web"} for i in range(3)])
+    pairs.run(config(tmp_path, [d / "a.jsonl"], "engine=local", "lang.min_chars=30", "keep_candidates=true"))
+    out = StageOutput(tmp_path / "out", "pairs", {})
+    cand = [str(p.relative_to(out.root)) for p in (out.root / "_work" / "candidates").rglob("*.parquet")]
+    assert len(cand) == 1
+    with pytest.raises(MgteError, match="not in key order"):
+        write_source("source-again", cand * 2, [], 100, out, "deps")
+    assert not list(out.root.rglob("*.tmp"))
