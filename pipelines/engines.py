@@ -210,7 +210,6 @@ class BeamEngine:
         self.options = shlex.split(options)
 
     def __enter__(self):
-        bound_malloc_arenas()
         return self
 
     def __exit__(self, *exc):

@@ -90,7 +90,8 @@ def test_ray_tasks_take_the_drivers_env_even_when_ray_was_started_without_it(mon
 def test_a_beam_engine_bounds_malloc_arenas_in_its_workers_unless_the_user_set_them(monkeypatch, tmp_path):
     """The DirectRunner's driver kept ~70 MB more after each 1M-item dedup slice in glibc's
     per-thread arenas (benchmarks/RESULTS.md, session 7): a Beam engine's process and the SDK
-    worker processes it starts run with MALLOC_ARENA_MAX=2, unless the user set another value."""
+    worker processes it starts run with MALLOC_ARENA_MAX=2 (the driver through mallopt), unless the
+    user set another value."""
     import os
     import pathlib
 
@@ -106,5 +107,17 @@ def test_a_beam_engine_bounds_malloc_arenas_in_its_workers_unless_the_user_set_t
     seen = {f.name: f.read_text() for f in tmp_path.iterdir()}
     assert list(seen.values()) == ["2"] and str(os.getpid()) not in seen  # read in a worker process
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    with BeamEngine():
+    calls = []  # the driver's own arenas: mallopt(M_ARENA_MAX = -8, n) in this process
+
+    class Libc:
+        def __init__(self, name):
+            assert name == "libc.so.6"
+
+        def mallopt(self, option, value):
+            calls.append((option, value))
+
+    monkeypatch.setattr("ctypes.CDLL", Libc)
+    with BeamEngine() as engine:
+        engine.pipeline()
         assert os.environ["MALLOC_ARENA_MAX"] == "4"
+    assert calls == [(-8, 4)]
