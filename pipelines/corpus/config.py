@@ -275,11 +275,13 @@ class DedupConfig:
     # rensa: Rust MinHash, ~1.7x the signatures per core of our numpy one at the same recall and
     # precision on the planted pairs (benchmarks/corpus_build.py --minhash); numpy: no extra package
     minhash: Literal["numpy", "rensa"] = "rensa"
-    # Beam and Ray: the most band items (one per candidate and band: its bucket and the candidate's
-    # file and row, no signature) one shuffle of the near dedup holds: Beam runs ceil(candidates x bands / this) slice
-    # pipelines (the DirectRunner keeps a pipeline's shuffles in the driver), Ray as many shuffles;
-    # a pass first writes each slice's items to its own files (blocks of shuffle_items / bands
-    # candidates). Memory per process follows this, not the input. Ours, not the paper's.
+    # the most band items (one per candidate and band: its bucket and the candidate's file and row,
+    # no signature) one task of the dedup holds: ceil(candidates x bands / this) slices, each
+    # decided by one task; a pass first writes each slice's items to its own files (blocks of
+    # shuffle_items / bands candidates), and the clustering rounds' partitions receive at most
+    # this many values where the shards allow. The local engine decides in memory while the input
+    # is one slice. Memory per process follows this, not the input (~0.3 GB a task at 1M,
+    # docs/scale.md). Ours, not the paper's.
     shuffle_items: int = 1_000_000
 
     def validate(self) -> None:
