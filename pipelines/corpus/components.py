@@ -47,12 +47,6 @@ def not_converged(rounds: int, n_edges: int, bad: int) -> MgteError:
 
 
 # ---- large-star --------------------------------------------------------------------------------
-def large_star_emit(edge: Edge) -> list[tuple]:
-    """An edge -> both ends, keyed by node."""
-    a, b = edge[0], edge[1]
-    return [(a, b), (b, a)]
-
-
 def large_star(node, neighbours: Iterable) -> list[Edge]:
     """One node and its neighbours -> its larger neighbours attached to the smallest of them all."""
     nb = set(neighbours)
