@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import pickle
 import shlex
 from typing import Any, Callable, Sequence
 
@@ -223,17 +224,57 @@ class BeamEngine:
         return beam.Pipeline(options=PipelineOptions(self.options))
 
     def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> None:
-        import apache_beam as beam
-
         try:
             with self.pipeline() as p:
-                (p | "Tasks" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
-                 | "RunTask" >> beam.Map(functools.partial(call_task, fn)))
+                beam_task_pipeline(p, [(functools.partial(packed_task, fn, pack_items(items)), len(items))])
             on_done(len(items))  # one pipeline: every task done at once
         except MgteError:
             raise
         except Exception as exc:  # noqa: BLE001 - Beam wraps the task's error; name it in one line
             raise beam_error(exc, items) from exc
+
+
+def beam_task_pipeline(p, steps: Sequence[tuple[Callable[[int], Any], int]]) -> None:
+    """One pipeline of steps: ``task(i)`` for each ``i < n`` of each ``(task, n)``, spread over the
+    workers (``Create`` reshuffles its elements), each step after the previous one (its results as a
+    side input: the runner computes a side input whole before the step that reads it).
+
+    The elements are task numbers only: the tasks' arguments travel once, inside the step's function
+    (:func:`pack_items`). The DirectRunner's driver held ~14x the bytes of the elements it moved (a
+    corpus task's arguments, its config twice, are 65 KB: 400 of them took the driver from 285 to
+    576 MB, benchmarks/RESULTS.md session 9)."""
+    import apache_beam as beam
+
+    done = None
+    for i, (task, n) in enumerate(steps):
+        parts = p | f"Parts{i}" >> beam.Create(list(range(n)))
+        done = (parts | f"Step{i}" >> beam.Map(task) if done is None
+                else parts | f"Step{i}" >> beam.Map(_after, beam.pvalue.AsList(done), task))
+
+
+def _after(part: int, before: list, task) -> Any:
+    """``task(part)``, once the step before (``before``: its results) is done."""
+    return task(part)
+
+
+def pack_items(items: Sequence[tuple]) -> bytes:
+    """The tasks' arguments pickled together: what they share (a stage's config and output, the
+    same objects in every item) is stored once, not once a task."""
+    return pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_UNPACKED: list = [None, None]  # the last packed bytes this process read, and its items
+
+
+def packed_task(fn: Callable, packed: bytes, i: int) -> int:
+    """Task ``i`` of :func:`pack_items`'s ``packed``: ``call_task(fn, items[i])``; returns ``i``.
+    A worker unpickles one step's items once (kept while the same bytes object comes back)."""
+    held, items = _UNPACKED
+    if held is not packed:
+        items = pickle.loads(packed)
+        _UNPACKED[:] = [packed, items]
+    call_task(fn, items[i])
+    return i
 
 
 def beam_error(exc: BaseException, items: list[tuple]) -> MgteError:
@@ -280,9 +321,8 @@ class RayEngine:
         if not items:
             return []
         results: dict[int, Any] = {}
-        ds = ray.data.from_items([{"i": i, "item": item} for i, item in enumerate(items)],
-                                 override_num_blocks=len(items))
-        ds = ds.map(functools.partial(_ray_task, fn, driver_env()), num_cpus=1, **self.retry_args)
+        ds = ray.data.from_items([{"i": i} for i in range(len(items))], override_num_blocks=len(items))
+        ds = ds.map(functools.partial(_ray_task, fn, driver_env(), pack_items(items)), num_cpus=1, **self.retry_args)
         try:
             for row in ds.iter_rows():
                 results[row["i"]] = row["result"]
@@ -297,9 +337,9 @@ class RayEngine:
         return [results.get(i) for i in range(len(items))]
 
 
-def _ray_task(fn: Callable, env: dict, row: dict) -> dict:
+def _ray_task(fn: Callable, env: dict, packed: bytes, row: dict) -> dict:
     apply_env(env)  # the driver's fault hook / offline / thread settings, whoever started Ray
-    result = call_task(fn, row["item"])
+    result = call_task(fn, pickle.loads(packed)[row["i"]])
     return {"i": row["i"], "result": result.get("task") if isinstance(result, dict) else None}
 
 

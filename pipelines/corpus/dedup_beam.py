@@ -6,8 +6,8 @@ Beam's DirectRunner (the FnApiRunner) keeps every shuffle of a pipeline in the d
 until the pipeline ends, so a GroupByKey of the exact items, of the band items (25 per candidate)
 or of the rounds' links would hold them there (session 7: the driver's peak grew with the slices'
 buckets, 590 -> 872 MB from 100k to 1M candidates). The pipelines here use no GroupByKey: each
-step is ``Create(range(n)) | Map(task)``, spread over the SDK workers, and waits for the step
-before it through a side input. On a distributed runner (Dataflow, Flink, Spark) the steps' files
+step is ``Create(range(n)) | Map(task)`` (:func:`pipelines.engines.beam_task_pipeline`), spread
+over the SDK workers, and waits for the step before it through a side input. On a distributed runner (Dataflow, Flink, Spark) the steps' files
 need an output root its workers share."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from foundation.errors import MgteError
 from foundation.ledger import StageOutput
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup_rounds import Steps, dedup_through_files
-from pipelines.engines import beam_error
+from pipelines.engines import beam_error, beam_task_pipeline
 
 
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
@@ -36,21 +36,3 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
 def _beam_run(engine, steps: Steps) -> None:
     with engine.pipeline() as p:
         beam_task_pipeline(p, steps)
-
-
-def beam_task_pipeline(p, steps: Steps) -> None:
-    """One pipeline of steps: ``task(i)`` for each ``i < n`` of each ``(task, n)``, spread over the
-    workers (``Create`` reshuffles its elements), each step after the previous one (its results as a
-    side input: the runner computes a side input whole before the step that reads it)."""
-    import apache_beam as beam
-
-    done = None
-    for i, (task, n) in enumerate(steps):
-        parts = p | f"Parts{i}" >> beam.Create(list(range(n)))
-        done = (parts | f"Step{i}" >> beam.Map(task) if done is None
-                else parts | f"Step{i}" >> beam.Map(_after, beam.pvalue.AsList(done), task))
-
-
-def _after(part: int, before: list, task) -> int:
-    """``task(part)``, once the step before (``before``: its results) is done."""
-    return task(part)

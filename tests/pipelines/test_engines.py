@@ -121,3 +121,49 @@ def test_a_beam_engine_bounds_malloc_arenas_in_its_workers_unless_the_user_set_t
         engine.pipeline()
         assert os.environ["MALLOC_ARENA_MAX"] == "4"
     assert calls == [(-8, 4)]
+
+
+def _write_index(root: str, cfg: dict, i: int) -> None:
+    import os
+    import pathlib
+
+    pathlib.Path(root, str(i)).write_text(f"{os.getpid()} {len(cfg['rows'])}")
+
+
+def test_a_beam_map_moves_task_numbers_and_each_shared_argument_once(monkeypatch, tmp_path):
+    """The DirectRunner's driver held ~14x the bytes of the elements a pipeline moved: 400 corpus
+    tasks, each carrying its 65 KB config, took it from 285 to 576 MB (benchmarks/RESULTS.md,
+    session 9). The elements are the task numbers; the arguments travel pickled once, inside the
+    step's function, and what the tasks share (one config object) is stored once."""
+    import pickle
+
+    import apache_beam as beam
+
+    from pipelines import engines
+
+    cfg = {"rows": [f"threshold {j}" for j in range(2000)]}  # ~30 KB, the same object in every task
+    items = [(str(tmp_path), cfg, i) for i in range(40)]
+    created, payload = [], []
+    real = engines.beam_task_pipeline
+
+    class Creates(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.Create):
+                created.extend(node.transform.values)
+
+    def visited(p, steps):
+        real(p, steps)
+        payload.extend(len(pickle.dumps(task)) for task, _ in steps)
+        p.visit(Creates())
+
+    monkeypatch.setattr(engines, "beam_task_pipeline", visited)
+    with engines.BeamEngine("--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing") as e:
+        e.map(_write_index, items)
+    assert created == list(range(40))  # task numbers, nothing else
+    assert payload and payload[0] < 2 * len(pickle.dumps(items[0]))  # the config once, not 40 times
+    ran = {f.name: f.read_text().split() for f in tmp_path.iterdir()}
+    assert sorted(ran, key=int) == [str(i) for i in range(40)]  # every task ran once, with its arguments
+    assert {n for _pid, n in ran.values()} == {"2000"}
