@@ -69,7 +69,7 @@ from pipelines.corpus.dedup_shards import (
     write_shard,
     write_slices,
 )
-from pipelines.corpus.steps import DECISION_KINDS, decision_shard, mark_dedup
+from pipelines.corpus.steps import decision_shard, mark_dedup
 
 Steps = list[tuple[Callable[[int], int], int]]  # (task, n): task(0 .. n - 1), a step after the one before
 
@@ -190,7 +190,7 @@ def small_task(part: int, root: str, step: int, shards: int, parts: int) -> int:
 
 
 def write_task(part: int, root: str, out, build: int, shards: int, parts: int, slices: int,
-               exact: bool, near: bool, kinds: tuple[str, ...]) -> int:
+               exact: bool, near: bool) -> int:
     """Every shard the partition owns: its exact decisions (the slices' files), its records' converged
     edges (the first check that found every node in a star) and link similarities -> its decision
     files; nothing while the rounds have not converged (chained after the last check of a run)."""
@@ -207,7 +207,7 @@ def write_task(part: int, root: str, out, build: int, shards: int, parts: int, s
     for s in _owned(part, shards, parts):
         rows = [r for k in range(slices if exact else 0) if (f := root / slice_file("exact", k, s)).exists()
                 for r in _read(f).to_pylist()]
-        write_shard(out, s, build, rows, edges[s], sims[s], kinds)
+        write_shard(out, s, build, rows, edges[s], sims[s])
     return part
 
 
@@ -235,7 +235,7 @@ def link_count(root, shards: int, slices: int) -> int:
 
 
 def cluster_and_write(run: Callable[[Steps], None], out, build: int, shards: int, slices: int, exact: bool,
-                      near: bool, shuffle_items: int, kinds: tuple[str, ...]) -> tuple[int, int]:
+                      near: bool, shuffle_items: int) -> tuple[int, int]:
     """The rounds over the slices' links, then every shard's decisions. ``run(steps)`` runs each
     ``(task, n)`` step's ``task(0 .. n - 1)``, a step once the one before is done (one engine run:
     a Beam pipeline). A run chains up to :data:`ROUNDS_PER_RUN` rounds (check, small-star, ...,
@@ -246,7 +246,7 @@ def cluster_and_write(run: Callable[[Steps], None], out, build: int, shards: int
     n_links = link_count(root, shards, slices) if near else 0
     parts = round_parts(n_links, shards, shuffle_items)
     kw = {"root": str(root), "shards": shards, "parts": parts}
-    write = functools.partial(write_task, out=out, build=build, slices=slices, exact=exact, near=near, kinds=kinds, **kw)
+    write = functools.partial(write_task, out=out, build=build, slices=slices, exact=exact, near=near, **kw)
     if not near:
         run([(write, parts)])
         return 0, 0
@@ -280,28 +280,38 @@ def slice_task(k: int, files: list[tuple[str, int]], cfg: DedupConfig, root: str
     """Slice ``k``'s items, as the pass wrote them -> its exact decisions (:func:`exact_decisions`)
     and verified links (:func:`band_links`), one file per decisions shard with any (a link in its
     first end's shard). Holds one slice: at most ``dedup.shuffle_items`` items. Returns the rows written."""
+    root = Path(root)
+    written = 0
+    if cfg.exact and (table := _slice_table(root, "exact", k)) is not None:
+        rows = exact_decisions(table)
+        del table
+        written += _write_by_shard(root, "exact", k, rows, [r["path"] for r in rows], shards, _exact_table)
+    if cfg.near and (table := _slice_table(root, "bands", k)) is not None:
+        links = band_links(table, files, cfg)
+        del table
+        written += _write_by_shard(root, "links", k, links, [a[1] for a, _b, _sim in links], shards, _link_table)
+    return written
+
+
+def _slice_table(root: Path, kind: str, k: int):
+    """Slice ``k``'s items of ``kind`` (``exact`` or ``bands``) from the pass's files; None if none."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    paths = slice_files(root, kind, k)
+    return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else None
+
+
+def _write_by_shard(root: Path, name: str, k: int, rows: list, paths: list[str], shards: int, to_table) -> int:
+    """``rows`` (each of the record file in ``paths``) -> one file of slice ``k`` per decisions shard with any."""
     from foundation.ledger.atomic import atomic_write_parquet
 
-    root, written = Path(root), 0
-    for kind, on in (("exact", cfg.exact), ("bands", cfg.near)):
-        if not on or not (paths := slice_files(root, kind, k)):
-            continue
-        table = pa.concat_tables([pq.read_table(p) for p in paths])
-        if kind == "exact":
-            rows, shard_of, name, to_table = exact_decisions(table), lambda d: d["path"], "exact", _exact_table
-        else:
-            rows, shard_of, name, to_table = band_links(table, files, cfg), lambda x: x[0][1], "links", _link_table
-        del table
-        by_shard: dict[int, list] = defaultdict(list)
-        for r in rows:
-            by_shard[decision_shard(shard_of(r), shards)].append(r)
-        for s, got in by_shard.items():
-            atomic_write_parquet(root / slice_file(name, k, s), to_table(got))
-        written += len(rows)
-    return written
+    by_shard: dict[int, list] = defaultdict(list)
+    for row, path in zip(rows, paths):
+        by_shard[decision_shard(path, shards)].append(row)
+    for s, got in by_shard.items():
+        atomic_write_parquet(root / slice_file(name, k, s), to_table(got))
+    return len(rows)
 
 
 def dedup_through_files(run: Callable[[Steps], None], files: list[tuple[str, int]], cfg: DedupConfig, out,
@@ -320,8 +330,7 @@ def dedup_through_files(run: Callable[[Steps], None], files: list[tuple[str, int
                                               root=str(root)), len(blocks)),
                            (functools.partial(slice_task, files=files, cfg=cfg, root=str(root), shards=shards), slices))
          if step[1]])
-    n_links, rounds = cluster_and_write(run, out, build, shards, slices, cfg.exact, cfg.near, cfg.shuffle_items,
-                                        tuple(DECISION_KINDS))
+    n_links, rounds = cluster_and_write(run, out, build, shards, slices, cfg.exact, cfg.near, cfg.shuffle_items)
     mark_dedup(out, shards, n_rows, deps, {"near_links": n_links, "near_rounds": rounds, "slices": slices})
     for d in (root / CC_DIR, root / SLICE_DIR):
         shutil.rmtree(d, ignore_errors=True)

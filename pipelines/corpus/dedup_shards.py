@@ -279,9 +279,9 @@ def near_rows(edges: Iterable[tuple], sims: Iterable[tuple]) -> list[dict]:
 
 
 def write_shard(out: StageOutput, shard: int, build: int, exact: Iterable[dict], edges: Iterable[tuple],
-                sims: Iterable[tuple], kinds: tuple[str, ...]) -> list[str]:
+                sims: Iterable[tuple]) -> list[str]:
     """One shard's decisions (exact decision rows, converged edges, link similarities) -> its files."""
-    return write_decision_shard(out, shard, [*exact, *near_rows(edges, sims)], build, kinds)
+    return write_decision_shard(out, shard, [*exact, *near_rows(edges, sims)], build)
 
 
 def _key_schema(prefix: str) -> list:

@@ -201,13 +201,12 @@ def decision_file(kind: str, shard: int) -> str:
     return f"{DEDUP_DIR}/{kind}-{shard:05d}.parquet"
 
 
-def write_decision_shard(out: StageOutput, shard: int, decisions: list[dict], build: int = 0,
-                         kinds: tuple[str, ...] = tuple(DECISION_KINDS)) -> list[str]:
-    """One shard's decisions, one file per reason (``kinds``: the files this call writes, every one
-    even when empty, so the set of files is known without listing a directory): the decisions about
-    this build's records (``build``; the rows of previous builds only take part)."""
+def write_decision_shard(out: StageOutput, shard: int, decisions: list[dict], build: int = 0) -> list[str]:
+    """One shard's decisions, one file per reason (every one even when empty, so the set of files is
+    known without listing a directory): the decisions about this build's records (``build``; the rows
+    of previous builds only take part)."""
     files = []
-    for kind in kinds:
+    for kind in DECISION_KINDS:
         rows = sorted((d for d in decisions if d["reason"] == DECISION_KINDS[kind] and d.get("build", 0) == build),
                       key=lambda d: (d["path"], d["line"]))
         files.append(out.write_rows(decision_file(kind, shard), rows, DEDUP_DECISION))
