@@ -64,8 +64,8 @@ from pipelines.corpus.dedup_shards import (
     candidate_count,
     exact_decisions,
     file_blocks,
+    read_slice,
     slice_count,
-    slice_files,
     write_shard,
     write_slices,
 )
@@ -282,24 +282,15 @@ def slice_task(k: int, files: list[tuple[str, int]], cfg: DedupConfig, root: str
     first end's shard). Holds one slice: at most ``dedup.shuffle_items`` items. Returns the rows written."""
     root = Path(root)
     written = 0
-    if cfg.exact and (table := _slice_table(root, "exact", k)) is not None:
+    if cfg.exact and (table := read_slice(root, "exact", k)) is not None:
         rows = exact_decisions(table)
         del table
         written += _write_by_shard(root, "exact", k, rows, [r["path"] for r in rows], shards, _exact_table)
-    if cfg.near and (table := _slice_table(root, "bands", k)) is not None:
+    if cfg.near and (table := read_slice(root, "bands", k)) is not None:
         links = band_links(table, files, cfg)
         del table
         written += _write_by_shard(root, "links", k, links, [a[1] for a, _b, _sim in links], shards, _link_table)
     return written
-
-
-def _slice_table(root: Path, kind: str, k: int):
-    """Slice ``k``'s items of ``kind`` (``exact`` or ``bands``) from the pass's files; None if none."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    paths = slice_files(root, kind, k)
-    return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else None
 
 
 def _write_by_shard(root: Path, name: str, k: int, rows: list, paths: list[str], shards: int, to_table) -> int:

@@ -263,10 +263,11 @@ def test_the_local_pool_through_files_writes_the_in_memory_decisions(tmp_path):
 def slice_pass(files, cfg, exact_slices, slices, root) -> dict:
     """The slice pass over ``files`` -> {(kind, slice): [items of that slice's files]}: exact items
     ``(text hash, key)``, band items ``((band, bucket), (file, row))``."""
-    from pipelines.corpus.dedup_shards import file_blocks, slice_files, write_slices
+    from pipelines.corpus.dedup_shards import file_blocks, read_slice, write_slices
 
-    def items(path):
-        t = pq.read_table(path)
+    def items(t):
+        if t is None:
+            return []
         if "text_hash" in t.column_names:
             cols = (t.column(c).to_pylist() for c in ("text_hash", "build", "path", "line", "id"))
             return [(th, (b, p, ln, i)) for th, b, p, ln, i in zip(*cols)]
@@ -275,19 +276,21 @@ def slice_pass(files, cfg, exact_slices, slices, root) -> dict:
 
     n = sum(write_slices(i, block, files, cfg, exact_slices, slices, root)
             for i, block in enumerate(file_blocks(files, cfg)))
-    got = {(kind, k): [v for f in slice_files(root, kind, k) for v in items(f)]
+    got = {(kind, k): items(read_slice(root, kind, k))
            for kind, count in (("exact", exact_slices), ("bands", slices)) for k in range(count)}
     assert n == sum(map(len, got.values()))
     return got
 
 
-def test_the_slice_pass_covers_every_item_once_and_keeps_a_bucket_whole(chain_corpus, tmp_path):
-    """One pass writes each (candidate, band) item and each exact item into exactly one slice's
-    files, a bucket (text hash) whole in one slice, whatever the number of slices and of blocks
-    (``shuffle_items`` 1: one file a block)."""
+def test_the_slice_pass_covers_every_item_once_and_keeps_a_bucket_whole(chain_corpus, tmp_path, monkeypatch):
+    """One pass writes each (candidate, band) item and each exact item into exactly one slice, a
+    bucket (text hash) whole in one slice, whatever the number of slices, of blocks (``shuffle_items``
+    1: one block a candidates file) and of row groups a slice takes in a block; one file per block
+    and kind, not one per block and slice."""
     import dataclasses
 
-    from pipelines.corpus.dedup_shards import band_items, file_blocks
+    from pipelines.corpus import dedup_shards
+    from pipelines.corpus.dedup_shards import SLICE_DIR, band_items, file_blocks
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
     key_at = {(fi, r): (b, row["path"], row["line"], row["id"]) for fi, (f, b) in enumerate(chain_corpus)
@@ -295,10 +298,14 @@ def test_the_slice_pass_covers_every_item_once_and_keeps_a_bucket_whole(chain_co
     # a slim band item names the bucket (band, hash of band_key) and the candidate (file, row)
     want_bands = sorted(((int(k.split(":")[0]), int(k.split(":")[1], 16)), m[0]) for r in rows for k, m in band_items(r, CFG))
     want_exact = sorted((r["text_hash"], (r["build"], r["path"], r["line"], r["id"])) for r in rows)
-    for slices, shuffle_items in ((1, CFG.shuffle_items), (3, 1), (7, 1)):
+    for slices, shuffle_items, group_rows in ((1, CFG.shuffle_items, 1 << 20), (3, 1, 1 << 20), (7, 1, 5), (2, 10**6, 7)):
+        monkeypatch.setattr(dedup_shards, "ROW_GROUP_ROWS", group_rows)
         cfg = dataclasses.replace(CFG, shuffle_items=shuffle_items)
-        assert len(file_blocks(chain_corpus, cfg)) == (1 if slices == 1 else len(chain_corpus))
-        got = slice_pass(chain_corpus, cfg, slices, slices, tmp_path / f"s{slices}")
+        blocks = len(file_blocks(chain_corpus, cfg))
+        assert blocks == (len(chain_corpus) if shuffle_items == 1 else 1)
+        root = tmp_path / f"s{slices}-{group_rows}"
+        got = slice_pass(chain_corpus, cfg, slices, slices, root)
+        assert sorted(p.parent.name for p in (root / SLICE_DIR).rglob("*.parquet")) == ["bands"] * blocks + ["exact"] * blocks
         bands = [(k, v) for (kind, k), vs in got.items() if kind == "bands" for v in vs]
         exact = [(k, v) for (kind, k), vs in got.items() if kind == "exact" for v in vs]
         assert sorted((v[0], key_at[v[1]]) for _, v in bands) == want_bands
@@ -317,11 +324,11 @@ def test_slim_band_rows_find_the_buckets_and_links_of_the_signatures(chain_corpu
     from any set of whole buckets equal the links of those buckets built from whole signatures
     (:func:`slice_bucket_links`)."""
     from pipelines.corpus.dedup import band_key
-    from pipelines.corpus.dedup_shards import band_items, band_links, slice_bucket_links, slice_files, write_slices
+    from pipelines.corpus.dedup_shards import band_items, band_links, read_slice, slice_bucket_links, write_slices
 
     rows = [dict(r, build=b) for f, b in chain_corpus for r in pq.read_table(f).to_pylist()]
     write_slices(0, list(range(len(chain_corpus))), chain_corpus, CFG, 1, 1, tmp_path)
-    table = pq.read_table(slice_files(tmp_path, "bands", 0))
+    table = read_slice(tmp_path, "bands", 0)
     assert table.num_rows == len(rows) * CFG.bands
     at = {(f, r): (b, k) for f, r, b, k in zip(*(table.column(c).to_pylist() for c in ("file", "row", "band", "bucket")))
           if b == 3}
