@@ -194,3 +194,27 @@ def test_a_source_task_that_fails_leaves_no_half_written_part(tmp_path):
     with pytest.raises(MgteError, match="not in key order"):
         write_source("source-again", cand * 2, [], 100, out, "deps")
     assert not list(out.root.rglob("*.tmp"))
+
+
+def test_source_stats_count_pairs_and_truncations_per_source_over_every_file(tmp_path):
+    """The per-source counts (counted in Arrow, file by file) against a count of the rows in Python."""
+    import random
+    from collections import Counter
+
+    from pipelines.pairs.stage import source_stats
+
+    rng = random.Random(5)
+    files, want = [], Counter()
+    for i in range(3):
+        rows = [{"source": rng.choice("abc"), "query_truncated": rng.random() < 0.3,
+                 "positive_truncated": rng.random() < 0.6} for _ in range(200)]
+        for r in rows:
+            want[(r["source"], "pairs")] += 1
+            want[(r["source"], "q")] += r["query_truncated"]
+            want[(r["source"], "p")] += r["positive_truncated"]
+        files.append(tmp_path / f"{i}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows), files[-1])
+    got = source_stats(config(tmp_path, [], "alpha=0.5"), files).to_pylist()
+    assert {(r["source"], k): r[c] for r in got for k, c in (("pairs", "pairs"), ("q", "query_truncated"),
+                                                             ("p", "positive_truncated"))} == dict(want)
+    assert sum(r["q"] for r in got) == pytest.approx(1.0)
