@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 STALE_ENV = "MGTE_LOCK_STALE_S"
 DEFAULT_STALE_S = 600.0
 HEARTBEAT_S = 30.0
+HOLDER_WAIT_S = 2.0  # ours: how long a refused run waits for the holder to write who it is (it does so just after its flock)
 
 
 class OutputLocked(StageConflict):
@@ -139,10 +140,15 @@ def _acquire(root: Path, command: str) -> _Lock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = _read_holder(fd)
-            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
                 raise StageIOError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+            holder = _read_holder(fd)
+            deadline = time.monotonic() + HOLDER_WAIT_S
+            while "pid" not in holder and time.monotonic() < deadline:  # it writes who it is just after its flock
+                time.sleep(0.05)
+                holder = _read_holder(fd)
+            os.close(fd)
             raise OutputLocked(f"{root} is being written by another run ({_describe(holder, path)}); "
                                "wait for it to finish, or stop it first") from None
         try:

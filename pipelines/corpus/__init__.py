@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import functools
 
-import pyarrow.parquet as pq
-
 from foundation.ledger import deps_hash
 from pipelines.contract import Phase, Result, Stage, StageSpec, run_stage, task_outputs
 from pipelines.corpus.config import Config
 from pipelines.corpus.dedup_engines import run_dedup
 from pipelines.corpus.incremental import cumulative_stats, previous_index_items, resolve_previous
-from pipelines.corpus.stats import language_stats
+from pipelines.corpus.stats import files_language_stats
 from pipelines.decontam import (REASON as EVAL_OVERLAP, check as check_decontam, load_index, pin as pin_decontam,
                                 with_absolute_dirs)
 from pipelines.corpus.steps import DEDUP_TASK, read_task, run_read_task, run_write_task, write_task
@@ -66,8 +64,7 @@ def finish(cfg: Config, stage: Stage, result: Result) -> tuple[dict, dict]:
     """The per-language table (eq. 1) over the written documents, and over every build."""
     out = stage.out
     data_files = [out.root / f for f in task_outputs(result.markers["write"], "data")]
-    docs = pq.read_table(data_files, columns=["lang", "n_chars", "n_bytes", "n_tokens"]) if data_files else None
-    stats_rows = language_stats(docs, cfg.stats.alpha, with_tokens=cfg.stats.tokenizer is not None)
+    stats_rows = files_language_stats(data_files, cfg.stats.alpha, with_tokens=cfg.stats.tokenizer is not None)
     stats_rel = out.write_rows("stats/lang_stats.parquet", stats_rows, LANG_STATS)
     previous = resolve_previous(cfg)
     cumulative = cumulative_stats(previous, stats_rows, cfg.stats.alpha)

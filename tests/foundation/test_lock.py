@@ -50,6 +50,28 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
+def test_a_refused_run_waits_for_the_holder_to_write_who_it_is(tmp_path):
+    """The holder writes its host and pid just after its flock: a run refused in between waits for
+    them instead of naming "host ? pid ?" (seen once in the suite, two runs started together)."""
+    import fcntl
+    import threading
+
+    out = tmp_path / "out"
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, nothing written yet
+    late = threading.Timer(0.5, lambda: os.write(fd, json.dumps({"host": "h1", "pid": 4242}).encode()))
+    late.start()
+    try:
+        with pytest.raises(OutputLocked, match=r"host h1 pid 4242"):
+            with output_lock(out):
+                pass
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_a_killed_holder_is_taken_over_with_a_warning(tmp_path, caplog):
     out = tmp_path / "out"
     holder = _holder(out)

@@ -141,3 +141,29 @@ def test_every_language_keeps_its_clean_text_and_junk_goes(local_run, truth):
     low = {lang: (v["retention"], v["drops"]) for lang, v in result["per_lang"].items() if v["retention"] < 0.6}
     assert low == {} and result["per_lang"]["en"]["retention"] >= 0.85, (low, result["per_lang"]["en"])
     assert result["junk_removal"] >= 0.95 and len(result["per_lang"]) >= 70, result["junk_kept"]
+
+
+def test_language_stats_summed_file_by_file_equal_the_stats_of_all_documents(tmp_path):
+    """The stage's table, summed one written file at a time, against :func:`language_stats` over
+    every document at once (the driver held them all until session 9)."""
+    import random
+
+    import pyarrow as pa
+
+    from pipelines.corpus.stats import files_language_stats, language_stats
+
+    rng = random.Random(3)
+    tables = [pa.table({"lang": [rng.choice(["en", "de", "zh", "sw"]) for _ in range(n)],
+                        "n_chars": [rng.randrange(10, 900) for _ in range(n)],
+                        "n_bytes": [rng.randrange(10, 2000) for _ in range(n)],
+                        "n_tokens": [rng.randrange(2, 300) for _ in range(n)]}) for n in (50, 1, 300, 7)]
+    files = []
+    for i, t in enumerate(tables):
+        files.append(tmp_path / f"{i}.parquet")
+        pq.write_table(t, files[-1])
+    for with_tokens in (True, False):
+        want = language_stats(pa.concat_tables(tables), 0.5, with_tokens)
+        got = files_language_stats(files, 0.5, with_tokens)
+        assert [{k: r[k] for k in ("lang", "docs", "chars", "bytes", "tokens")} for r in got] == \
+            [{k: r[k] for k in ("lang", "docs", "chars", "bytes", "tokens")} for r in want]
+        assert [x for r in got for x in (r["p"], r["q"])] == pytest.approx([x for r in want for x in (r["p"], r["q"])])
