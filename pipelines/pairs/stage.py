@@ -47,19 +47,26 @@ def source_stats(cfg: Config, data_files: list[Path]) -> pa.Table:
     pairs: Counter = Counter()
     q_trunc: Counter = Counter()
     p_trunc: Counter = Counter()
-    for f in data_files:  # counted in Arrow: a file's rows never become Python objects
-        t = pq.read_table(f, columns=["source", "query_truncated", "positive_truncated"])
-        t = t.set_column(1, "query_truncated", t.column(1).cast(pa.int64())).set_column(
-            2, "positive_truncated", t.column(2).cast(pa.int64()))
-        for r in t.group_by("source").aggregate([("source", "count"), ("query_truncated", "sum"),
-                                                 ("positive_truncated", "sum")]).to_pylist():
-            pairs[r["source"]] += r["source_count"]
-            q_trunc[r["source"]] += r["query_truncated_sum"]
-            p_trunc[r["source"]] += r["positive_truncated_sum"]
+    for f in data_files:  # counted in Arrow, a row group at a time (a whole 50k-row file: ~80 MB of RSS)
+        pf = pq.ParquetFile(f)
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=["source", "query_truncated", "positive_truncated"])
+            t = t.set_column(1, "query_truncated", t.column(1).cast(pa.int64())).set_column(
+                2, "positive_truncated", t.column(2).cast(pa.int64()))
+            _count_sources(t, pairs, q_trunc, p_trunc)
     table = eq1(dict(pairs), cfg.alpha)
     return PAIR_SOURCE_STATS.from_rows([
         {"source": s, "pairs": pairs[s], "query_truncated": q_trunc[s], "positive_truncated": p_trunc[s],
          "p": table[s][0], "q": table[s][1], "alpha": cfg.alpha} for s in sorted(pairs)])
+
+
+def _count_sources(t: pa.Table, pairs: Counter, q_trunc: Counter, p_trunc: Counter) -> None:
+    """Add one table's pairs and truncations per source to the counters."""
+    for r in t.group_by("source").aggregate([("source", "count"), ("query_truncated", "sum"),
+                                             ("positive_truncated", "sum")]).to_pylist():
+        pairs[r["source"]] += r["source_count"]
+        q_trunc[r["source"]] += r["query_truncated_sum"]
+        p_trunc[r["source"]] += r["positive_truncated_sum"]
 
 
 def _forget_cleaned(out: StageOutput, names: list[str]) -> None:
