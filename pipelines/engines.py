@@ -223,10 +223,14 @@ class BeamEngine:
         bound_malloc_arenas()
         return beam.Pipeline(options=PipelineOptions(self.options))
 
+    def run_steps(self, steps: Sequence[tuple[Callable[[int], Any], int]]) -> None:
+        """One pipeline of chained steps (:func:`beam_task_pipeline`)."""
+        with self.pipeline() as p:
+            beam_task_pipeline(p, steps)
+
     def map(self, fn: Callable, items: list[tuple], on_done: Callable[[int], None] = _nothing) -> None:
         try:
-            with self.pipeline() as p:
-                beam_task_pipeline(p, [(functools.partial(packed_task, fn, pack_items(items)), len(items))])
+            self.run_steps([(functools.partial(packed_task, fn, pack_items(items)), len(items))])
             on_done(len(items))  # one pipeline: every task done at once
         except MgteError:
             raise
@@ -266,14 +270,18 @@ def pack_items(items: Sequence[tuple]) -> bytes:
 _UNPACKED: list = [None, None]  # the last packed bytes this process read, and its items
 
 
-def packed_task(fn: Callable, packed: bytes, i: int) -> int:
-    """Task ``i`` of :func:`pack_items`'s ``packed``: ``call_task(fn, items[i])``; returns ``i``.
-    A worker unpickles one step's items once (kept while the same bytes object comes back)."""
+def unpack_items(packed: bytes) -> list[tuple]:
+    """:func:`pack_items`'s items; a worker unpickles them once while the same bytes object comes back."""
     held, items = _UNPACKED
     if held is not packed:
         items = pickle.loads(packed)
         _UNPACKED[:] = [packed, items]
-    call_task(fn, items[i])
+    return items
+
+
+def packed_task(fn: Callable, packed: bytes, i: int) -> int:
+    """Task ``i`` of :func:`pack_items`'s ``packed``: ``call_task(fn, items[i])``; returns ``i``."""
+    call_task(fn, unpack_items(packed)[i])
     return i
 
 
@@ -339,7 +347,7 @@ class RayEngine:
 
 def _ray_task(fn: Callable, env: dict, packed: bytes, row: dict) -> dict:
     apply_env(env)  # the driver's fault hook / offline / thread settings, whoever started Ray
-    result = call_task(fn, pickle.loads(packed)[row["i"]])
+    result = call_task(fn, unpack_items(packed)[row["i"]])
     return {"i": row["i"], "result": result.get("task") if isinstance(result, dict) else None}
 
 

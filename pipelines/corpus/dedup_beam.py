@@ -6,19 +6,17 @@ Beam's DirectRunner (the FnApiRunner) keeps every shuffle of a pipeline in the d
 until the pipeline ends, so a GroupByKey of the exact items, of the band items (25 per candidate)
 or of the rounds' links would hold them there (session 7: the driver's peak grew with the slices'
 buckets, 590 -> 872 MB from 100k to 1M candidates). The pipelines here use no GroupByKey: each
-step is ``Create(range(n)) | Map(task)`` (:func:`pipelines.engines.beam_task_pipeline`), spread
-over the SDK workers, and waits for the step before it through a side input. On a distributed runner (Dataflow, Flink, Spark) the steps' files
-need an output root its workers share."""
+step is ``Create(range(n)) | Map(task)`` (:meth:`pipelines.engines.BeamEngine.run_steps`), spread
+over the SDK workers, and waits for the step before it through a side input. On a distributed
+runner (Dataflow, Flink, Spark) the steps' files need an output root its workers share."""
 
 from __future__ import annotations
-
-import functools
 
 from foundation.errors import MgteError
 from foundation.ledger import StageOutput
 from pipelines.corpus.config import DedupConfig
-from pipelines.corpus.dedup_rounds import Steps, dedup_through_files
-from pipelines.engines import beam_error, beam_task_pipeline
+from pipelines.corpus.dedup_rounds import dedup_through_files
+from pipelines.engines import beam_error
 
 
 def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: StageOutput, deps: str,
@@ -26,13 +24,9 @@ def dedup_beam(engine, files: list[tuple[str, int]], cfg: DedupConfig, out: Stag
     """:func:`~pipelines.corpus.dedup_rounds.dedup_through_files` with each engine run one Beam
     pipeline of chained steps."""
     try:
-        dedup_through_files(functools.partial(_beam_run, engine), files, cfg, out, deps, build)
+        dedup_through_files(engine.run_steps, files, cfg, out, deps, build)
     except MgteError:
         raise
     except Exception as exc:  # noqa: BLE001 - Beam wraps the step's error; name it in one line
         raise beam_error(exc, [(f,) for f, _ in files]) from exc
 
-
-def _beam_run(engine, steps: Steps) -> None:
-    with engine.pipeline() as p:
-        beam_task_pipeline(p, steps)

@@ -20,7 +20,7 @@ from pipelines.corpus import components as cc
 from pipelines.corpus.config import DedupConfig
 from pipelines.corpus.dedup import UnionFind
 from pipelines.corpus import dedup_rounds
-from pipelines.corpus import dedup_beam
+from pipelines import engines
 from pipelines.corpus.dedup_engines import dedup_in_memory, run_dedup
 from pipelines.corpus.steps import DEDUP_TASK
 from pipelines.engines import BeamEngine, LocalEngine, RayEngine
@@ -408,7 +408,7 @@ def test_the_beam_pipelines_shuffle_and_gather_nothing(chain_corpus, tmp_path, m
 
     import apache_beam as beam
 
-    found, pipelines, real = [], [], dedup_beam.beam_task_pipeline
+    found, pipelines, real = [], [], engines.beam_task_pipeline
 
     class Shuffles(beam.pipeline.PipelineVisitor):
         def enter_composite_transform(self, node):
@@ -432,7 +432,7 @@ def test_the_beam_pipelines_shuffle_and_gather_nothing(chain_corpus, tmp_path, m
         found.extend(combiners(p))
         p.visit(Shuffles())
 
-    monkeypatch.setattr(dedup_beam, "beam_task_pipeline", visited)
+    monkeypatch.setattr(engines, "beam_task_pipeline", visited)
     engine = BeamEngine("--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory")
     dedup_with(engine, chain_corpus, tmp_path, dataclasses.replace(CFG, shuffle_items=250))
     assert pipelines and pipelines[0] == 2  # the pass and the slices, then the rounds
